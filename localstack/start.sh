@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Starts LocalStack (EC2, Route53) on 127.0.0.1:4566, isolated from this machine's resolver:
+# DNS_ADDRESS=0 and a private /etc/resolv.conf inside its own mount namespace, so it can never
+# rewrite the host's /etc/resolv.conf. Waits until healthy. Idempotent: a running, healthy
+# LocalStack started by this script is left alone.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+venv="${LOCALSTACK_VENV:-$here/.venv}"
+state="${LOCALSTACK_STATE_DIR:-$here/state}"
+pidfile="$state/localstack.pid"
+log="$state/localstack.log"
+url="http://127.0.0.1:4566/_localstack/health"
+timeout_s="${LOCALSTACK_START_TIMEOUT_S:-90}"
+
+healthy() { curl -fsS --max-time 2 "$url" 2>/dev/null | grep -q '"ec2": "\(available\|running\)"'; }
+
+mkdir -p "$state"
+if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && healthy; then
+  echo "localstack: already running (pid $(cat "$pidfile"))"
+  exit 0
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "localstack: no venv at $venv; run localstack/install.sh first" >&2
+  exit 1
+fi
+if curl -fsS --max-time 2 "$url" >/dev/null 2>&1; then
+  echo "localstack: something else already answers on 127.0.0.1:4566; stop it first" >&2
+  exit 1
+fi
+
+printf 'nameserver 127.0.0.1\n' > "$state/resolv.conf"
+: > "$log"
+# setsid: its own process group, so stop.sh ends LocalStack and every child it spawned.
+# unshare --mount: the bind mount of resolv.conf is seen by LocalStack alone.
+setsid env \
+  SERVICES=ec2,route53,sts,iam \
+  GATEWAY_LISTEN=127.0.0.1:4566 \
+  LOCALSTACK_VOLUME_DIR="$state/volume" \
+  DNS_ADDRESS=0 \
+  SKIP_SSL_CERT_DOWNLOAD=1 \
+  DISABLE_EVENTS=1 \
+  EAGER_SERVICE_LOADING=1 \
+  unshare --mount --propagation private \
+  sh -c 'mount --bind "$0" /etc/resolv.conf && exec "$1" -m localstack.runtime.main' \
+  "$state/resolv.conf" "$venv/bin/python" >>"$log" 2>&1 < /dev/null &
+echo $! > "$pidfile"
+
+for _ in $(seq 1 "$timeout_s"); do
+  if healthy; then
+    echo "localstack: ready on http://127.0.0.1:4566 (pid $(cat "$pidfile"), log $log)"
+    exit 0
+  fi
+  if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    echo "localstack: exited during start-up; last lines of $log:" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
+  sleep 1
+done
+echo "localstack: not healthy after ${timeout_s}s; last lines of $log:" >&2
+tail -n 20 "$log" >&2
+exit 1
