@@ -1,0 +1,1 @@
+//! Engine config types (filled by the engine issue).
