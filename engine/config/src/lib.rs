@@ -1,1 +1,417 @@
-//! Engine config types (filled by the engine issue).
+//! Engine config types: written by `provision` as TOML, read by `engine-node` and
+//! `engine-gateway`. Depends only on serde + toml. Secrets are file PATHS, never inline.
+//!
+//! Every struct is `deny_unknown_fields`, so a typo in a provisioned file is an error at
+//! start-up rather than a silently ignored setting.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Error reading or writing a config file.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for ConfigError {}
+
+/// Which module a node runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Module {
+    Matching,
+    Wallet,
+    Otc,
+    Contract,
+}
+
+impl Module {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Module::Matching => "matching",
+            Module::Wallet => "wallet",
+            Module::Otc => "otc",
+            Module::Contract => "contract",
+        }
+    }
+    pub const ALL: [Module; 4] = [Module::Matching, Module::Wallet, Module::Otc, Module::Contract];
+}
+
+/// `active` serves writes; `standby` stays warm on a read-only replica and rejects writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RegionMode {
+    #[default]
+    Active,
+    Standby,
+}
+
+/// PostgreSQL connection: all hosts of the cluster; the engine connects with
+/// `target_session_attrs=read-write` across them, so it follows a Patroni failover.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbConfig {
+    /// "host:port" entries, e.g. ["10.0.1.10:5432", "10.0.2.10:5432"].
+    pub hosts: Vec<String>,
+    pub dbname: String,
+    pub user: String,
+    /// Path of a file whose content (trimmed) is the password. Omit for trust auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_connect_timeout_ms() -> u64 {
+    2000
+}
+
+/// A spot market or a perpetual contract; each one is a partition of its module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MarketConfig {
+    /// e.g. "BTC-USD" (spot) or "BTC-PERP" (contract).
+    pub symbol: String,
+    /// Asset code of the traded quantity (spot only; contracts settle in `quote`).
+    pub base: String,
+    /// Asset code prices are quoted in; fees and contract margin are paid in it.
+    pub quote: String,
+    #[serde(default)]
+    pub maker_fee_bps: u32,
+    #[serde(default)]
+    pub taker_fee_bps: u32,
+    /// Contracts only: initial margin in basis points of notional (e.g. 1000 = 10x).
+    #[serde(default = "default_im_bps")]
+    pub initial_margin_bps: u32,
+}
+
+fn default_im_bps() -> u32 {
+    1000
+}
+
+/// What the exchange trades and how work is split into partitions. Must be identical in
+/// every node and gateway config of a region.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Spot markets (module `matching`, one partition per market).
+    pub spot_markets: Vec<MarketConfig>,
+    /// Perpetual contracts (module `contract`, one partition per contract).
+    #[serde(default)]
+    pub perp_markets: Vec<MarketConfig>,
+    /// Number of user shards of module `wallet`.
+    #[serde(default = "default_shards")]
+    pub wallet_shards: u32,
+    /// Number of user shards of module `otc`.
+    #[serde(default = "default_shards")]
+    pub otc_shards: u32,
+    /// User id of the OTC dealer account that quotes against users.
+    #[serde(default = "default_otc_dealer")]
+    pub otc_dealer_user_id: i64,
+    /// Lifetime of an OTC quote.
+    #[serde(default = "default_quote_ttl_ms")]
+    pub otc_quote_ttl_ms: u64,
+    /// Spread the dealer adds around the admin-set reference price, in basis points.
+    #[serde(default = "default_otc_spread")]
+    pub otc_spread_bps: u32,
+}
+
+fn default_shards() -> u32 {
+    3
+}
+fn default_otc_dealer() -> i64 {
+    1
+}
+fn default_quote_ttl_ms() -> u64 {
+    10_000
+}
+fn default_otc_spread() -> u32 {
+    20
+}
+
+/// Another engine process this one talks to (peers for RTT probes, nodes for the gateway).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub node_id: String,
+    pub module: Module,
+    /// "host:port" of its HTTP listener.
+    pub addr: String,
+}
+
+/// Per-second health thresholds of a node. A threshold crossed for `breach_seconds`
+/// consecutive samples isolates the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_cpu_max")]
+    pub cpu_max_percent: f64,
+    #[serde(default = "default_mem_max")]
+    pub mem_max_percent: f64,
+    #[serde(default = "default_peer_rtt_max")]
+    pub peer_rtt_max_ms: u64,
+    #[serde(default = "default_db_latency_max")]
+    pub db_latency_max_ms: u64,
+    /// Wallet nodes only: maximum age of the wallet heartbeat row.
+    #[serde(default = "default_heartbeat_max")]
+    pub heartbeat_max_age_ms: u64,
+    #[serde(default = "default_breach_seconds")]
+    pub breach_seconds: u32,
+    /// Admin webhook URLs that receive isolation events as JSON POSTs.
+    #[serde(default)]
+    pub webhook_urls: Vec<String>,
+    #[serde(default = "default_webhook_retries")]
+    pub webhook_retries: u32,
+    #[serde(default = "default_webhook_timeout_ms")]
+    pub webhook_timeout_ms: u64,
+}
+
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_cpu_max() -> f64 {
+    98.0
+}
+fn default_mem_max() -> f64 {
+    95.0
+}
+fn default_peer_rtt_max() -> u64 {
+    250
+}
+fn default_db_latency_max() -> u64 {
+    500
+}
+fn default_heartbeat_max() -> u64 {
+    5000
+}
+fn default_breach_seconds() -> u32 {
+    5
+}
+fn default_webhook_retries() -> u32 {
+    5
+}
+fn default_webhook_timeout_ms() -> u64 {
+    2000
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            interval_ms: default_interval_ms(),
+            cpu_max_percent: default_cpu_max(),
+            mem_max_percent: default_mem_max(),
+            peer_rtt_max_ms: default_peer_rtt_max(),
+            db_latency_max_ms: default_db_latency_max(),
+            heartbeat_max_age_ms: default_heartbeat_max(),
+            breach_seconds: default_breach_seconds(),
+            webhook_urls: Vec::new(),
+            webhook_retries: default_webhook_retries(),
+            webhook_timeout_ms: default_webhook_timeout_ms(),
+        }
+    }
+}
+
+/// Log output of a process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `json` (default) or `text`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// A tracing env-filter, e.g. "info" or "engine=debug".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+fn default_log_format() -> String {
+    "json".into()
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: default_log_format(), level: default_log_level() }
+    }
+}
+
+/// Config of one `engine-node` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node_id: String,
+    pub module: Module,
+    pub region: String,
+    #[serde(default)]
+    pub mode: RegionMode,
+    /// "ip:port" the node's HTTP API listens on.
+    pub listen: String,
+    /// "host:port" other processes reach this node at (defaults to `listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Nodes of all modules in this region (this node may be listed too; it is skipped).
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    pub db: DbConfig,
+    pub exchange: ExchangeConfig,
+    /// Path of a file holding the admin token (also authenticates gateway -> node calls).
+    pub admin_token_file: PathBuf,
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Upper bound of operations committed in one group commit.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+}
+
+fn default_batch_max() -> usize {
+    1024
+}
+
+/// Config of one `engine-gateway` process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway_id: String,
+    pub region: String,
+    /// "ip:port" of the public REST API (also serves /health and /metrics).
+    pub listen: String,
+    /// Every engine node of the region.
+    pub nodes: Vec<PeerConfig>,
+    pub db: DbConfig,
+    pub exchange: ExchangeConfig,
+    /// Path of a file holding the admin token.
+    pub admin_token_file: PathBuf,
+    /// How often nodes are probed; a dead node is noticed within about 2 probes.
+    #[serde(default = "default_probe_ms")]
+    pub probe_interval_ms: u64,
+    /// How long one client request may be retried across failovers.
+    #[serde(default = "default_retry_budget_ms")]
+    pub retry_budget_ms: u64,
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_probe_ms() -> u64 {
+    200
+}
+fn default_retry_budget_ms() -> u64 {
+    5000
+}
+
+macro_rules! toml_io {
+    ($t:ty) => {
+        impl $t {
+            pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+                toml::from_str(s).map_err(|e| ConfigError(format!("invalid config: {e}")))
+            }
+            pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+                toml::to_string(self).map_err(|e| ConfigError(format!("cannot serialize config: {e}")))
+            }
+            pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+                let s = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                Self::from_toml_str(&s)
+            }
+        }
+    };
+}
+toml_io!(NodeConfig);
+toml_io!(GatewayConfig);
+
+/// Reads a secret file (content trimmed of surrounding whitespace).
+pub fn read_secret(path: &std::path::Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path)
+        .map(|s| s.trim().to_string())
+        .map_err(|e| ConfigError(format!("cannot read secret file {}: {e}", path.display())))
+}
+
+impl ExchangeConfig {
+    /// A small default exchange, used by tests and examples.
+    pub fn example() -> Self {
+        let m = |s: &str, b: &str| MarketConfig {
+            symbol: s.into(),
+            base: b.into(),
+            quote: "USD".into(),
+            maker_fee_bps: 10,
+            taker_fee_bps: 20,
+            initial_margin_bps: 1000,
+        };
+        ExchangeConfig {
+            spot_markets: vec![m("BTC-USD", "BTC"), m("ETH-USD", "ETH"), m("SOL-USD", "SOL")],
+            perp_markets: vec![m("BTC-PERP", "BTC")],
+            wallet_shards: 3,
+            otc_shards: 3,
+            otc_dealer_user_id: 1,
+            otc_quote_ttl_ms: 10_000,
+            otc_spread_bps: 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeConfig {
+        NodeConfig {
+            node_id: "m1".into(),
+            module: Module::Matching,
+            region: "eu-west-1".into(),
+            mode: RegionMode::Active,
+            listen: "127.0.0.1:7001".into(),
+            advertise: None,
+            peers: vec![PeerConfig { node_id: "m2".into(), module: Module::Matching, addr: "127.0.0.1:7002".into() }],
+            db: DbConfig {
+                hosts: vec!["127.0.0.1:5432".into(), "127.0.0.2:5432".into()],
+                dbname: "exchange".into(),
+                user: "engine".into(),
+                password_file: Some("/etc/engine/db_password".into()),
+                connect_timeout_ms: 2000,
+            },
+            exchange: ExchangeConfig::example(),
+            admin_token_file: "/etc/engine/admin_token".into(),
+            monitor: MonitorConfig::default(),
+            log: LogConfig::default(),
+            batch_max: 1024,
+        }
+    }
+
+    #[test]
+    fn node_config_round_trips() {
+        let c = node();
+        let s = c.to_toml_string().unwrap();
+        assert_eq!(NodeConfig::from_toml_str(&s).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let s = node().to_toml_string().unwrap() + "\nbogus = 1\n";
+        assert!(NodeConfig::from_toml_str(&s).is_err());
+    }
+
+    #[test]
+    fn gateway_config_round_trips() {
+        let c = GatewayConfig {
+            gateway_id: "gw1".into(),
+            region: "eu-west-1".into(),
+            listen: "0.0.0.0:8080".into(),
+            nodes: node().peers,
+            db: node().db,
+            exchange: ExchangeConfig::example(),
+            admin_token_file: "/etc/engine/admin_token".into(),
+            probe_interval_ms: 200,
+            retry_budget_ms: 5000,
+            log: LogConfig::default(),
+        };
+        let s = c.to_toml_string().unwrap();
+        assert_eq!(GatewayConfig::from_toml_str(&s).unwrap(), c);
+    }
+}

@@ -1,0 +1,387 @@
+//! The limit order book: price-time priority, pure in-memory, never does IO.
+//!
+//! Prices are `price_ticks` (quote minor units per lot), quantities `qty_lots`. The book
+//! knows nothing about balances; `settle` turns its fills into ledger movements.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+pub type OrderId = i64;
+pub type UserId = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+impl Side {
+    pub fn as_i16(self) -> i16 {
+        match self {
+            Side::Buy => 0,
+            Side::Sell => 1,
+        }
+    }
+    pub fn from_i16(v: i16) -> Side {
+        if v == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderKind {
+    /// Good till cancelled.
+    Limit,
+    /// Immediate or cancel: fills what it can, cancels the rest.
+    Ioc,
+    /// Fill or kill: fills completely at once or not at all.
+    Fok,
+    /// Rests only; cancelled if it would take liquidity.
+    PostOnly,
+    /// No price limit; a buy is bounded by `quote_budget`.
+    Market,
+}
+
+impl OrderKind {
+    pub fn as_i16(self) -> i16 {
+        self as i16
+    }
+    pub fn from_i16(v: i16) -> OrderKind {
+        match v {
+            0 => OrderKind::Limit,
+            1 => OrderKind::Ioc,
+            2 => OrderKind::Fok,
+            3 => OrderKind::PostOnly,
+            _ => OrderKind::Market,
+        }
+    }
+}
+
+/// An order entering the book. For a market buy, `quote_budget` bounds the notional spent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewOrder {
+    pub id: OrderId,
+    pub user_id: UserId,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub price_ticks: i64,
+    pub qty_lots: i64,
+    pub quote_budget: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fill {
+    pub maker_order_id: OrderId,
+    pub maker_user_id: UserId,
+    pub taker_order_id: OrderId,
+    pub taker_user_id: UserId,
+    pub taker_side: Side,
+    pub price_ticks: i64,
+    pub qty_lots: i64,
+    /// True when this fill completed the maker order.
+    pub maker_done: bool,
+}
+
+/// How an order left `place`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlaceStatus {
+    /// Resting in the book (possibly after partial fills).
+    Open,
+    Filled,
+    /// Some or all quantity was cancelled by the order's own terms (IOC/FOK/post-only/market).
+    Canceled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlaceResult {
+    pub status: PlaceStatus,
+    pub filled_qty: i64,
+    pub remaining_qty: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resting {
+    pub id: OrderId,
+    pub user_id: UserId,
+    pub side: Side,
+    pub price_ticks: i64,
+    pub remaining_qty: i64,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Level {
+    /// Order ids in time priority; may contain ids cancelled since (skipped lazily).
+    queue: VecDeque<OrderId>,
+    /// Sum of remaining quantity of the live orders at this level.
+    qty: i64,
+}
+
+/// One market's book.
+#[derive(Debug, Default, Clone)]
+pub struct Book {
+    bids: BTreeMap<i64, Level>,
+    asks: BTreeMap<i64, Level>,
+    orders: HashMap<OrderId, Resting>,
+}
+
+impl Book {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn best_bid(&self) -> Option<i64> {
+        self.bids.keys().next_back().copied()
+    }
+    pub fn best_ask(&self) -> Option<i64> {
+        self.asks.keys().next().copied()
+    }
+    pub fn get(&self, id: OrderId) -> Option<&Resting> {
+        self.orders.get(&id)
+    }
+    pub fn len(&self) -> usize {
+        self.orders.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.orders.is_empty()
+    }
+
+    /// Aggregated levels, best first: (price_ticks, qty_lots).
+    pub fn depth(&self, side: Side, levels: usize) -> Vec<(i64, i64)> {
+        match side {
+            Side::Buy => self.bids.iter().rev().take(levels).map(|(p, l)| (*p, l.qty)).collect(),
+            Side::Sell => self.asks.iter().take(levels).map(|(p, l)| (*p, l.qty)).collect(),
+        }
+    }
+
+    /// Puts an already-accepted order back in the book without matching (state rebuild).
+    /// Orders must be restored in their original time order.
+    pub fn restore(&mut self, r: Resting) {
+        assert!(r.remaining_qty > 0, "restored order {} has no quantity", r.id);
+        let levels = match r.side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let level = levels.entry(r.price_ticks).or_default();
+        level.queue.push_back(r.id);
+        level.qty += r.remaining_qty;
+        self.orders.insert(r.id, r);
+    }
+
+    /// Removes a resting order; returns it as it was.
+    pub fn cancel(&mut self, id: OrderId) -> Option<Resting> {
+        let r = self.orders.remove(&id)?;
+        let levels = match r.side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let level = levels.get_mut(&r.price_ticks).expect("resting order without level");
+        level.qty -= r.remaining_qty;
+        assert!(level.qty >= 0, "level quantity went negative");
+        if level.qty == 0 {
+            levels.remove(&r.price_ticks);
+        }
+        Some(r)
+    }
+
+    /// Quantity a taker on `side` could fill at `limit` or better.
+    fn fillable(&self, side: Side, limit: i64, want: i64) -> i64 {
+        let mut sum = 0i64;
+        let iter: Box<dyn Iterator<Item = (&i64, &Level)>> = match side {
+            Side::Buy => Box::new(self.asks.iter().take_while(|(p, _)| **p <= limit)),
+            Side::Sell => Box::new(self.bids.iter().rev().take_while(|(p, _)| **p >= limit)),
+        };
+        for (_, l) in iter {
+            sum += l.qty;
+            if sum >= want {
+                break;
+            }
+        }
+        sum
+    }
+
+    fn crosses(&self, side: Side, price: i64) -> bool {
+        match side {
+            Side::Buy => self.best_ask().is_some_and(|a| a <= price),
+            Side::Sell => self.best_bid().is_some_and(|b| b >= price),
+        }
+    }
+
+    /// Matches `o` against the book, appending its fills to `fills`, and rests any
+    /// remainder of a limit or post-only order.
+    pub fn place(&mut self, o: NewOrder, fills: &mut Vec<Fill>) -> PlaceResult {
+        assert!(o.qty_lots > 0, "order {} with non-positive quantity", o.id);
+        assert!(!self.orders.contains_key(&o.id), "duplicate order id {}", o.id);
+        let limit = match (o.kind, o.side) {
+            (OrderKind::Market, Side::Buy) => i64::MAX,
+            (OrderKind::Market, Side::Sell) => i64::MIN,
+            _ => o.price_ticks,
+        };
+        let cancelled = PlaceResult { status: PlaceStatus::Canceled, filled_qty: 0, remaining_qty: o.qty_lots };
+        if o.kind == OrderKind::PostOnly && self.crosses(o.side, limit) {
+            return cancelled;
+        }
+        if o.kind == OrderKind::Fok && self.fillable(o.side, limit, o.qty_lots) < o.qty_lots {
+            return cancelled;
+        }
+        let budget_bound = o.kind == OrderKind::Market && o.side == Side::Buy;
+        let mut budget = o.quote_budget;
+        let mut remaining = o.qty_lots;
+        let opposite = match o.side {
+            Side::Buy => &mut self.asks,
+            Side::Sell => &mut self.bids,
+        };
+        while remaining > 0 {
+            let mut entry = match o.side {
+                Side::Buy => match opposite.first_entry() {
+                    Some(e) if *e.key() <= limit => e,
+                    _ => break,
+                },
+                Side::Sell => match opposite.last_entry() {
+                    Some(e) if *e.key() >= limit => e,
+                    _ => break,
+                },
+            };
+            let price = *entry.key();
+            let level = entry.get_mut();
+            let mut want = remaining;
+            if budget_bound {
+                want = want.min(budget / price.max(1));
+                if want == 0 {
+                    break;
+                }
+            }
+            while want > 0 {
+                let Some(&maker_id) = level.queue.front() else { break };
+                let Some(maker) = self.orders.get_mut(&maker_id) else {
+                    level.queue.pop_front(); // cancelled earlier
+                    continue;
+                };
+                let q = want.min(maker.remaining_qty);
+                maker.remaining_qty -= q;
+                level.qty -= q;
+                want -= q;
+                remaining -= q;
+                if budget_bound {
+                    budget -= q * price;
+                }
+                let maker_done = maker.remaining_qty == 0;
+                fills.push(Fill {
+                    maker_order_id: maker_id,
+                    maker_user_id: maker.user_id,
+                    taker_order_id: o.id,
+                    taker_user_id: o.user_id,
+                    taker_side: o.side,
+                    price_ticks: price,
+                    qty_lots: q,
+                    maker_done,
+                });
+                if maker_done {
+                    self.orders.remove(&maker_id);
+                    level.queue.pop_front();
+                }
+            }
+            assert!(level.qty >= 0, "level quantity went negative");
+            if level.qty == 0 {
+                entry.remove();
+            } else if budget_bound {
+                break; // budget exhausted within this level
+            }
+        }
+        let filled = o.qty_lots - remaining;
+        assert!(filled >= 0 && remaining >= 0, "fill accounting broken");
+        if remaining == 0 {
+            return PlaceResult { status: PlaceStatus::Filled, filled_qty: filled, remaining_qty: 0 };
+        }
+        match o.kind {
+            OrderKind::Limit | OrderKind::PostOnly => {
+                self.restore(Resting {
+                    id: o.id,
+                    user_id: o.user_id,
+                    side: o.side,
+                    price_ticks: o.price_ticks,
+                    remaining_qty: remaining,
+                });
+                debug_assert!(!self.is_crossed());
+                PlaceResult { status: PlaceStatus::Open, filled_qty: filled, remaining_qty: remaining }
+            }
+            _ => PlaceResult { status: PlaceStatus::Canceled, filled_qty: filled, remaining_qty: remaining },
+        }
+    }
+
+    pub fn is_crossed(&self) -> bool {
+        matches!((self.best_bid(), self.best_ask()), (Some(b), Some(a)) if b >= a)
+    }
+
+    /// Full consistency check (tests and debug): levels match the orders map.
+    pub fn check_invariants(&self) {
+        assert!(!self.is_crossed(), "book crossed");
+        let mut seen = 0usize;
+        for (side, levels) in [(Side::Buy, &self.bids), (Side::Sell, &self.asks)] {
+            for (price, l) in levels {
+                let live: i64 = l
+                    .queue
+                    .iter()
+                    .filter_map(|id| self.orders.get(id))
+                    .filter(|r| r.price_ticks == *price && r.side == side)
+                    .map(|r| {
+                        seen += 1;
+                        r.remaining_qty
+                    })
+                    .sum();
+                assert_eq!(live, l.qty, "level {price} quantity mismatch");
+                assert!(l.qty > 0, "empty level kept");
+            }
+        }
+        assert_eq!(seen, self.orders.len(), "orders not on a level");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(id: i64, side: Side, kind: OrderKind, price: i64, qty: i64) -> NewOrder {
+        NewOrder { id, user_id: id, side, kind, price_ticks: price, qty_lots: qty, quote_budget: 0 }
+    }
+
+    #[test]
+    fn price_time_priority() {
+        let mut b = Book::new();
+        let mut f = Vec::new();
+        b.place(o(1, Side::Sell, OrderKind::Limit, 101, 5), &mut f);
+        b.place(o(2, Side::Sell, OrderKind::Limit, 100, 5), &mut f);
+        b.place(o(3, Side::Sell, OrderKind::Limit, 100, 5), &mut f);
+        let r = b.place(o(4, Side::Buy, OrderKind::Limit, 101, 12), &mut f);
+        assert_eq!(r.status, PlaceStatus::Filled);
+        let makers: Vec<_> = f.iter().map(|x| (x.maker_order_id, x.price_ticks, x.qty_lots)).collect();
+        assert_eq!(makers, vec![(2, 100, 5), (3, 100, 5), (1, 101, 2)]);
+        assert_eq!(b.get(1).unwrap().remaining_qty, 3);
+        b.check_invariants();
+    }
+
+    #[test]
+    fn ioc_fok_post_only_market() {
+        let mut b = Book::new();
+        let mut f = Vec::new();
+        b.place(o(1, Side::Sell, OrderKind::Limit, 100, 5), &mut f);
+        let r = b.place(o(2, Side::Buy, OrderKind::Fok, 100, 6), &mut f);
+        assert_eq!((r.status, r.filled_qty), (PlaceStatus::Canceled, 0));
+        let r = b.place(o(3, Side::Buy, OrderKind::PostOnly, 100, 1), &mut f);
+        assert_eq!((r.status, r.filled_qty), (PlaceStatus::Canceled, 0));
+        let r = b.place(o(4, Side::Buy, OrderKind::Ioc, 100, 3), &mut f);
+        assert_eq!((r.status, r.filled_qty), (PlaceStatus::Filled, 3));
+        let mut m = o(5, Side::Buy, OrderKind::Market, 0, 10);
+        m.quote_budget = 150; // affords one lot at 100
+        let r = b.place(m, &mut f);
+        assert_eq!((r.status, r.filled_qty, r.remaining_qty), (PlaceStatus::Canceled, 1, 9));
+        assert_eq!(b.get(1).unwrap().remaining_qty, 1);
+        b.cancel(1).unwrap();
+        assert!(b.is_empty());
+        b.check_invariants();
+    }
+}

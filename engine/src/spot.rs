@@ -1,0 +1,123 @@
+//! One spot market's in-memory state: the book plus what each live order still holds.
+//! Pure, no IO: the partition leader feeds it orders whose reservation is committed and
+//! writes back the order updates, fills and postings it produces.
+
+use crate::book::{Book, Fill, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
+use crate::settle::{self, Asset, Fees, Held, Postings, SettleError};
+use std::collections::HashMap;
+
+/// Final or current state of an order, as stored in the `orders` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OrderUpdate {
+    pub order_id: OrderId,
+    pub filled_qty: i64,
+    pub held_minor: i64,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Live {
+    held: Held,
+    qty: i64,
+    filled: i64,
+}
+
+/// A fill with its fees, ready to be stored.
+#[derive(Debug, Clone, Copy)]
+pub struct FeeFill {
+    pub fill: Fill,
+    pub maker_fee: i64,
+    pub taker_fee: i64,
+}
+
+pub struct SpotMarket {
+    pub book: Book,
+    pub fees: Fees,
+    pub fee_account: i64,
+    live: HashMap<OrderId, Live>,
+    fills: Vec<Fill>,
+}
+
+impl SpotMarket {
+    pub fn new(fees: Fees, fee_account: i64) -> Self {
+        SpotMarket { book: Book::new(), fees, fee_account, live: HashMap::new(), fills: Vec::new() }
+    }
+
+    /// Restores a resting order at rebuild time (in time order).
+    pub fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
+        let asset = if r.side == Side::Buy { Asset::Quote } else { Asset::Base };
+        let held = Held { user_id: r.user_id, side: r.side, asset, held_minor };
+        self.live.insert(r.id, Live { held, qty, filled });
+        self.book.restore(r);
+    }
+
+    /// Matches an order whose reservation `reserved` is already held. Appends order
+    /// updates (taker and touched makers), fills and postings.
+    pub fn place(
+        &mut self,
+        o: NewOrder,
+        reserved: i64,
+        updates: &mut Vec<OrderUpdate>,
+        fills_out: &mut Vec<FeeFill>,
+        postings: &mut Postings,
+    ) -> Result<OrderUpdate, SettleError> {
+        let asset = if o.side == Side::Buy { Asset::Quote } else { Asset::Base };
+        let mut taker = Held { user_id: o.user_id, side: o.side, asset, held_minor: reserved };
+        let mut book_order = o;
+        if o.kind == OrderKind::Market && o.side == Side::Buy {
+            book_order.quote_budget = settle::market_buy_spend_limit(o.quote_budget, self.fees);
+        }
+        self.fills.clear();
+        let res = self.book.place(book_order, &mut self.fills);
+        for f in std::mem::take(&mut self.fills) {
+            let reference = format!("fill:{}:{}", f.taker_order_id, f.maker_order_id);
+            let maker = self.live.get_mut(&f.maker_order_id).expect("maker order not tracked");
+            let (maker_fee, taker_fee) =
+                settle::post_fill(&f, self.fees, self.fee_account, &mut taker, &mut maker.held, postings, &reference)?;
+            maker.filled += f.qty_lots;
+            assert!(maker.filled <= maker.qty, "maker overfilled");
+            let mut status = "open";
+            if f.maker_done {
+                let mut m = self.live.remove(&f.maker_order_id).expect("maker vanished");
+                settle::post_release(&mut m.held, postings, &format!("done:{}", f.maker_order_id));
+                status = "filled";
+                updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: m.filled, held_minor: 0, status });
+            } else {
+                updates.push(OrderUpdate {
+                    order_id: f.maker_order_id,
+                    filled_qty: maker.filled,
+                    held_minor: maker.held.held_minor,
+                    status,
+                });
+            }
+            fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
+        }
+        assert!(res.filled_qty <= o.qty_lots, "taker overfilled");
+        let upd = match res.status {
+            PlaceStatus::Open => {
+                self.live.insert(o.id, Live { held: taker, qty: o.qty_lots, filled: res.filled_qty });
+                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" }
+            }
+            PlaceStatus::Filled | PlaceStatus::Canceled => {
+                settle::post_release(&mut taker, postings, &format!("done:{}", o.id));
+                let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
+                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
+            }
+        };
+        updates.push(upd);
+        Ok(upd)
+    }
+
+    /// Cancels a resting order, releasing what it holds. None if it is not resting.
+    pub fn cancel(&mut self, id: OrderId, postings: &mut Postings) -> Option<OrderUpdate> {
+        self.book.cancel(id)?;
+        let mut l = self.live.remove(&id).expect("resting order not tracked");
+        settle::post_release(&mut l.held, postings, &format!("cancel:{id}"));
+        Some(OrderUpdate { order_id: id, filled_qty: l.filled, held_minor: 0, status: "canceled" })
+    }
+
+    /// Sum of what live orders hold, per (asset): used by invariant checks.
+    pub fn total_held(&self, asset: Asset) -> i64 {
+        self.live.values().filter(|l| l.held.asset == asset).map(|l| l.held.held_minor).sum()
+    }
+}
