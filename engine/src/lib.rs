@@ -1,4 +1,56 @@
 //! The exchange engine. See ARCHITECTURE.md for the module map.
+pub mod api;
 pub mod book;
+pub mod db;
+pub mod ledger;
+pub mod matching;
+pub mod metrics;
+pub mod monitor;
+pub mod node;
+pub mod otc;
+pub mod partition;
+pub mod requests;
 pub mod settle;
 pub mod spot;
+pub mod wallet;
+
+/// Version string printed by `--version`: crate version and the build's git sha.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("ENGINE_GIT_SHA"), ")");
+
+/// Constant-time string comparison for tokens.
+pub fn ct_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Hex SHA-256, used to store API keys.
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Installs the tracing subscriber: JSON lines (default) or text.
+pub fn init_logging(log: &engine_config::LogConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if log.format == "text" { b.try_init() } else { b.json().try_init() };
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}

@@ -1,1 +1,61 @@
-fn main(){}
+//! `engine-node`: one node of one module (matching, wallet, otc, contract).
+
+use anyhow::Context;
+use clap::Parser;
+use engine::node::Node;
+use engine_config::{NodeConfig, RegionMode};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "engine-node", version = engine::VERSION, about = "Exchange engine node: runs one module's partitions (leader or hot standby) and its internal HTTP API.")]
+struct Args {
+    /// Path of the node's TOML config file.
+    #[arg(long)]
+    config: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = NodeConfig::from_file(&args.config)?;
+    engine::init_logging(&cfg.log);
+    let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
+    anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
+    let pg = engine::db::pg_config(&cfg.db, true)?;
+    let pg_any = engine::db::pg_config(&cfg.db, false)?;
+    tracing::info!(version = engine::VERSION, node = %cfg.node_id, module = cfg.module.as_str(), region = %cfg.region, "starting");
+    if cfg.mode == RegionMode::Active {
+        migrate_with_retry(&pg).await?;
+    }
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let node = Node::start(cfg, pg, pg_any, admin_token);
+    engine::monitor::spawn(node.clone());
+    let app = node.router();
+    let n2 = node.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            engine::shutdown_signal().await;
+            tracing::info!("shutting down: giving up leaderships");
+            n2.state.shutting_down.store(true, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        })
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate_with_retry(pg: &tokio_postgres::Config) -> anyhow::Result<()> {
+    let mut last = None;
+    for _ in 0..30 {
+        match engine::db::connect(pg).await {
+            Ok(mut c) => match engine::db::migrate(&mut c).await {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e.to_string()),
+            },
+            Err(e) => last = Some(e.to_string()),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    anyhow::bail!("migrations failed: {}", last.unwrap_or_default())
+}

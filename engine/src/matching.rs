@@ -1,0 +1,479 @@
+//! Leader logic of a spot market partition: group commit in two phases per batch.
+//!
+//! Phase 1 (accept): insert the batch's orders as `pending` (idempotent on
+//! `(user_id, client_order_id)`) and reserve their funds; commit. Rejections are final.
+//! Phase 2 (match): run the accepted orders and cancels through the in-memory book, then
+//! write order states, fills, balance changes and ledger entries; commit; answer.
+//! Each transaction touches `balances` in essentially one statement, which keeps cross-market
+//! lock waits short. If the leader dies between the phases, the next leader replays the
+//! `pending` orders in sequence order while loading, so each is applied exactly once.
+
+use crate::api::{ApiError, Reply};
+use crate::book::{NewOrder, OrderKind, Resting, Side};
+use crate::partition::{Job, LeadError, LeaderCtx, Logic};
+use crate::settle::{self, Asset, Fees, Postings};
+use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Clone)]
+pub struct PlaceReq {
+    pub user_id: i64,
+    pub client_order_id: String,
+    pub side: Side,
+    pub kind: OrderKind,
+    pub price_ticks: i64,
+    pub qty_lots: i64,
+    pub quote_budget: i64,
+}
+
+#[derive(Debug)]
+pub enum SpotCmd {
+    Place(PlaceReq),
+    Cancel { user_id: i64, order_id: i64 },
+    Book { levels: usize },
+}
+
+pub struct SpotLogic {
+    pub symbol: String,
+    pub base: String,
+    pub quote: String,
+    pub fees: Fees,
+    pub fee_account: i64,
+    market: SpotMarket,
+    next_seq: i64,
+}
+
+/// An order that passed phase 1 and waits for matching.
+struct Accepted {
+    order: NewOrder,
+    reserved: i64,
+    client_order_id: String,
+    job: Option<usize>,
+}
+
+impl SpotLogic {
+    pub fn new(symbol: &str, base: &str, quote: &str, fees: Fees, fee_account: i64) -> Self {
+        SpotLogic {
+            symbol: symbol.into(),
+            base: base.into(),
+            quote: quote.into(),
+            fees,
+            fee_account,
+            market: SpotMarket::new(fees, fee_account),
+            next_seq: 1,
+        }
+    }
+
+    fn asset_name(&self, a: Asset) -> &str {
+        match a {
+            Asset::Base => &self.base,
+            Asset::Quote => &self.quote,
+        }
+    }
+
+    /// Phase 1: returns accepted orders (by job index) and rejections / duplicates.
+    async fn accept(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        places: &[(usize, PlaceReq)],
+    ) -> Result<(Vec<Accepted>, HashMap<usize, Reply>), LeadError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.accept_once(ctx, places).await {
+                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
+                r => return r,
+            }
+        }
+    }
+
+    async fn accept_once(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        places: &[(usize, PlaceReq)],
+    ) -> Result<(Vec<Accepted>, HashMap<usize, Reply>), LeadError> {
+        let base_seq = self.next_seq;
+        let seqs: Vec<i64> = (0..places.len() as i64).map(|i| base_seq + i).collect();
+        let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
+        let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
+        let sides: Vec<i16> = places.iter().map(|(_, p)| p.side.as_i16()).collect();
+        let kinds: Vec<i16> = places.iter().map(|(_, p)| p.kind.as_i16()).collect();
+        let prices: Vec<i64> = places.iter().map(|(_, p)| p.price_ticks).collect();
+        let qtys: Vec<i64> = places.iter().map(|(_, p)| p.qty_lots).collect();
+        let budgets: Vec<i64> = places.iter().map(|(_, p)| p.quote_budget).collect();
+        let fencer = ctx.fencer();
+        let tx = ctx.client.transaction().await?;
+        let rows = tx
+            .query(
+                "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, quote_budget, status) \
+                 SELECT nextval('order_id_seq'), $1, s, u, c, sd, k, p, q, b, 'pending' \
+                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int2[], $6::int2[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+                   AS t(s, u, c, sd, k, p, q, b) ORDER BY s \
+                 ON CONFLICT (user_id, client_order_id) DO NOTHING RETURNING order_id, seq",
+                &[&self.symbol, &seqs, &users, &cids, &sides, &kinds, &prices, &qtys, &budgets],
+            )
+            .await?;
+        let mut id_of_seq: HashMap<i64, i64> = rows.iter().map(|r| (r.get::<_, i64>(1), r.get::<_, i64>(0))).collect();
+        let mut accepted = Vec::new();
+        let mut replies = HashMap::new();
+        // Reservation demand per (user, asset), in sequence order.
+        let mut demand: BTreeMap<(i64, String), Vec<(usize, i64)>> = BTreeMap::new();
+        let mut candidates = Vec::new();
+        for (i, (job, p)) in places.iter().enumerate() {
+            let Some(order_id) = id_of_seq.remove(&seqs[i]) else {
+                replies.insert(*job, Err(ApiError::new(0, "duplicate", ""))); // resolved after commit
+                continue;
+            };
+            let o = NewOrder {
+                id: order_id,
+                user_id: p.user_id,
+                side: p.side,
+                kind: p.kind,
+                price_ticks: p.price_ticks,
+                qty_lots: p.qty_lots,
+                quote_budget: p.quote_budget,
+            };
+            let (asset, amount) = settle::reservation(&o, self.fees).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            demand.entry((p.user_id, self.asset_name(asset).to_string())).or_default().push((candidates.len(), amount));
+            candidates.push((*job, o, amount, asset, p.client_order_id.clone()));
+        }
+        // One statement reserves every (user, asset) group that can afford its whole batch demand.
+        let (gu, ga, gamt): (Vec<i64>, Vec<String>, Vec<i64>) = {
+            let mut u = Vec::new();
+            let mut a = Vec::new();
+            let mut m = Vec::new();
+            for ((user, asset), v) in &demand {
+                u.push(*user);
+                a.push(asset.clone());
+                m.push(v.iter().map(|x| x.1).sum::<i64>());
+            }
+            (u, a, m)
+        };
+        let ok_rows = tx
+            .query(
+                "UPDATE balances b SET available = b.available - t.amt, held = b.held + t.amt \
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(o, a, amt) \
+                 WHERE b.owner_id = t.o AND b.asset = t.a AND b.available >= t.amt RETURNING b.owner_id, b.asset",
+                &[&gu, &ga, &gamt],
+            )
+            .await?;
+        let ok: std::collections::HashSet<(i64, String)> =
+            ok_rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
+        let mut reserved_ok = vec![false; candidates.len()];
+        for (key, v) in &demand {
+            if ok.contains(key) {
+                v.iter().for_each(|(c, _)| reserved_ok[*c] = true);
+                continue;
+            }
+            // Rare path: the group cannot afford all; reserve order by order, in sequence.
+            for (c, amt) in v {
+                let n = tx
+                    .execute(
+                        "UPDATE balances SET available = available - $3, held = held + $3 \
+                         WHERE owner_id = $1 AND asset = $2 AND available >= $3",
+                        &[&key.0, &key.1, amt],
+                    )
+                    .await?;
+                reserved_ok[*c] = n == 1;
+            }
+        }
+        let mut rejected: Vec<i64> = Vec::new();
+        let mut postings = Postings::default();
+        for (c, (job, o, amount, asset, cid)) in candidates.into_iter().enumerate() {
+            if reserved_ok[c] {
+                settle::post_reserve(o.user_id, asset, amount, &mut postings, &format!("reserve:{}", o.id));
+                accepted.push(Accepted { order: o, reserved: amount, client_order_id: cid, job: Some(job) });
+            } else {
+                rejected.push(o.id);
+                replies.insert(
+                    job,
+                    Ok(order_json(&self.symbol, o.id, &cid, "rejected", 0, o.qty_lots, Some("insufficient_funds"))),
+                );
+            }
+        }
+        if !rejected.is_empty() {
+            tx.execute(
+                "UPDATE orders SET status = 'rejected', reason = 'insufficient_funds' WHERE order_id = ANY($1)",
+                &[&rejected],
+            )
+            .await?;
+        }
+        self.write_ledger(&tx, &postings).await?;
+        fencer.fence(&tx).await?;
+        tx.commit().await?;
+        self.next_seq = base_seq + places.len() as i64;
+        Ok((accepted, replies))
+    }
+
+    async fn write_ledger(&self, tx: &tokio_postgres::Transaction<'_>, p: &Postings) -> Result<(), LeadError> {
+        if p.entries.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&str> = p.entries.iter().map(|(r, _)| r.as_str()).collect();
+        let owners: Vec<i64> = p.entries.iter().map(|(_, e)| e.owner_id).collect();
+        let assets: Vec<&str> = p.entries.iter().map(|(_, e)| self.asset_name(e.asset)).collect();
+        let da: Vec<i64> = p.entries.iter().map(|(_, e)| e.d_available).collect();
+        let dh: Vec<i64> = p.entries.iter().map(|(_, e)| e.d_held).collect();
+        tx.execute(
+            "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
+             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])",
+            &[&refs, &owners, &assets, &da, &dh],
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Phase 2: matches in memory, then commits the outcome. Returns one update per input.
+    async fn match_and_commit(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        accepted: &[Accepted],
+        cancels: &[(i64, i64)],
+    ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
+        let mut updates = Vec::new();
+        let mut fills: Vec<FeeFill> = Vec::new();
+        let mut postings = Postings::default();
+        let mut results = Vec::with_capacity(accepted.len());
+        for a in accepted {
+            let u = self
+                .market
+                .place(a.order, a.reserved, &mut updates, &mut fills, &mut postings)
+                .map_err(|e| LeadError::Invariant(e.to_string()))?;
+            results.push(u);
+        }
+        let mut cancel_results = Vec::with_capacity(cancels.len());
+        for (user_id, order_id) in cancels {
+            let mine = self.market.book.get(*order_id).is_some_and(|r| r.user_id == *user_id);
+            let u = if mine { self.market.cancel(*order_id, &mut postings) } else { None };
+            if let Some(u) = u {
+                updates.push(u);
+            }
+            cancel_results.push(u);
+        }
+        // Last update per order wins.
+        let mut last: BTreeMap<i64, OrderUpdate> = BTreeMap::new();
+        for u in &updates {
+            last.insert(u.order_id, *u);
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_phase2(ctx, &last, &fills, &postings).await {
+                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 10 => continue,
+                Err(e) => return Err(e),
+                Ok(()) => break,
+            }
+        }
+        Ok((results, cancel_results))
+    }
+
+    async fn write_phase2(
+        &self,
+        ctx: &mut LeaderCtx,
+        last: &BTreeMap<i64, OrderUpdate>,
+        fills: &[FeeFill],
+        postings: &Postings,
+    ) -> Result<(), LeadError> {
+        let fencer = ctx.fencer();
+        let tx = ctx.client.transaction().await?;
+        let ids: Vec<i64> = last.keys().copied().collect();
+        let filled: Vec<i64> = last.values().map(|u| u.filled_qty).collect();
+        let held: Vec<i64> = last.values().map(|u| u.held_minor).collect();
+        let status: Vec<&str> = last.values().map(|u| u.status).collect();
+        let f_maker: Vec<i64> = fills.iter().map(|f| f.fill.maker_order_id).collect();
+        let f_taker: Vec<i64> = fills.iter().map(|f| f.fill.taker_order_id).collect();
+        let f_mu: Vec<i64> = fills.iter().map(|f| f.fill.maker_user_id).collect();
+        let f_tu: Vec<i64> = fills.iter().map(|f| f.fill.taker_user_id).collect();
+        let f_p: Vec<i64> = fills.iter().map(|f| f.fill.price_ticks).collect();
+        let f_q: Vec<i64> = fills.iter().map(|f| f.fill.qty_lots).collect();
+        let f_mf: Vec<i64> = fills.iter().map(|f| f.maker_fee).collect();
+        let f_tf: Vec<i64> = fills.iter().map(|f| f.taker_fee).collect();
+        let b_o: Vec<i64> = postings.net.keys().map(|k| k.0).collect();
+        let b_a: Vec<&str> = postings.net.keys().map(|k| self.asset_name(k.1)).collect();
+        let b_da: Vec<i64> = postings.net.values().map(|v| v.0).collect();
+        let b_dh: Vec<i64> = postings.net.values().map(|v| v.1).collect();
+        if !ids.is_empty() {
+            tx.execute(
+                "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id",
+                &[&ids, &filled, &held, &status],
+            )
+            .await?;
+        }
+        if !fills.is_empty() {
+            tx.execute(
+                "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
+                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])",
+                &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf],
+            )
+            .await?;
+        }
+        if !b_o.is_empty() {
+            tx.execute(
+                "INSERT INTO balances (owner_id, asset, available, held) \
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) ORDER BY 1, 2 \
+                 ON CONFLICT (owner_id, asset) DO UPDATE SET available = balances.available + excluded.available, \
+                   held = balances.held + excluded.held",
+                &[&b_o, &b_a, &b_da, &b_dh],
+            )
+            .await?;
+        }
+        self.write_ledger(&tx, postings).await?;
+        fencer.fence(&tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn book_json(&self, levels: usize) -> Value {
+        json!({
+            "market": self.symbol,
+            "bids": self.market.book.depth(Side::Buy, levels),
+            "asks": self.market.book.depth(Side::Sell, levels),
+        })
+    }
+}
+
+pub fn order_json(market: &str, id: i64, cid: &str, status: &str, filled: i64, qty: i64, reason: Option<&str>) -> Value {
+    json!({"market": market, "order_id": id, "client_order_id": cid, "status": status,
+           "filled_qty": filled, "qty_lots": qty, "reason": reason})
+}
+
+/// Reads an order's current state by client id (duplicates) or by id.
+pub async fn order_by_client_id(c: &tokio_postgres::Client, user_id: i64, cid: &str) -> Result<Option<Value>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND client_order_id = $2",
+            &[&user_id, &cid],
+        )
+        .await?;
+    Ok(row.map(|r| row_json(&r)))
+}
+
+pub async fn order_by_id(c: &tokio_postgres::Client, user_id: i64, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2",
+            &[&user_id, &id],
+        )
+        .await?;
+    Ok(row.map(|r| row_json(&r)))
+}
+
+fn row_json(r: &tokio_postgres::Row) -> Value {
+    order_json(
+        r.get::<_, &str>(0),
+        r.get(1),
+        r.get::<_, &str>(2),
+        r.get::<_, &str>(3),
+        r.get(4),
+        r.get(5),
+        r.get::<_, Option<&str>>(6),
+    )
+}
+
+impl Logic for SpotLogic {
+    type Cmd = SpotCmd;
+
+    async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
+        self.market = SpotMarket::new(self.fees, self.fee_account);
+        let max: Option<i64> =
+            ctx.client.query_one("SELECT max(seq) FROM orders WHERE market = $1", &[&self.symbol]).await?.get(0);
+        self.next_seq = max.unwrap_or(0) + 1;
+        let rows = ctx
+            .client
+            .query(
+                "SELECT order_id, user_id, side, kind, price_ticks, qty_lots, quote_budget, filled_qty, held_minor, status, client_order_id \
+                 FROM orders WHERE market = $1 AND status IN ('pending', 'open') ORDER BY seq",
+                &[&self.symbol],
+            )
+            .await?;
+        let mut pending = Vec::new();
+        for r in rows {
+            let side = Side::from_i16(r.get(2));
+            let qty: i64 = r.get(5);
+            let filled: i64 = r.get(7);
+            let status: &str = r.get(9);
+            let order = NewOrder {
+                id: r.get(0),
+                user_id: r.get(1),
+                side,
+                kind: OrderKind::from_i16(r.get(3)),
+                price_ticks: r.get(4),
+                qty_lots: qty,
+                quote_budget: r.get(6),
+            };
+            if status == "open" {
+                let rest = Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
+                self.market.restore(rest, qty, filled, r.get(8));
+            } else {
+                let (_, reserved) = settle::reservation(&order, self.fees).map_err(|e| LeadError::Invariant(e.to_string()))?;
+                pending.push(Accepted { order, reserved, client_order_id: r.get(10), job: None });
+            }
+        }
+        if !pending.is_empty() {
+            tracing::info!(market = %self.symbol, n = pending.len(), "replaying accepted orders of the previous leader");
+            self.match_and_commit(ctx, &pending, &[]).await?;
+        }
+        Ok(())
+    }
+
+    async fn run_batch(&mut self, ctx: &mut LeaderCtx, jobs: Vec<Job<SpotCmd>>) -> Result<(), LeadError> {
+        let mut places = Vec::new();
+        let mut cancels = Vec::new();
+        let mut cancel_jobs = Vec::new();
+        let mut books = Vec::new();
+        let mut replies: Vec<Option<oneshot_reply::Sender>> = Vec::new();
+        for (i, j) in jobs.into_iter().enumerate() {
+            match j.cmd {
+                SpotCmd::Place(p) => places.push((i, p)),
+                SpotCmd::Cancel { user_id, order_id } => {
+                    cancels.push((user_id, order_id));
+                    cancel_jobs.push(i);
+                }
+                SpotCmd::Book { levels } => books.push((i, levels)),
+            }
+            replies.push(Some(j.reply));
+        }
+        let (accepted, mut early) = if places.is_empty() {
+            (Vec::new(), HashMap::new())
+        } else {
+            self.accept(ctx, &places).await?
+        };
+        let (results, cancel_results) = self.match_and_commit(ctx, &accepted, &cancels).await?;
+        for (a, u) in accepted.iter().zip(results) {
+            let j = a.job.expect("live order without job");
+            let reply = order_json(&self.symbol, u.order_id, &a.client_order_id, u.status, u.filled_qty, a.order.qty_lots, None);
+            early.insert(j, Ok(reply));
+        }
+        for (i, (job, p)) in places.iter().enumerate() {
+            let _ = i;
+            if let Some(Err(e)) = early.get(job) {
+                if e.code == "duplicate" {
+                    let r = order_by_client_id(&ctx.client, p.user_id, &p.client_order_id).await?;
+                    early.insert(*job, r.ok_or_else(|| ApiError::unavailable("duplicate order vanished")));
+                }
+            }
+        }
+        for ((user_id, order_id), (job, u)) in cancels.iter().zip(cancel_jobs.iter().zip(cancel_results)) {
+            let reply = match u {
+                Some(_) => order_by_id(&ctx.client, *user_id, *order_id).await?,
+                None => order_by_id(&ctx.client, *user_id, *order_id).await?,
+            };
+            early.insert(*job, reply.ok_or_else(|| ApiError::not_found(format!("no order {order_id} of this user"))));
+        }
+        for (job, levels) in books {
+            early.insert(job, Ok(self.book_json(levels)));
+        }
+        for (job, reply) in early {
+            if let Some(tx) = replies[job].take() {
+                let _ = tx.send(reply);
+            }
+        }
+        Ok(())
+    }
+}
+
+mod oneshot_reply {
+    pub type Sender = tokio::sync::oneshot::Sender<crate::api::Reply>;
+}

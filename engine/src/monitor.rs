@@ -1,0 +1,218 @@
+//! Per-second node health: CPU, memory, RTT to peers, DB read/write latency and (wallet)
+//! heartbeat age. A threshold crossed for `breach_seconds` consecutive samples isolates
+//! the node (it gives up its leaderships and reports `isolated`, so the gateway stops
+//! routing to it); as many clean samples in a row bring it back. Each transition is a log
+//! line, a metric and a JSON POST to the admin webhooks (bounded retries, off the
+//! trading path). In standby mode the monitor also watches for the DB turning writable.
+
+use crate::metrics::label;
+use crate::node::Node;
+use engine_config::Module;
+use serde_json::json;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+struct CpuSample {
+    busy: u64,
+    total: u64,
+}
+
+fn read_cpu() -> Option<CpuSample> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().next()?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let idle = v.get(3)? + v.get(4).copied().unwrap_or(0);
+    let total: u64 = v.iter().sum();
+    Some(CpuSample { busy: total - idle, total })
+}
+
+fn mem_used_percent() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let get = |k: &str| {
+        s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
+    };
+    let total = get("MemTotal:")?;
+    let avail = get("MemAvailable:")?;
+    Some(100.0 * (total - avail) / total)
+}
+
+/// One sample: name -> (value, limit). A value above its limit is a breach.
+type Sample = Vec<(&'static str, f64, f64)>;
+
+pub fn spawn(node: Arc<Node>) {
+    tokio::spawn(async move { run(node).await });
+}
+
+async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {
+    let t = Instant::now();
+    match tokio::time::timeout(limit, f).await {
+        Ok(Ok(_)) => t.elapsed().as_secs_f64() * 1000.0,
+        _ => f64::INFINITY,
+    }
+}
+
+async fn run(node: Arc<Node>) {
+    let m = node.cfg.monitor.clone();
+    let interval = Duration::from_millis(m.interval_ms.max(50));
+    let http = reqwest::Client::builder().timeout(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4)).build().ok();
+    let mut db: Option<tokio_postgres::Client> = None;
+    let mut last_cpu = read_cpu().unwrap_or_default();
+    let mut breach = 0u32;
+    let mut clean = 0u32;
+    let nid = label(&node.cfg.node_id);
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tick.tick().await;
+        if node.state.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut sample: Sample = Vec::new();
+        if let Some(c) = read_cpu() {
+            let dt = (c.total - last_cpu.total).max(1) as f64;
+            sample.push(("cpu_percent", 100.0 * (c.busy - last_cpu.busy) as f64 / dt, m.cpu_max_percent));
+            last_cpu = c;
+        }
+        if let Some(p) = mem_used_percent() {
+            sample.push(("mem_percent", p, m.mem_max_percent));
+        }
+        if let Some(http) = &http {
+            let mut worst = 0.0f64;
+            for p in node.cfg.peers.iter().filter(|p| p.node_id != node.cfg.node_id) {
+                let url = format!("http://{}/internal/ping", p.addr);
+                let ms = timed(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4), http.get(&url).send()).await;
+                node.metrics.set(format!("engine_peer_rtt_ms{{node=\"{nid}\",peer=\"{}\"}}", label(&p.node_id)), ms.min(1e9));
+                worst = worst.max(ms);
+            }
+            sample.push(("peer_rtt_ms", worst, m.peer_rtt_max_ms as f64));
+        }
+        // DB probes on a monitoring session of their own.
+        let db_limit = Duration::from_millis(m.db_latency_max_ms.max(10) * 4);
+        if db.as_ref().is_none_or(|c| c.is_closed()) {
+            let cfg = if node.state.is_active() { &node.state.pg } else { &node.state.pg_any };
+            db = match tokio::time::timeout(db_limit, crate::db::connect(cfg)).await {
+                Ok(Ok(c)) => Some(c),
+                _ => None,
+            };
+        }
+        let (read_ms, write_ms) = match &db {
+            None => (f64::INFINITY, f64::INFINITY),
+            Some(c) => {
+                let r = timed(db_limit, c.simple_query("SELECT 1")).await;
+                let w = if node.state.is_active() {
+                    timed(
+                        db_limit,
+                        c.execute(
+                            "INSERT INTO node_heartbeats (node_id, at) VALUES ($1, now()) ON CONFLICT (node_id) DO UPDATE SET at = now()",
+                            &[&node.cfg.node_id],
+                        ),
+                    )
+                    .await
+                } else {
+                    0.0
+                };
+                (r, w)
+            }
+        };
+        if read_ms.is_infinite() || write_ms.is_infinite() {
+            db = None; // reconnect next time; a stuck probe must not pile up
+        }
+        sample.push(("db_read_ms", read_ms, m.db_latency_max_ms as f64));
+        sample.push(("db_write_ms", write_ms, m.db_latency_max_ms as f64));
+        if node.cfg.module == Module::Wallet && node.state.is_active() {
+            if let Some(c) = &db {
+                let age: Option<f64> = match c
+                    .query_opt(
+                        "SELECT (extract(epoch from now() - max(at)) * 1000)::float8 FROM wallet_heartbeats WHERE node_id = $1",
+                        &[&node.cfg.node_id],
+                    )
+                    .await
+                {
+                    Ok(Some(r)) => r.get(0),
+                    _ => None,
+                };
+                // Only meaningful while this node leads a shard.
+                if !node.wallet.iter().all(|h| !h.state.leading.load(Ordering::SeqCst)) {
+                    sample.push(("wallet_heartbeat_age_ms", age.unwrap_or(f64::INFINITY), m.heartbeat_max_age_ms as f64));
+                }
+            }
+        }
+        for (name, v, _) in &sample {
+            node.metrics.set(format!("engine_monitor_{name}{{node=\"{nid}\"}}"), if v.is_finite() { *v } else { 1e9 });
+        }
+        let breaches: Vec<String> =
+            sample.iter().filter(|(_, v, lim)| v > lim).map(|(n, v, lim)| format!("{n}={v:.1}>{lim}")).collect();
+        if breaches.is_empty() {
+            breach = 0;
+            clean += 1;
+        } else {
+            clean = 0;
+            breach += 1;
+            tracing::debug!(?breaches, breach, "threshold crossed");
+        }
+        let isolated = node.state.isolated.load(Ordering::SeqCst);
+        let n = m.breach_seconds.max(1);
+        if !isolated && breach >= n {
+            node.state.isolated.store(true, Ordering::SeqCst);
+            transition(&node, "node_isolated", &breaches, &sample);
+        } else if isolated && clean >= n {
+            node.state.isolated.store(false, Ordering::SeqCst);
+            transition(&node, "node_recovered", &breaches, &sample);
+        }
+        if !node.state.is_active() {
+            check_promotion(&node).await;
+        }
+    }
+}
+
+fn transition(node: &Arc<Node>, event: &str, breaches: &[String], sample: &Sample) {
+    let nid = label(&node.cfg.node_id);
+    node.metrics.inc(format!("engine_monitor_transitions_total{{node=\"{nid}\",event=\"{event}\"}}"));
+    tracing::warn!(event, node = %node.cfg.node_id, ?breaches, "health transition");
+    let measurements: serde_json::Map<String, serde_json::Value> =
+        sample.iter().map(|(n, v, _)| (n.to_string(), json!(if v.is_finite() { *v } else { -1.0 }))).collect();
+    let body = json!({
+        "event": event,
+        "node_id": node.cfg.node_id,
+        "module": node.cfg.module.as_str(),
+        "region": node.cfg.region,
+        "breaches": breaches,
+        "measurements": measurements,
+        "at_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+    });
+    let m = node.cfg.monitor.clone();
+    for url in m.webhook_urls.clone() {
+        let body = body.clone();
+        let node = node.clone();
+        tokio::spawn(async move {
+            let Ok(http) = reqwest::Client::builder().timeout(Duration::from_millis(m.webhook_timeout_ms)).build() else { return };
+            let mut delay = Duration::from_millis(200);
+            for attempt in 1..=m.webhook_retries.max(1) {
+                match http.post(&url).json(&body).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        node.metrics.inc(format!("engine_webhook_sent_total{{node=\"{}\"}}", label(&node.cfg.node_id)));
+                        return;
+                    }
+                    r => tracing::warn!(url, attempt, ok = r.is_ok(), "webhook delivery failed"),
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            node.metrics.inc(format!("engine_webhook_failed_total{{node=\"{}\"}}", label(&node.cfg.node_id)));
+        });
+    }
+}
+
+/// Standby mode: become active by itself once the DB accepts writes.
+async fn check_promotion(node: &Arc<Node>) {
+    let cfg = node.state.pg.clone();
+    let ok = matches!(
+        tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&cfg)).await,
+        Ok(Ok(c)) if matches!(c.query_one("SELECT pg_is_in_recovery()", &[]).await, Ok(r) if !r.get::<_, bool>(0))
+    );
+    if ok && node.state.mode.swap(0, Ordering::SeqCst) != 0 {
+        tracing::warn!(node = %node.cfg.node_id, "DB is writable: switching from standby to active");
+        node.metrics.inc(format!("engine_mode_transitions_total{{node=\"{}\"}}", label(&node.cfg.node_id)));
+    }
+}

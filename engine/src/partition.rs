@@ -1,0 +1,278 @@
+//! Partition leadership and the leader loop shared by all modules.
+//!
+//! Fencing: a leader holds `pg_try_advisory_lock(7152, hashtext(key))` on ONE session and
+//! commits every write of the partition on that very session. When the session dies (the
+//! process is killed, the host is cut off and the server's TCP keepalive fires, the DB
+//! fails over) the lock dies with it, and so does the only connection that could commit.
+//! Belt and braces: each takeover bumps `partitions.epoch`, and every commit runs
+//! `UPDATE partitions ... WHERE epoch = <mine>` inside its transaction, so a leader
+//! whose epoch was superseded cannot commit either.
+
+use crate::api::{ApiError, Reply};
+use crate::db;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, Transaction};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LeadError {
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error("fenced: partition {0} has a newer leader")]
+    Fenced(String),
+    #[error("invariant: {0}")]
+    Invariant(String),
+}
+
+impl From<db::DbError> for LeadError {
+    fn from(e: db::DbError) -> Self {
+        match e {
+            db::DbError::Pg(p) => LeadError::Db(p),
+            db::DbError::Config(c) => LeadError::Invariant(c),
+        }
+    }
+}
+
+/// Node-wide state every partition loop consults.
+pub struct NodeState {
+    pub node_id: String,
+    pub addr: String,
+    /// Writer settings (`target_session_attrs=read-write`).
+    pub pg: tokio_postgres::Config,
+    /// Reader settings (any host), used in standby mode.
+    pub pg_any: tokio_postgres::Config,
+    /// 0 active, 1 standby.
+    pub mode: AtomicU8,
+    pub isolated: AtomicBool,
+    pub shutting_down: AtomicBool,
+    pub batch_max: usize,
+}
+
+impl NodeState {
+    pub fn is_active(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == 0
+    }
+    /// May this node hold leaderships right now?
+    pub fn can_lead(&self) -> bool {
+        self.is_active() && !self.isolated.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+pub struct Job<C> {
+    pub cmd: C,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+/// The leader's handle on its partition: the locked session and its epoch.
+pub struct LeaderCtx {
+    pub client: Client,
+    pub key: String,
+    pub epoch: i64,
+}
+
+impl LeaderCtx {
+    pub fn fencer(&self) -> Fencer {
+        Fencer { key: self.key.clone(), epoch: self.epoch }
+    }
+}
+
+/// Checks the leader's epoch inside a write transaction.
+pub struct Fencer {
+    key: String,
+    epoch: i64,
+}
+
+impl Fencer {
+    /// Must run inside every write transaction of the partition.
+    pub async fn fence(&self, tx: &Transaction<'_>) -> Result<(), LeadError> {
+        let n = tx
+            .execute(
+                "UPDATE partitions SET last_commit_at = now() WHERE partition_key = $1 AND epoch = $2",
+                &[&self.key, &self.epoch],
+            )
+            .await?;
+        if n != 1 {
+            return Err(LeadError::Fenced(self.key.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// What a module does as leader of one partition.
+pub trait Logic: Send + 'static {
+    type Cmd: Send + 'static;
+    /// Rebuilds in-memory state from the DB right after taking the partition.
+    fn load(&mut self, ctx: &mut LeaderCtx) -> impl Future<Output = Result<(), LeadError>> + Send;
+    /// Executes a batch; must answer every job it commits. An error steps down.
+    fn run_batch(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        jobs: Vec<Job<Self::Cmd>>,
+    ) -> impl Future<Output = Result<(), LeadError>> + Send;
+    /// Called about once a second while leading.
+    fn tick(&mut self, _ctx: &mut LeaderCtx) -> impl Future<Output = Result<(), LeadError>> + Send {
+        async { Ok(()) }
+    }
+}
+
+/// Shared view of one partition, used by the HTTP layer and status reports.
+pub struct PartitionState {
+    pub key: String,
+    pub leading: AtomicBool,
+    pub epoch: AtomicI64,
+}
+
+pub struct PartitionHandle<C> {
+    pub state: Arc<PartitionState>,
+    pub tx: mpsc::Sender<Job<C>>,
+}
+
+impl<C> Clone for PartitionHandle<C> {
+    fn clone(&self) -> Self {
+        PartitionHandle { state: self.state.clone(), tx: self.tx.clone() }
+    }
+}
+
+impl<C: Send + 'static> PartitionHandle<C> {
+    /// Sends a command to the leader loop and waits for its answer.
+    pub async fn call(&self, node: &NodeState, cmd: C) -> Reply {
+        if !node.is_active() {
+            return Err(ApiError::standby());
+        }
+        if !self.state.leading.load(Ordering::SeqCst) {
+            return Err(ApiError::not_leader(&self.state.key));
+        }
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Job { cmd, reply }).await.is_err() {
+            return Err(ApiError::not_leader(&self.state.key));
+        }
+        match rx.await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::unavailable("leadership lost before the outcome was known; retry with the same id")),
+        }
+    }
+}
+
+fn lock_sql() -> &'static str {
+    "SELECT pg_try_advisory_lock(7152, hashtext($1))"
+}
+
+/// Spawns the leadership loop of one partition. `rank` is this node's preference order
+/// for the partition (0 = preferred); lower ranks try first, which spreads leaderships.
+pub fn spawn<L: Logic>(
+    node: Arc<NodeState>,
+    key: String,
+    rank: u32,
+    mut make: impl FnMut() -> L + Send + 'static,
+) -> PartitionHandle<L::Cmd> {
+    let (tx, mut rx) = mpsc::channel::<Job<L::Cmd>>(node.batch_max * 8);
+    let state = Arc::new(PartitionState { key: key.clone(), leading: AtomicBool::new(false), epoch: AtomicI64::new(0) });
+    let st = state.clone();
+    tokio::spawn(async move {
+        // At start-up the preferred node goes first; later whoever notices first wins.
+        tokio::time::sleep(Duration::from_millis(400 * rank as u64)).await;
+        let mut candidate: Option<Client> = None;
+        loop {
+            drain(&mut rx, &key);
+            if node.shutting_down.load(Ordering::SeqCst) {
+                break;
+            }
+            if !node.can_lead() {
+                candidate = None;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            let client = match candidate.take() {
+                Some(c) if !c.is_closed() => c,
+                _ => match db::connect(&node.pg).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            let got: bool = match client.query_one(lock_sql(), &[&key]).await {
+                Ok(r) => r.get(0),
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if !got {
+                candidate = Some(client);
+                tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 50)).await;
+                continue;
+            }
+            let started = std::time::Instant::now();
+            match lead(&node, &st, &key, client, &mut rx, make()).await {
+                Ok(()) => tracing::info!(partition = %key, "gave up leadership"),
+                Err(e) => tracing::warn!(partition = %key, error = %e, "lost leadership"),
+            }
+            st.leading.store(false, Ordering::SeqCst);
+            tracing::info!(partition = %key, led_ms = started.elapsed().as_millis() as u64, "leadership ended");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    PartitionHandle { state, tx }
+}
+
+fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &str) {
+    while let Ok(j) = rx.try_recv() {
+        let _ = j.reply.send(Err(ApiError::not_leader(key)));
+    }
+}
+
+async fn lead<L: Logic>(
+    node: &NodeState,
+    st: &PartitionState,
+    key: &str,
+    client: Client,
+    rx: &mut mpsc::Receiver<Job<L::Cmd>>,
+    mut logic: L,
+) -> Result<(), LeadError> {
+    let t0 = std::time::Instant::now();
+    let epoch: i64 = client
+        .query_one(
+            "INSERT INTO partitions (partition_key, epoch, leader_node, leader_addr, since) VALUES ($1, 1, $2, $3, now()) \
+             ON CONFLICT (partition_key) DO UPDATE SET epoch = partitions.epoch + 1, leader_node = $2, leader_addr = $3, since = now() \
+             RETURNING epoch",
+            &[&key, &node.node_id, &node.addr],
+        )
+        .await?
+        .get(0);
+    let mut ctx = LeaderCtx { client, key: key.to_string(), epoch };
+    logic.load(&mut ctx).await?;
+    st.epoch.store(epoch, Ordering::SeqCst);
+    st.leading.store(true, Ordering::SeqCst);
+    tracing::info!(partition = %key, epoch, load_ms = t0.elapsed().as_millis() as u64, "took leadership");
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            job = rx.recv() => {
+                let Some(first) = job else { return Ok(()) };
+                let mut jobs = vec![first];
+                while jobs.len() < node.batch_max {
+                    match rx.try_recv() {
+                        Ok(j) => jobs.push(j),
+                        Err(_) => break,
+                    }
+                }
+                logic.run_batch(&mut ctx, jobs).await?;
+            }
+            _ = tick.tick() => {
+                if !node.can_lead() {
+                    return Ok(());
+                }
+                if ctx.client.is_closed() {
+                    return Err(LeadError::Invariant("leader session closed".into()));
+                }
+                logic.tick(&mut ctx).await?;
+            }
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Wallet leader logic (one partition per user shard): admin deposits, withdrawals
+//! (request -> approve -> complete, or reject; funds held meanwhile) and the heartbeat.
+
+use crate::api::{ApiError, Reply};
+use crate::ledger::{self, WORLD};
+use crate::partition::{Job, LeadError, LeaderCtx, Logic};
+use serde_json::{json, Value};
+
+#[derive(Debug)]
+pub enum WalletCmd {
+    Deposit { deposit_id: String, user_id: i64, asset: String, amount_minor: i64 },
+    Withdraw { user_id: i64, client_id: String, asset: String, amount_minor: i64 },
+    Action { withdrawal_id: i64, action: WithdrawalAction },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WithdrawalAction {
+    Approve,
+    Complete,
+    Reject,
+}
+
+pub struct WalletLogic {
+    pub shard: i32,
+    pub node_id: String,
+}
+
+pub fn shard_of(user_id: i64, shards: u32) -> u32 {
+    (user_id.rem_euclid(shards.max(1) as i64)) as u32
+}
+
+async fn withdrawal_json(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
+    let r = tx
+        .query_opt(
+            "SELECT withdrawal_id, user_id, client_id, asset, amount_minor, status, reason FROM withdrawals WHERE withdrawal_id = $1",
+            &[&id],
+        )
+        .await?;
+    Ok(r.map(|r| {
+        json!({"withdrawal_id": r.get::<_, i64>(0), "user_id": r.get::<_, i64>(1), "client_id": r.get::<_, &str>(2),
+               "asset": r.get::<_, &str>(3), "amount_minor": r.get::<_, i64>(4), "status": r.get::<_, &str>(5),
+               "reason": r.get::<_, Option<&str>>(6)})
+    }))
+}
+
+impl WalletLogic {
+    async fn exec(&self, ctx: &mut LeaderCtx, cmd: &WalletCmd) -> Result<Reply, LeadError> {
+        let fencer = ctx.fencer();
+        let tx = ctx.client.transaction().await?;
+        let reply = match cmd {
+            WalletCmd::Deposit { deposit_id, user_id, asset, amount_minor } => {
+                let n = tx
+                    .execute(
+                        "INSERT INTO deposits (deposit_id, user_id, asset, amount_minor) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                        &[deposit_id, user_id, asset, amount_minor],
+                    )
+                    .await?;
+                if n == 1 {
+                    let r = format!("deposit:{deposit_id}");
+                    ledger::post(&tx, &r, &[(WORLD, asset, -amount_minor, 0), (*user_id, asset, *amount_minor, 0)]).await?;
+                }
+                let row = tx
+                    .query_one("SELECT user_id, asset, amount_minor FROM deposits WHERE deposit_id = $1", &[deposit_id])
+                    .await?;
+                Ok(json!({"deposit_id": deposit_id, "user_id": row.get::<_, i64>(0), "asset": row.get::<_, &str>(1),
+                          "amount_minor": row.get::<_, i64>(2), "status": "credited"}))
+            }
+            WalletCmd::Withdraw { user_id, client_id, asset, amount_minor } => {
+                let existing: Option<i64> = tx
+                    .query_opt("SELECT withdrawal_id FROM withdrawals WHERE user_id = $1 AND client_id = $2", &[user_id, client_id])
+                    .await?
+                    .map(|r| r.get(0));
+                let id = match existing {
+                    Some(id) => id,
+                    None => {
+                        let ok = ledger::has_available(&tx, *user_id, asset, *amount_minor).await?;
+                        let (status, reason) = if ok { ("requested", None) } else { ("rejected", Some("insufficient_funds")) };
+                        let id: i64 = tx
+                            .query_one(
+                                "INSERT INTO withdrawals (user_id, client_id, asset, amount_minor, status, reason) \
+                                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING withdrawal_id",
+                                &[user_id, client_id, asset, amount_minor, &status, &reason],
+                            )
+                            .await?
+                            .get(0);
+                        if ok {
+                            let r = format!("withdrawal:{id}:hold");
+                            ledger::post(&tx, &r, &[(*user_id, asset, -amount_minor, *amount_minor)]).await?;
+                        }
+                        id
+                    }
+                };
+                withdrawal_json(&tx, id).await?.ok_or_else(|| ApiError::not_found("withdrawal vanished"))
+            }
+            WalletCmd::Action { withdrawal_id, action } => {
+                let row = tx
+                    .query_opt(
+                        "SELECT user_id, asset, amount_minor, status FROM withdrawals WHERE withdrawal_id = $1 FOR UPDATE",
+                        &[withdrawal_id],
+                    )
+                    .await?;
+                match row {
+                    None => Err(ApiError::not_found(format!("no withdrawal {withdrawal_id}"))),
+                    Some(r) => {
+                        let (user, asset, amt, status): (i64, String, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+                        let next = match (action, status.as_str()) {
+                            (WithdrawalAction::Approve, "requested") => Some("approved"),
+                            (WithdrawalAction::Complete, "approved") => Some("completed"),
+                            (WithdrawalAction::Reject, "requested" | "approved") => Some("rejected"),
+                            _ => None,
+                        };
+                        let already = matches!(
+                            (action, status.as_str()),
+                            (WithdrawalAction::Approve, "approved" | "completed")
+                                | (WithdrawalAction::Complete, "completed")
+                                | (WithdrawalAction::Reject, "rejected")
+                        );
+                        match next {
+                            Some(n) => {
+                                let r = format!("withdrawal:{withdrawal_id}:{n}");
+                                if n == "completed" {
+                                    ledger::post(&tx, &r, &[(user, &asset, 0, -amt), (WORLD, &asset, amt, 0)]).await?;
+                                } else if n == "rejected" {
+                                    ledger::post(&tx, &r, &[(user, &asset, amt, -amt)]).await?;
+                                }
+                                tx.execute("UPDATE withdrawals SET status = $2 WHERE withdrawal_id = $1", &[withdrawal_id, &n]).await?;
+                                withdrawal_json(&tx, *withdrawal_id).await?.ok_or_else(|| ApiError::not_found("vanished"))
+                            }
+                            None if already => withdrawal_json(&tx, *withdrawal_id).await?.ok_or_else(|| ApiError::not_found("vanished")),
+                            None => Err(ApiError::conflict("invalid_transition", format!("withdrawal is {status}"))),
+                        }
+                    }
+                }
+            }
+        };
+        fencer.fence(&tx).await?;
+        tx.commit().await?;
+        Ok(reply)
+    }
+}
+
+impl Logic for WalletLogic {
+    type Cmd = WalletCmd;
+
+    async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
+        self.tick(ctx).await
+    }
+
+    async fn run_batch(&mut self, ctx: &mut LeaderCtx, jobs: Vec<Job<WalletCmd>>) -> Result<(), LeadError> {
+        for j in jobs {
+            let mut attempt = 0;
+            let reply = loop {
+                attempt += 1;
+                match self.exec(ctx, &j.cmd).await {
+                    Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
+                    Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
+                        // A SQL error of this request (e.g. a CHECK): report it, keep leading.
+                        break Err(ApiError::conflict("rejected", e.to_string()));
+                    }
+                    r => break r?,
+                }
+            };
+            let _ = j.reply.send(reply);
+        }
+        Ok(())
+    }
+
+    async fn tick(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
+        let fencer = ctx.fencer();
+        let tx = ctx.client.transaction().await?;
+        tx.execute(
+            "INSERT INTO wallet_heartbeats (shard, node_id, at) VALUES ($1, $2, now()) \
+             ON CONFLICT (shard) DO UPDATE SET node_id = $2, at = now()",
+            &[&self.shard, &self.node_id],
+        )
+        .await?;
+        fencer.fence(&tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
