@@ -2,6 +2,7 @@
 pub mod api;
 pub mod book;
 pub mod db;
+pub mod gateway;
 pub mod ledger;
 pub mod matching;
 pub mod metrics;

@@ -1,1 +1,32 @@
-fn main(){}
+//! `engine-gateway`: the public REST API of a region, in front of the engine nodes.
+
+use anyhow::Context;
+use clap::Parser;
+use engine::gateway::Gateway;
+use engine_config::GatewayConfig;
+
+#[derive(Parser)]
+#[command(name = "engine-gateway", version = engine::VERSION, about = "Exchange gateway: public REST API, routes writes to partition leaders, /health and /metrics.")]
+struct Args {
+    /// Path of the gateway's TOML config file.
+    #[arg(long)]
+    config: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let cfg = GatewayConfig::from_file(&args.config)?;
+    engine::init_logging(&cfg.log);
+    let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
+    anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
+    let pg_rw = engine::db::pg_config(&cfg.db, true)?;
+    let pg_any = engine::db::pg_config(&cfg.db, false)?;
+    tracing::info!(version = engine::VERSION, gateway = %cfg.gateway_id, region = %cfg.region, "starting");
+    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let g = Gateway::new(cfg, admin_token, pg_rw, pg_any);
+    g.spawn_probes();
+    axum::serve(listener, g.router()).with_graceful_shutdown(engine::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

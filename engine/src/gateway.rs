@@ -1,0 +1,613 @@
+//! `engine-gateway`: the public REST API. Authenticates users (API key) and admins,
+//! validates requests, and forwards writes to the current leader of their partition,
+//! retrying idempotently across failovers. Reads go to the DB. `/health` says whether the
+//! region can take writes; `/metrics` is Prometheus text.
+
+use crate::api::{ApiError, Reply};
+use crate::metrics::{label, Metrics};
+use crate::node::{respond, ADMIN_HEADER, USER_HEADER};
+use crate::requests::{self as rq, parse};
+use crate::wallet::shard_of;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use engine_config::{GatewayConfig, PeerConfig};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_postgres::Client;
+
+pub const API_KEY_HEADER: &str = "x-api-key";
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub module: String,
+    pub mode: String,
+    pub isolated: bool,
+    pub leading: Vec<String>,
+}
+
+pub struct NodeView {
+    pub peer: PeerConfig,
+    pub alive: AtomicBool,
+    pub status: Mutex<NodeStatus>,
+}
+
+pub struct Gateway {
+    pub cfg: GatewayConfig,
+    admin_token: String,
+    http: reqwest::Client,
+    pub nodes: Vec<Arc<NodeView>>,
+    pg_any: tokio_postgres::Config,
+    pg_rw: tokio_postgres::Config,
+    reader: tokio::sync::Mutex<Option<Client>>,
+    db_writable: AtomicBool,
+    db_reason: Mutex<String>,
+    keys: Mutex<HashMap<String, i64>>,
+    pub metrics: Metrics,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Gateway {
+    pub fn new(cfg: GatewayConfig, admin_token: String, pg_rw: tokio_postgres::Config, pg_any: tokio_postgres::Config) -> Arc<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(250))
+            .timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .expect("http client");
+        let nodes = cfg
+            .nodes
+            .iter()
+            .map(|p| Arc::new(NodeView { peer: p.clone(), alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()) }))
+            .collect();
+        Arc::new(Gateway {
+            cfg,
+            admin_token,
+            http,
+            nodes,
+            pg_any,
+            pg_rw,
+            reader: tokio::sync::Mutex::new(None),
+            db_writable: AtomicBool::new(false),
+            db_reason: Mutex::new("not checked yet".into()),
+            keys: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// Background probes: every node's status, and whether the DB takes writes.
+    pub fn spawn_probes(self: &Arc<Self>) {
+        let period = Duration::from_millis(self.cfg.probe_interval_ms.max(20));
+        for n in &self.nodes {
+            let g = self.clone();
+            let n = n.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                loop {
+                    tick.tick().await;
+                    g.probe(&n, period).await;
+                }
+            });
+        }
+        let g = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            let mut rw: Option<Client> = None;
+            loop {
+                tick.tick().await;
+                if rw.as_ref().is_none_or(|c| c.is_closed()) {
+                    rw = match tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&g.pg_rw)).await {
+                        Ok(Ok(c)) => Some(c),
+                        Ok(Err(e)) => {
+                            g.set_db(false, format!("no writable DB host: {e}"));
+                            None
+                        }
+                        Err(_) => {
+                            g.set_db(false, "no writable DB host: connect timed out".into());
+                            None
+                        }
+                    };
+                }
+                if let Some(c) = &rw {
+                    match tokio::time::timeout(Duration::from_secs(2), c.query_one("SELECT pg_is_in_recovery()", &[])).await {
+                        Ok(Ok(r)) if !r.get::<_, bool>(0) => g.set_db(true, String::new()),
+                        Ok(Ok(_)) => {
+                            g.set_db(false, "DB is in recovery (read-only)".into());
+                            rw = None;
+                        }
+                        _ => {
+                            g.set_db(false, "DB primary does not answer".into());
+                            rw = None;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    fn set_db(&self, ok: bool, reason: String) {
+        self.db_writable.store(ok, Ordering::SeqCst);
+        *lock(&self.db_reason) = reason;
+    }
+
+    async fn probe(&self, n: &NodeView, period: Duration) {
+        let url = format!("http://{}/internal/status", n.peer.addr);
+        let timeout = period.max(Duration::from_millis(250));
+        let r = self.http.get(&url).timeout(timeout).send().await;
+        let st = match r {
+            Ok(r) if r.status().is_success() => r.json::<NodeStatus>().await.ok(),
+            _ => None,
+        };
+        let was = n.alive.load(Ordering::SeqCst);
+        match st {
+            Some(s) => {
+                *lock(&n.status) = s;
+                n.alive.store(true, Ordering::SeqCst);
+            }
+            None => n.alive.store(false, Ordering::SeqCst),
+        }
+        let now = n.alive.load(Ordering::SeqCst);
+        if was != now {
+            tracing::info!(node = %n.peer.node_id, alive = now, "node liveness changed");
+            self.metrics.inc(format!("engine_gateway_node_transitions_total{{node=\"{}\"}}", label(&n.peer.node_id)));
+        }
+    }
+
+    fn routable(n: &NodeView) -> bool {
+        if !n.alive.load(Ordering::SeqCst) {
+            return false;
+        }
+        let s = lock(&n.status);
+        !s.isolated && s.mode == "active"
+    }
+
+    /// The node currently leading `partition`, if any is alive and routable.
+    pub fn leader_of(&self, partition: &str) -> Option<Arc<NodeView>> {
+        self.nodes.iter().find(|n| Self::routable(n) && lock(&n.status).leading.iter().any(|k| k == partition)).cloned()
+    }
+
+    /// All partitions of the region, as configured.
+    pub fn partitions(&self) -> Vec<String> {
+        let ex = &self.cfg.exchange;
+        let mut v: Vec<String> = ex.spot_markets.iter().map(|m| format!("matching/{}", m.symbol)).collect();
+        v.extend((0..ex.wallet_shards).map(|s| format!("wallet/{s}")));
+        v.extend((0..ex.otc_shards).map(|s| format!("otc/{s}")));
+        v
+    }
+
+    /// Why the region cannot take writes, or None if it can.
+    pub fn unhealthy_reason(&self) -> Option<String> {
+        if !self.db_writable.load(Ordering::SeqCst) {
+            return Some(lock(&self.db_reason).clone());
+        }
+        if self.nodes.iter().any(|n| n.alive.load(Ordering::SeqCst) && lock(&n.status).mode == "standby") {
+            return Some("region is in standby mode".into());
+        }
+        let unled: Vec<String> = self.partitions().into_iter().filter(|p| self.leader_of(p).is_none()).collect();
+        if !unled.is_empty() {
+            return Some(format!("partitions without a live leader: {}", unled.join(", ")));
+        }
+        None
+    }
+
+    /// Forwards a write to the leader of `partition`, retrying across failovers. The
+    /// request carries a client-supplied id (or is a state transition), so a retry after
+    /// a lost answer returns the first result instead of applying twice.
+    pub async fn forward(&self, partition: &str, path: &str, user: Option<i64>, body: &Value) -> Response {
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.retry_budget_ms);
+        let mut last = ApiError::unavailable(format!("no live leader for {partition}"));
+        let mut attempts = 0u32;
+        while Instant::now() < deadline {
+            attempts += 1;
+            let Some(node) = self.leader_of(partition) else {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+                continue;
+            };
+            let url = format!("http://{}{}", node.peer.addr, path);
+            let mut req = self.http.post(&url).header(ADMIN_HEADER, &self.admin_token).json(body);
+            if let Some(u) = user {
+                req = req.header(USER_HEADER, u.to_string());
+            }
+            match req.send().await {
+                Err(e) => {
+                    // Connection refused / reset: the node is gone. Route around it now.
+                    tracing::info!(node = %node.peer.node_id, error = %e, "forward failed; marking node dead");
+                    node.alive.store(false, Ordering::SeqCst);
+                    last = ApiError::unavailable(format!("leader of {partition} unreachable"));
+                }
+                Ok(r) => {
+                    let status = r.status();
+                    let bytes = r.bytes().await.unwrap_or_default();
+                    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let code = v.get("error").and_then(|c| c.as_str()).unwrap_or("");
+                    if status == StatusCode::SERVICE_UNAVAILABLE && (code == "not_leader" || code == "unavailable") {
+                        lock(&node.status).leading.retain(|k| k != partition);
+                        last = ApiError::unavailable(format!("{partition} is changing leader"));
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                    if attempts > 1 {
+                        self.metrics.inc("engine_gateway_retried_requests_total".into());
+                    }
+                    let status = if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        status
+                    };
+                    return (status, Json(v)).into_response();
+                }
+            }
+        }
+        last.into_response()
+    }
+
+    fn admin(&self, h: &HeaderMap) -> Result<(), ApiError> {
+        let ok = h.get(ADMIN_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| crate::ct_eq(v, &self.admin_token));
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+
+    async fn reader(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ApiError> {
+        let mut g = self.reader.lock().await;
+        if g.as_ref().is_none_or(|c| c.is_closed()) {
+            let c = tokio::time::timeout(Duration::from_secs(3), crate::db::connect(&self.pg_any))
+                .await
+                .map_err(|_| ApiError::unavailable("database unreachable"))?
+                .map_err(|_| ApiError::unavailable("database unreachable"))?;
+            *g = Some(c);
+        }
+        Ok(g)
+    }
+
+    async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+        let g = self.reader().await?;
+        let c = g.as_ref().expect("reader connected");
+        c.query(sql, params).await.map_err(|e| {
+            tracing::warn!(error = %e, "read failed");
+            ApiError::unavailable("database read failed")
+        })
+    }
+
+    /// Resolves an API key to its user.
+    async fn user(&self, h: &HeaderMap) -> Result<i64, ApiError> {
+        let key = h.get(API_KEY_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(ApiError::unauthorized)?;
+        let hash = crate::sha256_hex(key);
+        if let Some(u) = lock(&self.keys).get(&hash) {
+            return Ok(*u);
+        }
+        let rows = self.query("SELECT user_id FROM users WHERE api_key_sha256 = $1", &[&hash]).await?;
+        let u: i64 = rows.first().map(|r| r.get(0)).ok_or_else(ApiError::unauthorized)?;
+        lock(&self.keys).insert(hash, u);
+        Ok(u)
+    }
+
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/health", get(health))
+            .route("/metrics", get(metrics))
+            .route("/v1/orders", post(place))
+            .route("/v1/orders/cancel", post(cancel))
+            .route("/v1/orders/{id}", get(order))
+            .route("/v1/orders/by-client-id/{cid}", get(order_by_cid))
+            .route("/v1/book/{market}", get(book))
+            .route("/v1/balances", get(balances))
+            .route("/v1/withdrawals", post(withdraw))
+            .route("/v1/withdrawals/{id}", get(withdrawal))
+            .route("/v1/otc/quotes", post(otc_quote))
+            .route("/v1/otc/quotes/{id}/accept", post(otc_accept))
+            .route("/admin/users", post(create_user))
+            .route("/admin/deposits", post(deposit))
+            .route("/admin/withdrawals/{id}/{action}", post(withdrawal_action))
+            .route("/admin/otc/reference", post(otc_reference))
+            .route("/admin/mode", post(set_mode))
+            .with_state(self.clone())
+    }
+}
+
+type S = State<Arc<Gateway>>;
+
+async fn health(State(g): S) -> Response {
+    match g.unhealthy_reason() {
+        None => (StatusCode::OK, Json(json!({"status": "ok", "region": g.cfg.region}))).into_response(),
+        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "region": g.cfg.region, "reason": r})))
+            .into_response(),
+    }
+}
+
+async fn metrics(State(g): S) -> Response {
+    for n in &g.nodes {
+        let v = if n.alive.load(Ordering::SeqCst) { 1.0 } else { 0.0 };
+        g.metrics.set(format!("engine_gateway_node_alive{{node=\"{}\"}}", label(&n.peer.node_id)), v);
+    }
+    for p in g.partitions() {
+        let v = if g.leader_of(&p).is_some() { 1.0 } else { 0.0 };
+        g.metrics.set(format!("engine_gateway_partition_led{{partition=\"{}\"}}", label(&p)), v);
+    }
+    g.metrics.set("engine_gateway_healthy".into(), if g.unhealthy_reason().is_none() { 1.0 } else { 0.0 });
+    ([("content-type", "text/plain; version=0.0.4")], g.metrics.render()).into_response()
+}
+
+fn to_value<T: serde::Serialize>(t: &T) -> Value {
+    serde_json::to_value(t).unwrap_or(Value::Null)
+}
+
+async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let t = Instant::now();
+    let r: Result<(i64, rq::PlaceOrder), ApiError> = async {
+        let u = g.user(&h).await?;
+        let p: rq::PlaceOrder = parse(&body)?;
+        p.validate(&g.cfg.exchange)?;
+        Ok((u, p))
+    }
+    .await;
+    let resp = match r {
+        Err(e) => e.into_response(),
+        Ok((u, p)) => g.forward(&format!("matching/{}", p.market), "/v1/orders", Some(u), &to_value(&p)).await,
+    };
+    g.metrics.inc(format!("engine_gateway_requests_total{{op=\"place\",status=\"{}\"}}", resp.status().as_u16()));
+    g.metrics.add("engine_gateway_place_seconds_sum".into(), t.elapsed().as_secs_f64());
+    resp
+}
+
+async fn cancel(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<(i64, rq::CancelOrder), ApiError> = async {
+        let u = g.user(&h).await?;
+        let c: rq::CancelOrder = parse(&body)?;
+        rq::spot_market(&g.cfg.exchange, &c.market)?;
+        Ok((u, c))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, c)) => g.forward(&format!("matching/{}", c.market), "/v1/orders/cancel", Some(u), &to_value(&c)).await,
+    }
+}
+
+async fn order(State(g): S, h: HeaderMap, Path(id): Path<i64>) -> Response {
+    let r: Reply = async {
+        let u = g.user(&h).await?;
+        let g2 = g.reader().await?;
+        let c = g2.as_ref().expect("reader");
+        crate::matching::order_by_id(c, u, id)
+            .await
+            .map_err(|_| ApiError::unavailable("database read failed"))?
+            .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
+    }
+    .await;
+    respond(r)
+}
+
+async fn order_by_cid(State(g): S, h: HeaderMap, Path(cid): Path<String>) -> Response {
+    let r: Reply = async {
+        let u = g.user(&h).await?;
+        rq::check_id("client_order_id", &cid)?;
+        let g2 = g.reader().await?;
+        let c = g2.as_ref().expect("reader");
+        crate::matching::order_by_client_id(c, u, &cid)
+            .await
+            .map_err(|_| ApiError::unavailable("database read failed"))?
+            .ok_or_else(|| ApiError::not_found(format!("no order {cid:?}")))
+    }
+    .await;
+    respond(r)
+}
+
+async fn book(State(g): S, Path(market): Path<String>) -> Response {
+    if let Err(e) = rq::spot_market(&g.cfg.exchange, &market) {
+        return e.into_response();
+    }
+    let partition = format!("matching/{market}");
+    let deadline = Instant::now() + Duration::from_millis(g.cfg.retry_budget_ms);
+    while Instant::now() < deadline {
+        if let Some(n) = g.leader_of(&partition) {
+            let url = format!("http://{}/v1/book/{}", n.peer.addr, market);
+            if let Ok(r) = g.http.get(&url).header(ADMIN_HEADER, &g.admin_token).send().await {
+                if r.status().is_success() {
+                    if let Ok(v) = r.json::<Value>().await {
+                        return Json(v).into_response();
+                    }
+                }
+            } else {
+                n.alive.store(false, Ordering::SeqCst);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    ApiError::unavailable(format!("no live leader for {partition}")).into_response()
+}
+
+async fn balances(State(g): S, h: HeaderMap) -> Response {
+    let r: Reply = async {
+        let u = g.user(&h).await?;
+        let rows = g.query("SELECT asset, available, held FROM balances WHERE owner_id = $1 ORDER BY asset", &[&u]).await?;
+        let b: Vec<Value> = rows
+            .iter()
+            .map(|r| json!({"asset": r.get::<_, &str>(0), "available_minor": r.get::<_, i64>(1), "held_minor": r.get::<_, i64>(2)}))
+            .collect();
+        Ok(json!({"user_id": u, "balances": b}))
+    }
+    .await;
+    respond(r)
+}
+
+async fn withdraw(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<(i64, rq::Withdraw), ApiError> = async {
+        let u = g.user(&h).await?;
+        let w: rq::Withdraw = parse(&body)?;
+        w.validate(&g.cfg.exchange)?;
+        Ok((u, w))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, w)) => {
+            let p = format!("wallet/{}", shard_of(u, g.cfg.exchange.wallet_shards));
+            g.forward(&p, "/v1/withdrawals", Some(u), &to_value(&w)).await
+        }
+    }
+}
+
+async fn withdrawal(State(g): S, h: HeaderMap, Path(id): Path<i64>) -> Response {
+    let r: Reply = async {
+        let u = g.user(&h).await?;
+        let rows = g
+            .query(
+                "SELECT withdrawal_id, client_id, asset, amount_minor, status, reason FROM withdrawals WHERE withdrawal_id = $1 AND user_id = $2",
+                &[&id, &u],
+            )
+            .await?;
+        let r = rows.first().ok_or_else(|| ApiError::not_found(format!("no withdrawal {id}")))?;
+        Ok(json!({"withdrawal_id": r.get::<_, i64>(0), "user_id": u, "client_id": r.get::<_, &str>(1), "asset": r.get::<_, &str>(2),
+                  "amount_minor": r.get::<_, i64>(3), "status": r.get::<_, &str>(4), "reason": r.get::<_, Option<&str>>(5)}))
+    }
+    .await;
+    respond(r)
+}
+
+async fn otc_quote(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<(i64, rq::QuoteReq), ApiError> = async {
+        let u = g.user(&h).await?;
+        let q: rq::QuoteReq = parse(&body)?;
+        q.validate(&g.cfg.exchange)?;
+        Ok((u, q))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, q)) => {
+            let p = format!("otc/{}", shard_of(u, g.cfg.exchange.otc_shards));
+            g.forward(&p, "/v1/otc/quotes", Some(u), &to_value(&q)).await
+        }
+    }
+}
+
+async fn otc_accept(State(g): S, h: HeaderMap, Path(id): Path<i64>) -> Response {
+    match g.user(&h).await {
+        Err(e) => e.into_response(),
+        Ok(u) => {
+            let p = format!("otc/{}", shard_of(u, g.cfg.exchange.otc_shards));
+            g.forward(&p, "/v1/otc/accept", Some(u), &json!({"quote_id": id})).await
+        }
+    }
+}
+
+async fn create_user(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Reply = async {
+        g.admin(&h)?;
+        let c: rq::CreateUser = parse(&body)?;
+        rq::check_user(c.user_id)?;
+        if c.user_id == g.cfg.exchange.otc_dealer_user_id {
+            // allowed: the dealer is an ordinary account with an API key
+        }
+        let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+        let hash = crate::sha256_hex(&key);
+        let client = crate::db::connect(&g.pg_rw).await.map_err(|_| ApiError::unavailable("no writable database"))?;
+        let n = client
+            .execute("INSERT INTO users (user_id, api_key_sha256) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING", &[&c.user_id, &hash])
+            .await
+            .map_err(|_| ApiError::unavailable("database write failed"))?;
+        if n == 0 {
+            return Err(ApiError::conflict("user_exists", format!("user {} already exists", c.user_id)));
+        }
+        Ok(json!({"user_id": c.user_id, "api_key": key}))
+    }
+    .await;
+    respond(r)
+}
+
+async fn deposit(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<rq::Deposit, ApiError> = async {
+        g.admin(&h)?;
+        let d: rq::Deposit = parse(&body)?;
+        d.validate(&g.cfg.exchange)?;
+        Ok(d)
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok(d) => {
+            let p = format!("wallet/{}", shard_of(d.user_id, g.cfg.exchange.wallet_shards));
+            g.forward(&p, "/v1/deposits", None, &to_value(&d)).await
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserBody {
+    user_id: i64,
+}
+
+async fn withdrawal_action(State(g): S, h: HeaderMap, Path((id, action)): Path<(i64, String)>, body: Bytes) -> Response {
+    let r: Result<(i64, Value), ApiError> = async {
+        g.admin(&h)?;
+        let b: UserBody = parse(&body)?;
+        rq::check_user(b.user_id)?;
+        let action = match action.as_str() {
+            "approve" | "complete" | "reject" => action,
+            _ => return Err(ApiError::bad_request("action must be approve, complete or reject")),
+        };
+        Ok((b.user_id, json!({"user_id": b.user_id, "action": action})))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, v)) => {
+            let p = format!("wallet/{}", shard_of(u, g.cfg.exchange.wallet_shards));
+            g.forward(&p, &format!("/v1/withdrawals/{id}/action"), None, &v).await
+        }
+    }
+}
+
+async fn otc_reference(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<rq::ReferencePrice, ApiError> = async {
+        g.admin(&h)?;
+        let p: rq::ReferencePrice = parse(&body)?;
+        rq::spot_market(&g.cfg.exchange, &p.market)?;
+        rq::check_range("price_ticks", p.price_ticks, 1, rq::MAX_PRICE)?;
+        Ok(p)
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok(p) => g.forward("otc/0", "/admin/otc/reference", None, &to_value(&p)).await,
+    }
+}
+
+/// Switches every node of the region (best effort; reports each node's answer).
+async fn set_mode(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Reply = async {
+        g.admin(&h)?;
+        let m: rq::ModeReq = parse(&body)?;
+        let mut results = Vec::new();
+        for n in &g.nodes {
+            let url = format!("http://{}/admin/mode", n.peer.addr);
+            let ok = g
+                .http
+                .post(&url)
+                .header(ADMIN_HEADER, &g.admin_token)
+                .json(&m)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            results.push(json!({"node_id": n.peer.node_id, "ok": ok}));
+        }
+        tracing::info!(mode = ?m.mode, "region mode change requested");
+        Ok(json!({"mode": m.mode, "nodes": results}))
+    }
+    .await;
+    respond(r)
+}
