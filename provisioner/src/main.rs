@@ -1,1 +1,149 @@
-fn main() {}
+//! `provision`: parse and validate, call the library, print text or JSON, set the exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use provisioner::config::Config;
+use provisioner::ops::{self, Opts, CONCURRENCY_DEFAULT};
+use provisioner::render;
+use provisioner::template::Template;
+
+#[derive(Parser)]
+#[command(name = "provision", version, about = "Builds a two-region, failover-ready exchange on AWS or LocalStack")]
+struct Cli {
+    /// The deployment description.
+    #[arg(long, global = true, default_value = "regions.toml")]
+    config: PathBuf,
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// More logs (-v info, -vv debug), on stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show what `up` would change (exit 0: nothing, 2: changes pending, 1: error).
+    Plan,
+    /// Create or converge everything the config describes. Safe to re-run and to interrupt.
+    Up {
+        /// Independent API calls in flight at once.
+        #[arg(long, default_value_t = CONCURRENCY_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+    },
+    /// Show what exists in each region.
+    Status,
+    /// Roll out a new build or config (not yet implemented).
+    Deploy,
+    /// Move the primary role to the other region (not yet implemented).
+    Failover,
+    /// Return the primary role to the original region (not yet implemented).
+    Failback,
+    /// Prove DR works under load (not yet implemented).
+    Drill,
+    /// Probe both regions every second (not yet implemented).
+    Watch,
+    /// Remove every resource of the project. Safe to re-run.
+    Down {
+        #[arg(long, default_value_t = CONCURRENCY_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=64))]
+        concurrency: u16,
+    },
+    /// Print this binary's version.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(cli.verbose);
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(run(&cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            if cli.output == Output::Json {
+                println!("{}", serde_json::json!({ "ok": false, "error": format!("{e:#}") }));
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let json = cli.output == Output::Json;
+    let not_yet = |name: &str| {
+        eprintln!("provision {name}: not yet implemented");
+        Ok(ExitCode::from(2))
+    };
+    let load = || -> anyhow::Result<(Config, Template)> {
+        let path = if cli.config.as_os_str() == "regions.toml" { None } else { Some(cli.config.as_path()) };
+        let cfg = Config::load(path)?;
+        let tpl = Template::load(&cfg)?;
+        Ok((cfg, tpl))
+    };
+    match &cli.cmd {
+        Cmd::Version => {
+            if json {
+                println!("{}", serde_json::json!({ "provision": env!("CARGO_PKG_VERSION") }));
+            } else {
+                println!("provision {}", env!("CARGO_PKG_VERSION"));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plan => {
+            let (cfg, tpl) = load()?;
+            let r = ops::plan(&cfg, &tpl).await?;
+            print(json, &r, || render::plan(&r));
+            Ok(if r.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+        }
+        Cmd::Up { concurrency } => {
+            let (cfg, tpl) = load()?;
+            let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false }).await?;
+            print(json, &r, || render::apply(&r));
+            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Down { concurrency } => {
+            let (cfg, _) = load()?;
+            let r = ops::down(&cfg, &Opts { concurrency: *concurrency as usize, quiet: false }).await?;
+            print(json, &r, || render::apply(&r));
+            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Status => {
+            let (cfg, _) = load()?;
+            let o = ops::status(&cfg).await?;
+            print(json, &o, || render::status(&o));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Deploy => not_yet("deploy"),
+        Cmd::Failover => not_yet("failover"),
+        Cmd::Failback => not_yet("failback"),
+        Cmd::Drill => not_yet("drill"),
+        Cmd::Watch => not_yet("watch"),
+    }
+}
+
+fn print<T: serde::Serialize>(json: bool, v: &T, text: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).expect("reports serialize"));
+    } else {
+        print!("{}", text());
+    }
+}
+
+fn init_logs(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info,aws_config=warn,aws_smithy_runtime=warn",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,111 @@
+//! The only module that talks to AWS (EC2 per region, Route53 globally).
+//! `observe` reads the project's resources into [`crate::model::Observed`];
+//! `apply` performs one [`crate::action::Action`].
+
+mod apply;
+mod observe;
+mod tags;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
+
+pub use apply::{Created, Outputs};
+
+use crate::config::Config;
+
+const CONNECT_TIMEOUT_MS: u64 = 3_000;
+const OPERATION_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CloudError {
+    #[error("cannot reach the AWS endpoint {endpoint} (region {region}): {detail}{hint}")]
+    Unreachable { endpoint: String, region: String, detail: String, hint: String },
+    #[error("{op} {resource} in {region} failed: {code}: {message}")]
+    Api { op: String, resource: String, region: String, code: String, message: String },
+    #[error("{resource} in {region}: {message}")]
+    Other { resource: String, region: String, message: String },
+}
+
+pub struct Cloud {
+    pub project: String,
+    endpoint: String,
+    ec2: BTreeMap<String, aws_sdk_ec2::Client>,
+    r53: aws_sdk_route53::Client,
+    /// Distinguishes this run's ClientTokens and CallerReferences from earlier runs'.
+    run_id: String,
+}
+
+impl Cloud {
+    pub async fn connect(cfg: &Config) -> Cloud {
+        let mut ec2 = BTreeMap::new();
+        for r in &cfg.regions {
+            let sdk = sdk_config(cfg, &r.name).await;
+            ec2.insert(r.name.clone(), aws_sdk_ec2::Client::new(&sdk));
+        }
+        // Route53 is global; its API lives in us-east-1.
+        let r53 = aws_sdk_route53::Client::new(&sdk_config(cfg, "us-east-1").await);
+        let endpoint = cfg
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+            .unwrap_or_else(|| "AWS (default endpoints)".into());
+        let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis());
+        Cloud { project: cfg.project.clone(), endpoint, ec2, r53, run_id }
+    }
+
+    pub(crate) fn ec2(&self, region: &str) -> Result<&aws_sdk_ec2::Client, CloudError> {
+        self.ec2.get(region).ok_or_else(|| CloudError::Other {
+            resource: "client".into(),
+            region: region.into(),
+            message: "region is not in the config".into(),
+        })
+    }
+
+    /// Turns an SDK error into one that names the operation, resource, region and AWS code.
+    pub(crate) fn err<E, R>(&self, op: &str, resource: &str, region: &str, e: SdkError<E, R>) -> CloudError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match &e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                region: region.into(),
+                detail: DisplayErrorContext(&e).to_string(),
+                hint: if self.endpoint.contains("127.0.0.1") || self.endpoint.contains("localhost") {
+                    "\n  fix: start LocalStack with `localstack/start.sh` (install it first with `localstack/install.sh`)".into()
+                } else {
+                    "\n  fix: check network access and the endpoint setting".into()
+                },
+            },
+            _ => CloudError::Api {
+                op: op.into(),
+                resource: resource.into(),
+                region: region.into(),
+                code: e.code().unwrap_or("Unknown").into(),
+                message: e.message().map(str::to_string).unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
+            },
+        }
+    }
+}
+
+async fn sdk_config(cfg: &Config, region: &str) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .operation_timeout(Duration::from_millis(OPERATION_TIMEOUT_MS))
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string())).timeout_config(timeouts);
+    if let Some(url) = &cfg.endpoint_url {
+        loader = loader.endpoint_url(url);
+        // A local cloud accepts any credentials; use dummy ones unless the chain has real ones.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none() {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "local-endpoint"));
+        }
+    }
+    loader.load().await
+}

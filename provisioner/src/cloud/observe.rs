@@ -1,0 +1,248 @@
+//! Reads what exists: every EC2 resource tagged with the project in each region, the hosted
+//! zone, the project's health checks (by CallerReference prefix) and its failover records.
+
+use aws_sdk_ec2::types::Filter;
+use futures::future::try_join_all;
+
+use super::{tags, Cloud, CloudError};
+use crate::config::{Ami, Config};
+use crate::model::*;
+
+impl Cloud {
+    pub async fn observe(&self, cfg: &Config) -> Result<Observed, CloudError> {
+        let regions = try_join_all(cfg.regions.iter().map(|r| self.observe_region(&r.name, &r.ami)));
+        let peerings = try_join_all(cfg.regions.iter().map(|r| self.observe_peerings(&r.name)));
+        let zone = self.observe_zone(&cfg.dns.zone);
+        let checks = self.observe_checks();
+        let (regions, peerings, zone, checks) = tokio::try_join!(regions, peerings, zone, checks)?;
+        let records = match &zone {
+            Some(z) => self.observe_records(&z.id, &cfg.dns.api_record).await?,
+            None => vec![],
+        };
+        let mut all: Vec<Found<PeeringAttrs>> = Vec::new();
+        for p in peerings.into_iter().flatten() {
+            if !all.iter().any(|q| q.id == p.id) {
+                all.push(p);
+            }
+        }
+        Ok(Observed { regions, peerings: all, zone, checks, records })
+    }
+
+    async fn observe_region(&self, region: &str, ami: &Ami) -> Result<ObservedRegion, CloudError> {
+        let c = self.ec2(region)?;
+        let f = || tags::project_filter(&self.project);
+        let e = |op: &str| op.to_string();
+        let (vpcs, subnets, igws, rts, sgs, kps, inst, ami_id) = tokio::try_join!(
+            async { c.describe_vpcs().filters(f()).send().await.map_err(|x| self.err(&e("DescribeVpcs"), "VPCs", region, x)) },
+            async { c.describe_subnets().filters(f()).send().await.map_err(|x| self.err("DescribeSubnets", "subnets", region, x)) },
+            async { c.describe_internet_gateways().filters(f()).send().await.map_err(|x| self.err("DescribeInternetGateways", "internet gateways", region, x)) },
+            async { c.describe_route_tables().filters(f()).send().await.map_err(|x| self.err("DescribeRouteTables", "route tables", region, x)) },
+            async { c.describe_security_groups().filters(f()).send().await.map_err(|x| self.err("DescribeSecurityGroups", "security groups", region, x)) },
+            async { c.describe_key_pairs().filters(f()).send().await.map_err(|x| self.err("DescribeKeyPairs", "key pairs", region, x)) },
+            self.observe_instances(region),
+            self.resolve_ami(region, ami),
+        )?;
+        let mut o = ObservedRegion { name: region.to_string(), ami_id, instances: inst, ..Default::default() };
+        for v in vpcs.vpcs() {
+            o.vpcs.push(Found { key: tags::key(v.tags()), id: v.vpc_id().unwrap_or_default().into(), attrs: VpcAttrs { cidr: v.cidr_block().unwrap_or_default().into() } });
+        }
+        for s in subnets.subnets() {
+            o.subnets.push(Found {
+                key: tags::key(s.tags()),
+                id: s.subnet_id().unwrap_or_default().into(),
+                attrs: SubnetAttrs { cidr: s.cidr_block().unwrap_or_default().into(), az: s.availability_zone().unwrap_or_default().into() },
+            });
+        }
+        for g in igws.internet_gateways() {
+            let attached_vpc = g.attachments().iter().find_map(|a| a.vpc_id().map(str::to_string));
+            o.igws.push(Found { key: tags::key(g.tags()), id: g.internet_gateway_id().unwrap_or_default().into(), attrs: IgwAttrs { attached_vpc } });
+        }
+        for t in rts.route_tables() {
+            let mut attrs = RouteTableAttrs::default();
+            for r in t.routes() {
+                let target = r.gateway_id().or(r.vpc_peering_connection_id());
+                if let (Some(d), Some(t)) = (r.destination_cidr_block(), target) {
+                    if t != "local" {
+                        attrs.routes.insert(d.into(), t.into());
+                    }
+                }
+            }
+            for a in t.associations() {
+                if let (Some(id), Some(sn)) = (a.route_table_association_id(), a.subnet_id()) {
+                    attrs.associations.push((id.into(), sn.into()));
+                }
+            }
+            o.route_tables.push(Found { key: tags::key(t.tags()), id: t.route_table_id().unwrap_or_default().into(), attrs });
+        }
+        for g in sgs.security_groups() {
+            let mut rules = Vec::new();
+            for p in g.ip_permissions() {
+                if let (Some("tcp"), Some(from), Some(to)) = (p.ip_protocol(), p.from_port(), p.to_port()) {
+                    if from == to {
+                        for r in p.ip_ranges() {
+                            rules.push(Rule { port: from as u16, cidr: r.cidr_ip().unwrap_or_default().into() });
+                        }
+                    }
+                }
+            }
+            rules.sort();
+            o.sgs.push(Found { key: tags::key(g.tags()), id: g.group_id().unwrap_or_default().into(), attrs: SgAttrs { rules } });
+        }
+        for k in kps.key_pairs() {
+            o.key_pairs.push(Found {
+                key: tags::key(k.tags()),
+                id: k.key_pair_id().or(k.key_name()).unwrap_or_default().into(),
+                attrs: KeyPairAttrs { name: k.key_name().unwrap_or_default().into() },
+            });
+        }
+        Ok(o)
+    }
+
+    pub(crate) async fn observe_instances(&self, region: &str) -> Result<Vec<Found<InstanceAttrs>>, CloudError> {
+        let c = self.ec2(region)?;
+        let states = Filter::builder().name("instance-state-name").set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec())).build();
+        let mut out = Vec::new();
+        let mut next: Option<String> = None;
+        for _page in 0..100 {
+            let resp = c
+                .describe_instances()
+                .filters(tags::project_filter(&self.project))
+                .filters(states.clone())
+                .set_next_token(next.clone())
+                .send()
+                .await
+                .map_err(|x| self.err("DescribeInstances", "instances", region, x))?;
+            for i in resp.reservations().iter().flat_map(|r| r.instances()) {
+                out.push(Found {
+                    key: tags::key(i.tags()),
+                    id: i.instance_id().unwrap_or_default().into(),
+                    attrs: InstanceAttrs {
+                        state: i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default(),
+                        instance_type: i.instance_type().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                        az: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().into(),
+                        private_ip: i.private_ip_address().map(str::to_string),
+                        public_ip: i.public_ip_address().map(str::to_string),
+                    },
+                });
+            }
+            next = resp.next_token().filter(|t| !t.is_empty()).map(str::to_string);
+            if next.is_none() {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    async fn resolve_ami(&self, region: &str, ami: &Ami) -> Result<Option<String>, CloudError> {
+        let c = self.ec2(region)?;
+        let req = match ami {
+            Ami::Id { id } => c.describe_images().image_ids(id),
+            Ami::Filter { name, owner } => c.describe_images().owners(owner).filters(Filter::builder().name("name").values(name).build()),
+        };
+        match req.send().await {
+            Ok(r) => Ok(r.images().iter().max_by(|a, b| a.creation_date().cmp(&b.creation_date())).and_then(|i| i.image_id()).map(str::to_string)),
+            Err(e) => {
+                let err = self.err("DescribeImages", "AMI", region, e);
+                match err {
+                    CloudError::Api { ref code, .. } if code.starts_with("InvalidAMIID") => Ok(None),
+                    other => Err(other),
+                }
+            }
+        }
+    }
+
+    async fn observe_peerings(&self, region: &str) -> Result<Vec<Found<PeeringAttrs>>, CloudError> {
+        let c = self.ec2(region)?;
+        let r = c
+            .describe_vpc_peering_connections()
+            .filters(tags::project_filter(&self.project))
+            .send()
+            .await
+            .map_err(|x| self.err("DescribeVpcPeeringConnections", "VPC peerings", region, x))?;
+        Ok(r.vpc_peering_connections()
+            .iter()
+            .map(|p| Found {
+                key: tags::key(p.tags()),
+                id: p.vpc_peering_connection_id().unwrap_or_default().into(),
+                attrs: PeeringAttrs {
+                    status: p.status().and_then(|s| s.code()).map(|c| c.as_str().to_string()).unwrap_or_default(),
+                    requester_vpc: p.requester_vpc_info().and_then(|v| v.vpc_id()).unwrap_or_default().into(),
+                    accepter_vpc: p.accepter_vpc_info().and_then(|v| v.vpc_id()).unwrap_or_default().into(),
+                },
+            })
+            .collect())
+    }
+
+    async fn observe_zone(&self, zone: &str) -> Result<Option<ZoneFound>, CloudError> {
+        let want = format!("{}.", zone.trim_end_matches('.'));
+        let r = self.r53.list_hosted_zones_by_name().dns_name(&want).send().await.map_err(|e| self.err("ListHostedZonesByName", &want, "global", e))?;
+        let Some(z) = r.hosted_zones().iter().find(|z| z.name() == want) else { return Ok(None) };
+        let ours = z.caller_reference().starts_with(&self.caller_prefix());
+        Ok(Some(ZoneFound { id: strip_zone(z.id()), name: want, ours }))
+    }
+
+    async fn observe_checks(&self) -> Result<Vec<Found<CheckAttrs>>, CloudError> {
+        let prefix = self.caller_prefix();
+        let mut out = Vec::new();
+        let mut marker: Option<String> = None;
+        for _page in 0..100 {
+            let r = self.r53.list_health_checks().set_marker(marker.clone()).send().await.map_err(|e| self.err("ListHealthChecks", "health checks", "global", e))?;
+            for h in r.health_checks() {
+                let Some(rest) = h.caller_reference().strip_prefix(&prefix) else { continue };
+                let key = rest.rsplit_once(':').map(|(k, _)| k).unwrap_or(rest).to_string();
+                let Some(c) = h.health_check_config() else { continue };
+                let attrs = if c.r#type().as_str() == "CALCULATED" {
+                    let mut children: Vec<String> = c.child_health_checks().to_vec();
+                    children.sort();
+                    CheckAttrs::Calculated { children, healthy_children_min: c.health_threshold().unwrap_or(1) }
+                } else {
+                    CheckAttrs::Http {
+                        ip: c.ip_address().unwrap_or_default().into(),
+                        port: c.port().unwrap_or(80) as u16,
+                        path: c.resource_path().unwrap_or("/").into(),
+                    }
+                };
+                out.push(Found { key, id: h.id().into(), attrs });
+            }
+            if !r.is_truncated() {
+                break;
+            }
+            marker = r.next_marker().map(str::to_string);
+        }
+        Ok(out)
+    }
+
+    async fn observe_records(&self, zone_id: &str, record: &str) -> Result<Vec<RecordFound>, CloudError> {
+        let name = format!("{}.", record.trim_end_matches('.'));
+        let r = self
+            .r53
+            .list_resource_record_sets()
+            .hosted_zone_id(zone_id)
+            .start_record_name(&name)
+            .send()
+            .await
+            .map_err(|e| self.err("ListResourceRecordSets", &name, "global", e))?;
+        let prefix = format!("{}-", self.project);
+        Ok(r.resource_record_sets()
+            .iter()
+            .filter(|s| s.name() == name && s.set_identifier().is_some_and(|i| i.starts_with(&prefix)))
+            .map(|s| RecordFound {
+                name: name.clone(),
+                set_identifier: s.set_identifier().unwrap_or_default().into(),
+                failover: s.failover().map(|f| f.as_str().to_string()),
+                ips: s.resource_records().iter().map(|v| v.value().to_string()).collect(),
+                health_check_id: s.health_check_id().map(str::to_string),
+                ttl_s: s.ttl(),
+            })
+            .collect())
+    }
+
+    /// CallerReferences of this project's zone and health checks start with this.
+    pub(crate) fn caller_prefix(&self) -> String {
+        format!("provision:{}:", self.project)
+    }
+}
+
+pub(crate) fn strip_zone(id: &str) -> String {
+    id.trim_start_matches("/hostedzone/").to_string()
+}

@@ -1,0 +1,142 @@
+//! From a validated config and template to the [`Desired`] state. Pure.
+
+use ipnet::Ipv4Net;
+
+use crate::config::{Config, HealthTarget, RegionConfig};
+use crate::model::*;
+use crate::template::Template;
+
+/// Subnets are the VPC split in 4 (prefix + 2); AZ `i` gets subnet `i`.
+const SUBNET_PREFIX_EXTRA: u8 = 2;
+const OPEN_CIDR: &str = "0.0.0.0/0";
+
+pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired {
+    let regions: Vec<DesiredRegion> = cfg
+        .regions
+        .iter()
+        .map(|r| {
+            let peer = cfg.regions.iter().find(|o| o.name != r.name).expect("two regions");
+            region(cfg, tpl, r, peer)
+        })
+        .collect();
+
+    let mut http_checks = Vec::new();
+    let mut region_checks = Vec::new();
+    let mut records = Vec::new();
+    for r in &regions {
+        let mut children = Vec::new();
+        for h in r.hosts.iter().filter(|h| h.gateway) {
+            let key = format!("{}/check/{}-{}", r.name, h.role, h.index);
+            children.push(key.clone());
+            http_checks.push(HttpCheckSpec {
+                key,
+                region: r.name.clone(),
+                host_key: h.key.clone(),
+                port: tpl.ports.gateway_http,
+                path: "/health".into(),
+                request_interval_s: 10,
+                failure_threshold: 3,
+            });
+        }
+        let check_key = format!("{}/check/region", r.name);
+        region_checks.push(RegionCheckSpec { key: check_key.clone(), region: r.name.clone(), children, healthy_children_min: 1 });
+        let (failover, ident) = match r.role {
+            crate::config::RegionRole::Primary => (Failover::Primary, "primary"),
+            crate::config::RegionRole::Dr => (Failover::Secondary, "secondary"),
+        };
+        records.push(RecordSpec {
+            set_identifier: format!("{}-{}", cfg.project, ident),
+            failover,
+            region: r.name.clone(),
+            check_key,
+        });
+    }
+
+    Desired {
+        project: cfg.project.clone(),
+        key_pair_material: key_pair_material.trim().to_string(),
+        regions,
+        peering_key: format!("{}/peering/{}", cfg.primary().name, cfg.dr().name),
+        zone_name: cfg.dns.zone.trim_end_matches('.').to_string(),
+        record_name: cfg.dns.api_record.trim_end_matches('.').to_string(),
+        record_ttl_s: cfg.dns.record_ttl_s,
+        use_public_ip: cfg.health_target == HealthTarget::PublicIp,
+        http_checks,
+        region_checks,
+        records,
+    }
+}
+
+fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -> DesiredRegion {
+    let n = &r.name;
+    let subnet_nets: Vec<Ipv4Net> = r
+        .vpc_cidr
+        .subnets(r.vpc_cidr.prefix_len() + SUBNET_PREFIX_EXTRA)
+        .expect("validated prefix")
+        .take(r.azs.len())
+        .collect();
+    assert_eq!(subnet_nets.len(), r.azs.len(), "config validation keeps azs <= 4");
+    let subnets: Vec<SubnetSpec> = r
+        .azs
+        .iter()
+        .zip(&subnet_nets)
+        .map(|(az, net)| SubnetSpec { key: format!("{n}/subnet/{az}"), az: az.clone(), cidr: net.to_string() })
+        .collect();
+
+    let vpcs = [r.vpc_cidr.to_string(), peer.vpc_cidr.to_string()];
+    let mut sgs = Vec::new();
+    let mut hosts = Vec::new();
+    for g in &tpl.hosts {
+        let sg_key = format!("{n}/sg/{}", g.role);
+        let mut rules = vec![Rule { port: tpl.ports.ssh, cidr: cfg.operator_cidr.to_string() }];
+        for m in &g.modules {
+            for c in &vpcs {
+                rules.push(Rule { port: tpl.ports.modules[m], cidr: c.clone() });
+            }
+        }
+        if g.gateway {
+            rules.push(Rule { port: tpl.ports.gateway_http, cidr: OPEN_CIDR.into() });
+        }
+        if g.database {
+            for p in [tpl.ports.postgres, tpl.ports.patroni_rest, tpl.ports.etcd_client, tpl.ports.etcd_peer] {
+                for c in &vpcs {
+                    rules.push(Rule { port: p, cidr: c.clone() });
+                }
+            }
+        }
+        rules.sort();
+        rules.dedup();
+        sgs.push(SgSpec { key: sg_key.clone(), name: format!("{}-{}", cfg.project, g.role), rules });
+        for i in 0..g.count {
+            let az = &r.azs[i as usize % r.azs.len()];
+            hosts.push(HostSpec {
+                key: format!("{n}/instance/{}-{i}", g.role),
+                name: format!("{}-{}-{}-{i}", cfg.project, r.role.as_str(), g.role),
+                role: g.role.clone(),
+                index: i,
+                az: az.clone(),
+                subnet_key: format!("{n}/subnet/{az}"),
+                sg_key: sg_key.clone(),
+                instance_type: r.instance_types[&g.instance_type].clone(),
+                modules: g.modules.clone(),
+                gateway: g.gateway,
+                database: g.database,
+            });
+        }
+    }
+
+    DesiredRegion {
+        name: n.clone(),
+        role: r.role,
+        vpc_key: format!("{n}/vpc"),
+        vpc_cidr: r.vpc_cidr.to_string(),
+        peer_cidr: peer.vpc_cidr.to_string(),
+        igw_key: format!("{n}/igw"),
+        route_table_key: format!("{n}/route-table"),
+        subnets,
+        sgs,
+        key_pair_key: format!("{n}/key-pair"),
+        key_pair_name: cfg.project.clone(),
+        hosts,
+    }
+}

@@ -1,0 +1,249 @@
+//! The shapes the planner compares: what the config asks for ([`Desired`]) and what the
+//! cloud has ([`Observed`]). Plain data; no IO, no SDK types.
+//!
+//! Every resource has a logical key (`us-east-1/instance/app-0`), stored on EC2 resources
+//! and health checks as the `provision:key` tag, so the cloud itself is the state.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+pub const TAG_PROJECT: &str = "Project";
+pub const TAG_KEY: &str = "provision:key";
+pub const TAG_REGION_ROLE: &str = "provision:region-role";
+pub const TAG_ROLE: &str = "provision:role";
+pub const TAG_MODULES: &str = "provision:modules";
+pub const TAG_INDEX: &str = "provision:index";
+pub const TAG_GATEWAY: &str = "provision:gateway";
+pub const TAG_DATABASE: &str = "provision:database";
+
+/// An ingress rule: TCP `port` from `cidr`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Rule {
+    pub port: u16,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostSpec {
+    pub key: String,
+    pub name: String,
+    pub role: String,
+    pub index: u32,
+    pub az: String,
+    pub subnet_key: String,
+    pub sg_key: String,
+    pub instance_type: String,
+    pub modules: Vec<String>,
+    pub gateway: bool,
+    pub database: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubnetSpec {
+    pub key: String,
+    pub az: String,
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SgSpec {
+    pub key: String,
+    pub name: String,
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DesiredRegion {
+    pub name: String,
+    pub role: crate::config::RegionRole,
+    pub vpc_key: String,
+    pub vpc_cidr: String,
+    pub peer_cidr: String,
+    pub igw_key: String,
+    pub route_table_key: String,
+    pub subnets: Vec<SubnetSpec>,
+    pub sgs: Vec<SgSpec>,
+    pub key_pair_key: String,
+    pub key_pair_name: String,
+    pub hosts: Vec<HostSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HttpCheckSpec {
+    pub key: String,
+    pub region: String,
+    /// Key of the gateway instance whose IP is the target.
+    pub host_key: String,
+    pub port: u16,
+    pub path: String,
+    pub request_interval_s: i32,
+    pub failure_threshold: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RegionCheckSpec {
+    pub key: String,
+    pub region: String,
+    pub children: Vec<String>,
+    pub healthy_children_min: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordSpec {
+    pub set_identifier: String,
+    pub failover: Failover,
+    pub region: String,
+    pub check_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Failover {
+    Primary,
+    Secondary,
+}
+
+impl Failover {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failover::Primary => "PRIMARY",
+            Failover::Secondary => "SECONDARY",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Desired {
+    pub project: String,
+    pub key_pair_material: String,
+    /// `regions[0]` is the primary region.
+    pub regions: Vec<DesiredRegion>,
+    pub peering_key: String,
+    pub zone_name: String,
+    pub record_name: String,
+    pub record_ttl_s: i64,
+    pub use_public_ip: bool,
+    pub http_checks: Vec<HttpCheckSpec>,
+    pub region_checks: Vec<RegionCheckSpec>,
+    pub records: Vec<RecordSpec>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Observed
+
+/// One resource found in the cloud, with its logical key (from the `provision:key` tag).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Found<A> {
+    pub key: String,
+    pub id: String,
+    pub attrs: A,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VpcAttrs {
+    pub cidr: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SubnetAttrs {
+    pub cidr: String,
+    pub az: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct IgwAttrs {
+    pub attached_vpc: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RouteTableAttrs {
+    /// destination CIDR -> target id (igw-..., pcx-...)
+    pub routes: BTreeMap<String, String>,
+    /// (association id, subnet id)
+    pub associations: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SgAttrs {
+    pub rules: Vec<Rule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyPairAttrs {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InstanceAttrs {
+    pub state: String,
+    pub instance_type: String,
+    pub az: String,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PeeringAttrs {
+    pub status: String,
+    pub requester_vpc: String,
+    pub accepter_vpc: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ObservedRegion {
+    pub name: String,
+    pub ami_id: Option<String>,
+    pub vpcs: Vec<Found<VpcAttrs>>,
+    pub subnets: Vec<Found<SubnetAttrs>>,
+    pub igws: Vec<Found<IgwAttrs>>,
+    pub route_tables: Vec<Found<RouteTableAttrs>>,
+    pub sgs: Vec<Found<SgAttrs>>,
+    pub key_pairs: Vec<Found<KeyPairAttrs>>,
+    /// Pending, running, stopping or stopped; terminated ones are left out.
+    pub instances: Vec<Found<InstanceAttrs>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ZoneFound {
+    pub id: String,
+    pub name: String,
+    /// Whether `up` created it (its CallerReference is ours): only then may `down` delete it.
+    pub ours: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CheckAttrs {
+    Http { ip: String, port: u16, path: String },
+    Calculated { children: Vec<String>, healthy_children_min: i32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecordFound {
+    pub name: String,
+    pub set_identifier: String,
+    pub failover: Option<String>,
+    pub ips: Vec<String>,
+    pub health_check_id: Option<String>,
+    pub ttl_s: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Observed {
+    pub regions: Vec<ObservedRegion>,
+    pub peerings: Vec<Found<PeeringAttrs>>,
+    pub zone: Option<ZoneFound>,
+    pub checks: Vec<Found<CheckAttrs>>,
+    /// Record sets of the API name whose SetIdentifier is ours.
+    pub records: Vec<RecordFound>,
+}
+
+impl Observed {
+    pub fn region(&self, name: &str) -> Option<&ObservedRegion> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+}
+
+/// The one to keep among resources sharing a key: the lowest id, so every run picks the same.
+pub fn pick<'a, A>(found: &'a [Found<A>], key: &str) -> Option<&'a Found<A>> {
+    found.iter().filter(|f| f.key == key).min_by(|a, b| a.id.cmp(&b.id))
+}

@@ -1,0 +1,375 @@
+//! `plan_up(desired, observed) -> Plan`: the whole difference as ordered steps. Pure and
+//! deterministic: no IO, no SDK, the same inputs give the same plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::action::{Action, IpRef, Plan, Ref, ZONE_KEY};
+use crate::model::*;
+use crate::teardown::{teardown_steps, Teardown};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("{resource} in {region} has {field} {have}, but the config asks for {want}; {fix}")]
+    Immutable { region: String, resource: String, field: &'static str, have: String, want: String, fix: String },
+    #[error("no AMI matches the config in {region}; fix `ami` for that region in the config (name filter + owner, or an id that exists there)")]
+    NoAmi { region: String },
+}
+
+/// A resource reference plus the step (if any) that creates it in this plan.
+#[derive(Clone)]
+struct Have {
+    r: Ref,
+    step: Option<usize>,
+}
+
+impl Have {
+    fn found(id: &str) -> Have {
+        Have { r: Ref::Id(id.to_string()), step: None }
+    }
+    fn made(key: &str, step: usize) -> Have {
+        Have { r: Ref::Key(key.to_string()), step: Some(step) }
+    }
+}
+
+fn after(deps: &[&Have]) -> Vec<usize> {
+    let mut v: Vec<usize> = deps.iter().filter_map(|h| h.step).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
+    let mut p = Plan::default();
+    let mut unwanted = Teardown::default();
+    let empty = ObservedRegion::default();
+    let mut vpcs: BTreeMap<String, Have> = BTreeMap::new();
+    let mut ips: BTreeMap<String, (IpRef, Option<usize>)> = BTreeMap::new();
+    let mut route_tables = Vec::new();
+
+    for dr in &d.regions {
+        let or = o.region(&dr.name).unwrap_or(&empty);
+        let region = dr.name.clone();
+
+        // VPC
+        let vpc = match pick(&or.vpcs, &dr.vpc_key) {
+            Some(f) => {
+                immutable(&region, &f.key, "cidr", &f.attrs.cidr, &dr.vpc_cidr)?;
+                Have::found(&f.id)
+            }
+            None => {
+                let s = p.push(Action::CreateVpc { region: region.clone(), key: dr.vpc_key.clone(), cidr: dr.vpc_cidr.clone() }, vec![]);
+                Have::made(&dr.vpc_key, s)
+            }
+        };
+        vpcs.insert(region.clone(), vpc.clone());
+
+        // Internet gateway, attached to the VPC.
+        let igw_found = pick(&or.igws, &dr.igw_key);
+        let igw = match igw_found {
+            Some(f) => Have::found(&f.id),
+            None => Have::made(&dr.igw_key, p.push(Action::CreateInternetGateway { region: region.clone(), key: dr.igw_key.clone() }, vec![])),
+        };
+        let attached = matches!((igw_found, &vpc.r), (Some(f), Ref::Id(v)) if f.attrs.attached_vpc.as_deref() == Some(v.as_str()));
+        let igw_ready = if attached {
+            igw.clone()
+        } else {
+            let s = p.push(Action::AttachInternetGateway { region: region.clone(), igw: igw.r.clone(), vpc: vpc.r.clone() }, after(&[&igw, &vpc]));
+            Have { r: igw.r.clone(), step: Some(s) }
+        };
+
+        // Subnets
+        let mut subnets = BTreeMap::new();
+        for sn in &dr.subnets {
+            let h = match pick(&or.subnets, &sn.key) {
+                Some(f) => {
+                    immutable(&region, &f.key, "cidr", &f.attrs.cidr, &sn.cidr)?;
+                    immutable(&region, &f.key, "availability zone", &f.attrs.az, &sn.az)?;
+                    Have::found(&f.id)
+                }
+                None => {
+                    let a = Action::CreateSubnet { region: region.clone(), key: sn.key.clone(), vpc: vpc.r.clone(), cidr: sn.cidr.clone(), az: sn.az.clone() };
+                    Have::made(&sn.key, p.push(a, after(&[&vpc])))
+                }
+            };
+            subnets.insert(sn.key.clone(), h);
+        }
+
+        // Route table: default route to the IGW, the peer VPC over the peering (added below).
+        let rt_found = pick(&or.route_tables, &dr.route_table_key);
+        let rt = match rt_found {
+            Some(f) => Have::found(&f.id),
+            None => Have::made(
+                &dr.route_table_key,
+                p.push(Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() }, after(&[&vpc])),
+            ),
+        };
+        route(&mut p, &region, &rt, rt_found, "0.0.0.0/0", &igw_ready);
+        let associated: BTreeSet<&str> = rt_found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
+        for sn in subnets.values() {
+            let done = matches!(&sn.r, Ref::Id(id) if associated.contains(id.as_str()));
+            if !done {
+                p.push(Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() }, after(&[&rt, sn]));
+            }
+        }
+        route_tables.push((region.clone(), rt, rt_found.cloned(), dr.peer_cidr.clone()));
+
+        // Security groups and their rules.
+        let mut sgs = BTreeMap::new();
+        for sg in &dr.sgs {
+            let found = pick(&or.sgs, &sg.key);
+            let h = match found {
+                Some(f) => Have::found(&f.id),
+                None => {
+                    let a = Action::CreateSecurityGroup { region: region.clone(), key: sg.key.clone(), name: sg.name.clone(), vpc: vpc.r.clone() };
+                    Have::made(&sg.key, p.push(a, after(&[&vpc])))
+                }
+            };
+            let have: BTreeSet<&Rule> = found.map(|f| f.attrs.rules.iter().collect()).unwrap_or_default();
+            let want: BTreeSet<&Rule> = sg.rules.iter().collect();
+            let add: Vec<Rule> = want.difference(&have).map(|r| (*r).clone()).collect();
+            let remove: Vec<Rule> = have.difference(&want).map(|r| (*r).clone()).collect();
+            if !add.is_empty() {
+                p.push(Action::AuthorizeIngress { region: region.clone(), sg: h.r.clone(), rules: add }, after(&[&h]));
+            }
+            if let (false, Some(f)) = (remove.is_empty(), found) {
+                p.push(Action::RevokeIngress { region: region.clone(), sg: f.id.clone(), rules: remove }, vec![]);
+            }
+            sgs.insert(sg.key.clone(), h);
+        }
+
+        // Key pair
+        let kp = match pick(&or.key_pairs, &dr.key_pair_key) {
+            Some(f) => Have::found(&f.id),
+            None => {
+                let a = Action::ImportKeyPair {
+                    region: region.clone(),
+                    key: dr.key_pair_key.clone(),
+                    name: dr.key_pair_name.clone(),
+                    public_key: d.key_pair_material.clone(),
+                };
+                Have::made(&dr.key_pair_key, p.push(a, vec![]))
+            }
+        };
+
+        // Instances
+        let mut to_start = Vec::new();
+        for h in &dr.hosts {
+            match pick(&or.instances, &h.key) {
+                Some(f) => {
+                    if f.attrs.state == "stopped" || f.attrs.state == "stopping" {
+                        to_start.push(f.id.clone());
+                    }
+                    if f.attrs.instance_type != h.instance_type {
+                        p.notes.push(format!(
+                            "{} ({}) is {}, the config asks for {}: change it with a stop/modify/start, provision does not resize running hosts",
+                            h.key, f.id, f.attrs.instance_type, h.instance_type
+                        ));
+                    }
+                    let ip = if d.use_public_ip { f.attrs.public_ip.clone() } else { f.attrs.private_ip.clone() };
+                    ips.insert(h.key.clone(), (IpRef::Known(ip.unwrap_or_default()), None));
+                }
+                None => {
+                    let ami = or.ami_id.clone().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
+                    let (sn, sg) = (&subnets[&h.subnet_key], &sgs[&h.sg_key]);
+                    let a = Action::RunInstance {
+                        region: region.clone(),
+                        region_role: dr.role.as_str().to_string(),
+                        host: h.clone(),
+                        ami,
+                        subnet: sn.r.clone(),
+                        sg: sg.r.clone(),
+                        key_name: dr.key_pair_name.clone(),
+                    };
+                    let s = p.push(a, after(&[sn, sg, &kp]));
+                    ips.insert(h.key.clone(), (IpRef::OfInstance(h.key.clone()), Some(s)));
+                }
+            }
+        }
+        if !to_start.is_empty() {
+            p.push(Action::StartInstances { region: region.clone(), ids: to_start }, vec![]);
+        }
+
+        // What exists but is not wanted (or is a duplicate) in this region.
+        let keep_hosts: BTreeSet<&str> = dr.hosts.iter().map(|h| h.key.as_str()).collect();
+        let t = unwanted.region(&region);
+        t.instances.extend(extras(&or.instances, |k| keep_hosts.contains(k)));
+        let keep_sgs: BTreeSet<&str> = dr.sgs.iter().map(|s| s.key.as_str()).collect();
+        t.sgs.extend(extras(&or.sgs, |k| keep_sgs.contains(k)));
+        let keep_subnets: BTreeSet<&str> = dr.subnets.iter().map(|s| s.key.as_str()).collect();
+        t.subnets.extend(extras(&or.subnets, |k| keep_subnets.contains(k)));
+        t.vpcs.extend(extras(&or.vpcs, |k| k == dr.vpc_key));
+        t.igws.extend(extras(&or.igws, |k| k == dr.igw_key));
+        t.route_tables.extend(extras(&or.route_tables, |k| k == dr.route_table_key));
+        t.key_pairs.extend(extras(&or.key_pairs, |k| k == dr.key_pair_key));
+    }
+
+    // Peering between the two VPCs, requested from the primary region, accepted in the DR one.
+    let (prim, dr) = (&d.regions[0], &d.regions[1]);
+    let live: Vec<Found<PeeringAttrs>> =
+        o.peerings.iter().filter(|f| matches!(f.attrs.status.as_str(), "active" | "pending-acceptance" | "initiating-request" | "provisioning")).cloned().collect();
+    let peering_found = pick(&live, &d.peering_key);
+    let (pv, dv) = (&vpcs[&prim.name], &vpcs[&dr.name]);
+    let peering = match peering_found {
+        Some(f) => {
+            let h = Have::found(&f.id);
+            if f.attrs.status == "active" {
+                h
+            } else {
+                Have { r: h.r.clone(), step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: h.r }, vec![])) }
+            }
+        }
+        None => {
+            let a = Action::CreatePeering { region: prim.name.clone(), key: d.peering_key.clone(), vpc: pv.r.clone(), peer_region: dr.name.clone(), peer_vpc: dv.r.clone() };
+            let c = Have::made(&d.peering_key, p.push(a, after(&[pv, dv])));
+            Have { r: c.r.clone(), step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: c.r.clone() }, after(&[&c]))) }
+        }
+    };
+    for (region, rt, rt_found, peer_cidr) in &route_tables {
+        route(&mut p, region, rt, rt_found.as_ref(), peer_cidr, &peering);
+    }
+    unwanted.peerings.extend(extras(&o.peerings, |k| k == d.peering_key).into_iter().filter(|f| f.attrs.status != "deleted"));
+
+    // Route53: zone, health checks, failover records.
+    let zone = match &o.zone {
+        Some(z) => Have::found(&z.id),
+        None => Have::made(ZONE_KEY, p.push(Action::CreateZone { name: d.zone_name.clone() }, vec![])),
+    };
+    let mut checks: BTreeMap<String, Have> = BTreeMap::new();
+    for c in &d.http_checks {
+        let (ip, ip_step) = ips[&c.host_key].clone();
+        let h = match pick(&o.checks, &c.key) {
+            Some(f) => {
+                let want = CheckAttrs::Http { ip: ip_text(&ip), port: c.port, path: c.path.clone() };
+                if f.attrs != want {
+                    let a = Action::UpdateHttpCheck { key: c.key.clone(), id: f.id.clone(), ip, port: c.port, path: c.path.clone() };
+                    Have { r: Ref::Id(f.id.clone()), step: Some(p.push(a, ip_step.into_iter().collect())) }
+                } else {
+                    Have::found(&f.id)
+                }
+            }
+            None => {
+                let a = Action::CreateHttpCheck {
+                    key: c.key.clone(),
+                    ip,
+                    port: c.port,
+                    path: c.path.clone(),
+                    request_interval_s: c.request_interval_s,
+                    failure_threshold: c.failure_threshold,
+                };
+                Have::made(&c.key, p.push(a, ip_step.into_iter().collect()))
+            }
+        };
+        checks.insert(c.key.clone(), h);
+    }
+    for c in &d.region_checks {
+        let kids: Vec<&Have> = c.children.iter().map(|k| &checks[k]).collect();
+        let refs: Vec<Ref> = kids.iter().map(|h| h.r.clone()).collect();
+        let h = match pick(&o.checks, &c.key) {
+            Some(f) => {
+                let ids: Vec<String> = refs.iter().map(|r| match r { Ref::Id(i) => i.clone(), Ref::Key(k) => k.clone() }).collect();
+                let want = CheckAttrs::Calculated { children: sorted(ids), healthy_children_min: c.healthy_children_min };
+                if f.attrs != want || kids.iter().any(|k| k.step.is_some()) {
+                    let a = Action::UpdateRegionCheck { key: c.key.clone(), id: f.id.clone(), children: refs, healthy_children_min: c.healthy_children_min };
+                    Have { r: Ref::Id(f.id.clone()), step: Some(p.push(a, after(&kids))) }
+                } else {
+                    Have::found(&f.id)
+                }
+            }
+            None => {
+                let a = Action::CreateRegionCheck { key: c.key.clone(), children: refs, healthy_children_min: c.healthy_children_min };
+                Have::made(&c.key, p.push(a, after(&kids)))
+            }
+        };
+        checks.insert(c.key.clone(), h);
+    }
+    let mut record_steps = Vec::new();
+    for rs in &d.records {
+        let region = d.regions.iter().find(|r| r.name == rs.region).expect("record of a desired region");
+        let gw: Vec<&(IpRef, Option<usize>)> = region.hosts.iter().filter(|h| h.gateway).map(|h| &ips[&h.key]).collect();
+        let check = &checks[&rs.check_key];
+        let found = o.records.iter().find(|r| r.set_identifier == rs.set_identifier);
+        let want_ips = sorted(gw.iter().map(|(ip, _)| ip_text(ip)).collect());
+        let same = match (found, &check.r) {
+            (Some(f), Ref::Id(cid)) => {
+                f.failover.as_deref() == Some(rs.failover.as_str())
+                    && sorted(f.ips.clone()) == want_ips
+                    && f.health_check_id.as_deref() == Some(cid.as_str())
+                    && f.ttl_s == Some(d.record_ttl_s)
+                    && gw.iter().all(|(_, s)| s.is_none())
+            }
+            _ => false,
+        };
+        if !same {
+            let mut deps: Vec<usize> = gw.iter().filter_map(|(_, s)| *s).collect();
+            deps.extend(zone.step);
+            deps.extend(check.step);
+            deps.sort_unstable();
+            deps.dedup();
+            let a = Action::UpsertRecord {
+                zone: zone.r.clone(),
+                name: d.record_name.clone(),
+                spec: rs.clone(),
+                ips: gw.iter().map(|(ip, _)| ip.clone()).collect(),
+                check: check.r.clone(),
+                ttl_s: d.record_ttl_s,
+            };
+            record_steps.push(p.push(a, deps));
+        }
+    }
+    let keep_checks: BTreeSet<&str> = checks.keys().map(String::as_str).collect();
+    for f in extras(&o.checks, |k| keep_checks.contains(k)) {
+        unwanted.checks.push(f);
+    }
+    let keep_records: BTreeSet<&str> = d.records.iter().map(|r| r.set_identifier.as_str()).collect();
+    unwanted.records.extend(o.records.iter().filter(|r| !keep_records.contains(r.set_identifier.as_str())).cloned());
+    unwanted.zone_id = o.zone.as_ref().map(|z| z.id.clone());
+
+    // Removals go last: nothing new depends on them, and records move off old checks first.
+    let barrier: Vec<usize> = (0..p.steps.len()).collect();
+    teardown_steps(&unwanted, &mut p, &barrier);
+    Ok(p)
+}
+
+fn route(p: &mut Plan, region: &str, rt: &Have, found: Option<&Found<RouteTableAttrs>>, cidr: &str, target: &Have) {
+    let current = found.and_then(|f| f.attrs.routes.get(cidr));
+    let ok = matches!((current, &target.r), (Some(t), Ref::Id(id)) if t == id) && target.step.is_none();
+    if !ok {
+        let a = Action::CreateRoute { region: region.to_string(), route_table: rt.r.clone(), cidr: cidr.to_string(), target: target.r.clone(), replace: current.is_some() };
+        p.push(a, after(&[rt, target]));
+    }
+}
+
+fn immutable(region: &str, key: &str, field: &'static str, have: &str, want: &str) -> Result<(), PlanError> {
+    if have == want {
+        return Ok(());
+    }
+    Err(PlanError::Immutable {
+        region: region.to_string(),
+        resource: key.to_string(),
+        field,
+        have: have.to_string(),
+        want: want.to_string(),
+        fix: "it cannot change in place: restore the old value, or run `provision down` then `up` to rebuild".into(),
+    })
+}
+
+/// Resources whose key is not wanted, plus every duplicate of a wanted key but the one kept.
+fn extras<A: Clone>(found: &[Found<A>], wanted: impl Fn(&str) -> bool) -> Vec<Found<A>> {
+    found
+        .iter()
+        .filter(|f| !wanted(&f.key) || pick(found, &f.key).map(|k| &k.id) != Some(&f.id))
+        .cloned()
+        .collect()
+}
+
+fn ip_text(ip: &IpRef) -> String {
+    match ip {
+        IpRef::Known(s) => s.clone(),
+        IpRef::OfInstance(k) => k.clone(),
+    }
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}

@@ -1,0 +1,124 @@
+//! Text renderings of the reports (JSON comes straight from serde).
+
+use std::fmt::Write;
+
+use crate::action::Change;
+use crate::model::{CheckAttrs, Observed};
+use crate::ops::{ApplyReport, PlanReport};
+
+pub fn plan(r: &PlanReport) -> String {
+    let mut s = String::new();
+    if r.is_empty() {
+        s.push_str("No changes: the cloud matches the config.\n");
+    } else {
+        let mut scopes: Vec<&str> = r.steps.iter().map(|x| x.scope.as_str()).collect();
+        scopes.sort();
+        scopes.dedup();
+        for scope in scopes {
+            let _ = writeln!(s, "{scope}:");
+            for st in r.steps.iter().filter(|x| x.scope == scope) {
+                let _ = writeln!(s, "  {} {}", sign(st.change), st.what);
+            }
+        }
+        let _ = writeln!(s, "Plan: {} to create, {} to update, {} to delete.", r.create, r.update, r.delete);
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+fn sign(c: Change) -> &'static str {
+    match c {
+        Change::Create => "+",
+        Change::Update => "~",
+        Change::Delete => "-",
+    }
+}
+
+pub fn apply(r: &ApplyReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{}: {} step(s) done in {:.1} s over {} round(s), {} skipped, {} failed.",
+        r.command,
+        r.steps_done,
+        r.duration_ms as f64 / 1000.0,
+        r.rounds,
+        r.steps_skipped,
+        r.failures.len()
+    );
+    for f in &r.failures {
+        let _ = writeln!(s, "FAILED {}: {}", f.step, f.error);
+    }
+    if !r.remaining.is_empty() {
+        let _ = writeln!(s, "Still to do ({}):", r.remaining.len());
+        for st in &r.remaining {
+            let _ = writeln!(s, "  {} {} [{}]", sign(st.change), st.what, st.scope);
+        }
+        let _ = writeln!(s, "Re-run `provision {}` to retry.", r.command);
+    }
+    for n in &r.notes {
+        let _ = writeln!(s, "note: {n}");
+    }
+    s
+}
+
+pub fn status(o: &Observed) -> String {
+    let mut s = String::new();
+    for r in &o.regions {
+        let _ = writeln!(s, "region {}:", r.name);
+        let _ = writeln!(
+            s,
+            "  {} VPC, {} subnet(s), {} internet gateway(s), {} route table(s), {} security group(s), {} key pair(s)",
+            r.vpcs.len(),
+            r.subnets.len(),
+            r.igws.len(),
+            r.route_tables.len(),
+            r.sgs.len(),
+            r.key_pairs.len()
+        );
+        let mut inst = r.instances.clone();
+        inst.sort_by(|a, b| a.key.cmp(&b.key));
+        for i in &inst {
+            let _ = writeln!(
+                s,
+                "  {:<40} {:<20} {:<8} {:<11} {:<15} {}",
+                i.key,
+                i.id,
+                i.attrs.state,
+                i.attrs.az,
+                i.attrs.private_ip.as_deref().unwrap_or("-"),
+                i.attrs.instance_type
+            );
+        }
+    }
+    for p in &o.peerings {
+        let _ = writeln!(s, "peering {} ({}): {}", p.key, p.id, p.attrs.status);
+    }
+    match &o.zone {
+        Some(z) => {
+            let _ = writeln!(s, "zone {} ({}){}", z.name, z.id, if z.ours { "" } else { " (pre-existing: never deleted)" });
+        }
+        None => s.push_str("zone: none\n"),
+    }
+    for c in &o.checks {
+        let what = match &c.attrs {
+            CheckAttrs::Http { ip, port, path } => format!("HTTP {ip}:{port}{path}"),
+            CheckAttrs::Calculated { children, healthy_children_min } => format!("healthy while {healthy_children_min} of {} children are", children.len()),
+        };
+        let _ = writeln!(s, "health check {} ({}): {what}", c.key, c.id);
+    }
+    for r in &o.records {
+        let _ = writeln!(
+            s,
+            "record {} {} ({}) -> {} [check {}]",
+            r.name,
+            r.failover.as_deref().unwrap_or("-"),
+            r.set_identifier,
+            r.ips.join(", "),
+            r.health_check_id.as_deref().unwrap_or("-")
+        );
+    }
+    s
+}
