@@ -1,1 +1,204 @@
-fn main() {}
+//! `labhost` CLI. See localstack/README.md.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use labhost::config::Config;
+use labhost::control;
+use labhost::daemon::{self, RunOptions};
+use labhost::faults::Fault;
+use labhost::names::{Names, DEFAULT_PREFIX};
+use labhost::status::StateDir;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Parser)]
+#[command(name = "labhost", about = "Lab-host emulator: LocalStack EC2 instances as real SSH hosts")]
+struct Cli {
+    /// State dir shared by `run` and the control commands (pid file, status.json, faults, host files).
+    #[arg(long, global = true, env = "LABHOST_STATE_DIR", default_value = "localstack/state/labhost")]
+    state_dir: PathBuf,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the emulator in the foreground until SIGTERM/SIGINT (then full cleanup).
+    Run {
+        #[arg(long, default_value = "regions.toml")]
+        config: PathBuf,
+        /// Overrides `[endpoint] url` of the config.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Owned name prefix (2-4 lowercase letters) of every namespace, link and chain.
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+        #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=500))]
+        poll_interval_ms: u64,
+    },
+    /// SIGTERM the emulator of --state-dir and wait for its cleanup.
+    Stop,
+    /// Print the running emulator's status.json.
+    Status,
+    /// Inject a fault (reversible with `heal`).
+    Fault {
+        #[command(subcommand)]
+        kind: FaultCmd,
+    },
+    /// Heal one fault, or `all`.
+    Heal {
+        #[command(subcommand)]
+        kind: HealCmd,
+    },
+    /// Remove leftovers (namespaces, processes, links, chains) of a crashed run of --prefix.
+    Clean {
+        #[arg(long, default_value = DEFAULT_PREFIX)]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FaultCmd {
+    /// Power a host off without telling EC2 (all its processes killed, eth0 down).
+    PowerOff { host: String },
+    /// Power off every host of a region (processes killed, not frozen).
+    Blackout { region: String },
+    /// Drop all traffic between two regions (both stay up).
+    Partition { region_a: String, region_b: String },
+    /// Cut one host off the network (processes keep running).
+    Isolate { host: String },
+    /// Add one-way delay between regions (needs sch_netem; refused if the kernel lacks it).
+    Latency { delay_ms: u32 },
+}
+
+#[derive(Subcommand)]
+enum HealCmd {
+    PowerOff { host: String },
+    Blackout { region: String },
+    Partition { region_a: String, region_b: String },
+    Isolate { host: String },
+    Latency,
+    All,
+}
+
+fn fault_of(k: FaultCmd) -> Fault {
+    match k {
+        FaultCmd::PowerOff { host } => Fault::PowerOff { host },
+        FaultCmd::Blackout { region } => Fault::Blackout { region },
+        FaultCmd::Partition { region_a, region_b } => Fault::Partition { a: region_a, b: region_b },
+        FaultCmd::Isolate { host } => Fault::Isolate { host },
+        FaultCmd::Latency { delay_ms } => Fault::Latency { delay_ms },
+    }
+}
+
+fn heal_of(k: HealCmd) -> Option<Fault> {
+    Some(match k {
+        HealCmd::PowerOff { host } => Fault::PowerOff { host },
+        HealCmd::Blackout { region } => Fault::Blackout { region },
+        HealCmd::Partition { region_a, region_b } => Fault::Partition { a: region_a, b: region_b },
+        HealCmd::Isolate { host } => Fault::Isolate { host },
+        HealCmd::Latency => Fault::Latency { delay_ms: 0 },
+        HealCmd::All => return None,
+    })
+}
+
+fn print(output: Output, value: &serde_json::Value, text: impl FnOnce() -> String) {
+    match output {
+        Output::Json => println!("{value}"),
+        Output::Text => println!("{}", text()),
+    }
+}
+
+fn init_logging(output: Output) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match output {
+        Output::Json => builder.json().init(),
+        Output::Text => builder.init(),
+    }
+}
+
+fn absolute(p: PathBuf) -> Result<PathBuf> {
+    Ok(if p.is_absolute() { p } else { std::env::current_dir()?.join(p) })
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let output = cli.output;
+    init_logging(output);
+    if let Err(e) = real_main(cli) {
+        let msg = format!("{e:#}");
+        print(output, &serde_json::json!({"ok": false, "error": msg}), || format!("labhost: error: {msg}"));
+        std::process::exit(1);
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let output = cli.output;
+    let state = StateDir::new(&absolute(cli.state_dir)?);
+    match cli.command {
+        Command::Run { config, endpoint, prefix, poll_interval_ms } => {
+            let mut cfg = Config::load(&config)?;
+            if let Some(url) = endpoint {
+                cfg.endpoint_url = url;
+            }
+            let names = Names::new(&prefix)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(daemon::run(RunOptions { config: cfg, state_dir: state.root.clone(), names, poll_interval_ms }))?;
+            print(output, &serde_json::json!({"ok": true, "stopped": true}), || "labhost: stopped, cleaned up".into());
+        }
+        Command::Stop => {
+            let was = control::stop(&state)?;
+            print(output, &serde_json::json!({"ok": true, "was_running": was}), || {
+                if was { "labhost: stopped".into() } else { "labhost: not running".into() }
+            });
+        }
+        Command::Status => {
+            let status = state.running_status()?;
+            let v = serde_json::to_value(&status)?;
+            print(output, &v, || {
+                let mut s = format!("labhost pid {} prefix {} ({})\n", status.pid, status.prefix, status.state);
+                for h in &status.hosts {
+                    s += &format!(
+                        "{} {} {} {}{}\n",
+                        h.id,
+                        h.region,
+                        h.ip,
+                        if h.powered { "on" } else { "off" },
+                        if h.isolated { " isolated" } else { "" }
+                    );
+                }
+                s.trim_end().to_string()
+            });
+        }
+        Command::Fault { kind } => {
+            let out = control::change_fault(&state, Some(fault_of(kind)), true)?;
+            print(output, &serde_json::json!({"ok": true, "result": out}), || format!("{out:?}"));
+        }
+        Command::Heal { kind } => {
+            let out = control::change_fault(&state, heal_of(kind), false)?;
+            print(output, &serde_json::json!({"ok": true, "result": out}), || format!("{out:?}"));
+        }
+        Command::Clean { prefix } => {
+            let names = Names::new(&prefix)?;
+            if let Some(pid) = state.live_pid() {
+                anyhow::bail!("emulator pid {pid} is running with {}; use `labhost stop`", state.root.display());
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            let report = rt.block_on(labhost::clean::clean(&names)).context("clean")?;
+            let _ = std::fs::remove_file(state.pid_file());
+            print(output, &serde_json::to_value(&report)?, || {
+                format!("labhost clean: removed {} objects, killed {} processes", report.removed.len(), report.processes_killed)
+            });
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! `labhost run`: set up the bridges and chains, poll EC2, reconcile hosts, tear down on SIGTERM.
+
+use crate::clean::{self, CleanError};
+use crate::config::Config;
+use crate::ec2::Ec2;
+use crate::faults::{FaultStore, Faults};
+use crate::host::HostEnv;
+use crate::model::{HostSpec, Instance};
+use crate::names::{self, Names};
+use crate::net::{self, NetError};
+use crate::plan::{self, gateway, Skipped, Step};
+use crate::status::{HostStatus, RegionStatus, SkippedStatus, StateDir, Status, StatusError};
+use futures::stream::{self, StreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{signal, SignalKind};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("an emulator (pid {0}) already runs with this state dir")]
+    AlreadyRunning(i32),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Clean(#[from] CleanError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+const HOST_CONCURRENCY_MAX: usize = 64;
+
+pub struct RunOptions {
+    pub config: Config,
+    pub state_dir: PathBuf,
+    pub names: Names,
+    pub poll_interval_ms: u64,
+}
+
+struct Daemon {
+    config: Config,
+    names: Names,
+    state: StateDir,
+    env: HostEnv,
+    ec2: Ec2,
+    faults_store: FaultStore,
+    current: BTreeMap<String, HostSpec>,
+    keys: HashMap<(usize, String), Option<String>>,
+    applied: Faults,
+    chains_applied: bool,
+    skipped: Vec<Skipped>,
+    pruned_files: bool,
+    latency_supported: bool,
+    last_error: Option<String>,
+    poll_interval_ms: u64,
+}
+
+pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(&opts.state_dir)?;
+    let state = StateDir::new(&opts.state_dir);
+    if let Some(pid) = state.live_pid() {
+        return Err(DaemonError::AlreadyRunning(pid));
+    }
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))?;
+    let state_root = state.root.clone();
+    let result = async {
+        let mut d = Daemon::start(opts, state).await?;
+        let mut ticker = tokio::time::interval(Duration::from_millis(d.poll_interval_ms()));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => d.tick().await,
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+        }
+        tracing::info!("signal received: tearing down");
+        d.teardown().await
+    }
+    .await;
+    if result.is_err() {
+        let _ = std::fs::remove_file(StateDir::new(&state_root).pid_file());
+    }
+    result
+}
+
+impl Daemon {
+    fn poll_interval_ms(&self) -> u64 {
+        self.poll_interval_ms
+    }
+
+    async fn start(opts: RunOptions, state: StateDir) -> Result<Self, DaemonError> {
+        let poll_interval_ms = opts.poll_interval_ms;
+        let names = opts.names;
+        let config = opts.config;
+        let leftovers = clean::clean(&names).await?;
+        if !leftovers.removed.is_empty() {
+            tracing::warn!(removed = ?leftovers.removed, "removed leftovers of an earlier run");
+        }
+        let setup = async {
+            net::check_no_overlap(&config.regions, &net::machine_addresses().await?)?;
+            for d in config.private_dirs() {
+                std::fs::create_dir_all(&d)?;
+            }
+            std::fs::create_dir_all(state.hosts_dir())?;
+            if !state.ip_forward_file().exists() {
+                let before = net::read_ip_forward()?;
+                std::fs::write(state.ip_forward_file(), if before { "1\n" } else { "0\n" })?;
+            }
+            net::create_bridges(&names, &config.regions).await?;
+            net::write_ip_forward(true)?;
+            Ok::<_, DaemonError>(())
+        };
+        if let Err(e) = setup.await {
+            let _ = clean::clean(&names).await;
+            return Err(e);
+        }
+        let latency_supported = net::netem_supported(&names.bridge(0)).await;
+        let env = HostEnv {
+            names: names.clone(),
+            regions: config.regions.clone(),
+            hosts_dir: state.hosts_dir(),
+            private_dirs: config.private_dirs(),
+            boot_hook: config.boot_hook_path(),
+            boot_log: config.boot_log_path(),
+        };
+        let ec2 = Ec2::new(&config.endpoint_url, &config.regions).await;
+        let faults_store = FaultStore::new(&state.root);
+        tracing::info!(
+            prefix = names.prefix(),
+            regions = ?config.regions.iter().map(|r| format!("{}={}", r.name, r.vpc_cidr)).collect::<Vec<_>>(),
+            endpoint = %config.endpoint_url,
+            latency_supported,
+            "lab hosts ready"
+        );
+        let d = Daemon {
+            config,
+            names,
+            state,
+            env,
+            ec2,
+            faults_store,
+            current: BTreeMap::new(),
+            keys: HashMap::new(),
+            applied: Faults { generation: u64::MAX, ..Faults::default() },
+            chains_applied: false,
+            skipped: Vec::new(),
+            pruned_files: false,
+            latency_supported,
+            last_error: None,
+            poll_interval_ms,
+        };
+        d.write_status("running");
+        Ok(d)
+    }
+
+    async fn tick(&mut self) {
+        let faults = match self.faults_store.load() {
+            Ok(f) => f,
+            Err(e) => {
+                self.note_error(e.to_string());
+                return;
+            }
+        };
+        let listings =
+            futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
+        let mut listed = BTreeSet::new();
+        let mut instances: Vec<Instance> = Vec::new();
+        let mut error = None;
+        for (i, l) in listings.into_iter().enumerate() {
+            match l {
+                Ok(mut v) => {
+                    listed.insert(i);
+                    instances.append(&mut v);
+                }
+                Err(e) => error = Some(e.to_string()),
+            }
+        }
+        self.refresh_keys(&instances).await;
+        let (desired, skipped) = plan::desired_hosts(&self.config.regions, &instances, &faults, &self.keys);
+        for s in &skipped {
+            if !self.skipped.contains(s) {
+                tracing::debug!(id = %s.id, reason = %s.reason, "instance not emulated");
+            }
+        }
+        self.skipped = skipped;
+        let mut ok = true;
+        if !self.chains_applied || faults.partitions != self.applied.partitions {
+            match net::apply_chains(&self.names, &self.config.regions, &faults.partitions).await {
+                Ok(()) => self.chains_applied = true,
+                Err(e) => {
+                    ok = false;
+                    error = Some(e.to_string());
+                }
+            }
+        }
+        if faults.latency_ms != self.applied.latency_ms && self.latency_supported {
+            if let Err(e) = net::apply_latency(&self.names, &self.config.regions, faults.latency_ms).await {
+                ok = false;
+                error = Some(e.to_string());
+            }
+        }
+        let plans = plan::reconcile(&desired, &self.current, &listed);
+        let by_id: HashMap<&str, &HostSpec> = desired.iter().map(|h| (h.id.as_str(), h)).collect();
+        let env = &self.env;
+        let results: Vec<_> = stream::iter(plans.iter())
+            .map(|p| async move { (p, env.run_steps(&p.id, &p.steps).await) })
+            .buffer_unordered(HOST_CONCURRENCY_MAX)
+            .collect()
+            .await;
+        for (p, r) in results {
+            match r {
+                Ok(()) => {
+                    tracing::info!(id = %p.id, steps = ?step_names(&p.steps), "host updated");
+                    match by_id.get(p.id.as_str()) {
+                        Some(spec) => self.current.insert(p.id.clone(), (*spec).clone()),
+                        None => self.current.remove(&p.id),
+                    };
+                }
+                Err(e) => {
+                    ok = false;
+                    tracing::error!(id = %p.id, error = %e, "host update failed; resetting its namespace");
+                    error = Some(format!("{}: {e}", p.id));
+                    self.reset_kernel_state(&p.id).await;
+                }
+            }
+        }
+        if ok && listed.len() == self.config.regions.len() {
+            self.applied = faults;
+            if !self.pruned_files {
+                self.prune_files(&desired);
+                self.pruned_files = true;
+            }
+        }
+        if let Some(e) = error {
+            self.note_error(e);
+        } else {
+            self.last_error = None;
+        }
+        self.write_status("running");
+    }
+
+    /// Fetches the public key for every key pair named by an instance not yet hosted.
+    async fn refresh_keys(&mut self, instances: &[Instance]) {
+        let mut wanted = BTreeSet::new();
+        for inst in instances {
+            if let Some(k) = &inst.key_name {
+                let known = self.current.contains_key(&inst.id) && self.keys.contains_key(&(inst.region_index, k.clone()));
+                if !known {
+                    wanted.insert((inst.region_index, k.clone()));
+                }
+            }
+        }
+        let ec2 = &self.ec2;
+        let fetched = futures::future::join_all(wanted.into_iter().map(|(i, k)| async move {
+            let r = ec2.public_key(i, &k).await;
+            ((i, k), r)
+        }))
+        .await;
+        for (key, r) in fetched {
+            match r {
+                Ok(pk) => {
+                    self.keys.insert(key, pk);
+                }
+                Err(e) => tracing::warn!(error = %e, "key pair lookup failed"),
+            }
+        }
+    }
+
+    /// After a failed step: kill the host's processes and drop its namespace, keeping its
+    /// files, so the next poll recreates it from scratch.
+    async fn reset_kernel_state(&mut self, id: &str) {
+        let ns = self.names.netns(id);
+        let _ = crate::host::kill_netns_processes(&ns).await;
+        let _ = crate::cmd::run("ip", &["netns", "del", &ns]).await;
+        let _ = crate::cmd::run("ip", &["link", "del", &self.names.veth(id)]).await;
+        self.current.remove(id);
+    }
+
+    /// Removes host directories left by an earlier run for instances that no longer exist.
+    fn prune_files(&self, desired: &[HostSpec]) {
+        let keep: BTreeSet<&str> = desired.iter().map(|h| h.id.as_str()).collect();
+        let Ok(entries) = std::fs::read_dir(self.state.hosts_dir()) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if names::is_instance_id(&name) && !keep.contains(name.as_str()) {
+                tracing::info!(id = %name, "removing files of a gone instance");
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+
+    fn note_error(&mut self, e: String) {
+        if self.last_error.as_deref() != Some(e.as_str()) {
+            tracing::warn!(error = %e, "poll incomplete");
+        }
+        self.last_error = Some(e);
+    }
+
+    fn write_status(&self, state: &str) {
+        let regions = self
+            .config
+            .regions
+            .iter()
+            .enumerate()
+            .map(|(i, r)| RegionStatus {
+                name: r.name.clone(),
+                vpc_cidr: r.vpc_cidr.to_string(),
+                bridge: self.names.bridge(i),
+                gateway: gateway(&r.vpc_cidr).to_string(),
+            })
+            .collect();
+        let hosts = self
+            .current
+            .values()
+            .map(|h| HostStatus {
+                id: h.id.clone(),
+                region: self.config.regions[h.region_index].name.clone(),
+                ip: h.ip.to_string(),
+                hostname: h.hostname.clone(),
+                netns: self.names.netns(&h.id),
+                powered: h.powered,
+                isolated: h.isolated,
+                has_key: h.authorized_key.is_some(),
+            })
+            .collect();
+        let status = Status {
+            pid: std::process::id(),
+            prefix: self.names.prefix().to_string(),
+            state: state.to_string(),
+            applied_generation: if self.applied.generation == u64::MAX { 0 } else { self.applied.generation },
+            latency_supported: self.latency_supported,
+            regions,
+            hosts,
+            skipped: self.skipped.iter().map(|s| SkippedStatus { id: s.id.clone(), reason: s.reason.clone() }).collect(),
+            last_error: self.last_error.clone(),
+        };
+        if let Err(e) = self.state.write_status(&status) {
+            tracing::warn!(error = %e, "cannot write status");
+        }
+    }
+
+    /// Kills every host, removes every namespace, veth, bridge and chain, restores ip_forward.
+    async fn teardown(mut self) -> Result<(), DaemonError> {
+        self.write_status("stopping");
+        let report = clean::clean(&self.names).await?;
+        tracing::info!(removed = report.removed.len(), processes_killed = report.processes_killed, "torn down");
+        let before_on = std::fs::read_to_string(self.state.ip_forward_file()).map(|s| s.trim() == "1").unwrap_or(true);
+        if !before_on && !other_emulators_present().await {
+            net::write_ip_forward(false)?;
+        }
+        let _ = std::fs::remove_file(self.state.ip_forward_file());
+        self.current.clear();
+        self.write_status("stopped");
+        let _ = std::fs::remove_file(self.state.pid_file());
+        Ok(())
+    }
+}
+
+fn step_names(steps: &[Step]) -> Vec<&'static str> {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Create(_) => "create",
+            Step::PowerOn(_) => "power-on",
+            Step::PowerOff => "power-off",
+            Step::SetIsolated(true) => "isolate",
+            Step::SetIsolated(false) => "unisolate",
+            Step::WriteKey(_) => "write-key",
+            Step::Destroy => "destroy",
+        })
+        .collect()
+}
+
+/// True if bridges of another labhost prefix exist (then ip_forward stays on).
+async fn other_emulators_present() -> bool {
+    let Ok(out) = crate::cmd::run("ip", &["-j", "link", "show", "type", "bridge"]).await else { return true };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .any(names::is_any_labhost_bridge)
+}

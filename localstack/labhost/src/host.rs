@@ -1,0 +1,222 @@
+//! Executor for one host: namespace, veth, per-host files, power, isolation, removal.
+
+use crate::cmd::{self, CmdError};
+use crate::config::RegionConfig;
+use crate::hostfiles::{self, backing_name};
+use crate::model::HostSpec;
+use crate::names::Names;
+use crate::plan::{gateway, Step};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Cmd(#[from] CmdError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("processes of {0} still alive after repeated SIGKILL")]
+    Unkillable(String),
+}
+
+fn io(p: &Path) -> impl FnOnce(std::io::Error) -> HostError + '_ {
+    move |source| HostError::Io { path: p.display().to_string(), source }
+}
+
+const SSH_READY_TIMEOUT_MS: u64 = 5000;
+const KILL_ROUNDS_MAX: usize = 100;
+
+/// Everything the executor needs to know about the emulator's setup.
+#[derive(Debug, Clone)]
+pub struct HostEnv {
+    pub names: Names,
+    pub regions: Vec<RegionConfig>,
+    pub hosts_dir: PathBuf,
+    pub private_dirs: Vec<String>,
+    pub boot_hook: String,
+    pub boot_log: String,
+}
+
+impl HostEnv {
+    pub fn host_dir(&self, id: &str) -> PathBuf {
+        self.hosts_dir.join(id)
+    }
+
+    /// Runs the steps of one host in order.
+    pub async fn run_steps(&self, id: &str, steps: &[Step]) -> Result<(), HostError> {
+        for step in steps {
+            match step {
+                Step::Create(spec) => self.create(spec).await?,
+                Step::PowerOn(spec) => self.power_on(spec).await?,
+                Step::PowerOff => self.power_off(id).await?,
+                Step::SetIsolated(on) => self.set_isolated(id, *on).await?,
+                Step::WriteKey(key) => self.write_key(id, key.as_deref())?,
+                Step::Destroy => self.destroy(id).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Files (kept if they survive from an earlier run), then the namespace with eth0 down.
+    pub async fn create(&self, spec: &HostSpec) -> Result<(), HostError> {
+        let dir = self.host_dir(&spec.id);
+        for d in &self.private_dirs {
+            let backing = dir.join("root").join(backing_name(d));
+            if !backing.exists() {
+                std::fs::create_dir_all(&backing).map_err(io(&backing))?;
+                copy_owner_and_mode(Path::new(d), &backing)?;
+            }
+        }
+        let key = dir.join("ssh_host_ed25519_key");
+        if !key.exists() {
+            let k = key.to_string_lossy();
+            cmd::run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", &spec.id, "-f", &k]).await?;
+        }
+        let write = |name: &str, body: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).map_err(io(&p))
+        };
+        write("sshd_config", hostfiles::sshd_config(spec.ip))?;
+        write(
+            "init.sh",
+            hostfiles::init_script(&dir.to_string_lossy(), &self.private_dirs, &spec.hostname, &self.boot_hook, &self.boot_log),
+        )?;
+        write("authorized_keys", String::new())?;
+
+        let ns = self.names.netns(&spec.id);
+        let veth = self.names.veth(&spec.id);
+        let region = &self.regions[spec.region_index];
+        let bridge = self.names.bridge(spec.region_index);
+        cmd::run("ip", &["netns", "add", &ns]).await?;
+        cmd::run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
+        cmd::run("ip", &["link", "set", &veth, "master", &bridge, "up"]).await?;
+        let batch = format!(
+            "addr add {}/{} dev eth0\nlink set lo up\n",
+            spec.ip,
+            region.vpc_cidr.prefix_len()
+        );
+        cmd::run_with_stdin("ip", &["-n", &ns, "-batch", "-"], Some(&batch)).await?;
+        Ok(())
+    }
+
+    /// eth0 up, default route, and the host's init (sshd, then the boot hook).
+    pub async fn power_on(&self, spec: &HostSpec) -> Result<(), HostError> {
+        let ns = self.names.netns(&spec.id);
+        let gw = gateway(&self.regions[spec.region_index].vpc_cidr).to_string();
+        let batch = format!("link set eth0 up\nroute replace default via {gw} dev eth0\n");
+        cmd::run_with_stdin("ip", &["-n", &ns, "-batch", "-"], Some(&batch)).await?;
+        let dir = self.host_dir(&spec.id);
+        let log_path = dir.join("init.log");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
+        let log2 = log.try_clone().map_err(io(&log_path))?;
+        let init = dir.join("init.sh");
+        let mut command = std::process::Command::new("ip");
+        command
+            .args(["netns", "exec", &ns, "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc"])
+            .args(["--propagation", "private", "/bin/sh"])
+            .arg(&init)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0);
+        let child = tokio::process::Command::from(command)
+            .spawn()
+            .map_err(|source| HostError::Io { path: "ip netns exec".into(), source })?;
+        drop(child); // tokio reaps it; power_off kills it through the namespace
+        wait_tcp(spec.ip, 22, SSH_READY_TIMEOUT_MS).await;
+        Ok(())
+    }
+
+    /// Kills every process in the host's namespaces and takes eth0 down.
+    pub async fn power_off(&self, id: &str) -> Result<(), HostError> {
+        let ns = self.names.netns(id);
+        kill_netns_processes(&ns).await?;
+        cmd::run("ip", &["-n", &ns, "link", "set", "eth0", "down"]).await?;
+        Ok(())
+    }
+
+    pub async fn set_isolated(&self, id: &str, on: bool) -> Result<(), HostError> {
+        let ns = self.names.netns(id);
+        for (chain, dir) in [("INPUT", "-i"), ("OUTPUT", "-o")] {
+            let rule = [chain, "!", dir, "lo", "-j", "DROP"];
+            let base = ["netns", "exec", ns.as_str(), "iptables", "-w"];
+            let present = {
+                let args: Vec<&str> = base.iter().copied().chain(["-C"]).chain(rule).collect();
+                cmd::succeeds("ip", &args).await
+            };
+            if present != on {
+                let op = if on { "-A" } else { "-D" };
+                let args: Vec<&str> = base.iter().copied().chain([op]).chain(rule).collect();
+                cmd::run("ip", &args).await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_key(&self, id: &str, key: Option<&str>) -> Result<(), HostError> {
+        let p = self.host_dir(id).join("authorized_keys");
+        let body = key.map(|k| format!("{}\n", k.trim())).unwrap_or_default();
+        std::fs::write(&p, body).map_err(io(&p))
+    }
+
+    /// Power off, delete the namespace (and with it the veth), delete the host's files.
+    pub async fn destroy(&self, id: &str) -> Result<(), HostError> {
+        let ns = self.names.netns(id);
+        kill_netns_processes(&ns).await?;
+        let _ = cmd::run("ip", &["netns", "del", &ns]).await;
+        let veth = self.names.veth(id);
+        if cmd::succeeds("ip", &["link", "show", "dev", &veth]).await {
+            cmd::run("ip", &["link", "del", &veth]).await?;
+        }
+        let dir = self.host_dir(id);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        Ok(())
+    }
+}
+
+/// SIGKILLs everything in the network namespace until nothing is left (bounded).
+pub async fn kill_netns_processes(ns: &str) -> Result<usize, HostError> {
+    let mut killed = 0;
+    for _ in 0..KILL_ROUNDS_MAX {
+        let out = match cmd::run("ip", &["netns", "pids", ns]).await {
+            Ok(o) => o,
+            Err(_) => return Ok(killed), // namespace gone
+        };
+        let pids: Vec<i32> = out.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if pids.is_empty() {
+            return Ok(killed);
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2) on a pid that `ip netns pids` reported in our namespace.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Err(HostError::Unkillable(ns.to_string()))
+}
+
+/// Waits until ip:port accepts a TCP connection; false after `timeout_ms`.
+pub async fn wait_tcp(ip: std::net::Ipv4Addr, port: u16, timeout_ms: u64) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
+    while tokio::time::Instant::now() < deadline {
+        let attempt = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect((ip, port)));
+        if let Ok(Ok(_)) = attempt.await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<(), HostError> {
+    let Ok(meta) = std::fs::metadata(from) else { return Ok(()) };
+    std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid())).map_err(io(to))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(to))
+}
