@@ -125,7 +125,12 @@ impl Template {
         for m in MODULES {
             let nodes: u32 = self.hosts.iter().filter(|g| g.modules.iter().any(|x| x == m)).map(|g| g.count).sum();
             if nodes < NODES_PER_MODULE_MIN {
-                return Err(err(&["hosts"], format!("module {m:?} has {nodes} node(s) per region; at least {NODES_PER_MODULE_MIN} are needed"), "raise `count` of the host groups that carry it, or add it to another group"));
+                let first = self.hosts.iter().position(|g| g.modules.iter().any(|x| x == m)).map(|i| i.to_string());
+                let path: Vec<&str> = match &first {
+                    Some(i) => vec!["hosts", i, "count"],
+                    None => vec!["hosts"],
+                };
+                return Err(err(&path, format!("module {m:?} has {nodes} node(s) per region; at least {NODES_PER_MODULE_MIN} are needed"), "raise `count` of the host groups that carry it, or add it to another group"));
             }
             if !self.ports.modules.contains_key(m) {
                 return Err(err(&["ports", "modules"], format!("no port for module {m:?}"), "add it under [ports.modules]"));

@@ -388,10 +388,9 @@ impl Cloud {
                 let r = self.ec2(region)?.delete_vpc().vpc_id(id).send().await;
                 ignore_missing(r.map(|_| ()).map_err(|e| self.err("DeleteVpc", &format!("{key} ({id})"), region, e)))
             }
-            DeleteKeyPair { region, id, name } => {
-                let b = self.ec2(region)?.delete_key_pair();
-                let b = if id.starts_with("key-") { b.key_pair_id(id) } else { b.key_name(name) };
-                let r = b.send().await;
+            DeleteKeyPair { region, name, .. } => {
+                // By name: unique per region, and understood by every EC2 implementation.
+                let r = self.ec2(region)?.delete_key_pair().key_name(name).send().await;
                 ignore_missing(r.map(|_| ()).map_err(|e| self.err("DeleteKeyPair", name, region, e)))
             }
         }

@@ -159,8 +159,10 @@ impl Cloud {
             .send()
             .await
             .map_err(|x| self.err("DescribeVpcPeeringConnections", "VPC peerings", region, x))?;
+        const GONE: [&str; 4] = ["deleted", "rejected", "failed", "expired"];
         Ok(r.vpc_peering_connections()
             .iter()
+            .filter(|p| !GONE.contains(&p.status().and_then(|s| s.code()).map(|c| c.as_str()).unwrap_or("")))
             .map(|p| Found {
                 key: tags::key(p.tags()),
                 id: p.vpc_peering_connection_id().unwrap_or_default().into(),

@@ -1,0 +1,127 @@
+//! Shared by the end-to-end tests: a throwaway project directory with its own regions.toml,
+//! the real `provision` binary, and AWS SDK clients pointed at LocalStack to check results.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
+pub const PRIMARY: &str = "us-east-1";
+pub const DR: &str = "us-west-2";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique, valid project name for one test.
+pub fn project(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::SeqCst);
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() % 1_000_000;
+    format!("{prefix}{t}{n}")
+}
+
+pub fn regions_toml(project: &str, template: &str, endpoint: &str) -> String {
+    format!(
+        r#"project = "{project}"
+template = "{template}"
+
+[dns]
+zone = "{project}.test.internal"
+api_record = "api.{project}.test.internal"
+record_ttl_s = 10
+
+[access]
+operator_cidr = "127.0.0.0/8"
+
+[endpoint]
+url = "{endpoint}"
+health_target = "private_ip"
+
+[[region]]
+role = "primary"
+name = "{PRIMARY}"
+vpc_cidr = "10.50.0.0/16"
+azs = ["us-east-1a", "us-east-1b", "us-east-1c"]
+ssh_user = "root"
+ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
+instance_types = {{ app = "t3.medium", db = "r6i.large", gateway = "t3.small" }}
+
+[[region]]
+role = "dr"
+name = "{DR}"
+vpc_cidr = "10.60.0.0/16"
+azs = ["us-west-2a", "us-west-2b", "us-west-2c"]
+ssh_user = "root"
+ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
+instance_types = {{ app = "t3.medium", db = "r6i.large", gateway = "t3.small" }}
+"#
+    )
+}
+
+/// A project directory holding regions.toml; removed on drop.
+pub struct Project {
+    pub name: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Project {
+    pub fn new(prefix: &str, template: &str) -> Project {
+        let name = project(prefix);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("regions.toml"), regions_toml(&name, template, LOCALSTACK)).unwrap();
+        Project { name, dir }
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("regions.toml")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        provision_cmd(&self.config(), args)
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run provision")
+    }
+
+    /// Runs and asserts success, printing the output if not.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(out.status.success(), "provision {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        out
+    }
+}
+
+impl Drop for Project {
+    /// Best effort: leave nothing in LocalStack even when a test fails half-way.
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+    }
+}
+
+pub fn provision_cmd(config: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_provision"));
+    c.arg("--config").arg(config).args(args);
+    c.env_remove("AWS_ENDPOINT_URL");
+    c
+}
+
+pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::new(&sdk(region).await)
+}
+
+pub async fn route53() -> aws_sdk_route53::Client {
+    aws_sdk_route53::Client::new(&sdk(PRIMARY).await)
+}
+
+async fn sdk(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_string()))
+        .endpoint_url(LOCALSTACK)
+        .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "test"))
+        .load()
+        .await
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
