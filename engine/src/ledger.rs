@@ -22,9 +22,10 @@ pub async fn post(tx: &Transaction<'_>, reference: &str, moves: &[Move<'_>]) -> 
         sums.values().all(|v| *v == 0)
     });
     for (owner, asset, da, dh) in &sorted {
+        // Create the row first: a CHECK applies to the proposed row of an upsert.
+        tx.execute("INSERT INTO balances (owner_id, asset) VALUES ($1, $2) ON CONFLICT DO NOTHING", &[owner, asset]).await?;
         tx.execute(
-            "INSERT INTO balances (owner_id, asset, available, held) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (owner_id, asset) DO UPDATE SET available = balances.available + $3, held = balances.held + $4",
+            "UPDATE balances SET available = available + $3, held = held + $4 WHERE owner_id = $1 AND asset = $2",
             &[owner, asset, da, dh],
         )
         .await?;

@@ -310,11 +310,17 @@ impl SpotLogic {
             .await?;
         }
         if !b_o.is_empty() {
+            // Create missing rows first: a CHECK applies to the proposed row of an upsert.
             tx.execute(
-                "INSERT INTO balances (owner_id, asset, available, held) \
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) ORDER BY 1, 2 \
-                 ON CONFLICT (owner_id, asset) DO UPDATE SET available = balances.available + excluded.available, \
-                   held = balances.held + excluded.held",
+                "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
+                 ON CONFLICT (owner_id, asset) DO NOTHING",
+                &[&b_o, &b_a],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
+                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
+                 WHERE b.owner_id = t.o AND b.asset = t.a",
                 &[&b_o, &b_a, &b_da, &b_dh],
             )
             .await?;

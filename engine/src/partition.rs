@@ -19,7 +19,7 @@ use tokio_postgres::{Client, Transaction};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeadError {
-    #[error("database: {0}")]
+    #[error("database: {}", db::describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("fenced: partition {0} has a newer leader")]
     Fenced(String),

@@ -1,0 +1,390 @@
+//! Test harness: a real PostgreSQL primary + synchronous standby on loopback, engine
+//! processes started from the built binaries, and HTTP helpers. Every process started
+//! here is stopped by PID in Drop, and temp dirs are removed, also when a test fails.
+#![allow(dead_code)]
+
+use engine_config::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().unwrap().port()
+}
+
+fn run_as_postgres(args: &[&str]) {
+    let out = Command::new("runuser").arg("-u").arg("postgres").arg("--").args(args).output().expect("runuser");
+    assert!(out.status.success(), "{:?} failed: {}{}", args, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+/// A primary with a synchronous standby (`synchronous_standby_names = '*'`).
+pub struct Pg {
+    pub dir: tempfile::TempDir,
+    pub primary_port: u16,
+    pub standby_port: u16,
+    pids: Vec<u32>,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        let dir = tempfile::Builder::new().prefix("engine-pg-").tempdir_in("/tmp").expect("tempdir");
+        Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().expect("chown");
+        let primary = dir.path().join("primary");
+        let standby = dir.path().join("standby");
+        let (pp, sp) = (free_port(), free_port());
+        let sock = dir.path().to_str().unwrap().to_string();
+        run_as_postgres(&[&format!("{PG_BIN}/initdb"), "-D", primary.to_str().unwrap(), "-U", "postgres", "--auth=trust", "-N"]);
+        let conf = format!(
+            "port = {pp}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{sock}'\n\
+             wal_level = replica\nmax_wal_senders = 5\nsynchronous_standby_names = '*'\nsynchronous_commit = on\n\
+             max_connections = 300\nshared_buffers = 128MB\nfsync = on\nlogging_collector = off\n"
+        );
+        append(&primary.join("postgresql.conf"), &conf);
+        append(&primary.join("pg_hba.conf"), "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n");
+        let mut pg = Pg { dir, primary_port: pp, standby_port: sp, pids: Vec::new() };
+        pg.start_server(&primary, "primary");
+        run_as_postgres(&[
+            &format!("{PG_BIN}/pg_basebackup"), "-h", "127.0.0.1", "-p", &pp.to_string(), "-U", "postgres",
+            "-D", standby.to_str().unwrap(), "-R", "-X", "stream",
+        ]);
+        append(&standby.join("postgresql.conf"), &format!("port = {sp}\nhot_standby = on\n"));
+        pg.start_server(&standby, "standby");
+        // Wait until the standby is attached synchronously.
+        let t = Instant::now();
+        loop {
+            let s = pg.psql(pp, "postgres", "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'");
+            if s.trim() == "1" {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "standby never became synchronous");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        pg.psql(pp, "postgres", "CREATE DATABASE exchange");
+        pg
+    }
+
+    fn start_server(&mut self, data: &Path, name: &str) {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let child = Command::new("runuser")
+            .arg("-u")
+            .arg("postgres")
+            .arg("--")
+            .arg(format!("{PG_BIN}/postgres"))
+            .arg("-D")
+            .arg(data)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start postgres");
+        // runuser execs? It forks: record its pid; the postmaster pid comes from postmaster.pid.
+        self.pids.push(child.id());
+        std::mem::forget(child);
+        let t = Instant::now();
+        let port = if name == "primary" { self.primary_port } else { self.standby_port };
+        loop {
+            let ok = Command::new(format!("{PG_BIN}/pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "{name} postgres did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Ok(s) = std::fs::read_to_string(data.join("postmaster.pid")) {
+            if let Some(pid) = s.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) {
+                self.pids.push(pid);
+            }
+        }
+    }
+
+    pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", db, "-At", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        self.psql(self.primary_port, "exchange", sql).trim().to_string()
+    }
+
+    pub fn db_config(&self) -> DbConfig {
+        DbConfig {
+            hosts: vec![format!("127.0.0.1:{}", self.standby_port), format!("127.0.0.1:{}", self.primary_port)],
+            dbname: "exchange".into(),
+            user: "postgres".into(),
+            password_file: None,
+            connect_timeout_ms: 2000,
+        }
+    }
+
+    pub fn standby_only_db_config(&self) -> DbConfig {
+        DbConfig { hosts: vec![format!("127.0.0.1:{}", self.standby_port)], ..self.db_config() }
+    }
+}
+
+fn kill(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(sig).arg(pid.to_string()).stderr(Stdio::null()).status();
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // postmasters first (immediate shutdown), then the runuser wrappers.
+        for pid in self.pids.iter().rev() {
+            kill(*pid, "-QUIT");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for pid in self.pids.iter().rev() {
+            kill(*pid, "-KILL");
+        }
+    }
+}
+
+fn append(p: &Path, s: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(p).expect("open conf");
+    f.write_all(s.as_bytes()).unwrap();
+}
+
+/// An engine process (node or gateway), killed by PID on drop.
+pub struct Proc {
+    pub name: String,
+    pub child: Option<Child>,
+    pub addr: String,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+    pub fn sigterm(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        kill(c.id(), "-TERM");
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(s)) = c.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub pg: Pg,
+    pub token_file: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let pg = Pg::start();
+        let dir = tempfile::Builder::new().prefix("engine-test-").tempdir_in("/tmp").unwrap();
+        let token_file = dir.path().join("admin_token");
+        std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
+        Env { dir, pg, token_file }
+    }
+
+    pub fn node_config(&self, id: &str, module: Module, port: u16, peers: &[PeerConfig]) -> NodeConfig {
+        NodeConfig {
+            node_id: id.into(),
+            module,
+            region: "test-1".into(),
+            mode: RegionMode::Active,
+            listen: format!("127.0.0.1:{port}"),
+            advertise: None,
+            peers: peers.to_vec(),
+            db: self.pg.db_config(),
+            exchange: ExchangeConfig::example(),
+            admin_token_file: self.token_file.clone(),
+            monitor: MonitorConfig { breach_seconds: 1000, ..MonitorConfig::default() },
+            log: LogConfig { format: "json".into(), level: "info".into() },
+            batch_max: 1024,
+        }
+    }
+
+    pub fn spawn_node(&self, cfg: &NodeConfig) -> Proc {
+        let path = self.dir.path().join(format!("{}.toml", cfg.node_id));
+        std::fs::write(&path, cfg.to_toml_string().unwrap()).unwrap();
+        spawn(env!("CARGO_BIN_EXE_engine-node"), &cfg.node_id, &path, &cfg.listen, self.dir.path())
+    }
+
+    pub fn gateway_config(&self, port: u16, nodes: &[PeerConfig]) -> GatewayConfig {
+        GatewayConfig {
+            gateway_id: "gw1".into(),
+            region: "test-1".into(),
+            listen: format!("127.0.0.1:{port}"),
+            nodes: nodes.to_vec(),
+            db: self.pg.db_config(),
+            exchange: ExchangeConfig::example(),
+            admin_token_file: self.token_file.clone(),
+            probe_interval_ms: 100,
+            retry_budget_ms: 8000,
+            log: LogConfig { format: "json".into(), level: "info".into() },
+        }
+    }
+
+    pub fn spawn_gateway(&self, cfg: &GatewayConfig) -> Proc {
+        let path = self.dir.path().join(format!("{}.toml", cfg.gateway_id));
+        std::fs::write(&path, cfg.to_toml_string().unwrap()).unwrap();
+        spawn(env!("CARGO_BIN_EXE_engine-gateway"), &cfg.gateway_id, &path, &cfg.listen, self.dir.path())
+    }
+}
+
+fn spawn(bin: &str, name: &str, config: &Path, addr: &str, dir: &Path) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let child = Command::new(bin)
+        .arg("--config")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap())
+        .spawn()
+        .expect("spawn engine binary");
+    Proc { name: name.into(), child: Some(child), addr: addr.into(), log }
+}
+
+/// A 3-node-per-module cluster (matching, wallet, otc) and a gateway.
+pub struct Cluster {
+    pub env: Env,
+    pub nodes: Vec<Proc>,
+    pub node_cfgs: Vec<NodeConfig>,
+    pub gateway: Proc,
+    pub gw: String,
+}
+
+impl Cluster {
+    pub fn start(per_module: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
+        let env = Env::new();
+        let mut peers = Vec::new();
+        for m in [Module::Matching, Module::Wallet, Module::Otc] {
+            for i in 0..per_module {
+                peers.push(PeerConfig { node_id: format!("{}-{}", m.as_str(), i + 1), module: m, addr: format!("127.0.0.1:{}", free_port()) });
+            }
+        }
+        let mut nodes = Vec::new();
+        let mut node_cfgs = Vec::new();
+        for p in &peers {
+            let port: u16 = p.addr.rsplit(':').next().unwrap().parse().unwrap();
+            let mut c = env.node_config(&p.node_id, p.module, port, &peers);
+            tweak(&mut c);
+            nodes.push(env.spawn_node(&c));
+            node_cfgs.push(c);
+        }
+        let gcfg = env.gateway_config(free_port(), &peers);
+        let gateway = env.spawn_gateway(&gcfg);
+        let gw = format!("http://{}", gcfg.listen);
+        Cluster { env, nodes, node_cfgs, gateway, gw }
+    }
+
+    pub fn dump_logs(&self) {
+        for p in self.nodes.iter().chain(std::iter::once(&self.gateway)) {
+            let s = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let warns: Vec<&str> = s.lines().filter(|l| l.contains("WARN") || l.contains("took leadership")).take(8).collect();
+            eprintln!("---- {} (first warnings) ----\n{}", p.name, warns.join("\n"));
+            let tail: Vec<&str> = s.lines().filter(|l| !l.contains("NOTICE")).rev().take(10).collect();
+            eprintln!("---- {} ----\n{}", p.name, tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(20)).build().unwrap()
+}
+
+pub async fn wait_healthy(gw: &str, limit: Duration) -> Result<Duration, String> {
+    let c = http();
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < limit {
+        if let Ok(r) = c.get(format!("{gw}/health")).send().await {
+            let ok = r.status().is_success();
+            last = r.text().await.unwrap_or_default();
+            if ok {
+                return Ok(t.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
+pub async fn post(gw: &str, path: &str, headers: &[(&str, &str)], body: serde_json::Value) -> (u16, serde_json::Value) {
+    let c = http();
+    let mut r = c.post(format!("{gw}{path}")).json(&body);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    match r.send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+pub async fn get(gw: &str, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
+    let c = http();
+    let mut r = c.get(format!("{gw}{path}"));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    match r.send().await {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.json().await.unwrap_or(serde_json::Value::Null))
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
+
+pub async fn create_user(gw: &str, user_id: i64) -> String {
+    let (s, v) = post(gw, "/admin/users", &[("x-admin-token", ADMIN_TOKEN)], serde_json::json!({"user_id": user_id})).await;
+    assert_eq!(s, 200, "create user: {v}");
+    v["api_key"].as_str().unwrap().to_string()
+}
+
+pub async fn deposit(gw: &str, id: &str, user_id: i64, asset: &str, amount: i64) {
+    let (s, v) = post(
+        gw,
+        "/admin/deposits",
+        &[("x-admin-token", ADMIN_TOKEN)],
+        serde_json::json!({"deposit_id": id, "user_id": user_id, "asset": asset, "amount_minor": amount}),
+    )
+    .await;
+    assert_eq!(s, 200, "deposit: {v}");
+}
+
+/// Sum of all balances per asset, and the world account (deposits - withdrawals, negated).
+pub fn conservation_violations(pg: &Pg) -> String {
+    pg.sql(
+        "SELECT coalesce(string_agg(asset || ':' || total, ','), '') FROM \
+         (SELECT asset, sum(available + held) AS total FROM balances GROUP BY asset HAVING sum(available + held) <> 0) t",
+    )
+}
