@@ -176,6 +176,12 @@ impl Gateway {
         self.nodes.iter().find(|n| Self::routable(n) && lock(&n.status).leading.iter().any(|k| k == partition)).cloned()
     }
 
+    /// True when every live node reports standby mode (a standby region).
+    pub fn region_standby(&self) -> bool {
+        let live: Vec<_> = self.nodes.iter().filter(|n| n.alive.load(Ordering::SeqCst)).collect();
+        !live.is_empty() && live.iter().all(|n| lock(&n.status).mode == "standby")
+    }
+
     /// All partitions of the region, as configured.
     pub fn partitions(&self) -> Vec<String> {
         let ex = &self.cfg.exchange;
@@ -210,6 +216,9 @@ impl Gateway {
         while Instant::now() < deadline {
             attempts += 1;
             let Some(node) = self.leader_of(partition) else {
+                if self.region_standby() {
+                    return ApiError::standby().into_response();
+                }
                 tokio::time::sleep(Duration::from_millis(25)).await;
                 continue;
             };

@@ -61,6 +61,7 @@ async fn run(node: Arc<Node>) {
     let mut last_cpu = read_cpu().unwrap_or_default();
     let mut breach = 0u32;
     let mut clean = 0u32;
+    let mut seen_readonly = false;
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -161,7 +162,9 @@ async fn run(node: Arc<Node>) {
             transition(&node, "node_recovered", &breaches, &sample);
         }
         if !node.state.is_active() {
-            check_promotion(&node).await;
+            check_promotion(&node, &mut seen_readonly).await;
+        } else {
+            seen_readonly = false;
         }
     }
 }
@@ -204,14 +207,29 @@ fn transition(node: &Arc<Node>, event: &str, breaches: &[String], sample: &Sampl
     }
 }
 
-/// Standby mode: become active by itself once the DB accepts writes.
-async fn check_promotion(node: &Arc<Node>) {
+/// Standby mode: become active by itself once the DB turns writable (it was seen
+/// read-only or unreachable before, so an admin's switch to standby on a writable DB sticks).
+async fn check_promotion(node: &Arc<Node>, seen_readonly: &mut bool) {
     let cfg = node.state.pg.clone();
     let ok = matches!(
         tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&cfg)).await,
         Ok(Ok(c)) if matches!(c.query_one("SELECT pg_is_in_recovery()", &[]).await, Ok(r) if !r.get::<_, bool>(0))
     );
-    if ok && node.state.mode.swap(0, Ordering::SeqCst) != 0 {
+    if !ok {
+        *seen_readonly = true;
+        return;
+    }
+    if *seen_readonly {
+        // Schema first (a standby started without running migrations).
+        if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&cfg)).await {
+            if let Err(e) = crate::db::migrate(&mut c).await {
+                tracing::warn!(error = %e, "migrations failed; staying in standby");
+                return;
+            }
+        }
+    }
+    if *seen_readonly && node.state.mode.swap(0, Ordering::SeqCst) != 0 {
+        *seen_readonly = false;
         tracing::warn!(node = %node.cfg.node_id, "DB is writable: switching from standby to active");
         node.metrics.inc(format!("engine_mode_transitions_total{{node=\"{}\"}}", label(&node.cfg.node_id)));
     }

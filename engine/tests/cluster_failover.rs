@@ -29,6 +29,7 @@ struct Ack {
     cid: String,
     order_id: i64,
     market: String,
+    sent: Instant,
     at: Instant,
 }
 
@@ -67,9 +68,10 @@ async fn failover_keeps_every_acknowledged_order() {
                 let price = 100 + (i % 7) as i64 - 3;
                 let cid = format!("w{w}-{i}");
                 let body = json!({"market": market, "client_order_id": cid, "side": side, "type": "limit", "price_ticks": price, "qty_lots": 1 + (i % 5) as i64});
+                let sent = Instant::now();
                 let (s, v) = post(&gw, "/v1/orders", &[("x-api-key", &key)], body).await;
                 if s == 200 {
-                    acks.lock().unwrap().push(Ack { user: u, cid, order_id: v["order_id"].as_i64().unwrap(), market: market.into(), at: Instant::now() });
+                    acks.lock().unwrap().push(Ack { user: u, cid, order_id: v["order_id"].as_i64().unwrap(), market: market.into(), sent, at: Instant::now() });
                 } else {
                     assert!(s == 503 || s == 0, "unexpected answer {s}: {v}");
                 }
@@ -94,7 +96,7 @@ async fn failover_keeps_every_acknowledged_order() {
         t.await.unwrap();
     }
     let acks = acks.lock().unwrap().clone();
-    let first_after = acks.iter().filter(|a| a.market == "BTC-USD" && a.at > killed_at).map(|a| a.at).min();
+    let first_after = acks.iter().filter(|a| a.market == "BTC-USD" && a.sent > killed_at).map(|a| a.at).min();
     let Some(first_after) = first_after else {
         c.dump_logs();
         panic!("BTC-USD never served again after the kill");
