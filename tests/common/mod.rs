@@ -11,6 +11,14 @@ pub const PRIMARY: &str = "us-east-1";
 pub const DR: &str = "us-west-2";
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// LocalStack's cross-region VPC peering is not safe with several projects changing at once
+/// (a peering of one project went missing while another's was deleted): tests that build
+/// infrastructure take turns.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A unique, valid project name for one test.
 pub fn project(prefix: &str) -> String {

@@ -163,6 +163,8 @@ impl Cloud {
         Ok(r.vpc_peering_connections()
             .iter()
             .filter(|p| !GONE.contains(&p.status().and_then(|s| s.code()).map(|c| c.as_str()).unwrap_or("")))
+            // LocalStack ignores the tag filter for peerings: check the tag here too.
+            .filter(|p| tags::get(p.tags(), TAG_PROJECT) == Some(self.project.as_str()))
             .map(|p| Found {
                 key: tags::key(p.tags()),
                 id: p.vpc_peering_connection_id().unwrap_or_default().into(),

@@ -1,0 +1,263 @@
+//! `up`/`plan`/`down` against a real LocalStack, checked through the AWS API (never through
+//! provision's own output). Each test owns a unique project name, zone and tags.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use aws_sdk_ec2::types::Filter;
+use common::*;
+
+fn tag_filter(project: &str) -> Filter {
+    Filter::builder().name("tag:Project").values(project).build()
+}
+
+fn tag<'a>(tags: &'a [aws_sdk_ec2::types::Tag], k: &str) -> Option<&'a str> {
+    tags.iter().find(|t| t.key() == Some(k)).and_then(|t| t.value())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Inst {
+    id: String,
+    key: String,
+    role: String,
+    modules: String,
+    az: String,
+    region_role: String,
+    index: String,
+}
+
+async fn instances(region: &str, project: &str) -> Vec<Inst> {
+    let c = ec2(region).await;
+    let live = Filter::builder().name("instance-state-name").values("pending").values("running").values("stopping").values("stopped").build();
+    let r = c.describe_instances().filters(tag_filter(project)).filters(live).send().await.unwrap();
+    let mut v: Vec<Inst> = r
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| Inst {
+            id: i.instance_id().unwrap().into(),
+            key: tag(i.tags(), "provision:key").unwrap_or_default().into(),
+            role: tag(i.tags(), "provision:role").unwrap_or_default().into(),
+            modules: tag(i.tags(), "provision:modules").unwrap_or_default().into(),
+            az: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().into(),
+            region_role: tag(i.tags(), "provision:region-role").unwrap_or_default().into(),
+            index: tag(i.tags(), "provision:index").unwrap_or_default().into(),
+        })
+        .collect();
+    v.sort_by(|a, b| a.key.cmp(&b.key));
+    v
+}
+
+/// Counts of every EC2 resource kind of the project in a region.
+async fn ec2_counts(region: &str, project: &str) -> BTreeMap<&'static str, usize> {
+    let c = ec2(region).await;
+    let f = || tag_filter(project);
+    let mut m = BTreeMap::new();
+    m.insert("vpc", c.describe_vpcs().filters(f()).send().await.unwrap().vpcs().len());
+    m.insert("subnet", c.describe_subnets().filters(f()).send().await.unwrap().subnets().len());
+    m.insert("igw", c.describe_internet_gateways().filters(f()).send().await.unwrap().internet_gateways().len());
+    m.insert("route_table", c.describe_route_tables().filters(f()).send().await.unwrap().route_tables().len());
+    m.insert("security_group", c.describe_security_groups().filters(f()).send().await.unwrap().security_groups().len());
+    m.insert("key_pair", c.describe_key_pairs().filters(f()).send().await.unwrap().key_pairs().len());
+    m.insert("instance", instances(region, project).await.len());
+    let pcx = c.describe_vpc_peering_connections().filters(f()).send().await.unwrap();
+    let gone = |p: &aws_sdk_ec2::types::VpcPeeringConnection| p.status().and_then(|s| s.code()).map(|c| c.as_str()) == Some("deleted");
+    m.insert("peering", pcx.vpc_peering_connections().iter().filter(|p| tag(p.tags(), "Project") == Some(project) && !gone(p)).count());
+    m
+}
+
+/// The project's health checks (by CallerReference), the zone, and the API name's records.
+async fn route53_state(project: &str) -> (Vec<aws_sdk_route53::types::HealthCheck>, Option<String>, Vec<aws_sdk_route53::types::ResourceRecordSet>) {
+    let r = route53().await;
+    let prefix = format!("provision:{project}:");
+    let checks: Vec<_> = r.list_health_checks().send().await.unwrap().health_checks().iter().filter(|h| h.caller_reference().starts_with(&prefix)).cloned().collect();
+    let zone_name = format!("{project}.test.internal.");
+    let zones = r.list_hosted_zones_by_name().dns_name(&zone_name).send().await.unwrap();
+    let zone = zones.hosted_zones().iter().find(|z| z.name() == zone_name).map(|z| z.id().trim_start_matches("/hostedzone/").to_string());
+    let mut records = vec![];
+    if let Some(z) = &zone {
+        let sets = r.list_resource_record_sets().hosted_zone_id(z).send().await.unwrap();
+        records = sets.resource_record_sets().iter().filter(|s| s.set_identifier().is_some()).cloned().collect();
+    }
+    (checks, zone, records)
+}
+
+async fn assert_nothing_left(project: &str) {
+    for region in [PRIMARY, DR] {
+        let counts = ec2_counts(region, project).await;
+        assert!(counts.values().all(|&n| n == 0), "left in {region}: {counts:?}");
+    }
+    let (checks, zone, records) = route53_state(project).await;
+    assert!(checks.is_empty(), "health checks left: {checks:?}");
+    assert!(zone.is_none(), "zone left: {zone:?}");
+    assert!(records.is_empty(), "records left: {records:?}");
+}
+
+/// What `compact` must give, checked through the API.
+async fn assert_compact(project: &str) {
+    for (region, region_role, vpc, peer) in [(PRIMARY, "primary", "10.50.0.0/16", "10.60.0.0/16"), (DR, "dr", "10.60.0.0/16", "10.50.0.0/16")] {
+        let inst = instances(region, project).await;
+        let by_role = |r: &str| inst.iter().filter(|i| i.role == r).cloned().collect::<Vec<_>>();
+        let (app, db) = (by_role("app"), by_role("db"));
+        assert_eq!((app.len(), db.len(), inst.len()), (3, 3, 6), "{region}: {inst:?}");
+        for m in ["matching", "otc", "contract", "wallet"] {
+            assert!(inst.iter().filter(|i| i.modules.split(',').any(|x| x == m)).count() >= 3, "{region}: module {m} on < 3 hosts");
+        }
+        let azs: BTreeSet<&str> = app.iter().map(|i| i.az.as_str()).collect();
+        assert_eq!(azs.len(), 3, "{region}: app hosts not spread over AZs: {app:?}");
+        assert!(inst.iter().all(|i| i.region_role == region_role && !i.index.is_empty()), "{region}: tags {inst:?}");
+        let keys: BTreeSet<&str> = inst.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys.len(), inst.len(), "{region}: duplicate instances {inst:?}");
+
+        let c = ec2(region).await;
+        let counts = ec2_counts(region, project).await;
+        assert_eq!((counts["vpc"], counts["subnet"], counts["igw"], counts["route_table"], counts["security_group"], counts["key_pair"]), (1, 3, 1, 1, 2, 1), "{region}: {counts:?}");
+
+        // Security groups: exactly the template's rules.
+        let sgs = c.describe_security_groups().filters(tag_filter(project)).send().await.unwrap();
+        for sg in sgs.security_groups() {
+            let mut rules: Vec<(i32, String)> = sg
+                .ip_permissions()
+                .iter()
+                .flat_map(|p| p.ip_ranges().iter().map(move |r| (p.from_port().unwrap(), r.cidr_ip().unwrap().to_string())))
+                .collect();
+            rules.sort();
+            let role = tag(sg.tags(), "provision:key").unwrap().rsplit('/').next().unwrap().to_string();
+            let mut want: Vec<(i32, String)> = vec![(22, "127.0.0.0/8".into())];
+            let ports: &[i32] = if role == "app" { &[7101, 7102, 7103, 7104] } else { &[2379, 2380, 5432, 8008] };
+            for p in ports {
+                want.push((*p, vpc.into()));
+                want.push((*p, peer.into()));
+            }
+            if role == "app" {
+                want.push((8080, "0.0.0.0/0".into()));
+            }
+            want.sort();
+            assert_eq!(rules, want, "{region}: security group {role}");
+        }
+
+        // Routes: default via the IGW, the peer VPC via the peering.
+        let rts = c.describe_route_tables().filters(tag_filter(project)).send().await.unwrap();
+        let rt = &rts.route_tables()[0];
+        let igw = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).and_then(|r| r.gateway_id());
+        assert!(igw.is_some_and(|g| g.starts_with("igw-")), "{region}: no default route via IGW");
+        let pcx = rt.routes().iter().find(|r| r.destination_cidr_block() == Some(peer)).and_then(|r| r.vpc_peering_connection_id());
+        assert!(pcx.is_some_and(|p| p.starts_with("pcx-")), "{region}: no route to {peer} via peering");
+        assert_eq!(rt.associations().iter().filter(|a| a.subnet_id().is_some()).count(), 3, "{region}: subnets not associated");
+    }
+    let c = ec2(PRIMARY).await;
+    let pcx = c.describe_vpc_peering_connections().filters(tag_filter(project)).send().await.unwrap();
+    let active: Vec<_> = pcx
+        .vpc_peering_connections()
+        .iter()
+        .filter(|p| tag(p.tags(), "Project") == Some(project) && p.status().and_then(|s| s.code()).map(|c| c.as_str()) == Some("active"))
+        .collect();
+    assert_eq!(active.len(), 1, "peering: {pcx:?}");
+
+    let (checks, zone, records) = route53_state(project).await;
+    assert!(zone.is_some(), "no hosted zone");
+    let calc = checks.iter().filter(|h| h.health_check_config().map(|c| c.r#type().as_str()) == Some("CALCULATED")).count();
+    let http: Vec<_> = checks.iter().filter(|h| h.health_check_config().map(|c| c.r#type().as_str()) == Some("HTTP")).collect();
+    assert_eq!((calc, http.len()), (2, 6), "health checks: {checks:?}");
+    for h in &http {
+        let c = h.health_check_config().unwrap();
+        assert_eq!((c.port(), c.resource_path(), c.request_interval(), c.failure_threshold()), (Some(8080), Some("/health"), Some(10), Some(3)));
+    }
+    let mut failover: Vec<(String, Vec<String>)> = records
+        .iter()
+        .map(|r| {
+            let mut ips: Vec<String> = r.resource_records().iter().map(|v| v.value().to_string()).collect();
+            ips.sort();
+            (r.failover().unwrap().as_str().to_string(), ips)
+        })
+        .collect();
+    failover.sort();
+    assert_eq!(failover.len(), 2, "records: {records:?}");
+    assert_eq!(failover[0].0, "PRIMARY");
+    assert!(failover[0].1.iter().all(|ip| ip.starts_with("10.50.")) && failover[0].1.len() == 3, "PRIMARY -> {:?}", failover[0].1);
+    assert_eq!(failover[1].0, "SECONDARY");
+    assert!(failover[1].1.iter().all(|ip| ip.starts_with("10.60.")) && failover[1].1.len() == 3, "SECONDARY -> {:?}", failover[1].1);
+    assert!(records.iter().all(|r| r.health_check_id().is_some()), "records without health checks");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compact_up_is_idempotent_and_down_removes_everything_then_recreate_works() {
+    let _turn = serial();
+    let p = Project::new("cmp", "compact");
+    p.ok(&["up"]);
+    assert_compact(&p.name).await;
+    let before = instances(PRIMARY, &p.name).await;
+
+    // A second `up` changes nothing, and `plan` agrees (exit 0).
+    p.ok(&["up"]);
+    assert_eq!(instances(PRIMARY, &p.name).await, before, "second up replaced instances");
+    assert_compact(&p.name).await;
+    assert_eq!(p.run(&["plan"]).status.code(), Some(0));
+
+    // Teardown: nothing left of any kind; a second `down` succeeds.
+    p.ok(&["down"]);
+    assert_nothing_left(&p.name).await;
+    p.ok(&["down"]);
+
+    // Recreate after teardown.
+    p.ok(&["up"]);
+    assert_compact(&p.name).await;
+    p.ok(&["down"]);
+    assert_nothing_left(&p.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plan_reports_pending_changes_with_exit_2_and_changes_nothing() {
+    let p = Project::new("pln", "compact");
+    let out = p.run(&["plan", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["create"].as_u64().unwrap() > 50, "{v}");
+    assert_nothing_left(&p.name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_up_and_down() {
+    let _turn = serial();
+    let p = Project::new("std", "standard");
+    p.ok(&["up"]);
+    for region in [PRIMARY, DR] {
+        let inst = instances(region, &p.name).await;
+        let mut per_role: BTreeMap<String, usize> = BTreeMap::new();
+        for i in &inst {
+            *per_role.entry(i.role.clone()).or_default() += 1;
+        }
+        let want: BTreeMap<String, usize> =
+            [("matching", 3), ("otc", 3), ("contract", 3), ("wallet", 3), ("gateway", 2), ("db", 3)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        assert_eq!(per_role, want, "{region}");
+        for role in ["matching", "otc", "contract", "wallet"] {
+            let azs: BTreeSet<String> = inst.iter().filter(|i| i.role == role).map(|i| i.az.clone()).collect();
+            assert_eq!(azs.len(), 3, "{region}: {role} not spread over AZs");
+        }
+    }
+    let (checks, _, records) = route53_state(&p.name).await;
+    assert_eq!((checks.len(), records.len()), (2 * 2 + 2, 2));
+    assert_eq!(p.run(&["plan"]).status.code(), Some(0));
+    p.ok(&["down"]);
+    assert_nothing_left(&p.name).await;
+}
+
+/// Kill `up` at several moments; the next `up` converges with no duplicates.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_up_converges_without_duplicates() {
+    let _turn = serial();
+    let p = Project::new("kil", "compact");
+    for kill_after_ms in [80u64, 200, 350, 600] {
+        let mut child = p.cmd(&["up"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(kill_after_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    p.ok(&["up"]);
+    assert_compact(&p.name).await;
+    assert_eq!(p.run(&["plan"]).status.code(), Some(0));
+    p.ok(&["down"]);
+    assert_nothing_left(&p.name).await;
+}
