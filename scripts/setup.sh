@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what this machine is missing for the project (idempotent; skips what is present):
+# Debian packages for the lab hosts and the database stack, and LocalStack in a venv.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+
+# LocalStack rewrites resolv.conf when run unconfined; repair it if an old run did that.
+if grep -q "required by LocalStack" /etc/resolv.conf 2>/dev/null; then
+  echo "setup: /etc/resolv.conf was rewritten by LocalStack; restoring"
+  printf 'nameserver 8.8.8.8\n' > /etc/resolv.conf
+fi
+
+pkgs=(openssh-server openssh-client etcd-server etcd-client patroni iptables iproute2 curl python3-venv procps)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts nothing here (no systemd), but make sure no distro etcd/patroni runs.
+"$root/localstack/install.sh"
