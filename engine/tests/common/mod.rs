@@ -114,6 +114,15 @@ impl Pg {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Like `sql`, but None on an error (e.g. before the schema exists).
+    pub fn try_sql(&self, sql: &str) -> Option<String> {
+        let out = Command::new("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.primary_port.to_string(), "-U", "postgres", "-d", "exchange", "-At", "-c", sql])
+            .output()
+            .ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
     pub fn sql(&self, sql: &str) -> String {
         self.psql(self.primary_port, "exchange", sql).trim().to_string()
     }
