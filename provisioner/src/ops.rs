@@ -19,7 +19,7 @@ use crate::template::Template;
 
 /// `up` re-observes and re-plans after applying, until nothing is left to do.
 const UP_ROUNDS_MAX: usize = 3;
-pub const CONCURRENCY_DEFAULT: u16 = 16;
+pub const CONCURRENCY_DEFAULT: u16 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
