@@ -167,13 +167,14 @@ impl HostEnv {
         let ns = self.names.netns(id);
         kill_netns_processes(&ns).await?;
         let _ = cmd::run("ip", &["netns", "del", &ns]).await;
-        let veth = self.names.veth(id);
-        if cmd::succeeds("ip", &["link", "show", "dev", &veth]).await {
-            cmd::run("ip", &["link", "del", &veth]).await?;
-        }
         let dir = self.host_dir(id);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
+        }
+        // The veth normally goes with its namespace; remove it if it lingers.
+        let veth = self.names.veth(id);
+        if cmd::succeeds("ip", &["link", "show", "dev", &veth]).await {
+            let _ = cmd::run("ip", &["link", "del", &veth]).await;
         }
         Ok(())
     }
