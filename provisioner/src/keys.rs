@@ -40,15 +40,22 @@ pub fn ensure_public_key(cfg: &Config) -> Result<String, KeyError> {
         return Ok(k);
     }
     let io = |p: &PathBuf, e: &dyn std::fmt::Display| KeyError::Io { path: p.display().to_string(), message: e.to_string() };
+    let path = private_key_path(cfg);
+    let pubpath = path.with_extension("pub");
+    // Interrupted after writing the private key: derive the public half from it.
+    if path.exists() {
+        let key = ssh_key::PrivateKey::read_openssh_file(&path).map_err(|e| io(&path, &e))?;
+        let public = key.public_key().to_openssh().map_err(|e| io(&path, &e))?;
+        std::fs::write(&pubpath, format!("{public}\n")).map_err(|e| io(&pubpath, &e))?;
+        return Ok(public);
+    }
     let dir = key_dir(cfg);
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, &e))?;
     let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).map_err(|e| io(&dir, &e))?;
     let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(|e| io(&dir, &e))?;
     let public = key.public_key().to_openssh().map_err(|e| io(&dir, &e))?;
-    let path = private_key_path(cfg);
     let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path).map_err(|e| io(&path, &e))?;
     f.write_all(private.as_bytes()).map_err(|e| io(&path, &e))?;
-    let pubpath = path.with_extension("pub");
     std::fs::write(&pubpath, format!("{public}\n")).map_err(|e| io(&pubpath, &e))?;
     Ok(public)
 }

@@ -373,3 +373,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
 }
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
