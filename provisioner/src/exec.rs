@@ -64,6 +64,7 @@ pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnErr
             }
             state[i] = State::Running;
             let action = &plan.steps[i].action;
+            tracing::info!(step = i, scope = action.scope(), what = %action.describe(), "applying");
             let snapshot = outputs.clone();
             running.push(async move { (i, cloud.apply(action, &snapshot, use_public_ip).await) });
         }

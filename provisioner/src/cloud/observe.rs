@@ -10,6 +10,7 @@ use crate::model::*;
 
 impl Cloud {
     pub async fn observe(&self, cfg: &Config) -> Result<Observed, CloudError> {
+        let t0 = std::time::Instant::now();
         let regions = try_join_all(cfg.regions.iter().map(|r| self.observe_region(&r.name, &r.ami)));
         let peerings = try_join_all(cfg.regions.iter().map(|r| self.observe_peerings(&r.name)));
         let zone = self.observe_zone(&cfg.dns.zone);
@@ -25,6 +26,7 @@ impl Cloud {
                 all.push(p);
             }
         }
+        tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, endpoint = %self.endpoint, "observed the cloud");
         Ok(Observed { regions, peerings: all, zone, checks, records })
     }
 
