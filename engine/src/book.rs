@@ -4,6 +4,27 @@
 //! knows nothing about balances; `settle` turns its fills into ledger movements.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hasher for engine-assigned order ids (dense integers): one multiply, no SipHash.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+    fn write_i64(&mut self, i: i64) {
+        self.0 = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+pub type IdMap<V> = HashMap<OrderId, V, BuildHasherDefault<IdHasher>>;
 
 pub type OrderId = i64;
 pub type UserId = i64;
@@ -126,7 +147,7 @@ struct Level {
 pub struct Book {
     bids: BTreeMap<i64, Level>,
     asks: BTreeMap<i64, Level>,
-    orders: HashMap<OrderId, Resting>,
+    orders: IdMap<Resting>,
 }
 
 impl Book {

@@ -2,9 +2,8 @@
 //! Pure, no IO: the partition leader feeds it orders whose reservation is committed and
 //! writes back the order updates, fills and postings it produces.
 
-use crate::book::{Book, Fill, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
+use crate::book::{Book, IdMap, Fill, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
 use crate::settle::{self, Asset, Fees, Held, Postings, SettleError};
-use std::collections::HashMap;
 
 /// Final or current state of an order, as stored in the `orders` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +33,13 @@ pub struct SpotMarket {
     pub book: Book,
     pub fees: Fees,
     pub fee_account: i64,
-    live: HashMap<OrderId, Live>,
+    live: IdMap<Live>,
     fills: Vec<Fill>,
 }
 
 impl SpotMarket {
     pub fn new(fees: Fees, fee_account: i64) -> Self {
-        SpotMarket { book: Book::new(), fees, fee_account, live: HashMap::new(), fills: Vec::new() }
+        SpotMarket { book: Book::new(), fees, fee_account, live: IdMap::default(), fills: Vec::new() }
     }
 
     /// Restores a resting order at rebuild time (in time order).
