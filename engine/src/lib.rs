@@ -4,6 +4,7 @@ pub mod book;
 pub mod db;
 pub mod gateway;
 pub mod ledger;
+pub mod loadgen;
 pub mod matching;
 pub mod metrics;
 pub mod monitor;

@@ -1,0 +1,88 @@
+//! Benchmarks on a real cluster (ignored by default; run with --ignored --nocapture):
+//! end-to-end acknowledged orders/s through the gateway with a synchronous standby, and
+//! leader failover times over repeated kill -9.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn env_or(name: &str, d: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+}
+
+fn quiet(c: &mut engine_config::NodeConfig) {
+    c.log.level = "warn".into();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_end_to_end_throughput() {
+    let c = Cluster::start(3, quiet);
+    wait_healthy(&c.gw, Duration::from_secs(60)).await.expect("healthy");
+    let cfg = engine::loadgen::LoadConfig {
+        gateway: c.gw.clone(),
+        admin_token: ADMIN_TOKEN.into(),
+        markets: vec![("BTC-USD".into(), "BTC".into()), ("ETH-USD".into(), "ETH".into()), ("SOL-USD".into(), "SOL".into())],
+        users: 24,
+        concurrency: env_or("LOAD_CONCURRENCY", 192) as usize,
+        duration: Duration::from_secs(env_or("LOAD_SECONDS", 20)),
+        first_user_id: 1000,
+    };
+    let keys = engine::loadgen::setup(&cfg).await.expect("setup");
+    let r = engine::loadgen::run(&cfg, &keys).await;
+    println!("E2E: concurrency {}: {r}", cfg.concurrency);
+    assert_eq!(conservation_violations(&c.env.pg), "");
+    assert!(r.acked > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench_leader_failover() {
+    let mut c = Cluster::start(3, quiet);
+    wait_healthy(&c.gw, Duration::from_secs(60)).await.expect("healthy");
+    let gw = c.gw.clone();
+    let key = create_user(&gw, 7).await;
+    deposit(&gw, "f-usd", 7, "USD", 1_000_000_000_000).await;
+    let kills = env_or("FAILOVER_KILLS", 20);
+    let mut gaps = Vec::new();
+    let mut seq = 0u64;
+    for k in 0..kills {
+        // Find the leader of BTC-USD, kill -9 it, and time the next acknowledged order.
+        let mut leader = None;
+        for (i, n) in c.nodes.iter().enumerate() {
+            if n.child.is_none() || !n.name.starts_with("matching") {
+                continue;
+            }
+            let (s, v) = get(&format!("http://{}", n.addr), "/internal/status", &[]).await;
+            if s == 200 && v["leading"].as_array().is_some_and(|a| a.iter().any(|x| x == "matching/BTC-USD")) {
+                leader = Some(i);
+            }
+        }
+        let i = leader.expect("BTC-USD leader");
+        let t = Instant::now();
+        c.nodes[i].kill9();
+        loop {
+            seq += 1;
+            let body = serde_json::json!({"market": "BTC-USD", "client_order_id": format!("f{seq}"), "side": "buy", "type": "limit", "price_ticks": 1, "qty_lots": 1});
+            let (s, _) = post(&gw, "/v1/orders", &[("x-api-key", &key)], body).await;
+            if s == 200 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "no failover");
+        }
+        let gap = t.elapsed();
+        println!("FAILOVER kill {}: next acknowledged order after {} ms", k + 1, gap.as_millis());
+        gaps.push(gap);
+        // Restart the killed node so three stay in the race.
+        let cfg = c.node_cfgs[i].clone();
+        c.nodes[i] = c.env.spawn_node(&cfg);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+    gaps.sort();
+    println!(
+        "FAILOVER: {} kills: p50 {} ms, max {} ms",
+        gaps.len(),
+        gaps[gaps.len() / 2].as_millis(),
+        gaps.last().unwrap().as_millis()
+    );
+}
