@@ -17,3 +17,5 @@ pub mod keys;
 pub mod ops;
 pub mod progress;
 pub mod render;
+pub mod ssh;
+pub mod deploy;

@@ -1,0 +1,69 @@
+//! Many hosts at once: one session per host on tokio's blocking pool, a bounded number at a time.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::session::Session;
+use super::{SshConfig, SshError, Target};
+
+/// One host's outcome of a [`Fleet::run`].
+#[derive(Debug)]
+pub struct HostResult<T> {
+    pub target: Target,
+    pub result: Result<T, SshError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    cfg: Arc<SshConfig>,
+    concurrency_max: usize,
+}
+
+impl Fleet {
+    /// `concurrency_max` bounds how many hosts are connected and worked on at once (>= 1).
+    pub fn new(cfg: SshConfig, concurrency_max: usize) -> Self {
+        assert!(concurrency_max >= 1, "concurrency_max must be at least 1");
+        Fleet { cfg: Arc::new(cfg), concurrency_max }
+    }
+
+    pub fn config(&self) -> &SshConfig {
+        &self.cfg
+    }
+
+    /// Connects to each target and runs `f` on its session, at most `concurrency_max` at a time.
+    /// Returns one result per target, in the order given; one host's failure (including a panic
+    /// in `f`) is reported under that host and does not stop the others.
+    pub async fn run<T, F>(&self, targets: &[Target], f: F) -> Vec<HostResult<T>>
+    where
+        T: Send + 'static,
+        F: Fn(&mut Session) -> Result<T, SshError> + Send + Sync + 'static,
+    {
+        let semaphore = Arc::new(Semaphore::new(self.concurrency_max));
+        let f = Arc::new(f);
+        let jobs = targets.iter().cloned().map(|target| {
+            let (semaphore, f, cfg) = (semaphore.clone(), f.clone(), self.cfg.clone());
+            async move {
+                let permit = semaphore.acquire_owned().await.expect("the semaphore is never closed");
+                let t = target.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let _permit = permit;
+                    let mut session = Session::connect(&cfg, &t)?;
+                    f(&mut session)
+                })
+                .await;
+                let result = joined.unwrap_or_else(|e| {
+                    let message = match e.try_into_panic() {
+                        Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into()),
+                        Err(e) => e.to_string(),
+                    };
+                    Err(SshError::Panicked { host: target.to_string(), message })
+                });
+                HostResult { target, result }
+            }
+        });
+        let results = futures::future::join_all(jobs).await;
+        assert_eq!(results.len(), targets.len(), "one result per target");
+        results
+    }
+}

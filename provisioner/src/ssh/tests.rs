@@ -1,0 +1,193 @@
+//! Unit tests of the pure parts of the SSH layer, checked against the real tools where one
+//! exists (`sh` for quoting, `ssh-keygen` for fingerprints and known_hosts lookups).
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+use super::known_hosts::key_type_of_blob;
+use super::session::read_bounded;
+use super::upload::{parse_probe, sha256_hex};
+use super::*;
+
+const TRICKY: &[&str] = &["plain", "", "it's", "a'b'c", "$HOME `id` $(id) \"q\"", "back\\slash", "new\nline", "  spaces  ", "*?[x]", "'"];
+
+fn sh(script: &str, path_prefix: Option<&std::path::Path>) -> String {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c").arg(script);
+    if let Some(p) = path_prefix {
+        cmd.env("PATH", format!("{}:{}", p.display(), std::env::var("PATH").unwrap_or_default()));
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn shell_quote_survives_sh_unchanged() {
+    for s in TRICKY {
+        assert_eq!(sh(&format!("printf %s {}", shell_quote(s)), None), *s, "quoting {s:?}");
+    }
+}
+
+#[test]
+fn sudo_wrap_is_identity_for_root_and_quotes_through_sudo_otherwise() {
+    assert_eq!(sudo_wrap("root", "echo hi"), "echo hi");
+    assert_eq!(sudo_wrap("admin", "echo 'hi'"), r"sudo -n sh -c 'echo '\''hi'\'''");
+    // A stand-in `sudo` that checks for -n and runs the rest: the wrapped command must reach
+    // `sh -c` byte for byte.
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("sudo");
+    std::fs::write(&fake, "#!/bin/sh\n[ \"$1\" = -n ] || exit 99\nshift\nexec \"$@\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for s in TRICKY {
+        let inner = format!("printf %s {}", shell_quote(s));
+        assert_eq!(sh(&sudo_wrap("admin", &inner), Some(dir.path())), *s, "through sudo: {s:?}");
+    }
+}
+
+#[test]
+fn backoff_doubles_up_to_the_cap() {
+    let mut cfg = SshConfig::new("root", "/k", "/kh");
+    cfg.backoff_initial_ms = 100;
+    cfg.backoff_max_ms = 1_000;
+    let waits: Vec<u64> = (1..=7).map(|a| cfg.backoff_ms(a)).collect();
+    assert_eq!(waits, [100, 200, 400, 800, 1000, 1000, 1000]);
+    assert_eq!(cfg.backoff_ms(200), 1000, "no overflow for large attempt numbers");
+}
+
+#[test]
+fn target_names_follow_openssh() {
+    assert_eq!(Target::new("10.10.0.5", 22).known_hosts_name(), "10.10.0.5");
+    assert_eq!(Target::new("10.10.0.5", 2222).known_hosts_name(), "[10.10.0.5]:2222");
+    assert_eq!(Target::new("10.10.0.5", 2222).to_string(), "10.10.0.5:2222");
+}
+
+/// A fresh ed25519 public key from ssh-keygen: (blob, the .pub path).
+fn keygen(dir: &std::path::Path, name: &str) -> (Vec<u8>, std::path::PathBuf) {
+    let path = dir.join(name);
+    let st = Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&path).status().unwrap();
+    assert!(st.success());
+    let pubpath = path.with_extension("pub");
+    let text = std::fs::read_to_string(&pubpath).unwrap();
+    let b64 = text.split_whitespace().nth(1).unwrap();
+    (base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), pubpath)
+}
+
+#[test]
+fn fingerprint_and_key_type_match_ssh_keygen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blob, pubpath) = keygen(dir.path(), "k");
+    let out = Command::new("ssh-keygen").arg("-lf").arg(&pubpath).output().unwrap();
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.split_whitespace().nth(1).unwrap(), fingerprint_sha256(&blob));
+    assert_eq!(key_type_of_blob(&blob), Some("ssh-ed25519"));
+    assert_eq!(key_type_of_blob(&[0, 0, 0, 200, b'x']), None, "length past the end");
+    assert_eq!(key_type_of_blob(&[]), None);
+}
+
+#[test]
+fn known_hosts_pins_then_matches_then_refuses_a_changed_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_a, _) = keygen(dir.path(), "a");
+    let (key_b, _) = keygen(dir.path(), "b");
+    let path = dir.path().join(".provision/proj/known_hosts");
+    let kh = KnownHosts::new(&path);
+    let t = Target::new("10.10.0.5", 22);
+    let t2 = Target::new("10.10.0.5", 2222);
+
+    assert_eq!(kh.check_or_pin(&t, &key_a).unwrap(), Pin::Pinned);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(kh.check_or_pin(&t, &key_a).unwrap(), Pin::Matched);
+    // The same address on another port is another host.
+    assert_eq!(kh.check_or_pin(&t2, &key_b).unwrap(), Pin::Pinned);
+    assert_eq!(kh.check_or_pin(&t2, &key_b).unwrap(), Pin::Matched);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 2, "one line per host:\n{text}");
+    // ssh-keygen finds our lines under the names we use.
+    for name in ["10.10.0.5", "[10.10.0.5]:2222"] {
+        let out = Command::new("ssh-keygen").args(["-F", name, "-f"]).arg(&path).output().unwrap();
+        assert!(out.status.success(), "ssh-keygen -F {name} found nothing in:\n{text}");
+    }
+
+    let err = kh.check_or_pin(&t, &key_b).unwrap_err();
+    assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err:?}");
+    let msg = err.to_string();
+    for needle in ["10.10.0.5", "HOST KEY CHANGED", path.to_str().unwrap(), "ssh-keygen -R '10.10.0.5' -f", &fingerprint_sha256(&key_a), &fingerprint_sha256(&key_b)] {
+        assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
+    }
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "a refused key is not written");
+
+    // The advertised reset works: after ssh-keygen -R the new key is pinned.
+    let st = Command::new("ssh-keygen").args(["-R", "10.10.0.5", "-f"]).arg(&path).output().unwrap();
+    assert!(st.status.success());
+    assert_eq!(kh.check_or_pin(&t, &key_b).unwrap(), Pin::Pinned);
+    assert_eq!(kh.check_or_pin(&t2, &key_b).unwrap(), Pin::Matched, "other hosts kept");
+}
+
+#[test]
+fn known_hosts_keeps_foreign_lines_and_handles_a_missing_final_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key_a, _) = keygen(dir.path(), "a");
+    let path = dir.path().join("known_hosts");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&key_a);
+    std::fs::write(&path, format!("# comment\n|1|hashed|x ssh-ed25519 AAAA\nother,10.0.0.9 ssh-ed25519 {b64}")).unwrap();
+    let kh = KnownHosts::new(&path);
+    assert_eq!(kh.check_or_pin(&Target::new("10.0.0.9", 22), &key_a).unwrap(), Pin::Matched, "comma-separated names");
+    assert_eq!(kh.check_or_pin(&Target::new("10.0.0.7", 22), &key_a).unwrap(), Pin::Pinned);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# comment\n|1|hashed|x"), "{text}");
+    assert!(text.ends_with(&format!("other,10.0.0.9 ssh-ed25519 {b64}\n10.0.0.7 ssh-ed25519 {b64}\n")), "{text}");
+}
+
+#[test]
+fn known_hosts_pins_each_host_once_under_concurrency() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<Vec<u8>> = (0..4).map(|i| keygen(dir.path(), &format!("k{i}")).0).collect();
+    let path = dir.path().join("known_hosts");
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for (i, k) in keys.iter().enumerate() {
+                    KnownHosts::new(&path).check_or_pin(&Target::new(format!("127.0.0.{}", i + 1), 22), k).unwrap();
+                }
+            });
+        }
+    });
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn read_bounded_keeps_the_first_bytes_and_drains_the_rest() {
+    let data = vec![7u8; 100_000];
+    let far = Instant::now() + Duration::from_secs(60);
+    let (kept, truncated) = read_bounded(&mut &data[..], 1000, far).unwrap();
+    assert_eq!((kept.len(), truncated), (1000, true));
+    let (kept, truncated) = read_bounded(&mut &data[..], 100_000, far).unwrap();
+    assert_eq!((kept.len(), truncated), (100_000, false));
+    let past = Instant::now() - Duration::from_millis(1);
+    let err = read_bounded(&mut &data[..], 10, past).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+}
+
+#[test]
+fn upload_probe_parsing() {
+    let sha = sha256_hex(b"hello\n");
+    assert_eq!(sha, "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03");
+    assert_eq!(parse_probe(&format!("{sha}\n644\n")), Some((sha.clone(), 0o644)));
+    assert_eq!(parse_probe(&format!("{sha}\n4755\n")), Some((sha.clone(), 0o4755)));
+    assert_eq!(parse_probe(""), None, "missing file");
+    assert_eq!(parse_probe("\n644\n"), None, "unreadable file");
+    assert_eq!(parse_probe(&format!("{sha}\n")), None);
+}
+
+#[test]
+fn errors_name_the_host() {
+    let e = SshError::Unreachable { host: "127.0.0.1:1".into(), attempts: 3, elapsed_ms: 10, step: Step::Connect, message: "refused".into() };
+    assert_eq!(e.host(), "127.0.0.1:1");
+    assert_eq!(e.to_string(), "127.0.0.1:1: unreachable: 3 attempts over 10 ms failed; last at tcp connect: refused");
+}
