@@ -34,6 +34,37 @@ pub enum SpotCmd {
     Book { levels: usize },
 }
 
+const SQL_INSERT_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, quote_budget, status) \
+     SELECT nextval('order_id_seq'), $1, s, u, c, sd, k, p, q, b, 'pending' \
+     FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int2[], $6::int2[], $7::bigint[], $8::bigint[], $9::bigint[]) \
+       AS t(s, u, c, sd, k, p, q, b) ORDER BY s \
+     ON CONFLICT (user_id, client_order_id) DO NOTHING RETURNING order_id, seq";
+/// Locks balance rows in one global order, so concurrent partitions cannot deadlock.
+const SQL_LOCK_BALANCES: &str = "SELECT 1 FROM balances WHERE (owner_id, asset) IN \
+     (SELECT * FROM unnest($1::bigint[], $2::text[])) ORDER BY owner_id, asset FOR UPDATE";
+const SQL_RESERVE_GROUPS: &str = "UPDATE balances b SET available = b.available - t.amt, held = b.held + t.amt \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(o, a, amt) \
+     WHERE b.owner_id = t.o AND b.asset = t.a AND b.available >= t.amt RETURNING b.owner_id, b.asset";
+const SQL_RESERVE_ONE: &str = "UPDATE balances SET available = available - $3, held = held + $3 \
+     WHERE owner_id = $1 AND asset = $2 AND available >= $3";
+const SQL_REJECT: &str = "UPDATE orders SET status = 'rejected', reason = 'insufficient_funds' WHERE order_id = ANY($1)";
+const SQL_LEDGER: &str = "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
+const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id";
+const SQL_FILLS: &str = "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
+     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
+/// Creates missing rows first: a CHECK applies to the proposed row of an upsert.
+const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
+     ON CONFLICT (owner_id, asset) DO NOTHING";
+const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
+     WHERE b.owner_id = t.o AND b.asset = t.a";
+const ALL_SQL: &[&str] = &[
+    SQL_INSERT_ORDERS, SQL_LOCK_BALANCES, SQL_RESERVE_GROUPS, SQL_RESERVE_ONE, SQL_REJECT, SQL_LEDGER,
+    SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS, SQL_APPLY_BALANCES, crate::partition::SQL_FENCE,
+];
+
 pub struct SpotLogic {
     pub symbol: String,
     pub base: String,
@@ -102,18 +133,16 @@ impl SpotLogic {
         let prices: Vec<i64> = places.iter().map(|(_, p)| p.price_ticks).collect();
         let qtys: Vec<i64> = places.iter().map(|(_, p)| p.qty_lots).collect();
         let budgets: Vec<i64> = places.iter().map(|(_, p)| p.quote_budget).collect();
-        let fencer = ctx.fencer();
+        let fence = ctx.fence_params();
+        let st = &ctx.stmts;
         let tx = ctx.client.transaction().await?;
-        let rows = tx
-            .query(
-                "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, quote_budget, status) \
-                 SELECT nextval('order_id_seq'), $1, s, u, c, sd, k, p, q, b, 'pending' \
-                 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int2[], $6::int2[], $7::bigint[], $8::bigint[], $9::bigint[]) \
-                   AS t(s, u, c, sd, k, p, q, b) ORDER BY s \
-                 ON CONFLICT (user_id, client_order_id) DO NOTHING RETURNING order_id, seq",
-                &[&self.symbol, &seqs, &users, &cids, &sides, &kinds, &prices, &qtys, &budgets],
-            )
-            .await?;
+        let (rows, fenced) = futures::try_join!(
+            async { tx.query(&st[SQL_INSERT_ORDERS], &[&self.symbol, &seqs, &users, &cids, &sides, &kinds, &prices, &qtys, &budgets]).await },
+            async { tx.execute(&st[crate::partition::SQL_FENCE], &[&fence.0, &fence.1]).await },
+        )?;
+        if fenced != 1 {
+            return Err(LeadError::Fenced(fence.0));
+        }
         let mut id_of_seq: HashMap<i64, i64> = rows.iter().map(|r| (r.get::<_, i64>(1), r.get::<_, i64>(0))).collect();
         let mut accepted = Vec::new();
         let mut replies = HashMap::new();
@@ -150,14 +179,10 @@ impl SpotLogic {
             }
             (u, a, m)
         };
-        let ok_rows = tx
-            .query(
-                "UPDATE balances b SET available = b.available - t.amt, held = b.held + t.amt \
-                 FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(o, a, amt) \
-                 WHERE b.owner_id = t.o AND b.asset = t.a AND b.available >= t.amt RETURNING b.owner_id, b.asset",
-                &[&gu, &ga, &gamt],
-            )
-            .await?;
+        let (_, ok_rows) = futures::try_join!(
+            async { tx.execute(&st[SQL_LOCK_BALANCES], &[&gu, &ga]).await },
+            async { tx.query(&st[SQL_RESERVE_GROUPS], &[&gu, &ga, &gamt]).await },
+        )?;
         let ok: std::collections::HashSet<(i64, String)> =
             ok_rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
         let mut reserved_ok = vec![false; candidates.len()];
@@ -168,13 +193,7 @@ impl SpotLogic {
             }
             // Rare path: the group cannot afford all; reserve order by order, in sequence.
             for (c, amt) in v {
-                let n = tx
-                    .execute(
-                        "UPDATE balances SET available = available - $3, held = held + $3 \
-                         WHERE owner_id = $1 AND asset = $2 AND available >= $3",
-                        &[&key.0, &key.1, amt],
-                    )
-                    .await?;
+                let n = tx.execute(&st[SQL_RESERVE_ONE], &[&key.0, &key.1, amt]).await?;
                 reserved_ok[*c] = n == 1;
             }
         }
@@ -192,36 +211,40 @@ impl SpotLogic {
                 );
             }
         }
-        if !rejected.is_empty() {
-            tx.execute(
-                "UPDATE orders SET status = 'rejected', reason = 'insufficient_funds' WHERE order_id = ANY($1)",
-                &[&rejected],
-            )
-            .await?;
-        }
-        self.write_ledger(&tx, &postings).await?;
-        fencer.fence(&tx).await?;
+        let (ledger_sql, ledger_params) = self.ledger_params(&postings);
+        futures::try_join!(
+            async {
+                if !rejected.is_empty() {
+                    tx.execute(&st[SQL_REJECT], &[&rejected]).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            },
+            async {
+                if let Some(p) = &ledger_params {
+                    tx.execute(&st[ledger_sql], &p.as_refs()).await?;
+                }
+                Ok(())
+            },
+        )?;
         tx.commit().await?;
         self.next_seq = base_seq + places.len() as i64;
         Ok((accepted, replies))
     }
 
-    async fn write_ledger(&self, tx: &tokio_postgres::Transaction<'_>, p: &Postings) -> Result<(), LeadError> {
+    fn ledger_params(&self, p: &Postings) -> (&'static str, Option<LedgerParams>) {
         if p.entries.is_empty() {
-            return Ok(());
+            return (SQL_LEDGER, None);
         }
-        let refs: Vec<&str> = p.entries.iter().map(|(r, _)| r.as_str()).collect();
-        let owners: Vec<i64> = p.entries.iter().map(|(_, e)| e.owner_id).collect();
-        let assets: Vec<&str> = p.entries.iter().map(|(_, e)| self.asset_name(e.asset)).collect();
-        let da: Vec<i64> = p.entries.iter().map(|(_, e)| e.d_available).collect();
-        let dh: Vec<i64> = p.entries.iter().map(|(_, e)| e.d_held).collect();
-        tx.execute(
-            "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
-             SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])",
-            &[&refs, &owners, &assets, &da, &dh],
+        (
+            SQL_LEDGER,
+            Some(LedgerParams {
+                refs: p.entries.iter().map(|(r, _)| r.clone()).collect(),
+                owners: p.entries.iter().map(|(_, e)| e.owner_id).collect(),
+                assets: p.entries.iter().map(|(_, e)| self.asset_name(e.asset).to_string()).collect(),
+                da: p.entries.iter().map(|(_, e)| e.d_available).collect(),
+                dh: p.entries.iter().map(|(_, e)| e.d_held).collect(),
+            }),
         )
-        .await?;
-        Ok(())
     }
 
     /// Phase 2: matches in memory, then commits the outcome. Returns one update per input.
@@ -275,8 +298,6 @@ impl SpotLogic {
         fills: &[FeeFill],
         postings: &Postings,
     ) -> Result<(), LeadError> {
-        let fencer = ctx.fencer();
-        let tx = ctx.client.transaction().await?;
         let ids: Vec<i64> = last.keys().copied().collect();
         let filled: Vec<i64> = last.values().map(|u| u.filled_qty).collect();
         let held: Vec<i64> = last.values().map(|u| u.held_minor).collect();
@@ -293,40 +314,43 @@ impl SpotLogic {
         let b_a: Vec<&str> = postings.net.keys().map(|k| self.asset_name(k.1)).collect();
         let b_da: Vec<i64> = postings.net.values().map(|v| v.0).collect();
         let b_dh: Vec<i64> = postings.net.values().map(|v| v.1).collect();
-        if !ids.is_empty() {
-            tx.execute(
-                "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
-                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id",
-                &[&ids, &filled, &held, &status],
-            )
-            .await?;
+        let (ledger_sql, ledger_params) = self.ledger_params(postings);
+        let fence = ctx.fence_params();
+        let st = &ctx.stmts;
+        let tx = ctx.client.transaction().await?;
+        // Independent statements are pipelined: one round trip instead of one each.
+        let (_, _, _, _, fenced) = futures::try_join!(
+            async {
+                if !ids.is_empty() {
+                    tx.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            },
+            async {
+                if !fills.is_empty() {
+                    tx.execute(&st[SQL_FILLS], &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf]).await?;
+                }
+                Ok(())
+            },
+            async {
+                if !b_o.is_empty() {
+                    tx.execute(&st[SQL_BALANCE_ROWS], &[&b_o, &b_a]).await?;
+                    tx.execute(&st[SQL_LOCK_BALANCES], &[&b_o, &b_a]).await?;
+                    tx.execute(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await?;
+                }
+                Ok(())
+            },
+            async {
+                if let Some(p) = &ledger_params {
+                    tx.execute(&st[ledger_sql], &p.as_refs()).await?;
+                }
+                Ok(())
+            },
+            async { tx.execute(&st[crate::partition::SQL_FENCE], &[&fence.0, &fence.1]).await },
+        )?;
+        if fenced != 1 {
+            return Err(LeadError::Fenced(fence.0));
         }
-        if !fills.is_empty() {
-            tx.execute(
-                "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
-                 SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])",
-                &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf],
-            )
-            .await?;
-        }
-        if !b_o.is_empty() {
-            // Create missing rows first: a CHECK applies to the proposed row of an upsert.
-            tx.execute(
-                "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
-                 ON CONFLICT (owner_id, asset) DO NOTHING",
-                &[&b_o, &b_a],
-            )
-            .await?;
-            tx.execute(
-                "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
-                 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
-                 WHERE b.owner_id = t.o AND b.asset = t.a",
-                &[&b_o, &b_a, &b_da, &b_dh],
-            )
-            .await?;
-        }
-        self.write_ledger(&tx, postings).await?;
-        fencer.fence(&tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -382,6 +406,7 @@ impl Logic for SpotLogic {
     type Cmd = SpotCmd;
 
     async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
+        ctx.prepare(ALL_SQL).await?;
         self.market = SpotMarket::new(self.fees, self.fee_account);
         let max: Option<i64> =
             ctx.client.query_one("SELECT max(seq) FROM orders WHERE market = $1", &[&self.symbol]).await?.get(0);
@@ -482,4 +507,19 @@ impl Logic for SpotLogic {
 
 mod oneshot_reply {
     pub type Sender = tokio::sync::oneshot::Sender<crate::api::Reply>;
+}
+
+/// Owned parameters of the ledger insert.
+struct LedgerParams {
+    refs: Vec<String>,
+    owners: Vec<i64>,
+    assets: Vec<String>,
+    da: Vec<i64>,
+    dh: Vec<i64>,
+}
+
+impl LedgerParams {
+    fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [&self.refs, &self.owners, &self.assets, &self.da, &self.dh]
+    }
 }

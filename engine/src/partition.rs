@@ -71,9 +71,28 @@ pub struct LeaderCtx {
     pub client: Client,
     pub key: String,
     pub epoch: i64,
+    /// Statements prepared on the leader session (saves a round trip per statement).
+    pub stmts: std::collections::HashMap<&'static str, tokio_postgres::Statement>,
 }
 
+/// The epoch check every write transaction runs (params: key, epoch); must update 1 row.
+pub const SQL_FENCE: &str = "UPDATE partitions SET last_commit_at = now() WHERE partition_key = $1 AND epoch = $2";
+
 impl LeaderCtx {
+    pub fn fence_params(&self) -> (String, i64) {
+        (self.key.clone(), self.epoch)
+    }
+
+    pub async fn prepare(&mut self, sqls: &[&'static str]) -> Result<(), LeadError> {
+        for s in sqls {
+            if !self.stmts.contains_key(s) {
+                let st = self.client.prepare(s).await?;
+                self.stmts.insert(s, st);
+            }
+        }
+        Ok(())
+    }
+
     pub fn fencer(&self) -> Fencer {
         Fencer { key: self.key.clone(), epoch: self.epoch }
     }
@@ -245,7 +264,7 @@ async fn lead<L: Logic>(
         )
         .await?
         .get(0);
-    let mut ctx = LeaderCtx { client, key: key.to_string(), epoch };
+    let mut ctx = LeaderCtx { client, key: key.to_string(), epoch, stmts: Default::default() };
     logic.load(&mut ctx).await?;
     st.epoch.store(epoch, Ordering::SeqCst);
     st.leading.store(true, Ordering::SeqCst);
@@ -262,7 +281,9 @@ async fn lead<L: Logic>(
                         Err(_) => break,
                     }
                 }
+                let (n, t) = (jobs.len(), std::time::Instant::now());
                 logic.run_batch(&mut ctx, jobs).await?;
+                tracing::debug!(partition = %key, n, us = t.elapsed().as_micros() as u64, "batch");
             }
             _ = tick.tick() => {
                 if !node.can_lead() {

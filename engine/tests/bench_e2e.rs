@@ -11,7 +11,7 @@ fn env_or(name: &str, d: u64) -> u64 {
 }
 
 fn quiet(c: &mut engine_config::NodeConfig) {
-    c.log.level = "warn".into();
+    c.log.level = std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,6 +31,9 @@ async fn bench_end_to_end_throughput() {
     let keys = engine::loadgen::setup(&cfg).await.expect("setup");
     let r = engine::loadgen::run(&cfg, &keys).await;
     println!("E2E: concurrency {}: {r}", cfg.concurrency);
+    if std::env::var("NODE_LOG").is_ok() {
+        c.dump_logs();
+    }
     assert_eq!(conservation_violations(&c.env.pg), "");
     assert!(r.acked > 0);
 }

@@ -156,6 +156,12 @@ impl Drop for Pg {
         for pid in self.pids.iter().rev() {
             kill(*pid, "-KILL");
         }
+        if let Ok(d) = std::env::var("ENGINE_TEST_KEEP_LOGS") {
+            let _ = std::fs::create_dir_all(&d);
+            for f in ["primary.log", "standby.log"] {
+                let _ = std::fs::copy(self.dir.path().join(f), Path::new(&d).join(f));
+            }
+        }
     }
 }
 
