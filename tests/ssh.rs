@@ -162,9 +162,9 @@ fn connect_and_exec() {
     cfg.command_timeout_ms = 300;
     let mut s = Session::connect(&cfg, &sshd.target()).unwrap();
     let started = Instant::now();
-    let err = s.exec("sleep 5", false).unwrap_err();
+    let err = s.exec("sleep 20", false).unwrap_err();
     assert!(matches!(err, SshError::Timeout { step: Step::Exec, timeout_ms: 300, .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
 #[test]
@@ -174,10 +174,10 @@ fn wrong_user_key_is_refused() {
     let mut cfg = sshd.config();
     cfg.private_key_path = sshd.path("other_key");
     cfg.attempts_max = 5;
-    cfg.backoff_initial_ms = 1_000;
+    cfg.backoff_initial_ms = 5_000;
     let started = Instant::now();
     let err = Session::connect(&cfg, &sshd.target()).unwrap_err();
-    assert!(started.elapsed() < Duration::from_millis(900), "a refused key is not retried: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(4_000), "a refused key is not retried: {:?}", started.elapsed());
     assert!(matches!(&err, SshError::AuthRefused { user, .. } if user == "root"), "{err:?}");
     let msg = err.to_string();
     let host = format!("127.0.0.1:{}", sshd.port);
@@ -294,7 +294,8 @@ fn connect_retries_while_the_host_boots() {
     let port = free_port();
     let mut sshd = Sshd::prepare(port);
     let mut cfg = sshd.config();
-    cfg.attempts_max = 12;
+    // Up to ~12 s of waiting: the machine may be busy, sshd slow to start.
+    cfg.attempts_max = 30;
     cfg.backoff_initial_ms = 100;
     cfg.backoff_max_ms = 400;
     let target = sshd.target();
@@ -307,7 +308,7 @@ fn connect_retries_while_the_host_boots() {
     });
     let elapsed = started.elapsed();
     assert_eq!(booted.unwrap(), Pin::Pinned);
-    assert!(elapsed >= Duration::from_millis(1_000) && elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(1_000) && elapsed < Duration::from_secs(20), "{elapsed:?}");
 }
 
 #[test]
@@ -327,7 +328,7 @@ fn connect_gives_up_after_the_bounded_attempts() {
     assert!(matches!(err, SshError::Unreachable { attempts: 4, step: Step::Connect, .. }), "{err:?}");
     assert!(err.to_string().starts_with(&format!("127.0.0.1:{port}: unreachable: 4 attempts")), "{err}");
     // Waits of 50 + 100 + 100 ms between the attempts.
-    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(3), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(250) && elapsed < Duration::from_secs(10), "{elapsed:?}");
     assert!(!dir.path().join("known_hosts").exists());
 }
 
@@ -371,7 +372,9 @@ async fn fleet_runs_hosts_in_parallel_and_reports_each() {
         }
     }
     assert_eq!(running_max.load(Ordering::SeqCst), 2, "bounded at 2 and actually parallel");
-    assert!(elapsed < Duration::from_millis(3 * 400 + 1_500), "{elapsed:?}");
+    // Parallelism is proven by `running_max`; the time bound only catches a hang (the
+    // machine may be busy with other builds).
+    assert!(elapsed < Duration::from_secs(30), "{elapsed:?}");
     let kh = std::fs::read_to_string(&cfg.known_hosts_path).unwrap();
     assert_eq!(kh.lines().count(), 3, "each live host pinned once:\n{kh}");
 
