@@ -11,6 +11,8 @@ pub enum CleanError {
     Cmd(#[from] cmd::CmdError),
     #[error(transparent)]
     Host(#[from] crate::host::HostError),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
     #[error("cannot parse `ip -j link` output: {0}")]
     Parse(String),
 }
@@ -63,5 +65,8 @@ pub async fn clean(names: &Names) -> Result<CleanReport, CleanError> {
         }
     }
     report.removed.extend(net::remove_chains(names).await);
+    if let Some(done) = net::restore_ip_forward(names).await? {
+        report.removed.push(done);
+    }
     Ok(report)
 }

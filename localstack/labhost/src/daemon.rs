@@ -65,6 +65,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     }
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
+    let _ = std::fs::remove_file(state.status_file());
     std::fs::write(state.pid_file(), format!("{}\n", std::process::id()))?;
     let state_root = state.root.clone();
     let result = async {
@@ -107,12 +108,8 @@ impl Daemon {
                 std::fs::create_dir_all(&d)?;
             }
             std::fs::create_dir_all(state.hosts_dir())?;
-            if !state.ip_forward_file().exists() {
-                let before = net::read_ip_forward()?;
-                std::fs::write(state.ip_forward_file(), if before { "1\n" } else { "0\n" })?;
-            }
             net::create_bridges(&names, &config.regions).await?;
-            net::write_ip_forward(true)?;
+            net::enable_ip_forward(&names)?;
             Ok::<_, DaemonError>(())
         };
         if let Err(e) = setup.await {
@@ -166,8 +163,10 @@ impl Daemon {
                 return;
             }
         };
+        let tick_start = std::time::Instant::now();
         let listings =
             futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
+        let list_ms = tick_start.elapsed().as_millis();
         let mut listed = BTreeSet::new();
         let mut instances: Vec<Instance> = Vec::new();
         let mut error = None;
@@ -212,6 +211,9 @@ impl Daemon {
             .buffer_unordered(HOST_CONCURRENCY_MAX)
             .collect()
             .await;
+        if !plans.is_empty() {
+            tracing::info!(hosts = plans.len(), list_ms, tick_ms = tick_start.elapsed().as_millis() as u64, "reconciled");
+        }
         for (p, r) in results {
             match r {
                 Ok(()) => {
@@ -349,11 +351,6 @@ impl Daemon {
         self.write_status("stopping");
         let report = clean::clean(&self.names).await?;
         tracing::info!(removed = report.removed.len(), processes_killed = report.processes_killed, "torn down");
-        let before_on = std::fs::read_to_string(self.state.ip_forward_file()).map(|s| s.trim() == "1").unwrap_or(true);
-        if !before_on && !other_emulators_present().await {
-            net::write_ip_forward(false)?;
-        }
-        let _ = std::fs::remove_file(self.state.ip_forward_file());
         self.current.clear();
         self.write_status("stopped");
         let _ = std::fs::remove_file(self.state.pid_file());
@@ -374,15 +371,4 @@ fn step_names(steps: &[Step]) -> Vec<&'static str> {
             Step::Destroy => "destroy",
         })
         .collect()
-}
-
-/// True if bridges of another labhost prefix exist (then ip_forward stays on).
-async fn other_emulators_present() -> bool {
-    let Ok(out) = crate::cmd::run("ip", &["-j", "link", "show", "type", "bridge"]).await else { return true };
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str())
-        .any(names::is_any_labhost_bridge)
 }

@@ -7,6 +7,8 @@ use crate::model::HostSpec;
 use crate::names::Names;
 use crate::plan::{gateway, Step};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -80,19 +82,17 @@ impl HostEnv {
             std::fs::write(&p, body).map_err(io(&p))
         };
         write("sshd_config", hostfiles::sshd_config(spec.ip))?;
-        write(
-            "init.sh",
-            hostfiles::init_script(&dir.to_string_lossy(), &self.private_dirs, &spec.hostname, &self.boot_hook, &self.boot_log),
-        )?;
+        write("init.sh", hostfiles::init_script(&self.boot_hook, &self.boot_log))?;
         write("authorized_keys", String::new())?;
 
         let ns = self.names.netns(&spec.id);
         let veth = self.names.veth(&spec.id);
         let region = &self.regions[spec.region_index];
         let bridge = self.names.bridge(spec.region_index);
-        cmd::run("ip", &["netns", "add", &ns]).await?;
-        cmd::run("ip", &["link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns]).await?;
-        cmd::run("ip", &["link", "set", &veth, "master", &bridge, "up"]).await?;
+        let root_batch = format!(
+            "netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\nlink set {veth} master {bridge} up\n"
+        );
+        cmd::run_with_stdin("ip", &["-batch", "-"], Some(&root_batch)).await?;
         let batch = format!(
             "addr add {}/{} dev eth0\nlink set lo up\n",
             spec.ip,
@@ -112,19 +112,22 @@ impl HostEnv {
         let log_path = dir.join("init.log");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).map_err(io(&log_path))?;
         let log2 = log.try_clone().map_err(io(&log_path))?;
-        let init = dir.join("init.sh");
-        let mut command = std::process::Command::new("ip");
+        let netns_path = PathBuf::from(format!("/run/netns/{ns}"));
+        let netns_file = std::fs::File::open(&netns_path).map_err(io(&netns_path))?;
+        let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname)?;
+        let mut command = std::process::Command::new("unshare");
         command
-            .args(["netns", "exec", &ns, "unshare", "--mount", "--uts", "--pid", "--fork", "--mount-proc"])
-            .args(["--propagation", "private", "/bin/sh"])
-            .arg(&init)
+            .args(["--pid", "--fork", "--mount-proc", "/bin/sh"])
+            .arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0);
+        // SAFETY: the closure only makes raw syscalls on data prepared before fork (no allocation).
+        unsafe { command.pre_exec(move || setup.enter()) };
         let child = tokio::process::Command::from(command)
             .spawn()
-            .map_err(|source| HostError::Io { path: "ip netns exec".into(), source })?;
+            .map_err(|source| HostError::Io { path: format!("start init of {}", spec.id), source })?;
         drop(child); // tokio reaps it; power_off kills it through the namespace
         wait_tcp(spec.ip, 22, SSH_READY_TIMEOUT_MS).await;
         Ok(())
@@ -214,6 +217,58 @@ pub async fn wait_tcp(ip: std::net::Ipv4Addr, port: u16, timeout_ms: u64) -> boo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// What the forked child does before exec'ing the host's init: join the host's network
+/// namespace, get its own mount and UTS namespaces, a private /run, the host dir at
+/// /run/labhost, the per-host bind mounts and the hostname. Raw syscalls only.
+struct NamespaceSetup {
+    netns: std::fs::File,
+    host_dir: CString,
+    binds: Vec<(CString, CString)>,
+    hostname: Vec<u8>,
+}
+
+impl NamespaceSetup {
+    fn new(netns: std::fs::File, host_dir: &Path, private_dirs: &[String], hostname: &str) -> Result<Self, HostError> {
+        let c = |s: &str| {
+            CString::new(s).map_err(|e| HostError::Io { path: s.to_string(), source: std::io::Error::other(e) })
+        };
+        let binds = hostfiles::bind_mounts(private_dirs)
+            .into_iter()
+            .map(|(src, dst)| Ok((c(&src)?, c(&dst)?)))
+            .collect::<Result<Vec<_>, HostError>>()?;
+        Ok(NamespaceSetup { netns, host_dir: c(&host_dir.to_string_lossy())?, binds, hostname: hostname.as_bytes().to_vec() })
+    }
+
+    fn enter(&self) -> std::io::Result<()> {
+        fn check(rc: libc::c_int) -> std::io::Result<()> {
+            if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+        }
+        let null = std::ptr::null::<libc::c_char>();
+        let in_host = c"/run/labhost";
+        // SAFETY: plain syscalls with valid NUL-terminated strings owned by self.
+        unsafe {
+            check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+            check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+            check(libc::mount(
+                c"labhost-run".as_ptr(),
+                c"/run".as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                c"mode=0755,size=64m".as_ptr().cast(),
+            ))?;
+            check(libc::mkdir(in_host.as_ptr(), 0o755))?;
+            check(libc::mkdir(c"/run/sshd".as_ptr(), 0o755))?;
+            check(libc::mount(self.host_dir.as_ptr(), in_host.as_ptr(), null, libc::MS_BIND, std::ptr::null()))?;
+            for (src, dst) in &self.binds {
+                check(libc::mount(src.as_ptr(), dst.as_ptr(), null, libc::MS_BIND, std::ptr::null()))?;
+            }
+            check(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
+        }
+        Ok(())
+    }
 }
 
 fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<(), HostError> {

@@ -37,18 +37,20 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// The host's init: private /run, the host dir at [`IN_HOST_DIR`], per-host bind mounts,
-/// hostname, sshd in the foreground, then the boot hook; then reaps children forever.
-pub fn init_script(host_dir: &str, private_dirs: &[String], hostname: &str, boot_hook: &str, boot_log: &str) -> String {
-    let mut s = String::from("#!/bin/sh\n# labhost host init: PID 1 of the host's pid namespace\nset -e\n");
-    s += "mount -t tmpfs -o mode=0755,size=64m labhost-run /run\n";
-    s += &format!("mkdir -p {IN_HOST_DIR} /run/sshd\n");
-    s += &format!("mount --bind {} {IN_HOST_DIR}\n", quote(host_dir));
-    for d in private_dirs {
-        s += &format!("mount --bind {IN_HOST_DIR}/root/{} {}\n", backing_name(d), quote(d));
-    }
-    s += &format!("hostname {}\n", quote(hostname));
-    s += "set +e\n";
+/// Bind mounts giving a host its own directories: (source inside the host's view, target).
+/// Sources go through [`IN_HOST_DIR`], which is mounted first, so that a state dir under a
+/// private path (e.g. /tmp) stays reachable.
+pub fn bind_mounts(private_dirs: &[String]) -> Vec<(String, String)> {
+    private_dirs
+        .iter()
+        .map(|d| (format!("{IN_HOST_DIR}/root/{}", backing_name(d)), d.clone()))
+        .collect()
+}
+
+/// The host's init, PID 1 of its pid namespace (mounts and hostname are already set up by the
+/// emulator): sshd, then the boot hook; then it reaps children forever.
+pub fn init_script(boot_hook: &str, boot_log: &str) -> String {
+    let mut s = String::from("#!/bin/sh\n# labhost host init: PID 1 of the host's pid namespace\n");
     s += &format!("/usr/sbin/sshd -D -f {IN_HOST_DIR}/sshd_config -E {IN_HOST_DIR}/sshd.log &\n");
     s += &format!(
         "if [ -f {hook} ]; then mkdir -p \"$(dirname {log})\"; /bin/sh {hook} >>{log} 2>&1 </dev/null & fi\n",
@@ -64,10 +66,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn init_mounts_every_private_dir_and_starts_sshd_before_hook() {
-        let s = init_script("/st/hosts/i-1", &["/opt".into(), "/var/lib/exa".into()], "ip-10-1-1-4", "/etc/exa/boot.sh", "/var/log/exa/boot.log");
-        assert!(s.contains("mount --bind /run/labhost/root/var_lib_exa '/var/lib/exa'"));
+    fn init_starts_sshd_before_hook_and_mounts_go_through_host_dir() {
+        let s = init_script("/etc/exa/boot.sh", "/var/log/exa/boot.log");
         assert!(s.find("sshd -D").unwrap() < s.find("/etc/exa/boot.sh").unwrap());
+        let m = bind_mounts(&["/opt".into(), "/var/lib/exa".into()]);
+        assert_eq!(m[1], ("/run/labhost/root/var_lib_exa".to_string(), "/var/lib/exa".to_string()));
         assert!(sshd_config("10.1.1.4".parse().unwrap()).contains("ListenAddress 10.1.1.4:22"));
     }
 }

@@ -70,6 +70,46 @@ pub async fn create_bridges(names: &Names, regions: &[RegionConfig]) -> Result<(
     Ok(())
 }
 
+/// Where the machine's ip_forward value from before the first emulator of a prefix is kept,
+/// outside any state dir so that `clean` after a crash can restore it.
+fn ip_forward_saved(names: &Names) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/run/labhost/{}-ip_forward.orig", names.prefix()))
+}
+
+/// Records the current ip_forward (unless already recorded by a crashed run), then turns it on.
+pub fn enable_ip_forward(names: &Names) -> Result<(), NetError> {
+    let saved = ip_forward_saved(names);
+    if !saved.exists() {
+        std::fs::create_dir_all(saved.parent().expect("has parent"))?;
+        std::fs::write(&saved, if read_ip_forward()? { "1\n" } else { "0\n" })?;
+    }
+    write_ip_forward(true)
+}
+
+/// Restores ip_forward as recorded, unless another labhost prefix still has bridges.
+pub async fn restore_ip_forward(names: &Names) -> Result<Option<String>, NetError> {
+    let saved = ip_forward_saved(names);
+    let Ok(before) = std::fs::read_to_string(&saved) else { return Ok(None) };
+    let mut done = None;
+    if before.trim() == "0" && !other_emulators_present().await {
+        write_ip_forward(false)?;
+        done = Some("sysctl net.ipv4.ip_forward=0 (restored)".to_string());
+    }
+    std::fs::remove_file(&saved)?;
+    Ok(done)
+}
+
+/// True if bridges of any labhost prefix exist.
+async fn other_emulators_present() -> bool {
+    let Ok(out) = cmd::run("ip", &["-j", "link", "show", "type", "bridge"]).await else { return true };
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| l["ifname"].as_str())
+        .any(crate::names::is_any_labhost_bridge)
+}
+
 pub fn read_ip_forward() -> Result<bool, NetError> {
     Ok(std::fs::read_to_string(IP_FORWARD)?.trim() == "1")
 }

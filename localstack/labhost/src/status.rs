@@ -74,10 +74,6 @@ impl StateDir {
         self.root.join("hosts")
     }
 
-    pub fn ip_forward_file(&self) -> PathBuf {
-        self.root.join("ip_forward.orig")
-    }
-
     /// The pid in the pid file if that process is alive.
     pub fn live_pid(&self) -> Option<i32> {
         let pid: i32 = std::fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;

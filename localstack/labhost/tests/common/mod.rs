@@ -25,8 +25,13 @@ pub fn lab_lock() -> MutexGuard<'static, ()> {
     LAB.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_labhost")
+/// The labhost binary: Cargo's path in tests; next to `examples/` for the bench example.
+pub fn bin() -> String {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_labhost") {
+        return p.to_string();
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|d| d.parent()).unwrap().join("labhost").to_string_lossy().into_owned()
 }
 
 pub fn config_text(east: &str, west: &str) -> String {
@@ -145,6 +150,17 @@ impl Cloud {
             created.instances.push((region.into(), i.id.clone()));
         }
         insts
+    }
+
+    /// States of many instances of one region in one call.
+    pub fn states(&self, region: &str, ids: &[String]) -> HashMap<String, String> {
+        let c = self.client(region);
+        let r = self.rt.block_on(c.describe_instances().set_instance_ids(Some(ids.to_vec())).send()).unwrap();
+        r.reservations()
+            .iter()
+            .flat_map(|res| res.instances())
+            .filter_map(|i| Some((i.instance_id()?.to_string(), i.state()?.name()?.as_str().to_string())))
+            .collect()
     }
 
     pub fn state(&self, i: &Inst) -> String {
@@ -342,8 +358,12 @@ pub fn assert_routed_locally(ip: Ipv4Addr) {
 
 /// TCP connect from the machine, only to addresses routed into the emulator's bridges.
 pub fn tcp(ip: Ipv4Addr, port: u16) -> bool {
+    tcp_within(ip, port, Duration::from_millis(500))
+}
+
+pub fn tcp_within(ip: Ipv4Addr, port: u16, timeout: Duration) -> bool {
     assert_routed_locally(ip);
-    TcpStream::connect_timeout(&SocketAddr::from((ip, port)), Duration::from_millis(500)).is_ok()
+    TcpStream::connect_timeout(&SocketAddr::from((ip, port)), timeout).is_ok()
 }
 
 /// TCP connect from inside a host's network namespace.
