@@ -21,6 +21,8 @@ pub enum DaemonError {
     #[error("an emulator (pid {0}) already runs with this state dir")]
     AlreadyRunning(i32),
     #[error(transparent)]
+    Owner(#[from] crate::owner::OwnerError),
+    #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
     Clean(#[from] CleanError),
@@ -63,6 +65,7 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     if let Some(pid) = state.live_pid() {
         return Err(DaemonError::AlreadyRunning(pid));
     }
+    let _prefix_lock = crate::owner::acquire(&opts.names)?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let _ = std::fs::remove_file(state.status_file());

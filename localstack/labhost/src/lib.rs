@@ -13,5 +13,6 @@ pub mod hostfiles;
 pub mod model;
 pub mod names;
 pub mod net;
+pub mod owner;
 pub mod plan;
 pub mod status;

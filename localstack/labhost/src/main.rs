@@ -192,6 +192,7 @@ fn real_main(cli: Cli) -> Result<()> {
             if let Some(pid) = state.live_pid() {
                 anyhow::bail!("emulator pid {pid} is running with {}; use `labhost stop`", state.root.display());
             }
+            let _lock = labhost::owner::acquire(&names)?;
             let rt = tokio::runtime::Runtime::new()?;
             let report = rt.block_on(labhost::clean::clean(&names)).context("clean")?;
             let _ = std::fs::remove_file(state.pid_file());

@@ -192,6 +192,18 @@ fn stop_and_clean_leave_nothing() {
     let mut emu = Emulator::start(&config_text(EAST_CIDR, WEST_CIDR));
     let a = cloud.launch(EAST, &n.east_subnet, &n.key_name, 1).remove(0);
     assert!(wait_ssh(&n.key, a.ip, Duration::from_secs(30)).is_some());
+    // While it runs, neither a second emulator nor `clean` of the same prefix may touch it.
+    let other_dir = tempfile::tempdir().unwrap();
+    for args in [vec!["run", "--prefix", PREFIX, "--config", emu.config.to_str().unwrap()], vec!["clean", "--prefix", PREFIX]] {
+        let out = std::process::Command::new(bin())
+            .args(["--state-dir", other_dir.path().to_str().unwrap(), "--output", "json"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} ran beside a live emulator");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("another labhost"));
+    }
+    assert!(wait_ssh(&n.key, a.ip, Duration::from_secs(5)).is_some());
     assert!(emu.stop(), "emulator did not exit cleanly: {}", emu.log());
     assert_eq!(leftovers(), Vec::<String>::new());
     // No packet is sent here: with the bridges gone a VPC address would route off the machine.
