@@ -188,6 +188,7 @@ impl Gateway {
         let mut v: Vec<String> = ex.spot_markets.iter().map(|m| format!("matching/{}", m.symbol)).collect();
         v.extend((0..ex.wallet_shards).map(|s| format!("wallet/{s}")));
         v.extend((0..ex.otc_shards).map(|s| format!("otc/{s}")));
+        v.extend(ex.perp_markets.iter().map(|m| format!("contract/{}", m.symbol)));
         v
     }
 
@@ -312,6 +313,10 @@ impl Gateway {
             .route("/v1/orders/{id}", get(order))
             .route("/v1/orders/by-client-id/{cid}", get(order_by_cid))
             .route("/v1/book/{market}", get(book))
+            .route("/v1/contract/orders", post(perp_place))
+            .route("/v1/contract/orders/cancel", post(perp_cancel))
+            .route("/v1/contract/book/{market}", get(perp_book))
+            .route("/v1/contract/positions", get(positions))
             .route("/v1/balances", get(balances))
             .route("/v1/withdrawals", post(withdraw))
             .route("/v1/withdrawals/{id}", get(withdrawal))
@@ -418,11 +423,21 @@ async fn book(State(g): S, Path(market): Path<String>) -> Response {
     if let Err(e) = rq::spot_market(&g.cfg.exchange, &market) {
         return e.into_response();
     }
-    let partition = format!("matching/{market}");
+    book_of(&g, format!("matching/{market}"), format!("/v1/book/{market}")).await
+}
+
+async fn perp_book(State(g): S, Path(market): Path<String>) -> Response {
+    if let Err(e) = rq::perp_market(&g.cfg.exchange, &market) {
+        return e.into_response();
+    }
+    book_of(&g, format!("contract/{market}"), format!("/v1/contract/book/{market}")).await
+}
+
+async fn book_of(g: &Gateway, partition: String, path: String) -> Response {
     let deadline = Instant::now() + Duration::from_millis(g.cfg.retry_budget_ms);
     while Instant::now() < deadline {
         if let Some(n) = g.leader_of(&partition) {
-            let url = format!("http://{}/v1/book/{}", n.peer.addr, market);
+            let url = format!("http://{}{}", n.peer.addr, path);
             if let Ok(r) = g.http.get(&url).header(ADMIN_HEADER, &g.admin_token).send().await {
                 if r.status().is_success() {
                     if let Ok(v) = r.json::<Value>().await {
@@ -616,6 +631,60 @@ async fn set_mode(State(g): S, h: HeaderMap, body: Bytes) -> Response {
         }
         tracing::info!(mode = ?m.mode, "region mode change requested");
         Ok(json!({"mode": m.mode, "nodes": results}))
+    }
+    .await;
+    respond(r)
+}
+
+async fn perp_place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<(i64, rq::PlaceOrder), ApiError> = async {
+        let u = g.user(&h).await?;
+        let p: rq::PlaceOrder = parse(&body)?;
+        p.validate_perp(&g.cfg.exchange)?;
+        Ok((u, p))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, p)) => g.forward(&format!("contract/{}", p.market), "/v1/contract/orders", Some(u), &to_value(&p)).await,
+    }
+}
+
+async fn perp_cancel(State(g): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<(i64, rq::CancelOrder), ApiError> = async {
+        let u = g.user(&h).await?;
+        let c: rq::CancelOrder = parse(&body)?;
+        rq::perp_market(&g.cfg.exchange, &c.market)?;
+        Ok((u, c))
+    }
+    .await;
+    match r {
+        Err(e) => e.into_response(),
+        Ok((u, c)) => g.forward(&format!("contract/{}", c.market), "/v1/contract/orders/cancel", Some(u), &to_value(&c)).await,
+    }
+}
+
+async fn positions(State(g): S, h: HeaderMap) -> Response {
+    let r: Reply = async {
+        let u = g.user(&h).await?;
+        let rows = g
+            .query(
+                "SELECT market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor FROM positions WHERE user_id = $1 ORDER BY market",
+                &[&u],
+            )
+            .await?;
+        let p: Vec<Value> = rows
+            .iter()
+            .map(|r| {
+                let size: i64 = r.get(1);
+                let cost: i64 = r.get(2);
+                json!({"market": r.get::<_, &str>(0), "size_lots": size,
+                       "entry_price_ticks": if size == 0 { 0 } else { cost / size.abs() },
+                       "entry_cost_minor": cost, "margin_minor": r.get::<_, i64>(3),
+                       "realized_pnl_minor": r.get::<_, i64>(4)})
+            })
+            .collect();
+        Ok(json!({"user_id": u, "positions": p}))
     }
     .await;
     respond(r)

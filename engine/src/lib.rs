@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod node;
 pub mod otc;
 pub mod partition;
+pub mod perp;
 pub mod requests;
 pub mod settle;
 pub mod spot;

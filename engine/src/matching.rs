@@ -12,7 +12,10 @@ use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::settle::{self, Asset, Fees, Postings};
+use crate::perp::{PerpMarket, Position};
 use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+use crate::book::Book;
+use crate::settle::SettleError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -60,18 +63,91 @@ const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * 
 const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
      WHERE b.owner_id = t.o AND b.asset = t.a";
+
+/// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
+pub trait Core: Send + Sync + 'static {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError>;
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64);
+    fn place(
+        &mut self,
+        o: NewOrder,
+        reserved: i64,
+        updates: &mut Vec<OrderUpdate>,
+        fills: &mut Vec<FeeFill>,
+        postings: &mut Postings,
+    ) -> Result<OrderUpdate, SettleError>;
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate>;
+    fn book(&self) -> &Book;
+    /// Positions changed since the last call (perpetuals only).
+    fn take_positions(&mut self) -> Vec<(i64, Position)> {
+        Vec::new()
+    }
+    fn restore_position(&mut self, _user: i64, _p: Position) {}
+    const HAS_POSITIONS: bool = false;
+}
+
+impl Core for SpotMarket {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+        settle::reservation(o, self.fees)
+    }
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
+        SpotMarket::restore(self, r, qty, filled, held_minor)
+    }
+    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+        SpotMarket::place(self, o, reserved, u, f, p)
+    }
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
+        SpotMarket::cancel(self, id, postings)
+    }
+    fn book(&self) -> &Book {
+        &self.book
+    }
+}
+
+impl Core for PerpMarket {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+        PerpMarket::reservation(self, o)
+    }
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
+        PerpMarket::restore(self, r, qty, filled, held_minor)
+    }
+    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+        PerpMarket::place(self, o, reserved, u, f, p)
+    }
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
+        PerpMarket::cancel(self, id, postings)
+    }
+    fn book(&self) -> &Book {
+        &self.book
+    }
+    fn take_positions(&mut self) -> Vec<(i64, Position)> {
+        self.take_dirty()
+    }
+    fn restore_position(&mut self, user: i64, p: Position) {
+        PerpMarket::restore_position(self, user, p)
+    }
+    const HAS_POSITIONS: bool = true;
+}
+
+const SQL_POSITIONS: &str = "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
+     SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \
+     ON CONFLICT (user_id, market) DO UPDATE SET size_lots = excluded.size_lots, entry_cost_minor = excluded.entry_cost_minor, \
+       margin_minor = excluded.margin_minor, realized_pnl_minor = excluded.realized_pnl_minor";
+
+pub type SpotLogic = MarketLogic<SpotMarket>;
+pub type PerpLogic = MarketLogic<PerpMarket>;
+
 const ALL_SQL: &[&str] = &[
     SQL_INSERT_ORDERS, SQL_LOCK_BALANCES, SQL_RESERVE_GROUPS, SQL_RESERVE_ONE, SQL_REJECT, SQL_LEDGER,
-    SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS, SQL_APPLY_BALANCES, crate::partition::SQL_FENCE,
+    SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS, SQL_APPLY_BALANCES, SQL_POSITIONS, crate::partition::SQL_FENCE,
 ];
 
-pub struct SpotLogic {
+pub struct MarketLogic<C: Core> {
     pub symbol: String,
     pub base: String,
     pub quote: String,
-    pub fees: Fees,
-    pub fee_account: i64,
-    market: SpotMarket,
+    market: C,
+    make: Box<dyn Fn() -> C + Send + Sync>,
     next_seq: i64,
 }
 
@@ -84,16 +160,20 @@ struct Accepted {
 }
 
 impl SpotLogic {
-    pub fn new(symbol: &str, base: &str, quote: &str, fees: Fees, fee_account: i64) -> Self {
-        SpotLogic {
-            symbol: symbol.into(),
-            base: base.into(),
-            quote: quote.into(),
-            fees,
-            fee_account,
-            market: SpotMarket::new(fees, fee_account),
-            next_seq: 1,
-        }
+    pub fn spot(symbol: &str, base: &str, quote: &str, fees: Fees, fee_account: i64) -> Self {
+        MarketLogic::new(symbol, base, quote, Box::new(move || SpotMarket::new(fees, fee_account)))
+    }
+}
+
+impl PerpLogic {
+    pub fn perp(symbol: &str, quote: &str, fees: Fees, im_bps: u32, fee_account: i64, pool_account: i64) -> Self {
+        MarketLogic::new(symbol, quote, quote, Box::new(move || PerpMarket::new(fees, im_bps, fee_account, pool_account)))
+    }
+}
+
+impl<C: Core> MarketLogic<C> {
+    pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
+        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, next_seq: 1 }
     }
 
     fn asset_name(&self, a: Asset) -> &str {
@@ -163,7 +243,7 @@ impl SpotLogic {
                 qty_lots: p.qty_lots,
                 quote_budget: p.quote_budget,
             };
-            let (asset, amount) = settle::reservation(&o, self.fees).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let (asset, amount) = self.market.reservation(&o).map_err(|e| LeadError::Invariant(e.to_string()))?;
             demand.entry((p.user_id, self.asset_name(asset).to_string())).or_default().push((candidates.len(), amount));
             candidates.push((*job, o, amount, asset, p.client_order_id.clone()));
         }
@@ -267,7 +347,7 @@ impl SpotLogic {
         }
         let mut cancel_results = Vec::with_capacity(cancels.len());
         for (user_id, order_id) in cancels {
-            let mine = self.market.book.get(*order_id).is_some_and(|r| r.user_id == *user_id);
+            let mine = self.market.book().get(*order_id).is_some_and(|r| r.user_id == *user_id);
             let u = if mine { self.market.cancel(*order_id, &mut postings) } else { None };
             if let Some(u) = u {
                 updates.push(u);
@@ -279,10 +359,11 @@ impl SpotLogic {
         for u in &updates {
             last.insert(u.order_id, *u);
         }
+        let positions = self.market.take_positions();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.write_phase2(ctx, &last, &fills, &postings).await {
+            match self.write_phase2(ctx, &last, &fills, &postings, &positions).await {
                 Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 10 => continue,
                 Err(e) => return Err(e),
                 Ok(()) => break,
@@ -297,7 +378,13 @@ impl SpotLogic {
         last: &BTreeMap<i64, OrderUpdate>,
         fills: &[FeeFill],
         postings: &Postings,
+        positions: &[(i64, Position)],
     ) -> Result<(), LeadError> {
+        let p_u: Vec<i64> = positions.iter().map(|p| p.0).collect();
+        let p_s: Vec<i64> = positions.iter().map(|p| p.1.size_lots).collect();
+        let p_e: Vec<i64> = positions.iter().map(|p| p.1.entry_cost_minor).collect();
+        let p_m: Vec<i64> = positions.iter().map(|p| p.1.margin_minor).collect();
+        let p_r: Vec<i64> = positions.iter().map(|p| p.1.realized_pnl_minor).collect();
         let ids: Vec<i64> = last.keys().copied().collect();
         let filled: Vec<i64> = last.values().map(|u| u.filled_qty).collect();
         let held: Vec<i64> = last.values().map(|u| u.held_minor).collect();
@@ -319,7 +406,13 @@ impl SpotLogic {
         let st = &ctx.stmts;
         let tx = ctx.client.transaction().await?;
         // Independent statements are pipelined: one round trip instead of one each.
-        let (_, _, _, _, fenced) = futures::try_join!(
+        let (_, _, _, _, _, fenced) = futures::try_join!(
+            async {
+                if !p_u.is_empty() {
+                    tx.execute(&st[SQL_POSITIONS], &[&self.symbol, &p_u, &p_s, &p_e, &p_m, &p_r]).await?;
+                }
+                Ok::<_, tokio_postgres::Error>(())
+            },
             async {
                 if !ids.is_empty() {
                     tx.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
@@ -358,8 +451,8 @@ impl SpotLogic {
     fn book_json(&self, levels: usize) -> Value {
         json!({
             "market": self.symbol,
-            "bids": self.market.book.depth(Side::Buy, levels),
-            "asks": self.market.book.depth(Side::Sell, levels),
+            "bids": self.market.book().depth(Side::Buy, levels),
+            "asks": self.market.book().depth(Side::Sell, levels),
         })
     }
 }
@@ -402,12 +495,25 @@ fn row_json(r: &tokio_postgres::Row) -> Value {
     )
 }
 
-impl Logic for SpotLogic {
+impl<C: Core> Logic for MarketLogic<C> {
     type Cmd = SpotCmd;
 
     async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
         ctx.prepare(ALL_SQL).await?;
-        self.market = SpotMarket::new(self.fees, self.fee_account);
+        self.market = (self.make)();
+        if C::HAS_POSITIONS {
+            let rows = ctx
+                .client
+                .query(
+                    "SELECT user_id, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor FROM positions WHERE market = $1",
+                    &[&self.symbol],
+                )
+                .await?;
+            for r in rows {
+                let p = Position { size_lots: r.get(1), entry_cost_minor: r.get(2), margin_minor: r.get(3), realized_pnl_minor: r.get(4) };
+                self.market.restore_position(r.get(0), p);
+            }
+        }
         let max: Option<i64> =
             ctx.client.query_one("SELECT max(seq) FROM orders WHERE market = $1", &[&self.symbol]).await?.get(0);
         self.next_seq = max.unwrap_or(0) + 1;
@@ -438,7 +544,7 @@ impl Logic for SpotLogic {
                 let rest = Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
                 self.market.restore(rest, qty, filled, r.get(8));
             } else {
-                let (_, reserved) = settle::reservation(&order, self.fees).map_err(|e| LeadError::Invariant(e.to_string()))?;
+                let (_, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
                 pending.push(Accepted { order, reserved, client_order_id: r.get(10), job: None });
             }
         }

@@ -3,7 +3,7 @@
 
 use crate::api::{ApiError, Reply};
 use crate::book::{OrderKind, Side};
-use crate::matching::{PlaceReq, SpotCmd, SpotLogic};
+use crate::matching::{PerpLogic, PlaceReq, SpotCmd, SpotLogic};
 use crate::metrics::{label, Metrics};
 use crate::otc::{OtcCmd, OtcLogic};
 use crate::partition::{self, NodeState, PartitionHandle};
@@ -31,6 +31,7 @@ pub struct Node {
     pub admin_token: String,
     pub metrics: Metrics,
     pub spot: HashMap<String, PartitionHandle<SpotCmd>>,
+    pub perp: HashMap<String, PartitionHandle<SpotCmd>>,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
 }
@@ -38,6 +39,16 @@ pub struct Node {
 /// Fee account of spot market `i` (a system account; see migrations).
 pub fn fee_account(i: usize) -> i64 {
     -1000 - i as i64
+}
+
+/// Fee account of perpetual `i`.
+pub fn perp_fee_account(i: usize) -> i64 {
+    -1500 - i as i64
+}
+
+/// Margin pool of perpetual `i` (may go negative: losses beyond margin).
+pub fn perp_pool_account(i: usize) -> i64 {
+    -2000 - i as i64
 }
 
 /// This node's preference rank for partition `p` among the nodes of its module.
@@ -69,6 +80,7 @@ impl Node {
         });
         let ex = &cfg.exchange;
         let mut spot = HashMap::new();
+        let mut perp = HashMap::new();
         let mut wallet = Vec::new();
         let mut otc = Vec::new();
         match cfg.module {
@@ -78,7 +90,7 @@ impl Node {
                     let key = format!("matching/{}", m.symbol);
                     let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
                     let h = partition::spawn(state.clone(), key, rank(&cfg, i), move || {
-                        SpotLogic::new(&m.symbol, &m.base, &m.quote, fees, fee_account(i))
+                        SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, fee_account(i))
                     });
                     spot.insert(ex.spot_markets[i].symbol.clone(), h);
                 }
@@ -105,10 +117,18 @@ impl Node {
                 }
             }
             Module::Contract => {
-                tracing::warn!("contract module: perpetual matching is not implemented yet; node idles");
+                for (i, m) in ex.perp_markets.iter().enumerate() {
+                    let m = m.clone();
+                    let key = format!("contract/{}", m.symbol);
+                    let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
+                    let h = partition::spawn(state.clone(), key, rank(&cfg, i), move || {
+                        PerpLogic::perp(&m.symbol, &m.quote, fees, m.initial_margin_bps, perp_fee_account(i), perp_pool_account(i))
+                    });
+                    perp.insert(ex.perp_markets[i].symbol.clone(), h);
+                }
             }
         }
-        Arc::new(Node { cfg, state, admin_token, metrics: Metrics::default(), spot, wallet, otc })
+        Arc::new(Node { cfg, state, admin_token, metrics: Metrics::default(), spot, perp, wallet, otc })
     }
 
     /// Partition keys this node currently leads.
@@ -117,6 +137,7 @@ impl Node {
         let states = self
             .spot
             .values()
+            .chain(self.perp.values())
             .map(|h| &h.state)
             .chain(self.wallet.iter().map(|h| &h.state))
             .chain(self.otc.iter().map(|h| &h.state));
@@ -145,6 +166,7 @@ impl Node {
         let all = self
             .spot
             .values()
+            .chain(self.perp.values())
             .map(|h| &h.state)
             .chain(self.wallet.iter().map(|h| &h.state))
             .chain(self.otc.iter().map(|h| &h.state));
@@ -167,6 +189,9 @@ impl Node {
             .route("/admin/mode", post(set_mode))
             .route("/v1/orders", post(place))
             .route("/v1/orders/cancel", post(cancel))
+            .route("/v1/contract/orders", post(perp_place))
+            .route("/v1/contract/orders/cancel", post(perp_cancel))
+            .route("/v1/contract/book/{market}", get(perp_book))
             .route("/v1/book/{market}", get(book))
             .route("/v1/deposits", post(deposit))
             .route("/v1/withdrawals", post(withdraw))
@@ -283,10 +308,23 @@ struct Levels {
 }
 
 async fn book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>) -> Response {
+    if let Err(e) = rq::spot_market(&n.cfg.exchange, &market) {
+        return e.into_response();
+    }
+    book_of(&n, &h, n.spot.get(&market), &format!("matching/{market}"), q).await
+}
+
+async fn perp_book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>) -> Response {
+    if let Err(e) = rq::perp_market(&n.cfg.exchange, &market) {
+        return e.into_response();
+    }
+    book_of(&n, &h, n.perp.get(&market), &format!("contract/{market}"), q).await
+}
+
+async fn book_of(n: &Node, h: &HeaderMap, part: Option<&PartitionHandle<SpotCmd>>, key: &str, q: Levels) -> Response {
     let r: Reply = async {
-        n.auth(&h)?;
-        rq::spot_market(&n.cfg.exchange, &market)?;
-        let part = n.spot.get(&market).ok_or_else(|| ApiError::not_leader(&format!("matching/{market}")))?;
+        n.auth(h)?;
+        let part = part.ok_or_else(|| ApiError::not_leader(key))?;
         let levels = q.levels.unwrap_or(20).min(1000);
         if !part.state.leading.load(Ordering::SeqCst) {
             return Err(ApiError::not_leader(&part.state.key));
@@ -367,6 +405,39 @@ async fn otc_reference(State(n): S, h: HeaderMap, body: Bytes) -> Response {
         rq::check_range("price_ticks", p.price_ticks, 1, rq::MAX_PRICE)?;
         let part = n.otc.first().ok_or_else(|| ApiError::not_leader("otc/0"))?;
         part.call(&n.state, OtcCmd::SetReference { market: p.market, price_ticks: p.price_ticks }).await
+    }
+    .await;
+    respond(r)
+}
+
+async fn perp_place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Reply = async {
+        let user_id = n.user(&h)?;
+        let p: rq::PlaceOrder = parse(&body)?;
+        p.validate_perp(&n.cfg.exchange)?;
+        let part = n.perp.get(&p.market).ok_or_else(|| ApiError::not_leader(&format!("contract/{}", p.market)))?;
+        let req = PlaceReq {
+            user_id,
+            client_order_id: p.client_order_id,
+            side: p.side,
+            kind: p.kind,
+            price_ticks: p.price_ticks,
+            qty_lots: p.qty_lots,
+            quote_budget: 0,
+        };
+        part.call(&n.state, SpotCmd::Place(req)).await
+    }
+    .await;
+    respond(r)
+}
+
+async fn perp_cancel(State(n): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Reply = async {
+        let user_id = n.user(&h)?;
+        let c: rq::CancelOrder = parse(&body)?;
+        rq::perp_market(&n.cfg.exchange, &c.market)?;
+        let part = n.perp.get(&c.market).ok_or_else(|| ApiError::not_leader(&format!("contract/{}", c.market)))?;
+        part.call(&n.state, SpotCmd::Cancel { user_id, order_id: c.order_id }).await
     }
     .await;
     respond(r)

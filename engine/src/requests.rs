@@ -147,6 +147,31 @@ impl PlaceOrder {
     }
 }
 
+impl PlaceOrder {
+    /// Contract orders: a configured perpetual, a limit price on every order type.
+    pub fn validate_perp(&self, ex: &ExchangeConfig) -> Result<(), ApiError> {
+        perp_market(ex, &self.market)?;
+        if self.kind == OrderKind::Market {
+            return Err(ApiError::bad_request("contract orders need a limit price: use limit, ioc, fok or post_only"));
+        }
+        check_id("client_order_id", &self.client_order_id)?;
+        check_range("qty_lots", self.qty_lots, 1, MAX_QTY)?;
+        check_range("price_ticks", self.price_ticks, 1, MAX_PRICE)?;
+        if self.price_ticks.checked_mul(self.qty_lots).is_none_or(|n| n > MAX_AMOUNT) {
+            return Err(ApiError::bad_request("price_ticks * qty_lots is too large"));
+        }
+        Ok(())
+    }
+}
+
+pub fn perp_market<'a>(ex: &'a ExchangeConfig, symbol: &str) -> Result<(usize, &'a MarketConfig), ApiError> {
+    ex.perp_markets
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.symbol == symbol)
+        .ok_or_else(|| ApiError::bad_request(format!("unknown contract {symbol:?}")))
+}
+
 impl Deposit {
     pub fn validate(&self, ex: &ExchangeConfig) -> Result<(), ApiError> {
         check_id("deposit_id", &self.deposit_id)?;

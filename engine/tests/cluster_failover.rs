@@ -52,6 +52,10 @@ async fn failover_keeps_every_acknowledged_order() {
     // A deposit retried with the same id is applied once.
     deposit(&gw, "dep-10-USD", 10, "USD", 1_000_000_000).await;
 
+    perpetuals(&gw).await;
+    otc(&gw).await;
+    withdrawals(&gw, &keys[&11]).await;
+
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -143,11 +147,11 @@ async fn failover_keeps_every_acknowledged_order() {
          USING (owner_id, asset) WHERE coalesce(b.available, 0) <> coalesce(l.a, 0) OR coalesce(b.held, 0) <> coalesce(l.h, 0)",
     );
     assert_eq!(mismatch, "0", "balances differ from the ledger");
-    // Held funds equal what open orders and pending withdrawals hold.
+    // Held funds equal what open spot orders hold (no open perp orders or pending withdrawals here).
     let held_gap = c.env.pg.sql(
         "SELECT count(*) FROM (SELECT owner_id, asset, held FROM balances WHERE owner_id > 0) b \
          LEFT JOIN (SELECT o.user_id, CASE WHEN o.side = 0 THEN 'USD' ELSE split_part(o.market, '-', 1) END asset, sum(o.held_minor) h \
-                    FROM orders o WHERE status = 'open' GROUP BY 1, 2) o ON o.user_id = b.owner_id AND o.asset = b.asset \
+                    FROM orders o WHERE status = 'open' AND market LIKE '%-USD' GROUP BY 1, 2) o ON o.user_id = b.owner_id AND o.asset = b.asset \
          WHERE b.held <> coalesce(o.h, 0)",
     );
     assert_eq!(held_gap, "0", "held balances do not match open orders");
@@ -167,4 +171,80 @@ async fn failover_keeps_every_acknowledged_order() {
     // Clean shutdown on SIGTERM.
     let st = c.gateway.sigterm();
     assert!(st.is_some_and(|s| s.success()), "gateway did not stop cleanly on SIGTERM");
+}
+
+/// Perpetuals: open, close with realized PnL, initial-margin check.
+async fn perpetuals(gw: &str) {
+    let (ka, kb, kc) = (create_user(gw, 20).await, create_user(gw, 21).await, create_user(gw, 22).await);
+    deposit(gw, "p-a", 20, "USD", 10_000).await;
+    deposit(gw, "p-b", 21, "USD", 10_000).await;
+    deposit(gw, "p-c", 22, "USD", 50).await;
+    let order = |cid: &str, side: &str, price: i64| json!({"market": "BTC-PERP", "client_order_id": cid, "side": side, "type": "limit", "price_ticks": price, "qty_lots": 10});
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &ka)], order("pa1", "buy", 100)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("open")), "{v}");
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kb)], order("pb1", "sell", 100)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("filled")), "{v}");
+    let (_, v) = get(gw, "/v1/contract/positions", &[("x-api-key", &ka)]).await;
+    assert_eq!(v["positions"][0]["size_lots"], 10, "{v}");
+    assert_eq!(v["positions"][0]["entry_price_ticks"], 100);
+    assert_eq!(v["positions"][0]["margin_minor"], 100, "10% initial margin of 1000");
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &ka)], order("pa2", "sell", 110)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("open")), "{v}");
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kb)], order("pb2", "buy", 110)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("filled")), "{v}");
+    let (_, v) = get(gw, "/v1/contract/positions", &[("x-api-key", &ka)]).await;
+    assert_eq!((v["positions"][0]["size_lots"].as_i64(), v["positions"][0]["realized_pnl_minor"].as_i64()), (Some(0), Some(100)), "{v}");
+    let (_, v) = get(gw, "/v1/contract/positions", &[("x-api-key", &kb)]).await;
+    assert_eq!((v["positions"][0]["size_lots"].as_i64(), v["positions"][0]["realized_pnl_minor"].as_i64()), (Some(0), Some(-100)), "{v}");
+    // A: 10000 + 100 pnl - fees (maker 1 on 1000, maker 1 on 1100); B: 10000 - 100 - taker fees 2 + 2.
+    let (_, v) = get(gw, "/v1/balances", &[("x-api-key", &ka)]).await;
+    assert_eq!(v["balances"][0]["available_minor"], 10_098, "{v}");
+    let (_, v) = get(gw, "/v1/balances", &[("x-api-key", &kb)]).await;
+    assert_eq!(v["balances"][0]["available_minor"], 9_896, "{v}");
+    // C cannot afford the initial margin of 10 lots at 100.
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kc)], order("pc1", "buy", 100)).await;
+    assert_eq!((s, v["status"].as_str(), v["reason"].as_str()), (200, Some("rejected"), Some("insufficient_funds")), "{v}");
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kc)], json!({"market": "BTC-PERP", "client_order_id": "m", "side": "buy", "type": "market", "qty_lots": 1})).await;
+    assert_eq!(s, 400, "{v}");
+}
+
+/// OTC: quote, accept once (idempotent), expired quotes cannot be accepted.
+async fn otc(gw: &str) {
+    let dealer = create_user(gw, 1).await;
+    let _ = dealer;
+    deposit(gw, "dealer-btc", 1, "BTC", 1_000).await;
+    deposit(gw, "dealer-usd", 1, "USD", 1_000_000).await;
+    let k = create_user(gw, 30).await;
+    deposit(gw, "otc-usd", 30, "USD", 100_000).await;
+    let admin = [("x-admin-token", ADMIN_TOKEN)];
+    let (s, v) = post(gw, "/admin/otc/reference", &admin, json!({"market": "BTC-USD", "price_ticks": 1000})).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, q) = post(gw, "/v1/otc/quotes", &[("x-api-key", &k)], json!({"client_id": "q1", "market": "BTC-USD", "side": "buy", "qty_lots": 5})).await;
+    assert_eq!(s, 200, "{q}");
+    assert_eq!(q["price_ticks"], 1002, "reference + 20 bps spread");
+    let id = q["quote_id"].as_i64().unwrap();
+    for _ in 0..2 {
+        let (s, v) = post(gw, &format!("/v1/otc/quotes/{id}/accept"), &[("x-api-key", &k)], json!({})).await;
+        assert_eq!((s, v["status"].as_str()), (200, Some("accepted")), "{v}");
+    }
+    let (_, v) = get(gw, "/v1/balances", &[("x-api-key", &k)]).await;
+    let bal: std::collections::HashMap<String, i64> = v["balances"].as_array().unwrap().iter()
+        .map(|b| (b["asset"].as_str().unwrap().to_string(), b["available_minor"].as_i64().unwrap())).collect();
+    assert_eq!((bal["BTC"], bal["USD"]), (5, 100_000 - 5 * 1002), "settled once: {v}");
+}
+
+/// Withdrawals: request holds funds; approve -> complete; over-balance requests are rejected.
+async fn withdrawals(gw: &str, key: &str) {
+    let (s, w) = post(gw, "/v1/withdrawals", &[("x-api-key", key)], json!({"client_id": "w1", "asset": "ETH", "amount_minor": 1000})).await;
+    assert_eq!((s, w["status"].as_str()), (200, Some("requested")), "{w}");
+    let id = w["withdrawal_id"].as_i64().unwrap();
+    let admin = [("x-admin-token", ADMIN_TOKEN)];
+    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
+    assert_eq!(s, 409, "complete before approve: {v}");
+    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/approve"), &admin, json!({"user_id": 11})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("approved")), "{v}");
+    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("completed")), "{v}");
+    let (s, v) = post(gw, "/v1/withdrawals", &[("x-api-key", key)], json!({"client_id": "w2", "asset": "ETH", "amount_minor": 1_000_000_000})).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("rejected")), "{v}");
 }

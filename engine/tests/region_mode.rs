@@ -19,7 +19,7 @@ async fn standby_rejects_writes_then_becomes_active() {
     c.batch_execute("INSERT INTO balances (owner_id, asset, available) VALUES (20, 'USD', 1000000), (0, 'USD', -1000000)").await.unwrap();
     drop(c);
 
-    let peers: Vec<PeerConfig> = [Module::Matching, Module::Wallet, Module::Otc]
+    let peers: Vec<PeerConfig> = [Module::Matching, Module::Wallet, Module::Otc, Module::Contract]
         .iter()
         .map(|m| PeerConfig { node_id: format!("{}-1", m.as_str()), module: *m, addr: format!("127.0.0.1:{}", free_port()) })
         .collect();

@@ -297,7 +297,7 @@ impl Cluster {
     pub fn start(per_module: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
         let env = Env::new();
         let mut peers = Vec::new();
-        for m in [Module::Matching, Module::Wallet, Module::Otc] {
+        for m in [Module::Matching, Module::Wallet, Module::Otc, Module::Contract] {
             for i in 0..per_module {
                 peers.push(PeerConfig { node_id: format!("{}-{}", m.as_str(), i + 1), module: m, addr: format!("127.0.0.1:{}", free_port()) });
             }
