@@ -37,6 +37,8 @@ struct Sshd {
     dir: tempfile::TempDir,
     port: u16,
     child: Option<Child>,
+    /// Host keys besides `host_key` (file names in `dir`).
+    extra_host_keys: Vec<String>,
 }
 
 impl Sshd {
@@ -51,7 +53,7 @@ impl Sshd {
         std::fs::set_permissions(&user_key, std::fs::Permissions::from_mode(0o600)).unwrap();
         std::fs::write(dir.path().join("authorized_keys"), format!("{}\n", key.public_key().to_openssh().unwrap())).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
-        Sshd { dir, port, child: None }
+        Sshd { dir, port, child: None, extra_host_keys: Vec::new() }
     }
 
     fn started() -> Sshd {
@@ -90,7 +92,8 @@ impl Sshd {
              StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\nUseDNS no\n",
             port = self.port
         );
-        std::fs::write(self.path("sshd_config"), cfg).unwrap();
+        let extra: String = self.extra_host_keys.iter().map(|k| format!("HostKey {d}/{k}\n")).collect();
+        std::fs::write(self.path("sshd_config"), cfg + &extra).unwrap();
         let log = std::fs::File::create(self.path("sshd.log")).unwrap();
         let child = Command::new(SSHD).arg("-D").arg("-e").arg("-f").arg(self.path("sshd_config")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
@@ -390,4 +393,18 @@ async fn fleet_runs_hosts_in_parallel_and_reports_each() {
     assert_eq!(oks, [true, true, false]);
     let err = results[2].result.as_ref().unwrap_err();
     assert!(matches!(err, SshError::Panicked { .. }) && err.to_string().contains("boom") && err.host() == servers[2].target().to_string(), "{err}");
+}
+
+
+#[test]
+fn the_ed25519_host_key_is_pinned_when_the_host_has_several() {
+    // The preference is set explicitly (the vendored libssh2 happens to prefer ed25519 too).
+    let mut sshd = Sshd::prepare(free_port());
+    run(Command::new("ssh-keygen").args(["-q", "-t", "ecdsa", "-N", "", "-f"]).arg(sshd.path("host_key_ecdsa")));
+    sshd.extra_host_keys.push("host_key_ecdsa".into());
+    sshd.start();
+    assert_eq!(connect(&sshd).pin(), Pin::Pinned);
+    let kh = std::fs::read_to_string(sshd.path(".provision/test/known_hosts")).unwrap();
+    assert_eq!(kh, format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key_line()));
+    assert_eq!(connect(&sshd).pin(), Pin::Matched);
 }

@@ -12,6 +12,9 @@ const LIBSSH2_ERROR_FILE: i32 = -16;
 const LIBSSH2_ERROR_AUTHENTICATION_FAILED: i32 = -18;
 const LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED: i32 = -19;
 
+const HOST_KEY_PREFERENCE: &str =
+    "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,rsa-sha2-512,rsa-sha2-256,ssh-rsa";
+
 /// What a command did. `stdout`/`stderr` hold at most `output_bytes_max` bytes each
 /// (decoded lossily as UTF-8); `truncated` says whether anything was dropped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,6 +158,11 @@ impl Session {
 
         let mut sess = ssh2::Session::new().map_err(|e| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::Handshake, message: e.to_string() }))?;
         sess.set_timeout(timeout_u32(cfg.connect_timeout_ms));
+        // Prefer ed25519 host keys so the key pinned on first contact is the one offered later
+        // (libssh2 drops the names it does not support).
+        if let Err(e) = sess.method_pref(ssh2::MethodType::HostKey, HOST_KEY_PREFERENCE) {
+            tracing::debug!(host = %host, error = %e, "host key preference not applied");
+        }
         sess.set_tcp_stream(tcp);
         sess.handshake().map_err(|e| Attempt::Retry(Step::Handshake, e.to_string()))?;
 
@@ -233,7 +241,7 @@ impl Session {
         let deadline = Instant::now() + Duration::from_millis(self.command_timeout_ms);
         let mut ch = self.sess.channel_session().map_err(|e| self.step_err(Step::Exec, e))?;
         ch.exec(&command).map_err(|e| self.step_err(Step::Exec, format!("`{cmd}`: {e}")))?;
-        let read = |r: &mut dyn Read| read_bounded(&mut ReadDyn(r), self.output_bytes_max, deadline);
+        let read = |mut r: &mut dyn Read| read_bounded(&mut r, self.output_bytes_max, deadline);
         let stdout = read(&mut ch);
         let stderr = stdout.as_ref().ok().map(|_| read(&mut ch.stderr()));
         let (stdout, stderr) = match (stdout, stderr) {
@@ -268,15 +276,6 @@ impl Session {
             });
         }
         Ok(out)
-    }
-}
-
-/// Adapts `&mut dyn Read` to `impl Read` for [`read_bounded`].
-struct ReadDyn<'a>(&'a mut dyn Read);
-
-impl Read for ReadDyn<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
     }
 }
 

@@ -39,11 +39,8 @@ pub(crate) fn parse_probe(stdout: &str) -> Option<(String, u32)> {
     (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then(|| (sha.to_ascii_lowercase(), mode))
 }
 
-/// The first word of `sha256sum` output, if it is a sha256.
-fn parse_sha256sum(stdout: &str) -> Option<String> {
-    let word = stdout.split_whitespace().next()?;
-    (word.len() == 64 && word.bytes().all(|b| b.is_ascii_hexdigit())).then(|| word.to_ascii_lowercase())
-}
+/// The install script's exit status when the staged file's checksum is wrong.
+const CORRUPT_EXIT: i32 = 86;
 
 impl Session {
     /// Makes `remote_path` (absolute) hold `bytes` with permission bits `mode`, creating parent
@@ -60,7 +57,21 @@ impl Session {
         let local_sha = sha256_hex(bytes);
         let path_q = shell_quote(remote_path);
 
-        let probe = format!("if [ -f {path_q} ]; then sha256sum -- {path_q} | cut -c1-64 && stat -c %a -- {path_q}; fi");
+        let suffix = format!("{:016x}", rand::random::<u64>());
+        let staging = format!("{remote_path}.tmp-{suffix}");
+        let staging_q = shell_quote(&staging);
+        let dir = Path::new(remote_path).parent().and_then(|d| d.to_str()).filter(|d| !d.is_empty()).unwrap_or("/");
+        let dir_q = shell_quote(dir);
+        // As root (or writing as ourselves) we send straight to the staging path; through sudo we
+        // send to a private file in /tmp first and copy it to the staging path as root.
+        let via_sudo = sudo && self.user() != "root";
+        let sent_path = if via_sudo { format!("/tmp/provision-upload-{suffix}") } else { staging.clone() };
+        let sent_q = shell_quote(&sent_path);
+
+        // One round trip: the current checksum and mode (nothing for a missing file), and the
+        // parent directory for a direct send.
+        let mkdir = if via_sudo { String::new() } else { format!("mkdir -p -- {dir_q} && ") };
+        let probe = format!("{mkdir}if [ -f {path_q} ]; then sha256sum -- {path_q} | cut -c1-64 && stat -c %a -- {path_q}; fi");
         let existing = parse_probe(&self.exec_ok(&probe, sudo)?.stdout);
         if let Some((remote_sha, remote_mode)) = existing {
             if remote_sha == local_sha {
@@ -72,52 +83,38 @@ impl Session {
             }
         }
 
-        let suffix = format!("{:016x}", rand::random::<u64>());
-        let staging = format!("{remote_path}.tmp-{suffix}");
-        let staging_q = shell_quote(&staging);
-        let dir = Path::new(remote_path).parent().and_then(|d| d.to_str()).filter(|d| !d.is_empty()).unwrap_or("/");
-        let dir_q = shell_quote(dir);
-        // As root (or writing as ourselves) we send straight to the staging path; through sudo we
-        // send to a private file in /tmp first and copy it to the staging path as root.
-        let via_sudo = sudo && self.user() != "root";
-        let sent_path = if via_sudo { format!("/tmp/provision-upload-{suffix}") } else { staging.clone() };
-        let sent_q = shell_quote(&sent_path);
-        if !via_sudo {
-            self.exec_ok(&format!("mkdir -p -- {dir_q}"), false)?;
-        }
-
-        let sent = self.scp(bytes, &sent_path).and_then(|()| {
-            let out = self.exec_ok(&format!("sha256sum -- {sent_q}"), false)?;
-            match parse_sha256sum(&out.stdout) {
-                Some(s) if s == local_sha => Ok(()),
-                other => Err(SshError::UploadCorrupt {
-                    host: self.host().to_string(),
-                    remote_path: sent_path.clone(),
-                    local_sha256: local_sha.clone(),
-                    remote_sha256: other.unwrap_or_else(|| out.stdout.trim().to_string()),
-                }),
-            }
-        });
-        if let Err(e) = sent {
+        if let Err(e) = self.scp(bytes, &sent_path) {
             let _ = self.exec(&format!("rm -f -- {sent_q}"), false);
             return Err(e);
         }
 
-        // The trap removes what is left of the staging files whether the install succeeds or not
-        // (after `mv` the staging path no longer exists).
-        let install = if via_sudo {
-            format!(
-                "set -e; trap 'rm -f -- {sent} {staging}' EXIT; mkdir -p -- {dir_q}; cp -- {sent_q} {staging_q}; chmod {mode:o} -- {staging_q}; mv -f -- {staging_q} {path_q}",
-                sent = sent_q.replace('\'', r"'\''"),
-                staging = staging_q.replace('\'', r"'\''"),
-            )
-        } else {
-            format!(
-                "set -e; trap 'rm -f -- {staging}' EXIT; chmod {mode:o} -- {staging_q}; mv -f -- {staging_q} {path_q}",
-                staging = staging_q.replace('\'', r"'\''"),
-            )
-        };
-        self.exec_ok(&install, via_sudo)?;
+        // One round trip: verify what arrived, then chmod and rename into place. The trap removes
+        // the staging files whatever happens (after `mv` the staging path no longer exists).
+        let trap_files = format!("{sent_q} {staging_q}").replace('\'', r"'\''");
+        let copy = if via_sudo { format!("mkdir -p -- {dir_q}; cp -- {sent_q} {staging_q}; ") } else { String::new() };
+        let install = format!(
+            "set -e; trap 'rm -f -- {trap_files}' EXIT; \
+             sum=$(sha256sum < {sent_q} | cut -c1-64); \
+             if [ \"$sum\" != {local_sha} ]; then echo \"$sum\"; exit {CORRUPT_EXIT}; fi; \
+             {copy}chmod {mode:o} -- {staging_q}; mv -f -- {staging_q} {path_q}"
+        );
+        let out = self.exec(&install, via_sudo)?;
+        if out.exit_code == CORRUPT_EXIT {
+            return Err(SshError::UploadCorrupt {
+                host: self.host().to_string(),
+                remote_path: sent_path,
+                local_sha256: local_sha,
+                remote_sha256: out.stdout.trim().to_string(),
+            });
+        }
+        if !out.success() {
+            return Err(SshError::CommandFailed {
+                host: self.host().to_string(),
+                command: format!("install {remote_path}"),
+                exit_code: out.exit_code,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
         Ok(Upload::Written)
     }
 
