@@ -47,6 +47,7 @@ pub struct Gateway {
     pg_any: tokio_postgres::Config,
     pg_rw: tokio_postgres::Config,
     reader: tokio::sync::Mutex<Option<Client>>,
+    reader_any: tokio::sync::Mutex<Option<Client>>,
     db_writable: AtomicBool,
     db_reason: Mutex<String>,
     keys: Mutex<HashMap<String, i64>>,
@@ -78,6 +79,7 @@ impl Gateway {
             pg_any,
             pg_rw,
             reader: tokio::sync::Mutex::new(None),
+            reader_any: tokio::sync::Mutex::new(None),
             db_writable: AtomicBool::new(false),
             db_reason: Mutex::new("not checked yet".into()),
             keys: Mutex::new(HashMap::new()),
@@ -270,10 +272,14 @@ impl Gateway {
         }
     }
 
+    /// A session for reads: on the primary while the DB is writable (read-your-writes:
+    /// a synchronous standby has flushed but maybe not yet applied a commit), else any host.
     async fn reader(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ApiError> {
-        let mut g = self.reader.lock().await;
+        let primary = self.db_writable.load(Ordering::SeqCst);
+        let (slot, cfg) = if primary { (&self.reader, &self.pg_rw) } else { (&self.reader_any, &self.pg_any) };
+        let mut g = slot.lock().await;
         if g.as_ref().is_none_or(|c| c.is_closed()) {
-            let c = tokio::time::timeout(Duration::from_secs(3), crate::db::connect(&self.pg_any))
+            let c = tokio::time::timeout(Duration::from_secs(3), crate::db::connect(cfg))
                 .await
                 .map_err(|_| ApiError::unavailable("database unreachable"))?
                 .map_err(|_| ApiError::unavailable("database unreachable"))?;
@@ -283,10 +289,11 @@ impl Gateway {
     }
 
     async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
-        let g = self.reader().await?;
+        let mut g = self.reader().await?;
         let c = g.as_ref().expect("reader connected");
         c.query(sql, params).await.map_err(|e| {
             tracing::warn!(error = %e, "read failed");
+            *g = None; // reconnect next time (the host may have changed role)
             ApiError::unavailable("database read failed")
         })
     }
