@@ -9,7 +9,7 @@ use base64::Engine;
 
 use super::known_hosts::key_type_of_blob;
 use super::session::read_bounded;
-use super::upload::{parse_probe, sha256_hex};
+use super::upload::{install_script, parse_probe, sha256_hex, CORRUPT_EXIT};
 use super::*;
 
 const TRICKY: &[&str] = &["plain", "", "it's", "a'b'c", "$HOME `id` $(id) \"q\"", "back\\slash", "new\nline", "  spaces  ", "*?[x]", "'"];
@@ -190,4 +190,60 @@ fn errors_name_the_host() {
     let e = SshError::Unreachable { host: "127.0.0.1:1".into(), attempts: 3, elapsed_ms: 10, step: Step::Connect, message: "refused".into() };
     assert_eq!(e.host(), "127.0.0.1:1");
     assert_eq!(e.to_string(), "127.0.0.1:1: unreachable: 3 attempts over 10 ms failed; last at tcp connect: refused");
+}
+
+/// Runs an install script with the local `sh`, as the host would: (exit code, stdout).
+fn run_install(script: &str) -> (i32, String) {
+    let out = Command::new("sh").arg("-c").arg(script).output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn install_script_verifies_then_renames_into_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("it's a dir");
+    std::fs::create_dir(&d).unwrap();
+    let dest = d.join("app $x.conf");
+    std::fs::write(&dest, b"old").unwrap();
+    let staging = d.join("app $x.conf.tmp-1");
+    std::fs::write(&staging, b"new").unwrap();
+    let (code, _) = run_install(&install_script(staging.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o640, &sha256_hex(b"new"), false));
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"new");
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o640);
+    assert_eq!(names_in(&d), ["app $x.conf"], "staging removed");
+}
+
+#[test]
+fn install_script_copies_when_sent_elsewhere_and_creates_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let sent = dir.path().join("provision-upload-1");
+    std::fs::write(&sent, b"payload").unwrap();
+    let dest = dir.path().join("etc/app/f");
+    let staging = dir.path().join("etc/app/f.tmp-1");
+    let (code, _) = run_install(&install_script(sent.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o755, &sha256_hex(b"payload"), true));
+    assert_eq!(code, 0);
+    assert_eq!(std::fs::read(&dest).unwrap(), b"payload");
+    assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o755);
+    assert!(!sent.exists(), "the sent copy is removed");
+    assert_eq!(names_in(&dir.path().join("etc/app")), ["f"]);
+}
+
+#[test]
+fn install_script_refuses_a_corrupt_file_and_leaves_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("f");
+    std::fs::write(&dest, b"old").unwrap();
+    let staging = dir.path().join("f.tmp-1");
+    std::fs::write(&staging, b"garbled").unwrap();
+    let (code, stdout) = run_install(&install_script(staging.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o644, &sha256_hex(b"intended"), false));
+    assert_eq!((code, stdout.trim()), (CORRUPT_EXIT, sha256_hex(b"garbled").as_str()));
+    assert_eq!(std::fs::read(&dest).unwrap(), b"old");
+    assert_eq!(names_in(dir.path()), ["f"], "staging removed");
 }

@@ -40,7 +40,32 @@ pub(crate) fn parse_probe(stdout: &str) -> Option<(String, u32)> {
 }
 
 /// The install script's exit status when the staged file's checksum is wrong.
-const CORRUPT_EXIT: i32 = 86;
+pub(crate) const CORRUPT_EXIT: i32 = 86;
+
+/// The script that verifies the sent file's sha256 (exit [`CORRUPT_EXIT`] printing the sum
+/// found), copies it to `staging` when `copy` (sent elsewhere, installed through sudo), sets
+/// `mode` and renames it over `dest`. Whatever happens, its trap removes `sent` and `staging`
+/// (after the rename `staging` no longer exists). All paths must be absolute.
+pub(crate) fn install_script(sent: &str, staging: &str, dest: &str, mode: u32, sha256: &str, copy: bool) -> String {
+    assert!([sent, staging, dest].iter().all(|p| p.starts_with('/')), "absolute paths only");
+    assert!(sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()), "a sha256 in hex");
+    assert!(mode <= 0o7777, "a permission mode");
+    let (sent_q, staging_q, dest_q) = (shell_quote(sent), shell_quote(staging), shell_quote(dest));
+    let trap_files = shell_quote(&format!("rm -f -- {sent_q} {staging_q}"));
+    let copy = if copy {
+        let dir = Path::new(dest).parent().and_then(|d| d.to_str()).filter(|d| !d.is_empty()).unwrap_or("/");
+        format!("mkdir -p -- {}; cp -- {sent_q} {staging_q}; ", shell_quote(dir))
+    } else {
+        assert_eq!(sent, staging, "without a copy the file is sent to its staging path");
+        String::new()
+    };
+    format!(
+        "set -e; trap {trap_files} EXIT; \
+         sum=$(sha256sum < {sent_q} | cut -c1-64); \
+         if [ \"$sum\" != {sha256} ]; then echo \"$sum\"; exit {CORRUPT_EXIT}; fi; \
+         {copy}chmod {mode:o} -- {staging_q}; mv -f -- {staging_q} {dest_q}"
+    )
+}
 
 impl Session {
     /// Makes `remote_path` (absolute) hold `bytes` with permission bits `mode`, creating parent
@@ -59,7 +84,6 @@ impl Session {
 
         let suffix = format!("{:016x}", rand::random::<u64>());
         let staging = format!("{remote_path}.tmp-{suffix}");
-        let staging_q = shell_quote(&staging);
         let dir = Path::new(remote_path).parent().and_then(|d| d.to_str()).filter(|d| !d.is_empty()).unwrap_or("/");
         let dir_q = shell_quote(dir);
         // As root (or writing as ourselves) we send straight to the staging path; through sudo we
@@ -88,16 +112,7 @@ impl Session {
             return Err(e);
         }
 
-        // One round trip: verify what arrived, then chmod and rename into place. The trap removes
-        // the staging files whatever happens (after `mv` the staging path no longer exists).
-        let trap_files = format!("{sent_q} {staging_q}").replace('\'', r"'\''");
-        let copy = if via_sudo { format!("mkdir -p -- {dir_q}; cp -- {sent_q} {staging_q}; ") } else { String::new() };
-        let install = format!(
-            "set -e; trap 'rm -f -- {trap_files}' EXIT; \
-             sum=$(sha256sum < {sent_q} | cut -c1-64); \
-             if [ \"$sum\" != {local_sha} ]; then echo \"$sum\"; exit {CORRUPT_EXIT}; fi; \
-             {copy}chmod {mode:o} -- {staging_q}; mv -f -- {staging_q} {path_q}"
-        );
+        let install = install_script(&sent_path, &staging, remote_path, mode, &local_sha, via_sudo);
         let out = self.exec(&install, via_sudo)?;
         if out.exit_code == CORRUPT_EXIT {
             return Err(SshError::UploadCorrupt {
