@@ -74,7 +74,7 @@ fn run(cloud: &Cloud, n: &Net, count: i32) {
                 running_at.entry(id).or_insert(now);
             }
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(100));
     }
     let mut lat: Vec<Duration> = Vec::new();
     for (i, h) in insts.iter().zip(handles) {
@@ -119,7 +119,7 @@ fn main() {
         run(&cloud, &n, c);
     }
     if std::env::var_os("BENCH_VERBOSE").is_some() {
-        for l in emu.log().lines().filter(|l| l.contains("reconciled")) {
+        for l in emu.log().lines().filter(|l| l.contains("host updated")) {
             eprintln!("{l}");
         }
     }

@@ -3,14 +3,15 @@
 use crate::clean::{self, CleanError};
 use crate::config::Config;
 use crate::ec2::Ec2;
-use crate::faults::{FaultStore, Faults};
+use crate::faults::FaultStore;
 use crate::host::HostEnv;
 use crate::model::{HostSpec, Instance};
 use crate::names::{self, Names};
 use crate::net::{self, NetError};
 use crate::plan::{self, gateway, Skipped, Step};
 use crate::status::{HostStatus, RegionStatus, SkippedStatus, StateDir, Status, StatusError};
-use futures::stream::{self, StreamExt};
+use std::sync::Arc;
+use tokio::task::JoinSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,7 +33,15 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
-const HOST_CONCURRENCY_MAX: usize = 64;
+/// Result of one host's steps, run as its own task.
+struct HostDone {
+    id: String,
+    steps: Vec<&'static str>,
+    /// The spec reached on success (`None`: the host was destroyed).
+    target: Option<HostSpec>,
+    result: Result<(), crate::host::HostError>,
+    elapsed_ms: u64,
+}
 
 pub struct RunOptions {
     pub config: Config,
@@ -45,13 +54,16 @@ struct Daemon {
     config: Config,
     names: Names,
     state: StateDir,
-    env: HostEnv,
+    env: Arc<HostEnv>,
     ec2: Ec2,
     faults_store: FaultStore,
     current: BTreeMap<String, HostSpec>,
     keys: HashMap<(usize, String), Option<String>>,
-    applied: Faults,
-    chains_applied: bool,
+    applied_generation: u64,
+    chains_partitions: Option<BTreeSet<(String, String)>>,
+    latency_applied_ms: u32,
+    inflight: JoinSet<HostDone>,
+    busy: BTreeSet<String>,
     skipped: Vec<Skipped>,
     pruned_files: bool,
     latency_supported: bool,
@@ -141,13 +153,16 @@ impl Daemon {
             config,
             names,
             state,
-            env,
+            env: Arc::new(env),
             ec2,
             faults_store,
             current: BTreeMap::new(),
             keys: HashMap::new(),
-            applied: Faults { generation: u64::MAX, ..Faults::default() },
-            chains_applied: false,
+            applied_generation: 0,
+            chains_partitions: None,
+            latency_applied_ms: 0,
+            inflight: JoinSet::new(),
+            busy: BTreeSet::new(),
             skipped: Vec::new(),
             pruned_files: false,
             latency_supported,
@@ -158,7 +173,35 @@ impl Daemon {
         Ok(d)
     }
 
+    /// Applies finished host tasks to `current`; a failed host is reset so the next poll
+    /// recreates it from scratch.
+    async fn collect_finished(&mut self) -> Option<String> {
+        let mut error = None;
+        while let Some(joined) = self.inflight.try_join_next() {
+            let Ok(done) = joined else { continue }; // aborted only at teardown
+            self.busy.remove(&done.id);
+            match done.result {
+                Ok(()) => {
+                    tracing::info!(id = %done.id, steps = ?done.steps, ms = done.elapsed_ms, "host updated");
+                    match done.target {
+                        Some(spec) => self.current.insert(done.id.clone(), spec),
+                        None => self.current.remove(&done.id),
+                    };
+                }
+                Err(e) => {
+                    tracing::error!(id = %done.id, error = %e, "host update failed; resetting its namespace");
+                    error = Some(format!("{}: {e}", done.id));
+                    self.reset_kernel_state(&done.id).await;
+                }
+            }
+        }
+        error
+    }
+
+    /// One poll: list instances, compute desired hosts, start a task for every host that must
+    /// change and is not already being changed. Listing never waits for host work.
     async fn tick(&mut self) {
+        let mut error = self.collect_finished().await;
         let faults = match self.faults_store.load() {
             Ok(f) => f,
             Err(e) => {
@@ -166,13 +209,10 @@ impl Daemon {
                 return;
             }
         };
-        let tick_start = std::time::Instant::now();
         let listings =
             futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
-        let list_ms = tick_start.elapsed().as_millis();
         let mut listed = BTreeSet::new();
         let mut instances: Vec<Instance> = Vec::new();
-        let mut error = None;
         for (i, l) in listings.into_iter().enumerate() {
             match l {
                 Ok(mut v) => {
@@ -190,52 +230,48 @@ impl Daemon {
             }
         }
         self.skipped = skipped;
-        let mut ok = true;
-        if !self.chains_applied || faults.partitions != self.applied.partitions {
+        let mut net_ok = true;
+        if self.chains_partitions.as_ref() != Some(&faults.partitions) {
             match net::apply_chains(&self.names, &self.config.regions, &faults.partitions).await {
-                Ok(()) => self.chains_applied = true,
+                Ok(()) => self.chains_partitions = Some(faults.partitions.clone()),
                 Err(e) => {
-                    ok = false;
+                    net_ok = false;
                     error = Some(e.to_string());
                 }
             }
         }
-        if faults.latency_ms != self.applied.latency_ms && self.latency_supported {
-            if let Err(e) = net::apply_latency(&self.names, &self.config.regions, faults.latency_ms).await {
-                ok = false;
-                error = Some(e.to_string());
+        if self.latency_supported && faults.latency_ms != self.latency_applied_ms {
+            match net::apply_latency(&self.names, &self.config.regions, faults.latency_ms).await {
+                Ok(()) => self.latency_applied_ms = faults.latency_ms,
+                Err(e) => {
+                    net_ok = false;
+                    error = Some(e.to_string());
+                }
             }
         }
         let plans = plan::reconcile(&desired, &self.current, &listed);
+        let converged = plans.is_empty() && self.busy.is_empty();
         let by_id: HashMap<&str, &HostSpec> = desired.iter().map(|h| (h.id.as_str(), h)).collect();
-        let env = &self.env;
-        let results: Vec<_> = stream::iter(plans.iter())
-            .map(|p| async move { (p, env.run_steps(&p.id, &p.steps).await) })
-            .buffer_unordered(HOST_CONCURRENCY_MAX)
-            .collect()
-            .await;
-        if !plans.is_empty() {
-            tracing::info!(hosts = plans.len(), list_ms, tick_ms = tick_start.elapsed().as_millis() as u64, "reconciled");
-        }
-        for (p, r) in results {
-            match r {
-                Ok(()) => {
-                    tracing::info!(id = %p.id, steps = ?step_names(&p.steps), "host updated");
-                    match by_id.get(p.id.as_str()) {
-                        Some(spec) => self.current.insert(p.id.clone(), (*spec).clone()),
-                        None => self.current.remove(&p.id),
-                    };
-                }
-                Err(e) => {
-                    ok = false;
-                    tracing::error!(id = %p.id, error = %e, "host update failed; resetting its namespace");
-                    error = Some(format!("{}: {e}", p.id));
-                    self.reset_kernel_state(&p.id).await;
-                }
+        for p in plans {
+            if !self.busy.insert(p.id.clone()) {
+                continue; // its previous change is still running; re-planned next poll
             }
+            let env = Arc::clone(&self.env);
+            let target = by_id.get(p.id.as_str()).map(|h| (*h).clone());
+            self.inflight.spawn(async move {
+                let start = std::time::Instant::now();
+                let result = env.run_steps(&p.id, &p.steps).await;
+                HostDone {
+                    id: p.id,
+                    steps: step_names(&p.steps),
+                    target,
+                    result,
+                    elapsed_ms: start.elapsed().as_millis() as u64,
+                }
+            });
         }
-        if ok && listed.len() == self.config.regions.len() {
-            self.applied = faults;
+        if converged && net_ok && listed.len() == self.config.regions.len() {
+            self.applied_generation = faults.generation;
             if !self.pruned_files {
                 self.prune_files(&desired);
                 self.pruned_files = true;
@@ -254,7 +290,8 @@ impl Daemon {
         let mut wanted = BTreeSet::new();
         for inst in instances {
             if let Some(k) = &inst.key_name {
-                let known = self.current.contains_key(&inst.id) && self.keys.contains_key(&(inst.region_index, k.clone()));
+                let hosted = self.current.contains_key(&inst.id) || self.busy.contains(&inst.id);
+                let known = hosted && self.keys.contains_key(&(inst.region_index, k.clone()));
                 if !known {
                     wanted.insert((inst.region_index, k.clone()));
                 }
@@ -337,7 +374,7 @@ impl Daemon {
             pid: std::process::id(),
             prefix: self.names.prefix().to_string(),
             state: state.to_string(),
-            applied_generation: if self.applied.generation == u64::MAX { 0 } else { self.applied.generation },
+            applied_generation: self.applied_generation,
             latency_supported: self.latency_supported,
             regions,
             hosts,
@@ -352,6 +389,7 @@ impl Daemon {
     /// Kills every host, removes every namespace, veth, bridge and chain, restores ip_forward.
     async fn teardown(mut self) -> Result<(), DaemonError> {
         self.write_status("stopping");
+        self.inflight.shutdown().await;
         let report = clean::clean(&self.names).await?;
         tracing::info!(removed = report.removed.len(), processes_killed = report.processes_killed, "torn down");
         self.current.clear();
