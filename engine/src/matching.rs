@@ -291,7 +291,7 @@ impl<C: Core> MarketLogic<C> {
                 );
             }
         }
-        let (ledger_sql, ledger_params) = self.ledger_params(&postings);
+        let (ledger_sql, ledger_params) = self.ledger_params(&postings, format!("accept:{}:{}", self.symbol, base_seq));
         futures::try_join!(
             async {
                 if !rejected.is_empty() {
@@ -311,18 +311,21 @@ impl<C: Core> MarketLogic<C> {
         Ok((accepted, replies))
     }
 
-    fn ledger_params(&self, p: &Postings) -> (&'static str, Option<LedgerParams>) {
-        if p.entries.is_empty() {
+    /// One ledger line per account per batch transaction (the journal entry of the batch;
+    /// the per-fill detail is in `fills`). Lines sum to zero per asset like the postings.
+    fn ledger_params(&self, p: &Postings, reference: String) -> (&'static str, Option<LedgerParams>) {
+        let lines: Vec<(&(i64, Asset), &(i64, i64))> = p.net.iter().filter(|(_, v)| v.0 != 0 || v.1 != 0).collect();
+        if lines.is_empty() {
             return (SQL_LEDGER, None);
         }
         (
             SQL_LEDGER,
             Some(LedgerParams {
-                refs: p.entries.iter().map(|(r, _)| r.clone()).collect(),
-                owners: p.entries.iter().map(|(_, e)| e.owner_id).collect(),
-                assets: p.entries.iter().map(|(_, e)| self.asset_name(e.asset).to_string()).collect(),
-                da: p.entries.iter().map(|(_, e)| e.d_available).collect(),
-                dh: p.entries.iter().map(|(_, e)| e.d_held).collect(),
+                refs: vec![reference; lines.len()],
+                owners: lines.iter().map(|(k, _)| k.0).collect(),
+                assets: lines.iter().map(|(k, _)| self.asset_name(k.1).to_string()).collect(),
+                da: lines.iter().map(|(_, v)| v.0).collect(),
+                dh: lines.iter().map(|(_, v)| v.1).collect(),
             }),
         )
     }
@@ -401,7 +404,7 @@ impl<C: Core> MarketLogic<C> {
         let b_a: Vec<&str> = postings.net.keys().map(|k| self.asset_name(k.1)).collect();
         let b_da: Vec<i64> = postings.net.values().map(|v| v.0).collect();
         let b_dh: Vec<i64> = postings.net.values().map(|v| v.1).collect();
-        let (ledger_sql, ledger_params) = self.ledger_params(postings);
+        let (ledger_sql, ledger_params) = self.ledger_params(postings, format!("match:{}:{}:{}", self.symbol, ctx.epoch, self.next_seq));
         let fence = ctx.fence_params();
         let st = &ctx.stmts;
         let tx = ctx.client.transaction().await?;

@@ -68,25 +68,24 @@ pub struct Entry {
     pub d_held: i64,
 }
 
-/// Movements of one batch: the ledger entries (per fill/order) and their net per account.
+/// Movements of one batch, netted per account: (d_available, d_held). The leader writes
+/// them as the batch's balance changes and as its ledger journal entry.
 #[derive(Debug, Default, Clone)]
 pub struct Postings {
-    pub entries: Vec<(String, Entry)>,
     pub net: BTreeMap<(i64, Asset), (i64, i64)>,
 }
 
 impl Postings {
-    pub fn post(&mut self, reference: &str, e: Entry) {
+    /// Posts one movement. `_reference` names its cause (kept for readability of callers).
+    pub fn post(&mut self, _reference: &str, e: Entry) {
         if e.d_available == 0 && e.d_held == 0 {
             return;
         }
         let n = self.net.entry((e.owner_id, e.asset)).or_insert((0, 0));
         n.0 += e.d_available;
         n.1 += e.d_held;
-        self.entries.push((reference.to_string(), e));
     }
     pub fn clear(&mut self) {
-        self.entries.clear();
         self.net.clear();
     }
 }
