@@ -152,12 +152,13 @@ fn connect_and_exec() {
     assert_eq!((out.exit_code, out.signal.as_deref()), (-1, Some("KILL")), "{out:?}");
     drop(s);
 
-    // Output beyond the bound is read and dropped, and the exit status still arrives.
+    // Output beyond the bound is read and dropped, and the exit status still arrives. A large
+    // stderr written before stdout (beyond libssh2's 2 MiB window) does not stall the command.
     let mut cfg = sshd.config();
     cfg.output_bytes_max = 1000;
     let mut s = Session::connect(&cfg, &sshd.target()).unwrap();
     assert_eq!(s.pin(), Pin::Matched);
-    let out = s.exec("head -c 3000000 /dev/zero; head -c 5000 /dev/zero >&2; exit 4", false).unwrap();
+    let out = s.exec("head -c 5000000 /dev/zero >&2; head -c 3000000 /dev/zero; exit 4", false).unwrap();
     assert_eq!((out.exit_code, out.stdout.len(), out.stderr.len(), out.truncated), (4, 1000, 1000, true));
 
     // A command over its time bound is a typed timeout.

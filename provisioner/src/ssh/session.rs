@@ -54,30 +54,65 @@ enum Attempt {
     Fatal(SshError),
 }
 
-/// Reads `r` to its end, keeping the first `bytes_max` bytes. Errors with `TimedOut` once
-/// `deadline` has passed (checked between reads; a single read is bounded by the session timeout).
-pub(crate) fn read_bounded(r: &mut impl Read, bytes_max: usize, deadline: Instant) -> std::io::Result<(Vec<u8>, bool)> {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buf = [0u8; 32 * 1024];
-    loop {
+/// Keeps the first `bytes_max` bytes pushed into it and whether any were dropped.
+#[derive(Debug)]
+pub(crate) struct BoundedBuf {
+    pub kept: Vec<u8>,
+    pub truncated: bool,
+    bytes_max: usize,
+}
+
+impl BoundedBuf {
+    pub fn new(bytes_max: usize) -> Self {
+        BoundedBuf { kept: Vec::new(), truncated: false, bytes_max }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        let room = self.bytes_max - self.kept.len();
+        self.truncated |= data.len() > room;
+        self.kept.extend_from_slice(&data[..data.len().min(room)]);
+        debug_assert!(self.kept.len() <= self.bytes_max);
+    }
+}
+
+/// Reads two non-blocking readers (a command's stdout and stderr) to their ends, alternating so
+/// that neither can fill the channel window while we wait on the other. Sleeps 1..10 ms when
+/// neither has data. Errors with `TimedOut` once `deadline` has passed.
+pub(crate) fn drain_both(a: &mut impl Read, b: &mut impl Read, bytes_max: usize, deadline: Instant) -> std::io::Result<(BoundedBuf, BoundedBuf)> {
+    const IDLE_SLEEP_MAX_US: u64 = 10_000;
+    let mut bufs = [BoundedBuf::new(bytes_max), BoundedBuf::new(bytes_max)];
+    let mut done = [false, false];
+    let mut chunk = vec![0u8; 32 * 1024];
+    let mut idle_us = 0u64;
+    while !(done[0] && done[1]) {
         if Instant::now() >= deadline {
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "deadline passed"));
         }
-        let n = match r.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let room = bytes_max - kept.len();
-        if n > room {
-            truncated = true;
+        let mut progressed = false;
+        for i in 0..2 {
+            if done[i] {
+                continue;
+            }
+            let r: &mut dyn Read = if i == 0 { a } else { b };
+            match r.read(&mut chunk) {
+                Ok(0) => done[i] = true,
+                Ok(n) => {
+                    bufs[i].push(&chunk[..n]);
+                    progressed = true;
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e),
+            }
         }
-        kept.extend_from_slice(&buf[..n.min(room)]);
-        debug_assert!(kept.len() <= bytes_max);
+        if progressed {
+            idle_us = 0;
+        } else if !(done[0] && done[1]) {
+            idle_us = (idle_us * 2).clamp(1_000, IDLE_SLEEP_MAX_US);
+            std::thread::sleep(Duration::from_micros(idle_us));
+        }
     }
-    Ok((kept, truncated))
+    let [out, err] = bufs;
+    Ok((out, err))
 }
 
 fn timeout_u32(ms: u64) -> u32 {
@@ -241,16 +276,17 @@ impl Session {
         let deadline = Instant::now() + Duration::from_millis(self.command_timeout_ms);
         let mut ch = self.sess.channel_session().map_err(|e| self.step_err(Step::Exec, e))?;
         ch.exec(&command).map_err(|e| self.step_err(Step::Exec, format!("`{cmd}`: {e}")))?;
-        let read = |mut r: &mut dyn Read| read_bounded(&mut r, self.output_bytes_max, deadline);
-        let stdout = read(&mut ch);
-        let stderr = stdout.as_ref().ok().map(|_| read(&mut ch.stderr()));
-        let (stdout, stderr) = match (stdout, stderr) {
-            (Ok(o), Some(Ok(e))) => (o, e),
-            (Err(e), _) | (_, Some(Err(e))) => {
+        // Both streams at once, non-blocking: reading one to its end first can deadlock once the
+        // other has filled the channel window.
+        self.sess.set_blocking(false);
+        let drained = drain_both(&mut ch.stream(0), &mut ch.stderr(), self.output_bytes_max, deadline);
+        self.sess.set_blocking(true);
+        let (stdout, stderr) = match drained {
+            Ok(both) => both,
+            Err(e) => {
                 let _ = ch.close();
                 return Err(if Instant::now() >= deadline { timeout(cmd) } else { self.step_err(Step::Exec, format!("`{cmd}`: reading output: {e}")) });
             }
-            (Ok(_), None) => unreachable!("stderr is read whenever stdout was"),
         };
         ch.wait_close().map_err(|e| if Instant::now() >= deadline { timeout(cmd) } else { self.step_err(Step::Exec, format!("`{cmd}`: {e}")) })?;
         let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
@@ -258,9 +294,9 @@ impl Session {
         Ok(Output {
             exit_code,
             signal,
-            stdout: String::from_utf8_lossy(&stdout.0).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr.0).into_owned(),
-            truncated: stdout.1 || stderr.1,
+            stdout: String::from_utf8_lossy(&stdout.kept).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr.kept).into_owned(),
+            truncated: stdout.truncated || stderr.truncated,
         })
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 
 use super::known_hosts::key_type_of_blob;
-use super::session::read_bounded;
+use super::session::drain_both;
 use super::upload::{install_script, parse_probe, sha256_hex, CORRUPT_EXIT};
 use super::*;
 
@@ -161,17 +161,52 @@ fn known_hosts_pins_each_host_once_under_concurrency() {
     assert_eq!(text.lines().count(), 4, "{text}");
 }
 
+/// A reader that yields its chunks in order, with `WouldBlock` between them.
+struct Trickle {
+    chunks: Vec<Vec<u8>>,
+    blocked_next: bool,
+}
+
+impl std::io::Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.blocked_next = !self.blocked_next;
+        if !self.blocked_next {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        if self.chunks.is_empty() {
+            return Ok(0);
+        }
+        let c = &mut self.chunks[0];
+        let n = c.len().min(buf.len());
+        buf[..n].copy_from_slice(&c[..n]);
+        c.drain(..n);
+        if c.is_empty() {
+            self.chunks.remove(0);
+        }
+        Ok(n)
+    }
+}
+
 #[test]
-fn read_bounded_keeps_the_first_bytes_and_drains_the_rest() {
-    let data = vec![7u8; 100_000];
+fn drain_both_reads_two_streams_keeps_the_first_bytes_and_honours_the_deadline() {
+    let trickle = |chunks: Vec<Vec<u8>>| Trickle { chunks, blocked_next: false };
     let far = Instant::now() + Duration::from_secs(60);
-    let (kept, truncated) = read_bounded(&mut &data[..], 1000, far).unwrap();
-    assert_eq!((kept.len(), truncated), (1000, true));
-    let (kept, truncated) = read_bounded(&mut &data[..], 100_000, far).unwrap();
-    assert_eq!((kept.len(), truncated), (100_000, false));
-    let past = Instant::now() - Duration::from_millis(1);
-    let err = read_bounded(&mut &data[..], 10, past).unwrap_err();
+    let (out, err) = drain_both(&mut trickle(vec![b"hello ".to_vec(), b"world".to_vec()]), &mut trickle(vec![vec![7u8; 100_000]]), 1000, far).unwrap();
+    assert_eq!((out.kept.as_slice(), out.truncated), (&b"hello world"[..], false));
+    assert_eq!((err.kept.len(), err.truncated), (1000, true));
+    let (out, err) = drain_both(&mut trickle(vec![]), &mut trickle(vec![vec![1u8; 1000]]), 1000, far).unwrap();
+    assert_eq!((out.kept.len(), err.kept.len(), err.truncated), (0, 1000, false));
+
+    struct Never;
+    impl std::io::Read for Never {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        }
+    }
+    let started = Instant::now();
+    let err = drain_both(&mut Never, &mut Never, 10, Instant::now() + Duration::from_millis(100)).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
 }
 
 #[test]
