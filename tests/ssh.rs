@@ -409,3 +409,27 @@ fn the_ed25519_host_key_is_pinned_when_the_host_has_several() {
     assert_eq!(kh, format!("[127.0.0.1]:{} {}\n", sshd.port, sshd.host_key_line()));
     assert_eq!(connect(&sshd).pin(), Pin::Matched);
 }
+
+#[test]
+fn a_port_that_accepts_but_never_speaks_ssh_times_out_per_attempt() {
+    // Like a host whose port is open but whose sshd hangs: each attempt is bounded by
+    // connect_timeout_ms during the handshake.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        // Accept (and hold open, silently) exactly the attempts made below.
+        (0..2).map(|_| listener.accept().unwrap().0).collect::<Vec<_>>()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), "not used").unwrap();
+    let mut cfg = SshConfig::new("root", dir.path().join("key"), dir.path().join("known_hosts"));
+    cfg.connect_timeout_ms = 300;
+    cfg.attempts_max = 2;
+    cfg.backoff_initial_ms = 50;
+    let started = Instant::now();
+    let err = Session::connect(&cfg, &Target::new("127.0.0.1", port)).unwrap_err();
+    let elapsed = started.elapsed();
+    assert!(matches!(err, SshError::Unreachable { attempts: 2, step: Step::Handshake, .. }), "{err:?}");
+    assert!(elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(10), "{elapsed:?}");
+    drop(holder.join().unwrap());
+}

@@ -9,6 +9,18 @@
 //! `upload.rs` (checksum-skipping atomic upload), `fleet.rs` (parallel hosts).
 //! The operator's private key is only ever passed to libssh2 by path: it is never read, logged
 //! or printed here.
+//!
+//! ```text
+//! let cfg = SshConfig::new("admin", key_dir.join("id_ed25519"), key_dir.join("known_hosts"));
+//! let fleet = Fleet::new(cfg, 8);
+//! let results = fleet.run(&targets, |s| {
+//!     let written = s.upload(&unit_file, "/etc/systemd/system/engine.service", 0o644, true)?;
+//!     if written.changed() {
+//!         s.exec_ok("systemctl daemon-reload && systemctl restart engine", true)?;
+//!     }
+//!     Ok(written)
+//! }).await;   // Vec<HostResult<Upload>>, one per target, in order
+//! ```
 
 mod fleet;
 mod known_hosts;
