@@ -382,16 +382,17 @@ async fn fleet_runs_hosts_in_parallel_and_reports_each() {
     let kh = std::fs::read_to_string(&cfg.known_hosts_path).unwrap();
     assert_eq!(kh.lines().count(), 3, "each live host pinned once:\n{kh}");
 
-    // A panic on one host is reported under that host only.
+    // Per-host input; a panic on one host is reported under that host only.
     let bad_port = servers[2].port;
+    let jobs: Vec<(Target, String)> = servers.iter().enumerate().map(|(i, s)| (s.target(), format!("host {i}"))).collect();
     let results = fleet
-        .run(&targets[..1].iter().chain(&targets[2..]).cloned().collect::<Vec<_>>(), move |s| {
+        .run_with(jobs, move |s, word| {
             assert_ne!(s.target().port, bad_port, "boom");
-            Ok(s.exec_ok("echo ok", false)?.stdout)
+            Ok(s.exec_ok(&format!("echo {word}"), false)?.stdout)
         })
         .await;
-    let oks: Vec<bool> = results.iter().map(|r| r.result.is_ok()).collect();
-    assert_eq!(oks, [true, true, false]);
+    let outs: Vec<Option<&str>> = results.iter().map(|r| r.result.as_ref().ok().map(|s| s.as_str())).collect();
+    assert_eq!(outs, [Some("host 0\n"), Some("host 1\n"), None]);
     let err = results[2].result.as_ref().unwrap_err();
     assert!(matches!(err, SshError::Panicked { .. }) && err.to_string().contains("boom") && err.host() == servers[2].target().to_string(), "{err}");
 }

@@ -39,9 +39,20 @@ impl Fleet {
         T: Send + 'static,
         F: Fn(&mut Session) -> Result<T, SshError> + Send + Sync + 'static,
     {
+        self.run_with(targets.iter().map(|t| (t.clone(), ())).collect(), move |s, ()| f(s)).await
+    }
+
+    /// [`Fleet::run`] with a value per host (e.g. that host's files), moved into its call of `f`.
+    pub async fn run_with<I, T, F>(&self, jobs: Vec<(Target, I)>, f: F) -> Vec<HostResult<T>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&mut Session, I) -> Result<T, SshError> + Send + Sync + 'static,
+    {
+        let count = jobs.len();
         let semaphore = Arc::new(Semaphore::new(self.concurrency_max));
         let f = Arc::new(f);
-        let jobs = targets.iter().cloned().map(|target| {
+        let jobs = jobs.into_iter().map(|(target, input)| {
             let (semaphore, f, cfg) = (semaphore.clone(), f.clone(), self.cfg.clone());
             async move {
                 let permit = semaphore.acquire_owned().await.expect("the semaphore is never closed");
@@ -49,7 +60,7 @@ impl Fleet {
                 let joined = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
                     let mut session = Session::connect(&cfg, &t)?;
-                    f(&mut session)
+                    f(&mut session, input)
                 })
                 .await;
                 let result = joined.unwrap_or_else(|e| {
@@ -63,7 +74,7 @@ impl Fleet {
             }
         });
         let results = futures::future::join_all(jobs).await;
-        assert_eq!(results.len(), targets.len(), "one result per target");
+        assert_eq!(results.len(), count, "one result per target");
         results
     }
 }
