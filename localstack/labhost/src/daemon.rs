@@ -209,6 +209,7 @@ impl Daemon {
                 return;
             }
         };
+        let list_start = std::time::Instant::now();
         let listings =
             futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
         let mut listed = BTreeSet::new();
@@ -253,6 +254,9 @@ impl Daemon {
         let converged = plans.is_empty() && self.busy.is_empty();
         let by_id: HashMap<&str, &HostSpec> = desired.iter().map(|h| (h.id.as_str(), h)).collect();
         for p in plans {
+            if !self.current.contains_key(&p.id) && !self.busy.contains(&p.id) {
+                tracing::debug!(id = %p.id, list_ms = list_start.elapsed().as_millis() as u64, "new instance seen");
+            }
             if !self.busy.insert(p.id.clone()) {
                 continue; // its previous change is still running; re-planned next poll
             }

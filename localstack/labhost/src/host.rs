@@ -74,8 +74,7 @@ impl HostEnv {
         }
         let key = dir.join("ssh_host_ed25519_key");
         if !key.exists() {
-            let k = key.to_string_lossy();
-            cmd::run("ssh-keygen", &["-q", "-t", "ed25519", "-N", "", "-C", &spec.id, "-f", &k]).await?;
+            write_host_key(&key, &spec.id)?;
         }
         let write = |name: &str, body: String| {
             let p = dir.join(name);
@@ -269,6 +268,21 @@ impl NamespaceSetup {
         }
         Ok(())
     }
+}
+
+/// A fresh ed25519 host key in OpenSSH format (private 0600, public next to it).
+fn write_host_key(path: &Path, comment: &str) -> Result<(), HostError> {
+    let fail = |e: ssh_key::Error| HostError::Io { path: path.display().to_string(), source: std::io::Error::other(e) };
+    let mut key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).map_err(fail)?;
+    key.set_comment(comment);
+    let private = key.to_openssh(ssh_key::LineEnding::LF).map_err(fail)?;
+    let public = key.public_key().to_openssh().map_err(fail)?;
+    let mut opts = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.write(true).create(true).truncate(true).open(path).map_err(io(path))?;
+    std::io::Write::write_all(&mut f, private.as_bytes()).map_err(io(path))?;
+    let pub_path = path.with_extension("pub");
+    std::fs::write(&pub_path, format!("{public}\n")).map_err(io(&pub_path))
 }
 
 fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<(), HostError> {

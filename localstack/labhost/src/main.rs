@@ -119,7 +119,8 @@ fn print(output: Output, value: &serde_json::Value, text: impl FnOnce() -> Strin
 fn init_logging(output: Output) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match output {
         Output::Json => builder.json().init(),
         Output::Text => builder.init(),

@@ -226,6 +226,7 @@ impl Emulator {
         std::fs::write(&config, config_text).unwrap();
         let log = std::fs::File::create(state_dir.path().join("run.log")).unwrap();
         let child = Command::new(bin())
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,labhost=debug".into()))
             .args(["--state-dir", state_dir.path().to_str().unwrap(), "run", "--prefix", PREFIX, "--config"])
             .arg(&config)
             .stdin(Stdio::null())
