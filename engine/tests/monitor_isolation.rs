@@ -103,6 +103,14 @@ async fn db_latency_breach_isolates_node_and_calls_webhook() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status(0).await["isolated"], false);
+    // Clean shutdown on SIGTERM: exit 0, leaderships released for the other node.
+    let st = nodes[1].sigterm();
+    assert!(st.is_some_and(|s| s.success()), "node did not exit cleanly on SIGTERM: {st:?}");
+    let t = Instant::now();
+    while status(0).await["leading"].as_array().is_none_or(|a| a.len() != 3) {
+        assert!(t.elapsed() < Duration::from_secs(15), "leaderships not taken after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(nodes);
     server.abort();
 }
