@@ -7,6 +7,6 @@ cd "$root"
 scripts/setup.sh
 localstack/start.sh
 cargo build --workspace
-if [ -x localstack/labhost.sh ]; then localstack/labhost.sh start regions.toml; fi
+localstack/labhost.sh start
 ./target/debug/provision up
 ./target/debug/provision status

@@ -186,12 +186,12 @@ async fn assert_compact(project: &str) {
 async fn compact_up_is_idempotent_and_down_removes_everything_then_recreate_works() {
     let _turn = serial();
     let p = Project::new("cmp", "compact");
-    p.ok(&["up"]);
+    p.ok(&["up", "--infra-only"]);
     assert_compact(&p.name).await;
     let before = instances(PRIMARY, &p.name).await;
 
     // A second `up` changes nothing, and `plan` agrees (exit 0).
-    p.ok(&["up"]);
+    p.ok(&["up", "--infra-only"]);
     assert_eq!(instances(PRIMARY, &p.name).await, before, "second up replaced instances");
     assert_compact(&p.name).await;
     assert_eq!(p.run(&["plan"]).status.code(), Some(0));
@@ -202,7 +202,7 @@ async fn compact_up_is_idempotent_and_down_removes_everything_then_recreate_work
     p.ok(&["down"]);
 
     // Recreate after teardown.
-    p.ok(&["up"]);
+    p.ok(&["up", "--infra-only"]);
     assert_compact(&p.name).await;
     p.ok(&["down"]);
     assert_nothing_left(&p.name).await;
@@ -222,7 +222,7 @@ async fn plan_reports_pending_changes_with_exit_2_and_changes_nothing() {
 async fn standard_up_and_down() {
     let _turn = serial();
     let p = Project::new("std", "standard");
-    p.ok(&["up"]);
+    p.ok(&["up", "--infra-only"]);
     for region in [PRIMARY, DR] {
         let inst = instances(region, &p.name).await;
         let mut per_role: BTreeMap<String, usize> = BTreeMap::new();
@@ -250,12 +250,12 @@ async fn interrupted_up_converges_without_duplicates() {
     let _turn = serial();
     let p = Project::new("kil", "compact");
     for kill_after_ms in [80u64, 200, 350, 600] {
-        let mut child = p.cmd(&["up"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = p.cmd(&["up", "--infra-only"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         let _ = child.kill();
         let _ = child.wait();
     }
-    p.ok(&["up"]);
+    p.ok(&["up", "--infra-only"]);
     assert_compact(&p.name).await;
     assert_eq!(p.run(&["plan"]).status.code(), Some(0));
     p.ok(&["down"]);

@@ -39,10 +39,13 @@ enum Cmd {
         /// Independent API calls in flight at once.
         #[arg(long, default_value_t = CONCURRENCY_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
+        /// Build the cloud resources only; skip the deploy over SSH.
+        #[arg(long)]
+        infra_only: bool,
     },
     /// Show what exists in each region.
     Status,
-    /// Roll out a new build or config (not yet implemented).
+    /// Put the engine and database software on the running hosts; only what changed is touched.
     Deploy,
     /// Move the primary role to the other region (not yet implemented).
     Failover,
@@ -91,10 +94,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     match &cli.cmd {
         Cmd::Version => {
+            let bins = provisioner::deploy::embedded::list();
             if json {
-                println!("{}", serde_json::json!({ "provision": env!("CARGO_PKG_VERSION") }));
+                println!("{}", serde_json::json!({ "provision": env!("CARGO_PKG_VERSION"), "embedded": bins }));
             } else {
                 println!("provision {}", env!("CARGO_PKG_VERSION"));
+                for b in bins {
+                    println!("  embedded {} {} ({} bytes) sha256 {}", b.name, b.version, b.bytes, b.sha256);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -104,11 +111,23 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &r, || render::plan(&r));
             Ok(if r.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Cmd::Up { concurrency } => {
+        Cmd::Up { concurrency, infra_only } => {
             let (cfg, tpl) = load()?;
             let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false }).await?;
-            print(json, &r, || render::apply(&r));
-            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            if !r.ok() || *infra_only {
+                print(json, &r, || render::apply(&r));
+                return Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            }
+            let d = ops::deploy(&cfg, &tpl, false).await?;
+            let both = serde_json::json!({ "infra": r, "deploy": d });
+            print(json, &both, || render::apply(&r) + &render::deploy(&d));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Deploy => {
+            let (cfg, tpl) = load()?;
+            let d = ops::deploy(&cfg, &tpl, false).await?;
+            print(json, &d, || render::deploy(&d));
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Down { concurrency } => {
             let (cfg, _) = load()?;
@@ -122,7 +141,6 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &o, || render::status(&o));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Deploy => not_yet("deploy"),
         Cmd::Failover => not_yet("failover"),
         Cmd::Failback => not_yet("failback"),
         Cmd::Drill => not_yet("drill"),

@@ -31,6 +31,8 @@ pub enum Error {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
 }
 
 pub struct Opts {
@@ -155,16 +157,34 @@ pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
     let progress = Progress::new("down", opts.quiet);
     let out = exec::run(&p, &cloud, opts.concurrency, OnError::Continue, false, &progress).await;
     let after = cloud.observe(cfg).await?;
+    let remaining = PlanReport::of(&plan_down(&after)).steps;
+    if remaining.is_empty() {
+        // The hosts are gone: their pinned host keys would only refuse the next ones that
+        // get the same addresses.
+        let _ = std::fs::remove_file(keys::key_dir(cfg).join("known_hosts"));
+    }
     Ok(ApplyReport {
         command: "down",
         rounds: 1,
         steps_done: out.done,
         steps_skipped: out.skipped,
         failures: out.failed,
-        remaining: PlanReport::of(&plan_down(&after)).steps,
+        remaining,
         notes: vec![],
         duration_ms: t0.elapsed().as_millis(),
     })
+}
+
+/// Puts the software on the running hosts (over SSH) and waits for the primary region to be
+/// healthy. Only what changed is uploaded and restarted.
+pub async fn deploy(cfg: &Config, tpl: &Template, quiet: bool) -> Result<crate::deploy::DeployReport, Error> {
+    let material = keys::ensure_public_key(cfg)?;
+    let want = desired(cfg, tpl, &material);
+    let cloud = Cloud::connect(cfg).await;
+    let observed = cloud.observe(cfg).await?;
+    let inv = crate::deploy::inventory::inventory(cfg, &want, &observed).map_err(crate::deploy::DeployError::from)?;
+    let d = crate::deploy::Deployer::new(cfg, tpl, inv, quiet)?;
+    Ok(d.run(cfg).await?)
 }
 
 pub async fn status(cfg: &Config) -> Result<Observed, Error> {

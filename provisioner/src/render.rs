@@ -122,3 +122,19 @@ pub fn status(o: &Observed) -> String {
     }
     s
 }
+
+pub fn deploy(r: &crate::deploy::DeployReport) -> String {
+    let mut s = String::new();
+    for p in &r.phases {
+        let _ = writeln!(s, "  {:<32} {:>3} host(s) {:>7.1} s", p.name, p.hosts, p.duration_ms as f64 / 1000.0);
+    }
+    let _ = writeln!(
+        s,
+        "deploy: {} file(s) written, {} unchanged, {} service(s) restarted, in {:.1} s.",
+        r.files_written,
+        r.files_unchanged,
+        r.services_restarted.len(),
+        r.duration_ms as f64 / 1000.0
+    );
+    s
+}

@@ -1,0 +1,50 @@
+//! Builds the engine binaries (`engine-node`, `engine-gateway`) with the same cargo and
+//! profile, into a target dir of their own, and copies them to OUT_DIR, where
+//! `deploy::embedded` includes them: `provision` carries what it deploys.
+//!
+//! `PROVISION_ENGINE_BIN_DIR=<dir>` embeds prebuilt binaries from <dir> instead.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const BINS: [&str; 2] = ["engine-node", "engine-gateway"];
+
+fn main() {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = manifest.parent().expect("workspace root").to_path_buf();
+    println!("cargo:rerun-if-env-changed=PROVISION_ENGINE_BIN_DIR");
+    for p in ["engine/src", "engine/config/src", "engine/Cargo.toml", "engine/config/Cargo.toml", "engine/build.rs"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+
+    let bin_dir = match std::env::var_os("PROVISION_ENGINE_BIN_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => build_engine(&root),
+    };
+    for b in BINS {
+        let src = bin_dir.join(b);
+        std::fs::copy(&src, out.join(b)).unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
+        // Its own `--version`, so `provision version` can show it without running it.
+        let v = Command::new(&src).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        std::fs::write(out.join(format!("{b}.version")), v).expect("write version");
+    }
+}
+
+fn build_engine(root: &Path) -> PathBuf {
+    let profile = std::env::var("PROFILE").unwrap_or_else(|_| "debug".into());
+    let target_dir = root.join("target").join("embedded");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(root).args(["build", "-p", "engine", "--bins", "--target-dir"]).arg(&target_dir);
+    if profile == "release" {
+        cmd.arg("--release");
+    }
+    // Do not inherit the outer build's flags and jobserver meant for this build script.
+    for v in ["CARGO_TARGET_DIR", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET_DIR"] {
+        cmd.env_remove(v);
+    }
+    let status = cmd.status().expect("run cargo to build the engine binaries");
+    assert!(status.success(), "building the engine binaries failed");
+    target_dir.join(if profile == "release" { "release" } else { "debug" })
+}

@@ -1,0 +1,79 @@
+//! Which host runs what, and where to reach it: the desired hosts joined with the instances
+//! the cloud has. Pure.
+
+use serde::Serialize;
+
+use crate::config::{Config, HealthTarget, RegionRole};
+use crate::model::{pick, Desired, Observed};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub key: String,
+    /// Short name, unique in its region: `app-0`, `db-2`.
+    pub name: String,
+    pub instance_id: String,
+    pub region: String,
+    pub region_role: RegionRole,
+    /// Address inside the VPCs: what services listen on and peers use.
+    pub private_ip: String,
+    /// Address `provision` connects to over SSH.
+    pub ssh_ip: String,
+    pub ssh_user: String,
+    pub modules: Vec<String>,
+    pub gateway: bool,
+    pub database: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inventory {
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{key} has no running instance with a private IP; run `provision up` first (or wait for it to start)")]
+pub struct MissingHost {
+    pub key: String,
+}
+
+pub fn inventory(cfg: &Config, d: &Desired, o: &Observed) -> Result<Inventory, MissingHost> {
+    let mut hosts = Vec::new();
+    for dr in &d.regions {
+        let rc = cfg.region(&dr.name).expect("desired regions come from the config");
+        let or = o.region(&dr.name);
+        for h in &dr.hosts {
+            let f = or.and_then(|r| pick(&r.instances, &h.key)).filter(|f| f.attrs.state == "running");
+            let f = f.ok_or_else(|| MissingHost { key: h.key.clone() })?;
+            let private_ip = f.attrs.private_ip.clone().ok_or_else(|| MissingHost { key: h.key.clone() })?;
+            let ssh_ip = match cfg.health_target {
+                HealthTarget::PrivateIp => private_ip.clone(),
+                HealthTarget::PublicIp => f.attrs.public_ip.clone().unwrap_or_else(|| private_ip.clone()),
+            };
+            hosts.push(Host {
+                key: h.key.clone(),
+                name: format!("{}-{}", h.role, h.index),
+                instance_id: f.id.clone(),
+                region: dr.name.clone(),
+                region_role: dr.role,
+                private_ip,
+                ssh_ip,
+                ssh_user: rc.ssh_user.clone(),
+                modules: h.modules.clone(),
+                gateway: h.gateway,
+                database: h.database,
+            });
+        }
+    }
+    Ok(Inventory { hosts })
+}
+
+impl Inventory {
+    pub fn in_region<'a>(&'a self, region: &'a str) -> impl Iterator<Item = &'a Host> + 'a {
+        self.hosts.iter().filter(move |h| h.region == region)
+    }
+    pub fn db(&self, region: &str) -> Vec<&Host> {
+        self.hosts.iter().filter(|h| h.region == region && h.database).collect()
+    }
+    pub fn gateways(&self, region: &str) -> Vec<&Host> {
+        self.hosts.iter().filter(|h| h.region == region && h.gateway).collect()
+    }
+}

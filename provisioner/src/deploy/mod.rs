@@ -1,0 +1,200 @@
+//! From running instances to a live exchange, over SSH, in order: hosts reachable -> files
+//! -> DB in the primary region -> DB standby cluster in the DR region -> engines -> gateways
+//! -> `/health` green. Stops at the first host that fails, naming host, step and log tail.
+
+pub mod embedded;
+pub mod inventory;
+pub mod remote;
+pub mod render;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use self::inventory::{Host, Inventory};
+use self::remote::Remote;
+use self::render::{Ctx, FileSpec};
+use crate::config::Config;
+use crate::progress::Progress;
+use crate::ssh::{Fleet, SshConfig, SshError};
+use crate::template::Template;
+
+pub const SSH_CONCURRENCY_DEFAULT: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("{host}: {step} failed: {message}{tail}")]
+    Host { host: String, step: String, message: String, tail: String },
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error(transparent)]
+    Render(#[from] render::RenderError),
+    #[error(transparent)]
+    Missing(#[from] inventory::MissingHost),
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct DeployReport {
+    pub phases: Vec<Phase>,
+    pub files_written: usize,
+    pub files_unchanged: usize,
+    pub services_restarted: Vec<String>,
+    pub duration_ms: u128,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Phase {
+    pub name: String,
+    pub hosts: usize,
+    pub duration_ms: u128,
+}
+
+/// What one host should have, and what changed there in this run.
+struct HostPlan {
+    host: Host,
+    files: Vec<FileSpec>,
+}
+
+pub struct Deployer {
+    fleet: Fleet,
+    inv: Inventory,
+    plans: Arc<BTreeMap<String, HostPlan>>,
+    remote: Remote,
+    report: DeployReport,
+    progress: Progress,
+}
+
+impl Deployer {
+    pub fn new(cfg: &Config, tpl: &Template, inv: Inventory, quiet: bool) -> Result<Deployer, DeployError> {
+        let secrets = secrets::ensure(cfg)?;
+        crate::keys::ensure_public_key(cfg)?;
+        let ctx = Ctx { cfg, tpl, inv: &inv, secrets: &secrets, dr_mode: engine_config::RegionMode::Standby };
+        let base = render::base_files(&ctx)?;
+        let mut plans = BTreeMap::new();
+        for h in &inv.hosts {
+            let mut files = base.clone();
+            if h.database {
+                files.extend(render::db_files(&ctx, h)?);
+            }
+            files.extend(render::app_files(&ctx, h, embedded::ENGINE_NODE, embedded::ENGINE_GATEWAY)?);
+            plans.insert(h.ssh_ip.clone(), HostPlan { host: h.clone(), files });
+        }
+        let user = inv.hosts.first().map(|h| h.ssh_user.clone()).unwrap_or_else(|| "root".into());
+        let ssh = SshConfig::new(user, crate::keys::private_key_path(cfg), crate::keys::key_dir(cfg).join("known_hosts"));
+        Ok(Deployer {
+            fleet: Fleet::new(ssh, SSH_CONCURRENCY_DEFAULT),
+            remote: Remote::new(cfg, tpl),
+            inv,
+            plans: Arc::new(plans),
+            report: DeployReport::default(),
+            progress: Progress::new("deploy", quiet),
+        })
+    }
+
+    pub async fn run(mut self, cfg: &Config) -> Result<DeployReport, DeployError> {
+        let t0 = Instant::now();
+        let all: Vec<Host> = self.inv.hosts.clone();
+        self.phase("hosts reachable", &all, |r, s, _h| r.reachable(s)).await?;
+        let changed = self.phase("files", &all, |r, s, h| r.sync_files(s, h)).await?;
+        let mut restart: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (ip, c) in &changed {
+            self.report.files_written += c.written;
+            self.report.files_unchanged += c.unchanged;
+            restart.insert(ip.clone(), c.restart.clone());
+        }
+        let restart = Arc::new(restart);
+
+        for region in [cfg.primary().name.clone(), cfg.dr().name.clone()] {
+            let db: Vec<Host> = self.inv.db(&region).into_iter().cloned().collect();
+            let rs = restart.clone();
+            self.phase(&format!("etcd in {region}"), &db, move |r, s, h| r.start(s, h, "etcd", &rs)).await?;
+            self.phase(&format!("etcd quorum in {region}"), &db, |r, s, h| r.wait_etcd(s, h)).await?;
+            let rs = restart.clone();
+            self.phase(&format!("patroni in {region}"), &db, move |r, s, h| r.start(s, h, "patroni", &rs)).await?;
+            self.phase(&format!("database cluster in {region}"), &db[..1], |r, s, h| r.wait_cluster(s, h)).await?;
+            if region == cfg.primary().name {
+                self.phase("engine database role", &db, |r, s, h| r.ensure_engine_role(s, h)).await?;
+            }
+        }
+        let apps: Vec<Host> = all.iter().filter(|h| !h.modules.is_empty()).cloned().collect();
+        let rs = restart.clone();
+        self.phase("engines", &apps, move |r, s, h| {
+            for m in &h.modules {
+                r.start(s, h, &format!("node-{m}"), &rs)?;
+            }
+            Ok(())
+        })
+        .await?;
+        let gws: Vec<Host> = all.iter().filter(|h| h.gateway).cloned().collect();
+        let rs = restart.clone();
+        self.phase("gateways", &gws, move |r, s, h| r.start(s, h, "gateway", &rs)).await?;
+        let primary_gw: Vec<Host> = self.inv.gateways(&cfg.primary().name).into_iter().cloned().collect();
+        self.phase("primary /health green", &primary_gw, |r, s, h| r.wait_health(s, h)).await?;
+        for (ip, services) in restart.iter() {
+            for s in services {
+                self.report.services_restarted.push(format!("{ip}:{s}"));
+            }
+        }
+        self.report.duration_ms = t0.elapsed().as_millis();
+        Ok(self.report)
+    }
+
+    /// Runs `f` on each of `hosts` (in parallel, bounded) and stops at the first failure.
+    async fn phase<T, F>(&mut self, name: &str, hosts: &[Host], f: F) -> Result<BTreeMap<String, T>, DeployError>
+    where
+        T: Send + 'static,
+        F: Fn(&Remote, &mut crate::ssh::Session, &HostPlanView) -> Result<T, DeployError> + Send + Sync + 'static,
+    {
+        let t0 = Instant::now();
+        self.progress.note(&format!("deploy: {name} ({} host(s))", hosts.len()));
+        let targets: Vec<crate::ssh::Target> = hosts.iter().map(|h| crate::ssh::Target::new(h.ssh_ip.clone(), 22)).collect();
+        let plans = self.plans.clone();
+        let remote = self.remote.clone();
+        let errors: Arc<std::sync::Mutex<Vec<DeployError>>> = Arc::default();
+        let errs = errors.clone();
+        let results = self
+            .fleet
+            .run(&targets, move |s| {
+                let plan = &plans[s.host()];
+                let view = HostPlanView { host: &plan.host, files: &plan.files };
+                f(&remote, s, &view).map_err(|e| {
+                    let msg = e.to_string();
+                    errs.lock().expect("errors lock").push(e);
+                    SshError::Panicked { host: plan.host.name.clone(), message: msg }
+                })
+            })
+            .await;
+        let mut out = BTreeMap::new();
+        for r in results {
+            match r.result {
+                Ok(v) => {
+                    out.insert(r.target.host.clone(), v);
+                }
+                Err(e) => {
+                    let mut errs = errors.lock().expect("errors lock");
+                    return Err(if errs.is_empty() { e.into() } else { errs.remove(0) });
+                }
+            }
+        }
+        self.report.phases.push(Phase { name: name.to_string(), hosts: hosts.len(), duration_ms: t0.elapsed().as_millis() });
+        Ok(out)
+    }
+}
+
+/// A host and its files, as seen by one phase's work on that host.
+pub struct HostPlanView<'a> {
+    pub host: &'a Host,
+    pub files: &'a [FileSpec],
+}
+
+impl std::ops::Deref for HostPlanView<'_> {
+    type Target = Host;
+    fn deref(&self) -> &Host {
+        self.host
+    }
+}

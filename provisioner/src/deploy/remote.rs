@@ -1,0 +1,202 @@
+//! What `deploy` does on one host, over its SSH session: files, services, and the waits
+//! that gate the next phase. Every wait is bounded and names what it waited for.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::render::{Paths, DB_ENGINE_USER, DB_NAME};
+use super::{DeployError, HostPlanView};
+use crate::config::{Config, RegionRole};
+use crate::ssh::{shell_quote, Session};
+use crate::template::Template;
+
+const ETCD_WAIT_MS_MAX: u64 = 90_000;
+const CLUSTER_WAIT_MS_MAX: u64 = 240_000;
+const HEALTH_WAIT_MS_MAX: u64 = 180_000;
+const POLL_MS: u64 = 500;
+
+#[derive(Clone)]
+pub struct Remote {
+    project: String,
+    etcd_client: u16,
+    patroni_rest: u16,
+    postgres: u16,
+    gateway_http: u16,
+}
+
+/// What syncing files did on a host.
+#[derive(Debug, Clone, Default)]
+pub struct Changed {
+    pub written: usize,
+    pub unchanged: usize,
+    /// Services whose files changed: restarted rather than just started.
+    pub restart: Vec<String>,
+}
+
+impl Remote {
+    pub fn new(cfg: &Config, tpl: &Template) -> Remote {
+        Remote {
+            project: cfg.project.clone(),
+            etcd_client: tpl.ports.etcd_client,
+            patroni_rest: tpl.ports.patroni_rest,
+            postgres: tpl.ports.postgres,
+            gateway_http: tpl.ports.gateway_http,
+        }
+    }
+
+    fn paths(&self) -> Paths {
+        Paths::new(&self.project)
+    }
+
+    fn sudo(s: &Session) -> bool {
+        s.user() != "root"
+    }
+
+    fn fail(&self, s: &mut Session, h: &HostPlanView, step: &str, message: String, log: Option<&str>) -> DeployError {
+        let tail = match log {
+            Some(svc) => {
+                let cmd = format!("tail -n 20 /var/log/{}/{svc}.log 2>/dev/null", self.project);
+                match s.exec(&cmd, Self::sudo(s)) {
+                    Ok(o) if !o.stdout.trim().is_empty() => format!("\n  last lines of /var/log/{}/{svc}.log on {}:\n{}", self.project, h.name, indent(&o.stdout)),
+                    _ => String::new(),
+                }
+            }
+            None => String::new(),
+        };
+        DeployError::Host { host: format!("{} ({}, {})", h.name, h.ssh_ip, h.region), step: step.to_string(), message, tail }
+    }
+
+    pub fn reachable(&self, s: &mut Session) -> Result<(), DeployError> {
+        s.exec_ok("true", false)?;
+        Ok(())
+    }
+
+    pub fn sync_files(&self, s: &mut Session, h: &HostPlanView) -> Result<Changed, DeployError> {
+        let p = self.paths();
+        let sudo = Self::sudo(s);
+        let dirs = format!(
+            "mkdir -p {opt} {etc}/services {etc}/secrets {lib}/run /var/log/{proj} && chmod 0755 {etc} && chmod 0700 {etc}/secrets",
+            opt = p.opt_bin,
+            etc = p.etc,
+            lib = p.var_lib,
+            proj = self.project
+        );
+        s.exec_ok(&dirs, sudo)?;
+        let mut c = Changed::default();
+        for f in h.files {
+            let up = s.upload(&f.content, &f.path, f.mode as u32, sudo)?;
+            if up.changed() {
+                c.written += 1;
+                c.restart.extend(f.restarts.iter().cloned());
+            } else {
+                c.unchanged += 1;
+            }
+            if let Some(owner) = &f.owner {
+                s.exec_ok(&format!("chown {} {}", shell_quote(owner), shell_quote(&f.path)), sudo)?;
+            }
+        }
+        c.restart.sort();
+        c.restart.dedup();
+        Ok(c)
+    }
+
+    /// Starts a service, or restarts it when its files changed in this run.
+    pub fn start(&self, s: &mut Session, h: &HostPlanView, svc: &str, restart: &Arc<BTreeMap<String, Vec<String>>>) -> Result<(), DeployError> {
+        let again = restart.get(&h.ssh_ip).is_some_and(|v| v.iter().any(|x| x == svc));
+        let verb = if again { "restart" } else { "start" };
+        let out = s.exec(&format!("{}/svc {verb} {svc}", self.paths().opt_bin), Self::sudo(s))?;
+        if !out.success() {
+            let msg = format!("`svc {verb} {svc}` exited {}: {}", out.exit_code, out.stderr.trim());
+            return Err(self.fail(s, h, &format!("start {svc}"), msg, Some(svc)));
+        }
+        Ok(())
+    }
+
+    pub fn wait_etcd(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+        let cmd = format!("ETCDCTL_API=3 etcdctl --command-timeout=2s --endpoints=http://{}:{} endpoint health", h.private_ip, self.etcd_client);
+        self.wait(s, h, "etcd healthy", ETCD_WAIT_MS_MAX, "etcd", |s| Ok(s.exec(&cmd, false)?.success()))
+    }
+
+    /// Primary region: a leader and a synchronous standby. DR: a running standby leader.
+    pub fn wait_cluster(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+        let cmd = format!("curl -s --max-time 2 http://{}:{}/cluster", h.private_ip, self.patroni_rest);
+        let want: &[&str] = match h.region_role {
+            RegionRole::Primary => &["\"role\": \"leader\"", "\"role\": \"sync_standby\""],
+            RegionRole::Dr => &["\"role\": \"standby_leader\""],
+        };
+        let what = format!("Patroni cluster with {}", want.join(" and "));
+        self.wait(s, h, &what, CLUSTER_WAIT_MS_MAX, "patroni", |s| {
+            let out = s.exec(&cmd, false)?;
+            let body = normalize_json(&out.stdout);
+            Ok(want.iter().all(|w| body.contains(w)) && !body.contains("\"state\": \"starting\""))
+        })
+    }
+
+    /// The engine's role and database, created on the primary's leader (idempotent).
+    pub fn ensure_engine_role(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+        let is_leader = s.exec(&format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{}/primary", h.private_ip, self.patroni_rest), false)?;
+        if is_leader.stdout.trim() != "200" {
+            return Ok(());
+        }
+        let p = self.paths();
+        let sql = format!(
+            "SELECT 'CREATE ROLE {u} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{u}')\\gexec\n\
+             ALTER ROLE {u} WITH LOGIN PASSWORD :'pw';\n\
+             SELECT 'CREATE DATABASE {d} OWNER {u}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{d}')\\gexec\n",
+            u = DB_ENGINE_USER,
+            d = DB_NAME
+        );
+        let cmd = format!(
+            "pw=$(cat {secret}) && printf '%s' {sql} | runuser -u postgres -- psql -h {lib}/pg -p {port} -d postgres -v ON_ERROR_STOP=1 -v pw=\"$pw\" -qAt",
+            secret = p.secret("db_engine_password"),
+            sql = shell_quote(&sql),
+            lib = p.var_lib,
+            port = self.postgres
+        );
+        let out = s.exec(&cmd, Self::sudo(s))?;
+        if !out.success() {
+            return Err(self.fail(s, h, "create the engine's database role", out.stderr.trim().to_string(), Some("patroni")));
+        }
+        Ok(())
+    }
+
+    pub fn wait_health(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+        let cmd = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{}/health", h.private_ip, self.gateway_http);
+        self.wait(s, h, "gateway /health 200", HEALTH_WAIT_MS_MAX, "gateway", |s| Ok(s.exec(&cmd, false)?.stdout.trim() == "200"))
+    }
+
+    fn wait(
+        &self,
+        s: &mut Session,
+        h: &HostPlanView,
+        what: &str,
+        wait_ms_max: u64,
+        log: &str,
+        mut ok: impl FnMut(&mut Session) -> Result<bool, DeployError>,
+    ) -> Result<(), DeployError> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms_max);
+        let alive = format!("{}/svc status {log}", self.paths().opt_bin);
+        loop {
+            if ok(s)? {
+                return Ok(());
+            }
+            if !s.exec(&alive, Self::sudo(s))?.success() {
+                return Err(self.fail(s, h, &format!("wait for {what}"), format!("service {log} is not running"), Some(log)));
+            }
+            if Instant::now() > deadline {
+                return Err(self.fail(s, h, &format!("wait for {what}"), format!("not reached after {} s", wait_ms_max / 1000), Some(log)));
+            }
+            std::thread::sleep(Duration::from_millis(POLL_MS));
+        }
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+}
+
+/// Patroni prints compact JSON; make `"k":"v"` and `"k": "v"` compare the same.
+fn normalize_json(s: &str) -> String {
+    s.replace("\":\"", "\": \"").replace("\":", "\": ").replace(":  ", ": ")
+}

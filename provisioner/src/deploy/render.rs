@@ -1,0 +1,266 @@
+//! Everything a host gets, as files: service definitions, Patroni and etcd settings from
+//! `templates/`, engine configs from the `engine-config` types. Pure.
+
+use std::collections::BTreeMap;
+
+use engine_config::{DbConfig, ExchangeConfig, GatewayConfig, LogConfig, Module, MonitorConfig, NodeConfig, PeerConfig, RegionMode};
+
+use super::inventory::{Host, Inventory};
+use super::secrets::Secrets;
+use crate::config::{Config, RegionRole};
+use crate::template::Template;
+
+const SVC_SH: &str = include_str!("../../../templates/host/svc.sh");
+const BOOT_SH: &str = include_str!("../../../templates/host/boot.sh");
+const PATRONI_YML: &str = include_str!("../../../templates/db/patroni.yml");
+
+pub const DB_NAME: &str = "exchange";
+pub const DB_ENGINE_USER: &str = "engine";
+
+/// One file for one host.
+#[derive(Clone)]
+pub struct FileSpec {
+    pub path: String,
+    pub mode: i32,
+    /// `user` or `user:group`; None keeps root.
+    pub owner: Option<String>,
+    pub content: Vec<u8>,
+    /// Services to restart when this file changes.
+    pub restarts: Vec<String>,
+}
+
+impl std::fmt::Debug for FileSpec {
+    /// Contents may be secret: never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileSpec({} mode {:o}, {} bytes)", self.path, self.mode, self.content.len())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("template {template}: placeholder {{{{{name}}}}} has no value")]
+pub struct RenderError {
+    pub template: String,
+    pub name: String,
+}
+
+/// Replaces `{{name}}`; any placeholder left without a value is an error.
+pub fn render(template: &str, src: &str, vars: &BTreeMap<&str, String>) -> Result<String, RenderError> {
+    let mut out = String::with_capacity(src.len());
+    let mut rest = src;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").map(|e| start + e).ok_or_else(|| RenderError { template: template.into(), name: "<unclosed>".into() })?;
+        let name = rest[start + 2..end].trim();
+        let v = vars.get(name).ok_or_else(|| RenderError { template: template.into(), name: name.into() })?;
+        out.push_str(v);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+pub struct Paths {
+    pub etc: String,
+    pub opt_bin: String,
+    pub var_lib: String,
+}
+
+impl Paths {
+    pub fn new(project: &str) -> Paths {
+        Paths { etc: format!("/etc/{project}"), opt_bin: format!("/opt/{project}/bin"), var_lib: format!("/var/lib/{project}") }
+    }
+    pub fn secret(&self, name: &str) -> String {
+        format!("{}/secrets/{name}", self.etc)
+    }
+}
+
+fn file(path: String, mode: i32, content: impl Into<Vec<u8>>) -> FileSpec {
+    FileSpec { path, mode, owner: None, content: content.into(), restarts: vec![] }
+}
+
+fn restarting(mut f: FileSpec, services: &[&str]) -> FileSpec {
+    f.restarts = services.iter().map(|s| s.to_string()).collect();
+    f
+}
+
+fn module_of(name: &str) -> Module {
+    Module::ALL.into_iter().find(|m| m.as_str() == name).expect("template modules are validated")
+}
+
+fn service(name: &str, run_as: &str, pre: &str, cmd: &str, p: &Paths) -> FileSpec {
+    let q = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    file(format!("{}/services/{name}.conf", p.etc), 0o600, format!("RUN_AS={}\nPRE={}\nCMD={}\n", q(run_as), q(pre), q(cmd)))
+}
+
+pub struct Ctx<'a> {
+    pub cfg: &'a Config,
+    pub tpl: &'a Template,
+    pub inv: &'a Inventory,
+    pub secrets: &'a Secrets,
+    /// Mode of the DR region's engines (standby until a failover).
+    pub dr_mode: RegionMode,
+}
+
+/// Files common to every host: the service manager and the boot hook.
+pub fn base_files(ctx: &Ctx) -> Result<Vec<FileSpec>, RenderError> {
+    let p = Paths::new(&ctx.cfg.project);
+    let vars = BTreeMap::from([("project", ctx.cfg.project.clone())]);
+    Ok(vec![
+        file(format!("{}/svc", p.opt_bin), 0o755, render("host/svc.sh", SVC_SH, &vars)?),
+        file(format!("{}/boot.sh", p.etc), 0o755, render("host/boot.sh", BOOT_SH, &vars)?),
+    ])
+}
+
+/// etcd + Patroni on a DB host.
+pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
+    let (cfg, ports) = (ctx.cfg, &ctx.tpl.ports);
+    let p = Paths::new(&cfg.project);
+    let peers = ctx.inv.db(&h.region);
+    let initial: Vec<String> = peers.iter().map(|d| format!("{}=http://{}:{}", d.name, d.private_ip, ports.etcd_peer)).collect();
+    let etcd_cmd = format!(
+        "/usr/bin/etcd --name {n} --data-dir {lib}/etcd --listen-client-urls http://{ip}:{c},http://127.0.0.1:{c} --advertise-client-urls http://{ip}:{c} \
+         --listen-peer-urls http://{ip}:{pp} --initial-advertise-peer-urls http://{ip}:{pp} --initial-cluster {ic} \
+         --initial-cluster-state new --initial-cluster-token {proj}-{region}",
+        n = h.name,
+        lib = p.var_lib,
+        ip = h.private_ip,
+        c = ports.etcd_client,
+        pp = ports.etcd_peer,
+        ic = initial.join(","),
+        proj = cfg.project,
+        region = h.region,
+    );
+    let primary_db: Vec<String> = ctx.inv.db(&cfg.primary().name).iter().map(|d| d.private_ip.clone()).collect();
+    let standby = match h.region_role {
+        RegionRole::Primary => String::new(),
+        RegionRole::Dr => format!(
+            "    standby_cluster:\n      host: {}\n      port: {}\n      create_replica_methods:\n        - basebackup\n",
+            primary_db.join(","),
+            ports.postgres
+        ),
+    };
+    let vars = BTreeMap::from([
+        ("project", cfg.project.clone()),
+        ("region", h.region.clone()),
+        ("region_role", h.region_role.as_str().to_string()),
+        ("scope", format!("{}-{}", cfg.project, h.region)),
+        ("name", h.name.clone()),
+        ("ip", h.private_ip.clone()),
+        ("patroni_port", ports.patroni_rest.to_string()),
+        ("pg_port", ports.postgres.to_string()),
+        ("etcd_hosts", peers.iter().map(|d| format!("{}:{}", d.private_ip, ports.etcd_client)).collect::<Vec<_>>().join(",")),
+        ("synchronous_mode", (h.region_role == RegionRole::Primary).to_string()),
+        ("standby_cluster", standby),
+        ("superuser_password", ctx.secrets.db_superuser_password.expose().to_string()),
+        ("replication_password", ctx.secrets.db_replication_password.expose().to_string()),
+        ("cidr_a", cfg.regions[0].vpc_cidr.to_string()),
+        ("cidr_b", cfg.regions[1].vpc_cidr.to_string()),
+    ]);
+    let mut patroni = file(format!("{}/patroni.yml", p.etc), 0o600, render("db/patroni.yml", PATRONI_YML, &vars)?);
+    patroni.owner = Some("postgres".into());
+    let pg_dir = format!("{}/pg", p.var_lib);
+    Ok(vec![
+        restarting(patroni, &["patroni"]),
+        file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose()),
+        restarting(service("etcd", "root", &format!("mkdir -p {}/etcd", p.var_lib), &etcd_cmd, &p), &["etcd"]),
+        restarting(service(
+            "patroni",
+            "postgres",
+            &format!("mkdir -p {pg_dir} && chown postgres:postgres {pg_dir} && chmod 0700 {pg_dir}"),
+            &format!("/usr/bin/patroni {}/patroni.yml", p.etc),
+            &p,
+        ), &["patroni"]),
+    ])
+}
+
+fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
+    let p = Paths::new(&ctx.cfg.project);
+    DbConfig {
+        hosts: ctx.inv.db(region).iter().map(|d| format!("{}:{}", d.private_ip, ctx.tpl.ports.postgres)).collect(),
+        dbname: DB_NAME.into(),
+        user: DB_ENGINE_USER.into(),
+        password_file: Some(p.secret("db_engine_password").into()),
+        connect_timeout_ms: 5000,
+    }
+}
+
+/// Isolation thresholds. Generous on purpose: a node gives up its leaderships when one is
+/// crossed, so a busy host (CPU is not a sign of a bad node) must not trigger it.
+fn monitor() -> MonitorConfig {
+    MonitorConfig { cpu_max_percent: 100.0, peer_rtt_max_ms: 1000, db_latency_max_ms: 2000, breach_seconds: 10, ..MonitorConfig::default() }
+}
+
+fn peers(ctx: &Ctx, region: &str) -> Vec<PeerConfig> {
+    let mut v = Vec::new();
+    for h in ctx.inv.in_region(region) {
+        for m in &h.modules {
+            v.push(PeerConfig { node_id: node_id(h, m), module: module_of(m), addr: format!("{}:{}", h.private_ip, ctx.tpl.ports.modules[m]) });
+        }
+    }
+    v
+}
+
+pub fn node_id(h: &Host, module: &str) -> String {
+    format!("{}-{}-{}", h.region, module, h.name)
+}
+
+/// Engine nodes and the gateway on an application host.
+pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Result<Vec<FileSpec>, RenderError> {
+    let p = Paths::new(&ctx.cfg.project);
+    let mode = if h.region_role == RegionRole::Primary { RegionMode::Active } else { ctx.dr_mode };
+    let mut all: Vec<String> = h.modules.iter().map(|m| format!("node-{m}")).collect();
+    if h.gateway {
+        all.push("gateway".into());
+    }
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let nodes: Vec<&str> = all.iter().copied().filter(|s| *s != "gateway").collect();
+    let mut files = vec![
+        restarting(file(p.secret("admin_token"), 0o600, ctx.secrets.admin_token.expose()), &all),
+        restarting(file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose()), &all),
+    ];
+    if !h.modules.is_empty() {
+        files.push(restarting(file(format!("{}/engine-node", p.opt_bin), 0o755, node_bin.to_vec()), &nodes));
+    }
+    for m in &h.modules {
+        let c = NodeConfig {
+            node_id: node_id(h, m),
+            module: module_of(m),
+            region: h.region.clone(),
+            mode,
+            listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.modules[m]),
+            advertise: None,
+            peers: peers(ctx, &h.region),
+            db: db_config(ctx, &h.region),
+            exchange: ExchangeConfig::example(),
+            admin_token_file: p.secret("admin_token").into(),
+            monitor: monitor(),
+            log: LogConfig::default(),
+            batch_max: 1024,
+        };
+        let path = format!("{}/node-{m}.toml", p.etc);
+        let svc = format!("node-{m}");
+        let toml = c.to_toml_string().map_err(|e| RenderError { template: "engine NodeConfig".into(), name: e.to_string() })?;
+        files.push(restarting(file(path.clone(), 0o600, toml), &[&svc]));
+        files.push(restarting(service(&svc, "root", "", &format!("{}/engine-node --config {path}", p.opt_bin), &p), &[&svc]));
+    }
+    if h.gateway {
+        files.push(restarting(file(format!("{}/engine-gateway", p.opt_bin), 0o755, gateway_bin.to_vec()), &["gateway"]));
+        let c = GatewayConfig {
+            gateway_id: format!("{}-gateway-{}", h.region, h.name),
+            region: h.region.clone(),
+            listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.gateway_http),
+            nodes: peers(ctx, &h.region),
+            db: db_config(ctx, &h.region),
+            exchange: ExchangeConfig::example(),
+            admin_token_file: p.secret("admin_token").into(),
+            probe_interval_ms: 200,
+            retry_budget_ms: 5000,
+            log: LogConfig::default(),
+        };
+        let path = format!("{}/gateway.toml", p.etc);
+        let toml = c.to_toml_string().map_err(|e| RenderError { template: "engine GatewayConfig".into(), name: e.to_string() })?;
+        files.push(restarting(file(path.clone(), 0o600, toml), &["gateway"]));
+        files.push(restarting(service("gateway", "root", "", &format!("{}/engine-gateway --config {path}", p.opt_bin), &p), &["gateway"]));
+    }
+    Ok(files)
+}

@@ -1,0 +1,73 @@
+//! Deployment secrets: generated once, kept under `<config dir>/.provision/<project>/secrets/`
+//! with mode 0600, uploaded to hosts with mode 0600. Never printed, logged or serialized:
+//! [`Secret`] has no `Serialize` and its `Debug` is redacted.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+use crate::config::Config;
+use crate::keys::{key_dir, KeyError};
+
+pub const NAMES: [&str; 4] = ["db_superuser_password", "db_replication_password", "db_engine_password", "admin_token"];
+const SECRET_BYTES: usize = 24;
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    pub db_superuser_password: Secret,
+    pub db_replication_password: Secret,
+    pub db_engine_password: Secret,
+    pub admin_token: Secret,
+}
+
+pub fn dir(cfg: &Config) -> PathBuf {
+    key_dir(cfg).join("secrets")
+}
+
+/// Loads the project's secrets, generating the missing ones (once).
+pub fn ensure(cfg: &Config) -> Result<Secrets, KeyError> {
+    let d = dir(cfg);
+    std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+    let get = |name: &str| load_or_make(&d.join(name));
+    Ok(Secrets {
+        db_superuser_password: get(NAMES[0])?,
+        db_replication_password: get(NAMES[1])?,
+        db_engine_password: get(NAMES[2])?,
+        admin_token: get(NAMES[3])?,
+    })
+}
+
+fn load_or_make(path: &Path) -> Result<Secret, KeyError> {
+    if let Ok(s) = std::fs::read_to_string(path) {
+        if !s.trim().is_empty() {
+            return Ok(Secret(s.trim().to_string()));
+        }
+    }
+    let mut bytes = [0u8; SECRET_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let value: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(|e| io(path, e))?;
+    f.write_all(value.as_bytes()).map_err(|e| io(path, e))?;
+    Ok(Secret(value))
+}
+
+fn io(p: &Path, e: std::io::Error) -> KeyError {
+    KeyError::Io { path: p.display().to_string(), message: e.to_string() }
+}
