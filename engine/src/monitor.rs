@@ -62,6 +62,7 @@ async fn run(node: Arc<Node>) {
     let mut breach = 0u32;
     let mut clean = 0u32;
     let mut seen_readonly = false;
+    let mut suppressed = false;
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -147,6 +148,7 @@ async fn run(node: Arc<Node>) {
         if breaches.is_empty() {
             breach = 0;
             clean += 1;
+            suppressed = false;
         } else {
             clean = 0;
             breach += 1;
@@ -155,8 +157,17 @@ async fn run(node: Arc<Node>) {
         let isolated = node.state.isolated.load(Ordering::SeqCst);
         let n = m.breach_seconds.max(1);
         if !isolated && breach >= n {
-            node.state.isolated.store(true, Ordering::SeqCst);
-            transition(&node, "node_isolated", &breaches, &sample);
+            // Isolating the last healthy node of a module would turn a degradation into an
+            // outage (e.g. a cluster-wide slow DB): then stay, and say so once.
+            if healthy_peers(&node, http.as_ref()).await > 0 {
+                node.state.isolated.store(true, Ordering::SeqCst);
+                suppressed = false;
+                transition(&node, "node_isolated", &breaches, &sample);
+            } else if !suppressed {
+                suppressed = true;
+                node.metrics.inc(format!("engine_monitor_isolation_suppressed_total{{node=\"{nid}\"}}"));
+                transition(&node, "node_unhealthy_no_healthy_peer", &breaches, &sample);
+            }
         } else if isolated && clean >= n {
             node.state.isolated.store(false, Ordering::SeqCst);
             transition(&node, "node_recovered", &breaches, &sample);
@@ -167,6 +178,23 @@ async fn run(node: Arc<Node>) {
             seen_readonly = false;
         }
     }
+}
+
+/// Peers of this node's module that are up, active and not isolated.
+async fn healthy_peers(node: &Node, http: Option<&reqwest::Client>) -> usize {
+    let Some(http) = http else { return 0 };
+    let mut n = 0;
+    for p in node.cfg.peers.iter().filter(|p| p.module == node.cfg.module && p.node_id != node.cfg.node_id) {
+        let url = format!("http://{}/internal/status", p.addr);
+        if let Ok(r) = http.get(&url).send().await {
+            if let Ok(v) = r.json::<serde_json::Value>().await {
+                if v["isolated"] == false && v["mode"] == "active" {
+                    n += 1;
+                }
+            }
+        }
+    }
+    n
 }
 
 fn transition(node: &Arc<Node>, event: &str, breaches: &[String], sample: &Sample) {

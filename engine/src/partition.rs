@@ -224,7 +224,7 @@ pub fn spawn<L: Logic>(
             };
             if !got {
                 candidate = Some(client);
-                tokio::time::sleep(Duration::from_millis(50 + rand::random::<u64>() % 50)).await;
+                tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
                 continue;
             }
             let started = std::time::Instant::now();
