@@ -51,11 +51,13 @@ fn run(cloud: &Cloud, n: &Net, count: i32) {
                 // Checked once (an `ip route get`), so that probing does not load the machine.
                 assert_routed_locally(i.ip);
                 let addr = std::net::SocketAddr::from((i.ip, 22));
+                let mut tcp_at = None;
                 while Instant::now() < deadline {
-                    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok()
-                        && ssh(&key, i.ip, "true").status.success()
-                    {
-                        return Some(Instant::now());
+                    if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+                        let t = *tcp_at.get_or_insert_with(Instant::now);
+                        if ssh(&key, i.ip, "true").status.success() {
+                            return Some((t, Instant::now()));
+                        }
                     }
                     std::thread::sleep(Duration::from_millis(20));
                 }
@@ -77,11 +79,19 @@ fn run(cloud: &Cloud, n: &Net, count: i32) {
         std::thread::sleep(Duration::from_millis(100));
     }
     let mut lat: Vec<Duration> = Vec::new();
+    let mut tcp_lat: Vec<Duration> = Vec::new();
     for (i, h) in insts.iter().zip(handles) {
-        let ready = h.join().unwrap().unwrap_or_else(|| panic!("{} never SSH-ready", i.id));
+        let (tcp_at, ready) = h.join().unwrap().unwrap_or_else(|| panic!("{} never SSH-ready", i.id));
         lat.push(ready.saturating_duration_since(running_at[&i.id]));
+        tcp_lat.push(tcp_at.saturating_duration_since(running_at[&i.id]));
     }
     lat.sort();
+    tcp_lat.sort();
+    println!(
+        "instances={count} running->port 22 accepting p50={:.2}s max={:.2}s",
+        percentile(&tcp_lat, 0.5).as_secs_f64(),
+        tcp_lat.last().unwrap().as_secs_f64()
+    );
     println!(
         "instances={count} running->ssh-ready p50={:.2}s max={:.2}s (launch->all ready {:.2}s)",
         percentile(&lat, 0.5).as_secs_f64(),

@@ -116,7 +116,9 @@ impl Config {
         })
     }
 
-    /// Directories each host sees as its own (bind mounts onto a per-host tree).
+    /// Directories each host sees as its own (bind mounts onto a per-host tree). `/root` too:
+    /// root's home on a fresh image is empty, and the machine's own dotfiles (which may run
+    /// slow shell init on every SSH command) must not leak into the hosts.
     pub fn private_dirs(&self) -> Vec<String> {
         vec![
             "/opt".into(),
@@ -126,6 +128,7 @@ impl Config {
             "/var/lib/postgresql".into(),
             "/var/lib/etcd".into(),
             "/etc/patroni".into(),
+            "/root".into(),
             "/tmp".into(),
         ]
     }

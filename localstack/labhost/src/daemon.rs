@@ -33,6 +33,9 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
 }
 
+const FAST_POLL_INTERVAL_MS: u64 = 200;
+const FAST_POLL_WINDOW_MS: u64 = 10_000;
+
 /// Result of one host's steps, run as its own task.
 struct HostDone {
     id: String,
@@ -69,6 +72,8 @@ struct Daemon {
     latency_supported: bool,
     last_error: Option<String>,
     poll_interval_ms: u64,
+    /// Last time hosts or faults changed (drives the fast poll rate).
+    last_change: std::time::Instant,
 }
 
 pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
@@ -85,11 +90,16 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     let state_root = state.root.clone();
     let result = async {
         let mut d = Daemon::start(opts, state).await?;
-        let mut ticker = tokio::time::interval(Duration::from_millis(d.poll_interval_ms()));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let started = tokio::time::Instant::now();
             tokio::select! {
-                _ = ticker.tick() => d.tick().await,
+                _ = d.tick() => {}
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+            let pause = tokio::time::sleep_until(started + Duration::from_millis(d.next_poll_ms()));
+            tokio::select! {
+                _ = pause => {}
                 _ = sigterm.recv() => break,
                 _ = sigint.recv() => break,
             }
@@ -105,8 +115,11 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
 }
 
 impl Daemon {
-    fn poll_interval_ms(&self) -> u64 {
-        self.poll_interval_ms
+    /// Every `poll_interval_ms`, or every `FAST_POLL_INTERVAL_MS` while hosts are changing:
+    /// LocalStack pays for each DescribeInstances, so an idle emulator polls at the slower rate.
+    fn next_poll_ms(&self) -> u64 {
+        let recent = self.last_change.elapsed() < Duration::from_millis(FAST_POLL_WINDOW_MS);
+        if recent { self.poll_interval_ms.min(FAST_POLL_INTERVAL_MS) } else { self.poll_interval_ms }
     }
 
     async fn start(opts: RunOptions, state: StateDir) -> Result<Self, DaemonError> {
@@ -168,6 +181,7 @@ impl Daemon {
             latency_supported,
             last_error: None,
             poll_interval_ms,
+            last_change: std::time::Instant::now(),
         };
         d.write_status("running");
         Ok(d)
@@ -252,6 +266,9 @@ impl Daemon {
         }
         let plans = plan::reconcile(&desired, &self.current, &listed);
         let converged = plans.is_empty() && self.busy.is_empty();
+        if !converged || faults.generation != self.applied_generation {
+            self.last_change = std::time::Instant::now();
+        }
         let by_id: HashMap<&str, &HostSpec> = desired.iter().map(|h| (h.id.as_str(), h)).collect();
         for p in plans {
             if !self.current.contains_key(&p.id) && !self.busy.contains(&p.id) {

@@ -40,6 +40,7 @@ enum Command {
         /// Owned name prefix (2-4 lowercase letters) of every namespace, link and chain.
         #[arg(long, default_value = DEFAULT_PREFIX)]
         prefix: String,
+        /// Poll interval when nothing changes (200 ms for 10 s after any change).
         #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=500))]
         poll_interval_ms: u64,
     },
