@@ -34,7 +34,10 @@ pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Config, DbError> {
         c.password(pw);
     }
     c.connect_timeout(Duration::from_millis(db.connect_timeout_ms));
-    c.keepalives(true).keepalives_idle(Duration::from_secs(2));
+    c.keepalives(true)
+        .keepalives_idle(Duration::from_secs(2))
+        .keepalives_interval(Duration::from_secs(1))
+        .keepalives_retries(3);
     c.target_session_attrs(if read_write {
         tokio_postgres::config::TargetSessionAttrs::ReadWrite
     } else {
