@@ -105,6 +105,26 @@ impl Pg {
         }
     }
 
+    /// kill -9 the primary's postmaster (its backends exit when they notice).
+    pub fn kill_primary(&mut self) {
+        if let Some(pid) = self.pids.get(1) {
+            kill(*pid, "-KILL");
+        }
+    }
+
+    /// Promotes the standby and drops the synchronous requirement it inherited (it has no
+    /// standby of its own), as Patroni would reconfigure it.
+    pub fn promote_standby(&self) {
+        let standby = self.dir.path().join("standby");
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--", &format!("{PG_BIN}/pg_ctl"), "promote", "-w", "-D", standby.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "promote: {}", String::from_utf8_lossy(&out.stderr));
+        self.psql(self.standby_port, "exchange", "ALTER SYSTEM SET synchronous_standby_names = ''");
+        self.psql(self.standby_port, "exchange", "SELECT pg_reload_conf()");
+    }
+
     pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
         let out = Command::new("psql")
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", db, "-At", "-c", sql])
