@@ -114,9 +114,8 @@ impl HostEnv {
         let netns_path = PathBuf::from(format!("/run/netns/{ns}"));
         let netns_file = std::fs::File::open(&netns_path).map_err(io(&netns_path))?;
         let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname)?;
-        let mut command = std::process::Command::new("unshare");
+        let mut command = std::process::Command::new("/bin/sh");
         command
-            .args(["--pid", "--fork", "--mount-proc", "/bin/sh"])
             .arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR))
             .stdin(Stdio::null())
             .stdout(log)
@@ -124,10 +123,11 @@ impl HostEnv {
             .process_group(0);
         // SAFETY: the closure only makes raw syscalls on data prepared before fork (no allocation).
         unsafe { command.pre_exec(move || setup.enter()) };
-        let child = tokio::process::Command::from(command)
+        let mut child = tokio::process::Command::from(command)
             .spawn()
             .map_err(|source| HostError::Io { path: format!("start init of {}", spec.id), source })?;
-        drop(child); // tokio reaps it; power_off kills it through the namespace
+        // The boot script exits once sshd and the hook are started; they stay in the host.
+        let _ = tokio::time::timeout(Duration::from_millis(SSH_READY_TIMEOUT_MS), child.wait()).await;
         wait_tcp(spec.ip, 22, SSH_READY_TIMEOUT_MS).await;
         Ok(())
     }
@@ -218,8 +218,8 @@ pub async fn wait_tcp(ip: std::net::Ipv4Addr, port: u16, timeout_ms: u64) -> boo
     false
 }
 
-/// What the forked child does before exec'ing the host's init: join the host's network
-/// namespace, get its own mount and UTS namespaces, a private /run, the host dir at
+/// What the forked child does before exec'ing the host's boot script: join the host's network
+/// namespace, get its own mount, UTS and PID namespaces (the PID one for its children), a private /run, the host dir at
 /// /run/labhost, the per-host bind mounts and the hostname. Raw syscalls only.
 struct NamespaceSetup {
     netns: std::fs::File,
@@ -249,7 +249,7 @@ impl NamespaceSetup {
         // SAFETY: plain syscalls with valid NUL-terminated strings owned by self.
         unsafe {
             check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
-            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+            check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWPID))?;
             check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
             check(libc::mount(
                 c"labhost-run".as_ptr(),

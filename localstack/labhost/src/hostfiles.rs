@@ -47,17 +47,20 @@ pub fn bind_mounts(private_dirs: &[String]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The host's init, PID 1 of its pid namespace (mounts and hostname are already set up by the
-/// emulator): sshd, then the boot hook; then it reaps children forever.
+/// The host's boot script, run by `/bin/sh` after the emulator has entered the host's
+/// namespaces (the pid namespace applies to its children). Its first child, sshd, becomes
+/// PID 1 of the host and reaps orphans; /proc is then mounted from inside the pid namespace;
+/// the boot hook runs in the background; the script itself exits. Nothing else stays
+/// resident, so an idle host is sshd alone.
 pub fn init_script(boot_hook: &str, boot_log: &str) -> String {
-    let mut s = String::from("#!/bin/sh\n# labhost host init: PID 1 of the host's pid namespace\n");
-    s += &format!("/usr/sbin/sshd -D -f {IN_HOST_DIR}/sshd_config -E {IN_HOST_DIR}/sshd.log &\n");
+    let mut s = String::from("#!/bin/sh\n# labhost host boot: sshd becomes PID 1 of the host's pid namespace\n");
+    s += &format!("/usr/sbin/sshd -D -f {IN_HOST_DIR}/sshd_config -E {IN_HOST_DIR}/sshd.log </dev/null &\n");
+    s += "mount -t proc proc /proc\n";
     s += &format!(
         "if [ -f {hook} ]; then mkdir -p \"$(dirname {log})\"; /bin/sh {hook} >>{log} 2>&1 </dev/null & fi\n",
         hook = quote(boot_hook),
         log = quote(boot_log)
     );
-    s += "while :; do wait; sleep 1; done\n";
     s
 }
 

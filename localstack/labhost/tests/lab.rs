@@ -79,7 +79,19 @@ fn stop_start_terminate_follow_ec2() {
         "printf 'echo boot >> /var/lib/exa/boots\\nsleep 3600 &\\n' > /etc/exa/boot.sh && \
          echo keep > /opt/keep && (setsid sleep 7777 </dev/null >/dev/null 2>&1 &)",
     );
-    assert!(netns_pids(&netns(&a)).len() >= 3);
+    let cmdlines = || -> Vec<String> {
+        netns_pids(&netns(&a))
+            .iter()
+            .filter_map(|p| std::fs::read(format!("/proc/{p}/cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+            .collect()
+    };
+    assert!(
+        eventually(Duration::from_secs(5), || cmdlines().iter().any(|c| c.contains("sleep 7777"))),
+        "service not in the host: {:?}",
+        cmdlines()
+    );
+    assert!(cmdlines().iter().any(|c| c.contains("sshd")));
 
     cloud.stop(&a);
     assert!(eventually(Duration::from_secs(20), || !tcp(a.ip, 22)), "still answering after stop");
