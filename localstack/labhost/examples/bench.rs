@@ -107,7 +107,7 @@ fn run(cloud: &Cloud, n: &Net, count: i32) {
     let rss: u64 = per_host.iter().map(|m| m.0).sum::<u64>() / n_hosts;
     let pss: u64 = per_host.iter().map(|m| m.1).sum::<u64>() / n_hosts;
     println!(
-        "instances={count} idle host memory: avg RSS {:.1} MB, avg PSS {:.1} MB (processes: init sh + sshd)",
+        "instances={count} idle host memory: avg RSS {:.1} MB, avg PSS {:.1} MB (each host: sshd only)",
         rss as f64 / 1024.0,
         pss as f64 / 1024.0
     );

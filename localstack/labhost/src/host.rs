@@ -290,3 +290,18 @@ fn copy_owner_and_mode(from: &Path, to: &Path) -> Result<(), HostError> {
     std::os::unix::fs::chown(to, Some(meta.uid()), Some(meta.gid())).map_err(io(to))?;
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.mode() & 0o7777)).map_err(io(to))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_key_is_openssh_ed25519() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k");
+        let t = std::time::Instant::now();
+        super::write_host_key(&p, "i-1").unwrap();
+        eprintln!("keygen took {:?}", t.elapsed());
+        let private = std::fs::read_to_string(&p).unwrap();
+        assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
+        assert!(std::fs::read_to_string(p.with_extension("pub")).unwrap().starts_with("ssh-ed25519 "));
+    }
+}
