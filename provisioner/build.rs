@@ -1,6 +1,7 @@
-//! Builds the engine binaries (`engine-node`, `engine-gateway`) with the same cargo and
-//! profile, into a target dir of their own, and copies them to OUT_DIR, where
-//! `deploy::embedded` includes them: `provision` carries what it deploys.
+//! Builds the engine binaries (`engine-node`, `engine-gateway`) with the same cargo, always
+//! optimized (debug engines burn a core between them when idle on a small lab), into a
+//! target dir of their own, and copies them to OUT_DIR, where `deploy::embedded` includes
+//! them: `provision` carries what it deploys.
 //!
 //! `PROVISION_ENGINE_BIN_DIR=<dir>` embeds prebuilt binaries from <dir> instead.
 
@@ -32,19 +33,15 @@ fn main() {
 }
 
 fn build_engine(root: &Path) -> PathBuf {
-    let profile = std::env::var("PROFILE").unwrap_or_else(|_| "debug".into());
     let target_dir = root.join("target").join("embedded");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(root).args(["build", "-p", "engine", "--bins", "--target-dir"]).arg(&target_dir);
-    if profile == "release" {
-        cmd.arg("--release");
-    }
+    cmd.current_dir(root).args(["build", "-p", "engine", "--bins", "--release", "--target-dir"]).arg(&target_dir);
     // Do not inherit the outer build's flags and jobserver meant for this build script.
     for v in ["CARGO_TARGET_DIR", "CARGO_ENCODED_RUSTFLAGS", "CARGO_MAKEFLAGS", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_TARGET_DIR"] {
         cmd.env_remove(v);
     }
     let status = cmd.status().expect("run cargo to build the engine binaries");
     assert!(status.success(), "building the engine binaries failed");
-    target_dir.join(if profile == "release" { "release" } else { "debug" })
+    target_dir.join("release")
 }

@@ -28,6 +28,10 @@ pub fn project(prefix: &str) -> String {
 }
 
 pub fn regions_toml(project: &str, template: &str, endpoint: &str) -> String {
+    regions_toml_cidrs(project, template, endpoint, "10.50.0.0/16", "10.60.0.0/16")
+}
+
+pub fn regions_toml_cidrs(project: &str, template: &str, endpoint: &str, primary_cidr: &str, dr_cidr: &str) -> String {
     format!(
         r#"project = "{project}"
 template = "{template}"
@@ -47,7 +51,7 @@ health_target = "private_ip"
 [[region]]
 role = "primary"
 name = "{PRIMARY}"
-vpc_cidr = "10.50.0.0/16"
+vpc_cidr = "{primary_cidr}"
 azs = ["us-east-1a", "us-east-1b", "us-east-1c"]
 ssh_user = "root"
 ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
@@ -56,7 +60,7 @@ instance_types = {{ app = "t3.medium", db = "r6i.large", gateway = "t3.small" }}
 [[region]]
 role = "dr"
 name = "{DR}"
-vpc_cidr = "10.60.0.0/16"
+vpc_cidr = "{dr_cidr}"
 azs = ["us-west-2a", "us-west-2b", "us-west-2c"]
 ssh_user = "root"
 ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
@@ -76,6 +80,13 @@ impl Project {
         let name = project(prefix);
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("regions.toml"), regions_toml(&name, template, LOCALSTACK)).unwrap();
+        Project { name, dir }
+    }
+
+    pub fn with_cidrs(prefix: &str, template: &str, primary_cidr: &str, dr_cidr: &str) -> Project {
+        let name = project(prefix);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("regions.toml"), regions_toml_cidrs(&name, template, LOCALSTACK, primary_cidr, dr_cidr)).unwrap();
         Project { name, dir }
     }
 

@@ -1,0 +1,196 @@
+//! Issue 5 end to end: `provision up` on LocalStack + lab hosts ends with a live exchange.
+//! Checked from outside: PostgreSQL's own views over TCP, the gateways' HTTP answers, files
+//! on the hosts over SSH, and namespaces on this machine.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PRIMARY_CIDR: &str = "10.30.0.0/16";
+const DR_CIDR: &str = "10.40.0.0/16";
+const LAB_PREFIX: &str = "dp";
+
+/// A lab-host emulator of our own (prefix `dp`, own state dir); stopped and cleaned on drop.
+struct Lab {
+    child: Child,
+    state: tempfile::TempDir,
+}
+
+fn labhost_bin() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let bin = dir.join("debug").join("labhost");
+    assert!(bin.exists(), "{} missing: run `cargo build --workspace` first", bin.display());
+    bin
+}
+
+impl Lab {
+    fn start(config: &Path) -> Lab {
+        let state = tempfile::tempdir().unwrap();
+        let child = Command::new(labhost_bin())
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["run", "--prefix", LAB_PREFIX, "--config"])
+            .arg(config)
+            .stdout(std::fs::File::create(state.path().join("out.log")).unwrap())
+            .stderr(std::fs::File::create(state.path().join("err.log")).unwrap())
+            .spawn()
+            .unwrap();
+        Lab { child, state }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new(labhost_bin()).arg("--state-dir").arg(self.state.path()).args(["clean", "--prefix", LAB_PREFIX]).status();
+    }
+}
+
+fn psql(ip: &str, password: &str, db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args(["-h", ip, "-U", "postgres", "-d", db, "-tAc", sql])
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    for (k, v) in headers {
+        c.arg("-H").arg(format!("{k}: {v}"));
+    }
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "-d", b]);
+    }
+    let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn ips(region: &str, project: &str, role: &str) -> Vec<String> {
+    let c = ec2(region).await;
+    let r = c
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:role").values(role).build())
+        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").build())
+        .send()
+        .await
+        .unwrap();
+    let mut v: Vec<String> = r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
+    v.sort();
+    v
+}
+
+fn ssh(key: &Path, ip: &str, cmd: &str) -> String {
+    let out = Command::new("ssh")
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
+        .arg(key)
+        .arg(format!("root@{ip}"))
+        .arg(cmd)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn lab_namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{LAB_PREFIX}-"))).map(str::to_string).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_cluster() {
+    let _turn = serial();
+    let p = Project::with_cidrs("dep", "compact", PRIMARY_CIDR, DR_CIDR);
+    let lab = Lab::start(&p.config());
+    p.ok(&["up"]);
+
+    let secrets = p.dir.path().join(".provision").join(&p.name).join("secrets");
+    let su = std::fs::read_to_string(secrets.join("db_superuser_password")).unwrap();
+    let admin = std::fs::read_to_string(secrets.join("admin_token")).unwrap();
+    let key = p.dir.path().join(".provision").join(&p.name).join("id_ed25519");
+
+    // Primary region: the leader has exactly one synchronous standby.
+    let pdb = ips(PRIMARY, &p.name, "db").await;
+    let leader = pdb.iter().find(|ip| psql(ip, &su, "postgres", "select pg_is_in_recovery()") == "f").expect("a primary leader").clone();
+    let states = psql(&leader, &su, "postgres", "select string_agg(sync_state, ',' order by sync_state) from pg_stat_replication");
+    assert_eq!(states.matches("sync").count() - states.matches("async").count(), 1, "sync states on {leader}: {states}");
+
+    // DR region: a standby leader streams from the primary region, lag <= 1 MB.
+    let ddb = ips(DR, &p.name, "db").await;
+    let dr_leader = ddb
+        .iter()
+        .find(|ip| psql(ip, &su, "postgres", "select status from pg_stat_wal_receiver") == "streaming" && psql(ip, &su, "postgres", "select sender_host from pg_stat_wal_receiver").starts_with("10.30."))
+        .expect("a DR standby leader streaming from the primary region")
+        .clone();
+
+    // An order through the primary gateway, then visible (read-only) in the DR database.
+    let gw = &ips(PRIMARY, &p.name, "app").await[0];
+    let base = format!("http://{gw}:8080");
+    let (code, body) = http("POST", &format!("{base}/admin/users"), &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let api_key = v["api_key"].as_str().unwrap().to_string();
+    let (code, body) = http("POST", &format!("{base}/admin/deposits"), &[("X-Admin-Token", admin.trim())], Some(r#"{"deposit_id":"d-4242","user_id":4242,"asset":"USD","amount_minor":1000000}"#));
+    assert_eq!(code, 200, "{body}");
+    let order = r#"{"market":"BTC-USD","client_order_id":"deploy-test-1","side":"buy","type":"limit","price_ticks":100,"qty_lots":5,"quote_budget_minor":0}"#;
+    let (code, body) = http("POST", &format!("{base}/v1/orders"), &[("X-API-Key", &api_key)], Some(order));
+    assert_eq!(code, 200, "{body}");
+    let lag_ok = || {
+        let lsn = psql(&leader, &su, "postgres", "select pg_current_wal_lsn()");
+        let replayed = psql(&dr_leader, &su, "postgres", "select pg_last_wal_replay_lsn()");
+        let diff = psql(&leader, &su, "postgres", &format!("select pg_wal_lsn_diff('{lsn}', '{replayed}')"));
+        diff.parse::<f64>().map(|d| d <= 1_048_576.0).unwrap_or(false)
+    };
+    wait_for("DR lag <= 1 MB", Duration::from_secs(60), lag_ok);
+    wait_for("the order in the DR database", Duration::from_secs(60), || {
+        psql(&dr_leader, &su, "exchange", "select count(*) from orders where client_order_id = 'deploy-test-1'") == "1"
+    });
+
+    // The DR gateway is up but rejects writes with its clear error.
+    let dr_gw = &ips(DR, &p.name, "app").await[0];
+    let (code, body) = http("POST", &format!("http://{dr_gw}:8080/v1/orders"), &[("X-API-Key", &api_key)], Some(order));
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("standby"), "{body}");
+
+    // `up` again uploads nothing: the binaries on an app host keep their inode and mtime.
+    let stat = |ip: &str| ssh(&key, ip, &format!("stat -c '%i %Y' /opt/{}/bin/engine-node /etc/{}/gateway.toml", p.name, p.name));
+    let before = stat(gw);
+    assert!(!before.is_empty());
+    p.ok(&["up"]);
+    assert_eq!(stat(gw), before, "a no-op up rewrote files");
+
+    // `down` leaves no lab host of the project behind.
+    p.ok(&["down"]);
+    wait_for("lab hosts removed", Duration::from_secs(60), || lab_namespaces().is_empty());
+    drop(lab);
+    assert!(lab_namespaces().is_empty());
+}
