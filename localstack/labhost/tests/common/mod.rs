@@ -225,7 +225,17 @@ impl Emulator {
         let config = state_dir.path().join("regions.toml");
         std::fs::write(&config, config_text).unwrap();
         let log = std::fs::File::create(state_dir.path().join("run.log")).unwrap();
-        let child = Command::new(bin())
+        let mut command = Command::new(bin());
+        // If the test process dies without running Drop (killed, timeout), the emulator still
+        // gets SIGTERM and cleans up after itself.
+        // SAFETY: prctl only, in the forked child.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = command
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info,labhost=debug".into()))
             .args(["--state-dir", state_dir.path().to_str().unwrap(), "run", "--prefix", PREFIX, "--config"])
             .arg(&config)
