@@ -63,6 +63,7 @@ struct Daemon {
     current: BTreeMap<String, HostSpec>,
     keys: HashMap<(usize, String), Option<String>>,
     applied_generation: u64,
+    seen_generation: u64,
     chains_partitions: Option<BTreeSet<(String, String)>>,
     latency_applied_ms: u32,
     inflight: JoinSet<HostDone>,
@@ -155,6 +156,15 @@ impl Daemon {
         };
         let ec2 = Ec2::new(&config.endpoint_url, &config.regions).await;
         let faults_store = FaultStore::new(&state.root);
+        // A fresh run starts without faults (the kernel rules of an earlier run are gone).
+        match faults_store.update(|f| f.heal_all()) {
+            Ok((_, true)) => {
+                let _ = faults_store.log("run start: faults of an earlier run cleared");
+                tracing::warn!("faults of an earlier run cleared");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot reset faults"),
+        }
         tracing::info!(
             prefix = names.prefix(),
             regions = ?config.regions.iter().map(|r| format!("{}={}", r.name, r.vpc_cidr)).collect::<Vec<_>>(),
@@ -172,6 +182,7 @@ impl Daemon {
             current: BTreeMap::new(),
             keys: HashMap::new(),
             applied_generation: 0,
+            seen_generation: 0,
             chains_partitions: None,
             latency_applied_ms: 0,
             inflight: JoinSet::new(),
@@ -223,6 +234,18 @@ impl Daemon {
                 return;
             }
         };
+        if faults.generation != self.seen_generation {
+            tracing::info!(
+                generation = faults.generation,
+                powered_off = ?faults.powered_off,
+                blackout = ?faults.blackout,
+                partitions = ?faults.partitions,
+                isolated = ?faults.isolated,
+                latency_ms = faults.latency_ms,
+                "faults changed"
+            );
+            self.seen_generation = faults.generation;
+        }
         let list_start = std::time::Instant::now();
         let listings =
             futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
