@@ -575,12 +575,15 @@ impl<C: Core> Logic for MarketLogic<C> {
             }
             replies.push(Some(j.reply));
         }
+        let t0 = std::time::Instant::now();
         let (accepted, mut early) = if places.is_empty() {
             (Vec::new(), HashMap::new())
         } else {
             self.accept(ctx, &places).await?
         };
+        let t1 = t0.elapsed();
         let (results, cancel_results) = self.match_and_commit(ctx, &accepted, &cancels).await?;
+        tracing::trace!(accept_us = t1.as_micros() as u64, match_us = (t0.elapsed() - t1).as_micros() as u64, "phases");
         for (a, u) in accepted.iter().zip(results) {
             let j = a.job.expect("live order without job");
             let reply = order_json(&self.symbol, u.order_id, &a.client_order_id, u.status, u.filled_qty, a.order.qty_lots, None);
