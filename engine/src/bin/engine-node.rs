@@ -20,6 +20,15 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = NodeConfig::from_file(&args.config)?;
     engine::init_logging(&cfg.log);
+    // An invariant assertion failing anywhere means this node's in-memory state cannot be
+    // trusted: exit at once so its sessions (and advisory locks) close, another node takes
+    // over from the DB, and the supervisor restarts this one.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "invariant violated or bug: exiting");
+        default_hook(info);
+        std::process::exit(70);
+    }));
     let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
     anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
     let pg = engine::db::pg_config(&cfg.db, true)?;
