@@ -74,7 +74,11 @@ impl HostEnv {
         }
         let key = dir.join("ssh_host_ed25519_key");
         if !key.exists() {
-            write_host_key(&key, &spec.id)?;
+            // CPU-bound (unoptimized crypto in debug builds): keep it off the async workers.
+            let (path, comment) = (key.clone(), spec.id.clone());
+            tokio::task::spawn_blocking(move || write_host_key(&path, &comment))
+                .await
+                .map_err(|e| HostError::Io { path: key.display().to_string(), source: std::io::Error::other(e) })??;
         }
         let write = |name: &str, body: String| {
             let p = dir.join(name);
