@@ -89,6 +89,18 @@ async fn failover_keeps_every_acknowledged_order() {
     c.nodes[m_leader].kill9();
     c.nodes[w_leader].kill9();
     eprintln!("killed {} and {}", c.nodes[m_leader].name, c.nodes[w_leader].name);
+    // The gateway notices the dead nodes (its probes or a failed forward).
+    let dead_series = format!("engine_gateway_node_alive{{node=\"{}\"}} 0", c.nodes[m_leader].name);
+    let http = http();
+    loop {
+        let m = http.get(format!("{gw}/metrics")).send().await.unwrap().text().await.unwrap();
+        if m.contains(&dead_series) {
+            break;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(5), "gateway did not notice the dead node");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("GATEWAY: dead node noticed within {} ms", killed_at.elapsed().as_millis());
     // Deposit to a user of wallet/1 right after the kill: the gateway must route around.
     let (s, v) = post(&gw, "/admin/deposits", &[("x-admin-token", ADMIN_TOKEN)],
         json!({"deposit_id": "after-kill", "user_id": 13, "asset": "USD", "amount_minor": 5})).await;
