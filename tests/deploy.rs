@@ -60,7 +60,15 @@ impl Drop for Lab {
     }
 }
 
+/// Lab addresses exist only on this machine's bridges: never let a probe leave the machine.
+fn assert_local(ip: &str) {
+    let out = Command::new("ip").args(["route", "get", ip]).output().unwrap();
+    let route = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!route.is_empty() && !route.contains(" via "), "{ip} is not a lab host on this machine (route {route:?})");
+}
+
 fn psql(ip: &str, password: &str, db: &str, sql: &str) -> String {
+    assert_local(ip);
     let out = Command::new("psql")
         .args(["-h", ip, "-U", "postgres", "-d", db, "-tAc", sql])
         .env("PGPASSWORD", password)
@@ -71,6 +79,8 @@ fn psql(ip: &str, password: &str, db: &str, sql: &str) -> String {
 }
 
 fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
+    let host = url.trim_start_matches("http://").split(':').next().unwrap();
+    assert_local(host);
     let mut c = Command::new("curl");
     c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
     for (k, v) in headers {
@@ -111,6 +121,7 @@ async fn ips(region: &str, project: &str, role: &str) -> Vec<String> {
 }
 
 fn ssh(key: &Path, ip: &str, cmd: &str) -> String {
+    assert_local(ip);
     let out = Command::new("ssh")
         .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
         .arg(key)

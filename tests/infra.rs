@@ -261,3 +261,18 @@ async fn interrupted_up_converges_without_duplicates() {
     p.ok(&["down"]);
     assert_nothing_left(&p.name).await;
 }
+
+/// With no lab hosts running, instance addresses would route off this machine: `deploy`
+/// must refuse before connecting anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn deploy_without_lab_hosts_refuses_before_connecting() {
+    let _turn = serial();
+    let p = Project::new("nol", "compact");
+    p.ok(&["up", "--infra-only"]);
+    let out = p.run(&["deploy"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("route check") && err.contains("localstack/labhost.sh start"), "{err}");
+    assert!(!p.dir.path().join(".provision").join(&p.name).join("known_hosts").exists(), "a host was contacted");
+    p.ok(&["down"]);
+}

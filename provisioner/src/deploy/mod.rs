@@ -99,6 +99,11 @@ impl Deployer {
     pub async fn run(mut self, cfg: &Config) -> Result<DeployReport, DeployError> {
         let t0 = Instant::now();
         let all: Vec<Host> = self.inv.hosts.clone();
+        if cfg.endpoint_url.is_some() {
+            for h in &all {
+                local_route_guard(h)?;
+            }
+        }
         self.phase("hosts reachable", &all, |r, s, _h| r.reachable(s)).await?;
         let changed = self.phase("files", &all, |r, s, h| r.sync_files(s, h)).await?;
         let mut restart: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -197,4 +202,21 @@ impl std::ops::Deref for HostPlanView<'_> {
     fn deref(&self) -> &Host {
         self.host
     }
+}
+
+/// On a local cloud, instance addresses exist only as lab hosts on this machine. If the lab
+/// is not running, the kernel would send packets for them out of the machine's default
+/// route: refuse instead of connecting anywhere.
+fn local_route_guard(h: &Host) -> Result<(), DeployError> {
+    let out = std::process::Command::new("ip").args(["route", "get", &h.ssh_ip]).output();
+    let route = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    if route.is_empty() || route.contains(" via ") {
+        return Err(DeployError::Host {
+            host: format!("{} ({}, {})", h.name, h.ssh_ip, h.region),
+            step: "route check".into(),
+            message: format!("no lab host answers for {} on this machine (route: {:?}); start the lab hosts first: localstack/labhost.sh start", h.ssh_ip, route.trim()),
+            tail: String::new(),
+        });
+    }
+    Ok(())
 }
