@@ -216,7 +216,12 @@ impl<C: Core> MarketLogic<C> {
         let fence = ctx.fence_params();
         let st = &ctx.stmts;
         let tx = ctx.client.transaction().await?;
-        let (rows, fenced) = futures::try_join!(
+        // The accept commit need not wait for the standby: nothing is acknowledged on it.
+        // The match commit that follows is synchronous, and WAL is shipped in order, so by
+        // the time any answer leaves, this transaction is on both copies too. If it is lost
+        // with a crashed primary, its orders were never acknowledged and clients retry.
+        let (_, rows, fenced) = futures::try_join!(
+            async { tx.batch_execute("SET LOCAL synchronous_commit = off").await },
             async { tx.query(&st[SQL_INSERT_ORDERS], &[&self.symbol, &seqs, &users, &cids, &sides, &kinds, &prices, &qtys, &budgets]).await },
             async { tx.execute(&st[crate::partition::SQL_FENCE], &[&fence.0, &fence.1]).await },
         )?;
