@@ -199,6 +199,26 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     p.ok(&["up"]);
     assert_eq!(stat(gw), before, "a no-op up rewrote files");
 
+    // A changed gateway setting reaches the gateways and nothing else: gateway configs are
+    // rewritten and gateways restarted; node configs, binaries and processes are untouched.
+    let pids = |ip: &str| ssh(&key, ip, &format!("cat /var/lib/{p}/run/gateway.pid /var/lib/{p}/run/node-matching.pid", p = p.name));
+    let nodes_stat = |ip: &str| ssh(&key, ip, &format!("stat -c '%i %Y' /opt/{p}/bin/engine-node /etc/{p}/node-matching.toml", p = p.name));
+    let gw_stat = |ip: &str| ssh(&key, ip, &format!("stat -c '%i %Y' /etc/{p}/gateway.toml", p = p.name));
+    let (pids0, nodes0, gw0) = (pids(gw), nodes_stat(gw), gw_stat(gw));
+    std::thread::sleep(Duration::from_millis(1100)); // mtimes have 1 s resolution
+    let mut toml = std::fs::read_to_string(p.config()).unwrap();
+    toml.push_str("\n[engine]\ngateway_probe_interval_ms = 300\n");
+    std::fs::write(p.config(), toml).unwrap();
+    p.ok(&["deploy"]);
+    assert_ne!(gw_stat(gw), gw0, "gateway config not rolled out");
+    assert!(ssh(&key, gw, &format!("cat /etc/{}/gateway.toml", p.name)).contains("probe_interval_ms = 300"));
+    assert_eq!(nodes_stat(gw), nodes0, "node files touched by a gateway-only change");
+    let (g0, n0) = pids0.split_once('\n').unwrap();
+    let pids1 = pids(gw);
+    let (g1, n1) = pids1.split_once('\n').unwrap();
+    assert_ne!(g0, g1, "gateway not restarted");
+    assert_eq!(n0, n1, "a node was restarted by a gateway-only change");
+
     // `down` leaves no lab host of the project behind.
     p.ok(&["down"]);
     wait_for("lab hosts removed", Duration::from_secs(60), || lab_namespaces().is_empty());

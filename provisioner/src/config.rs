@@ -71,7 +71,38 @@ pub struct RawConfig {
     pub dns: Dns,
     pub access: Access,
     pub endpoint: Option<Endpoint>,
+    #[serde(default)]
+    pub engine: EngineSettings,
     pub region: Vec<Region>,
+}
+
+/// Settings passed into the engine's config files (optional table `[engine]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Upper bound of operations in one group commit.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// How often a gateway probes the engine nodes; a dead node is noticed in about two probes.
+    #[serde(default = "default_probe_ms")]
+    pub gateway_probe_interval_ms: u64,
+    /// Admin webhooks that receive the nodes' isolation events.
+    #[serde(default)]
+    pub webhook_urls: Vec<String>,
+}
+
+fn default_batch_max() -> usize {
+    1024
+}
+
+fn default_probe_ms() -> u64 {
+    200
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { batch_max: default_batch_max(), gateway_probe_interval_ms: default_probe_ms(), webhook_urls: vec![] }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -141,6 +172,7 @@ pub struct Config {
     pub ssh_public_key: Option<PathBuf>,
     pub endpoint_url: Option<String>,
     pub health_target: HealthTarget,
+    pub engine: EngineSettings,
     /// Exactly two: `regions[0]` is the primary, `regions[1]` the DR region.
     pub regions: Vec<RegionConfig>,
 }
@@ -255,6 +287,15 @@ impl Validator<'_> {
             None => (None, HealthTarget::PublicIp),
         };
         let regions = self.validate_regions(&raw.region)?;
+        if !(1..=65_536).contains(&raw.engine.batch_max) {
+            return Err(self.err(&["engine", "batch_max"], "must be 1..=65536", "use e.g. 1024"));
+        }
+        if !(50..=10_000).contains(&raw.engine.gateway_probe_interval_ms) {
+            return Err(self.err(&["engine", "gateway_probe_interval_ms"], "must be 50..=10000 ms", "use e.g. 200"));
+        }
+        if let Some(u) = raw.engine.webhook_urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
+            return Err(self.err(&["engine", "webhook_urls"], format!("{u:?} is not an http(s) URL"), "use e.g. \"https://ops.example/hook\""));
+        }
         Ok(Config {
             file: self.file.to_string(),
             src: self.src.to_string(),
@@ -266,6 +307,7 @@ impl Validator<'_> {
             ssh_public_key,
             endpoint_url,
             health_target,
+            engine: raw.engine,
             regions,
         })
     }

@@ -128,13 +128,25 @@ impl Deployer {
         }
         let apps: Vec<Host> = all.iter().filter(|h| !h.modules.is_empty()).cloned().collect();
         let rs = restart.clone();
-        self.phase("engines", &apps, move |r, s, h| {
+        // Hosts whose engine files changed restart one at a time, each waiting until its nodes
+        // answer again: never more than one node of a module down. The rest start in parallel.
+        let changed_nodes = |h: &Host| restart.get(&h.ssh_ip).is_some_and(|v| v.iter().any(|s| s.starts_with("node-")));
+        let running_before = self.phase("engines running?", &apps, |r, s, h| r.engines_running(s, h)).await?;
+        let (rolling, fresh): (Vec<Host>, Vec<Host>) =
+            apps.iter().cloned().partition(|h| changed_nodes(h) && running_before.get(&h.ssh_ip).copied().unwrap_or(false));
+        let start_nodes = move |r: &Remote, s: &mut crate::ssh::Session, h: &HostPlanView| {
             for m in &h.modules {
                 r.start(s, h, &format!("node-{m}"), &rs)?;
             }
-            Ok(())
-        })
-        .await?;
+            r.wait_nodes(s, h)
+        };
+        let start_nodes = Arc::new(start_nodes);
+        let f = start_nodes.clone();
+        self.phase("engines", &fresh, move |r, s, h| f(r, s, h)).await?;
+        for h in rolling {
+            let f = start_nodes.clone();
+            self.phase(&format!("engines: roll {} ({})", h.name, h.region), std::slice::from_ref(&h), move |r, s, h| f(r, s, h)).await?;
+        }
         let gws: Vec<Host> = all.iter().filter(|h| h.gateway).cloned().collect();
         let rs = restart.clone();
         self.phase("gateways", &gws, move |r, s, h| r.start(s, h, "gateway", &rs)).await?;

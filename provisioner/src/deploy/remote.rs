@@ -23,6 +23,7 @@ pub struct Remote {
     patroni_rest: u16,
     postgres: u16,
     gateway_http: u16,
+    module_ports: std::collections::BTreeMap<String, u16>,
 }
 
 /// What syncing files did on a host.
@@ -42,6 +43,7 @@ impl Remote {
             patroni_rest: tpl.ports.patroni_rest,
             postgres: tpl.ports.postgres,
             gateway_http: tpl.ports.gateway_http,
+            module_ports: tpl.ports.modules.clone(),
         }
     }
 
@@ -157,6 +159,26 @@ impl Remote {
         let out = s.exec(&cmd, Self::sudo(s))?;
         if !out.success() {
             return Err(self.fail(s, h, "create the engine's database role", out.stderr.trim().to_string(), Some("patroni")));
+        }
+        Ok(())
+    }
+
+    /// Whether every engine node of the host is running now (before this run touches it).
+    pub fn engines_running(&self, s: &mut Session, h: &HostPlanView) -> Result<bool, DeployError> {
+        for m in &h.modules {
+            if !s.exec(&format!("{}/svc status node-{m}", self.paths().opt_bin), Self::sudo(s))?.success() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Waits until each engine node of the host answers on its port.
+    pub fn wait_nodes(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+        for m in &h.modules {
+            let port = self.module_ports.get(m).copied().unwrap_or_default();
+            let cmd = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{port}/internal/ping", h.private_ip);
+            self.wait(s, h, &format!("node-{m} answering"), HEALTH_WAIT_MS_MAX, &format!("node-{m}"), |s| Ok(s.exec(&cmd, false)?.stdout.trim() == "200"))?;
         }
         Ok(())
     }

@@ -186,8 +186,15 @@ fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
 
 /// Isolation thresholds. Generous on purpose: a node gives up its leaderships when one is
 /// crossed, so a busy host (CPU is not a sign of a bad node) must not trigger it.
-fn monitor() -> MonitorConfig {
-    MonitorConfig { cpu_max_percent: 100.0, peer_rtt_max_ms: 1000, db_latency_max_ms: 2000, breach_seconds: 10, ..MonitorConfig::default() }
+fn monitor(webhook_urls: &[String]) -> MonitorConfig {
+    MonitorConfig {
+        cpu_max_percent: 100.0,
+        peer_rtt_max_ms: 1000,
+        db_latency_max_ms: 2000,
+        breach_seconds: 10,
+        webhook_urls: webhook_urls.to_vec(),
+        ..MonitorConfig::default()
+    }
 }
 
 fn peers(ctx: &Ctx, region: &str) -> Vec<PeerConfig> {
@@ -233,9 +240,9 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Re
             db: db_config(ctx, &h.region),
             exchange: ExchangeConfig::example(),
             admin_token_file: p.secret("admin_token").into(),
-            monitor: monitor(),
+            monitor: monitor(&ctx.cfg.engine.webhook_urls),
             log: LogConfig::default(),
-            batch_max: 1024,
+            batch_max: ctx.cfg.engine.batch_max,
         };
         let path = format!("{}/node-{m}.toml", p.etc);
         let svc = format!("node-{m}");
@@ -253,7 +260,7 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Re
             db: db_config(ctx, &h.region),
             exchange: ExchangeConfig::example(),
             admin_token_file: p.secret("admin_token").into(),
-            probe_interval_ms: 200,
+            probe_interval_ms: ctx.cfg.engine.gateway_probe_interval_ms,
             retry_budget_ms: 5000,
             log: LogConfig::default(),
         };
