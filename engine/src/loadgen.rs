@@ -108,7 +108,7 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 i += 1;
-                let side = if (i + w as u64) % 2 == 0 { "buy" } else { "sell" };
+                let side = if (i + w as u64).is_multiple_of(2) { "buy" } else { "sell" };
                 let price = 1000 + (i % 11) as i64 - 5;
                 let body = json!({"market": market, "client_order_id": format!("L{run_id:x}-{user}-{w}-{i}"),
                                   "side": side, "type": "limit", "price_ticks": price, "qty_lots": 1 + (i % 3) as i64});

@@ -151,6 +151,9 @@ pub struct MarketLogic<C: Core> {
     next_seq: i64,
 }
 
+/// Replies decided in phase 1 (rejections, duplicates to look up), by job index.
+type EarlyReplies = HashMap<usize, Reply>;
+
 /// An order that passed phase 1 and waits for matching.
 struct Accepted {
     order: NewOrder,
@@ -188,7 +191,7 @@ impl<C: Core> MarketLogic<C> {
         &mut self,
         ctx: &mut LeaderCtx,
         places: &[(usize, PlaceReq)],
-    ) -> Result<(Vec<Accepted>, HashMap<usize, Reply>), LeadError> {
+    ) -> Result<(Vec<Accepted>, EarlyReplies), LeadError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -203,7 +206,7 @@ impl<C: Core> MarketLogic<C> {
         &mut self,
         ctx: &mut LeaderCtx,
         places: &[(usize, PlaceReq)],
-    ) -> Result<(Vec<Accepted>, HashMap<usize, Reply>), LeadError> {
+    ) -> Result<(Vec<Accepted>, EarlyReplies), LeadError> {
         let base_seq = self.next_seq;
         let seqs: Vec<i64> = (0..places.len() as i64).map(|i| base_seq + i).collect();
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
@@ -319,7 +322,7 @@ impl<C: Core> MarketLogic<C> {
     /// One ledger line per account per batch transaction (the journal entry of the batch;
     /// the per-fill detail is in `fills`). Lines sum to zero per asset like the postings.
     fn ledger_params(&self, p: &Postings, reference: String) -> (&'static str, Option<LedgerParams>) {
-        let lines: Vec<(&(i64, Asset), &(i64, i64))> = p.net.iter().filter(|(_, v)| v.0 != 0 || v.1 != 0).collect();
+        let lines: Vec<_> = p.net.iter().filter(|(_, v)| v.0 != 0 || v.1 != 0).collect();
         if lines.is_empty() {
             return (SQL_LEDGER, None);
         }

@@ -67,8 +67,8 @@ async fn failover_keeps_every_acknowledged_order() {
             let t = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::SeqCst) && t.elapsed() < Duration::from_secs(60) {
                 i += 1;
-                let market = if i % 2 == 0 { "BTC-USD" } else { "ETH-USD" };
-                let side = if (i + w as u64) % 2 == 0 { "buy" } else { "sell" };
+                let market = if i.is_multiple_of(2) { "BTC-USD" } else { "ETH-USD" };
+                let side = if (i + w as u64).is_multiple_of(2) { "buy" } else { "sell" };
                 let price = 100 + (i % 7) as i64 - 3;
                 let cid = format!("w{w}-{i}");
                 let body = json!({"market": market, "client_order_id": cid, "side": side, "type": "limit", "price_ticks": price, "qty_lots": 1 + (i % 5) as i64});
