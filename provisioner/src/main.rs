@@ -136,8 +136,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Status => {
-            let (cfg, _) = load()?;
-            let o = ops::status(&cfg).await?;
+            let (cfg, tpl) = load()?;
+            let o = ops::status(&cfg, &tpl).await?;
             print(json, &o, || render::status(&o));
             Ok(ExitCode::SUCCESS)
         }

@@ -187,7 +187,53 @@ pub async fn deploy(cfg: &Config, tpl: &Template, quiet: bool) -> Result<crate::
     Ok(d.run(cfg).await?)
 }
 
-pub async fn status(cfg: &Config) -> Result<Observed, Error> {
+#[derive(Debug, Serialize)]
+pub struct StatusReport {
+    pub cloud: Observed,
+    /// Which region the API name's records send clients to, and why.
+    pub dns: Vec<String>,
+    /// What runs on the hosts (empty when no host is reachable).
+    pub live: Vec<crate::deploy::live::RegionLive>,
+}
+
+pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error> {
     let cloud = Cloud::connect(cfg).await;
-    Ok(cloud.observe(cfg).await?)
+    let observed = cloud.observe(cfg).await?;
+    let dns = dns_answer(cfg, &observed);
+    let material = keys::existing_public_key(cfg)?.unwrap_or_default();
+    let live = match crate::deploy::inventory::inventory(cfg, &desired(cfg, tpl, &material), &observed) {
+        Ok(inv) if keys::private_key_path(cfg).exists() => crate::deploy::live::probe(cfg, tpl, &inv).await,
+        _ => vec![],
+    };
+    Ok(StatusReport { cloud: observed, dns, live })
+}
+
+/// What Route53 would answer for the API name: the PRIMARY record while its health check is
+/// healthy, else the SECONDARY. LocalStack reports every check healthy, so this is the
+/// records' view; `provision watch` judges health itself.
+fn dns_answer(cfg: &Config, o: &Observed) -> Vec<String> {
+    let region_of = |ips: &[String]| -> String {
+        for r in &o.regions {
+            if ips.iter().any(|ip| r.instances.iter().any(|i| i.attrs.private_ip.as_deref() == Some(ip.as_str()) || i.attrs.public_ip.as_deref() == Some(ip.as_str()))) {
+                return r.name.clone();
+            }
+        }
+        "an unknown region".into()
+    };
+    let mut out = Vec::new();
+    for failover in ["PRIMARY", "SECONDARY"] {
+        if let Some(r) = o.records.iter().find(|r| r.failover.as_deref() == Some(failover)) {
+            out.push(format!("{failover} {} -> {} ({}), health check {}", r.name, r.ips.join(", "), region_of(&r.ips), r.health_check_id.as_deref().unwrap_or("-")));
+        }
+    }
+    match o.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")) {
+        Some(p) => out.push(format!(
+            "{} answers {} ({}) while that region's health check is healthy, else the SECONDARY",
+            cfg.dns.api_record,
+            p.ips.join(", "),
+            region_of(&p.ips)
+        )),
+        None => out.push(format!("{} has no failover records yet", cfg.dns.api_record)),
+    }
+    out
 }

@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use crate::action::Change;
-use crate::model::{CheckAttrs, Observed};
+use crate::model::CheckAttrs;
 use crate::ops::{ApplyReport, PlanReport};
 
 pub fn plan(r: &PlanReport) -> String {
@@ -64,7 +64,8 @@ pub fn apply(r: &ApplyReport) -> String {
     s
 }
 
-pub fn status(o: &Observed) -> String {
+pub fn status(r: &crate::ops::StatusReport) -> String {
+    let o = &r.cloud;
     let mut s = String::new();
     for r in &o.regions {
         let _ = writeln!(s, "region {}:", r.name);
@@ -109,16 +110,24 @@ pub fn status(o: &Observed) -> String {
         };
         let _ = writeln!(s, "health check {} ({}): {what}", c.key, c.id);
     }
-    for r in &o.records {
-        let _ = writeln!(
-            s,
-            "record {} {} ({}) -> {} [check {}]",
-            r.name,
-            r.failover.as_deref().unwrap_or("-"),
-            r.set_identifier,
-            r.ips.join(", "),
-            r.health_check_id.as_deref().unwrap_or("-")
-        );
+    for line in &r.dns {
+        let _ = writeln!(s, "dns: {line}");
+    }
+    for l in &r.live {
+        let _ = writeln!(s, "live {}:", l.region);
+        if let Some(members) = l.patroni.as_ref().and_then(|p| p.get("members")).and_then(|m| m.as_array()) {
+            for m in members {
+                let f = |k: &str| m.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_else(|| "-".into());
+                let _ = writeln!(s, "  db {:<6} {:<15} {:<15} {:<10} lag {}", f("name"), f("host"), f("role"), f("state"), f("lag"));
+            }
+        }
+        for g in &l.gateways {
+            let _ = writeln!(s, "  gateway {:<6} /health {} {}", g.host, g.http_status, g.body.trim());
+        }
+        let _ = writeln!(s, "  {} partition(s) led", l.partition_leaders.len());
+        if !l.unreachable.is_empty() {
+            let _ = writeln!(s, "  unreachable: {}", l.unreachable.join(", "));
+        }
     }
     s
 }

@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod inventory;
+pub mod live;
 pub mod remote;
 pub mod render;
 pub mod secrets;
@@ -219,7 +220,7 @@ impl std::ops::Deref for HostPlanView<'_> {
 /// On a local cloud, instance addresses exist only as lab hosts on this machine. If the lab
 /// is not running, the kernel would send packets for them out of the machine's default
 /// route: refuse instead of connecting anywhere.
-fn local_route_guard(h: &Host) -> Result<(), DeployError> {
+pub(crate) fn local_route_guard(h: &Host) -> Result<(), DeployError> {
     let out = std::process::Command::new("ip").args(["route", "get", &h.ssh_ip]).output();
     let route = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     if route.is_empty() || route.contains(" via ") {
