@@ -86,7 +86,26 @@ impl Remote {
         );
         s.exec_ok(&dirs, sudo)?;
         let mut c = Changed::default();
+        // One round trip learns what is in place (sha256 and mode of every file); only
+        // files that differ go through `upload`, which checks again and renames atomically.
+        let paths: Vec<String> = h.files.iter().map(|f| shell_quote(&f.path)).collect();
+        let probe = format!("for f in {}; do [ -f \"$f\" ] && printf '%s %s ' \"$(stat -c %a \"$f\")\" \"$f\" && sha256sum \"$f\" | cut -d' ' -f1; done; true", paths.join(" "));
+        let have: std::collections::BTreeMap<String, (String, String)> = s
+            .exec(&probe, sudo)?
+            .stdout
+            .lines()
+            .filter_map(|l| {
+                let mut it = l.split(' ');
+                let (mode, path, sha) = (it.next()?, it.next()?, it.next()?);
+                Some((path.to_string(), (mode.to_string(), sha.to_string())))
+            })
+            .collect();
         for f in h.files {
+            let want = (format!("{:o}", f.mode), super::embedded::sha256_hex(&f.content));
+            if have.get(&f.path) == Some(&want) {
+                c.unchanged += 1;
+                continue;
+            }
             let up = s.upload(&f.content, &f.path, f.mode as u32, sudo)?;
             if up.changed() {
                 c.written += 1;
@@ -106,6 +125,16 @@ impl Remote {
     /// Starts a service, or restarts it when its files changed in this run.
     pub fn start(&self, s: &mut Session, h: &HostPlanView, svc: &str, restart: &Arc<BTreeMap<String, Vec<String>>>) -> Result<(), DeployError> {
         let again = restart.get(&h.ssh_ip).is_some_and(|v| v.iter().any(|x| x == svc));
+        let running = s.exec(&format!("{}/svc status {svc}", self.paths().opt_bin), Self::sudo(s))?.success();
+        if again && running && svc == "patroni" {
+            // Restarting Patroni on every DB host at once would stop the cluster: Patroni
+            // re-reads its file on /reload and applies what it can without a restart.
+            let out = s.exec(&format!("curl -s -XPOST --max-time 5 http://{}:{}/reload", h.private_ip, self.patroni_rest), false)?;
+            if !out.success() {
+                return Err(self.fail(s, h, "reload patroni", out.stderr.trim().to_string(), Some(svc)));
+            }
+            return Ok(());
+        }
         let verb = if again { "restart" } else { "start" };
         let out = s.exec(&format!("{}/svc {verb} {svc}", self.paths().opt_bin), Self::sudo(s))?;
         if !out.success() {
