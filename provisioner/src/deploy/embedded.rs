@@ -25,3 +25,17 @@ pub fn list() -> Vec<Embedded> {
         .map(|(name, version, b)| Embedded { name, version, bytes: b.len(), sha256: sha256_hex(b) })
         .collect()
 }
+
+/// sha256 of a byte string, computed once per distinct embedded binary (they are large, and
+/// every host gets them).
+pub fn sha256_cached(b: &[u8]) -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static GATEWAY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if std::ptr::eq(b, ENGINE_NODE) {
+        NODE.get_or_init(|| sha256_hex(ENGINE_NODE)).clone()
+    } else if std::ptr::eq(b, ENGINE_GATEWAY) {
+        GATEWAY.get_or_init(|| sha256_hex(ENGINE_GATEWAY)).clone()
+    } else {
+        sha256_hex(b)
+    }
+}

@@ -101,7 +101,7 @@ impl Remote {
             })
             .collect();
         for f in h.files {
-            let want = (format!("{:o}", f.mode), super::embedded::sha256_hex(&f.content));
+            let want = (format!("{:o}", f.mode), f.sha256.clone());
             if have.get(&f.path) == Some(&want) {
                 c.unchanged += 1;
                 continue;

@@ -25,6 +25,7 @@ pub struct FileSpec {
     /// `user` or `user:group`; None keeps root.
     pub owner: Option<String>,
     pub content: Vec<u8>,
+    pub sha256: String,
     /// Services to restart when this file changes.
     pub restarts: Vec<String>,
 }
@@ -75,7 +76,14 @@ impl Paths {
 }
 
 fn file(path: String, mode: i32, content: impl Into<Vec<u8>>) -> FileSpec {
-    FileSpec { path, mode, owner: None, content: content.into(), restarts: vec![] }
+    let content = content.into();
+    let sha256 = super::embedded::sha256_hex(&content);
+    FileSpec { path, mode, owner: None, content, sha256, restarts: vec![] }
+}
+
+/// An embedded binary: its hash is computed once, not once per host.
+fn binary(path: String, bytes: &'static [u8]) -> FileSpec {
+    FileSpec { path, mode: 0o755, owner: None, content: bytes.to_vec(), sha256: super::embedded::sha256_cached(bytes), restarts: vec![] }
 }
 
 fn restarting(mut f: FileSpec, services: &[&str]) -> FileSpec {
@@ -212,7 +220,7 @@ pub fn node_id(h: &Host, module: &str) -> String {
 }
 
 /// Engine nodes and the gateway on an application host.
-pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Result<Vec<FileSpec>, RenderError> {
+pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'static [u8]) -> Result<Vec<FileSpec>, RenderError> {
     let p = Paths::new(&ctx.cfg.project);
     let mode = if h.region_role == RegionRole::Primary { RegionMode::Active } else { ctx.dr_mode };
     let mut all: Vec<String> = h.modules.iter().map(|m| format!("node-{m}")).collect();
@@ -226,7 +234,7 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Re
         restarting(file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose()), &all),
     ];
     if !h.modules.is_empty() {
-        files.push(restarting(file(format!("{}/engine-node", p.opt_bin), 0o755, node_bin.to_vec()), &nodes));
+        files.push(restarting(binary(format!("{}/engine-node", p.opt_bin), node_bin), &nodes));
     }
     for m in &h.modules {
         let c = NodeConfig {
@@ -251,7 +259,7 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &[u8], gateway_bin: &[u8]) -> Re
         files.push(restarting(service(&svc, "root", "", &format!("{}/engine-node --config {path}", p.opt_bin), &p), &[&svc]));
     }
     if h.gateway {
-        files.push(restarting(file(format!("{}/engine-gateway", p.opt_bin), 0o755, gateway_bin.to_vec()), &["gateway"]));
+        files.push(restarting(binary(format!("{}/engine-gateway", p.opt_bin), gateway_bin), &["gateway"]));
         let c = GatewayConfig {
             gateway_id: format!("{}-gateway-{}", h.region, h.name),
             region: h.region.clone(),
