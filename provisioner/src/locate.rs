@@ -38,7 +38,7 @@ pub fn locate(src: &str, path: &[&str]) -> Option<Loc> {
                 None => break,
             },
             Node::Inline(t) => match t.get(part) {
-                Some(v) => (Node::Item(leak_value(v)), t.key(part).and_then(|k| k.span()).or_else(|| v.span())),
+                Some(v) => (Node::Item(leaf(v)), t.key(part).and_then(|k| k.span()).or_else(|| v.span())),
                 None => break,
             },
             Node::Item(Item::ArrayOfTables(a)) => match part.parse().ok().and_then(|i: usize| a.get(i)) {
@@ -63,8 +63,8 @@ pub fn locate(src: &str, path: &[&str]) -> Option<Loc> {
     best.map(|o| Loc::of_offset(src, o))
 }
 
-// Values inside inline tables are leaves for our purposes (we never index deeper than a key).
-fn leak_value(_v: &Value) -> &'static Item {
+/// A value inside a nested inline table ends the walk: errors never point deeper than its key.
+fn leaf(_v: &Value) -> &'static Item {
     static NONE: Item = Item::None;
     &NONE
 }
