@@ -139,10 +139,10 @@ pub fn deploy(r: &crate::deploy::DeployReport) -> String {
     }
     let _ = writeln!(
         s,
-        "deploy: {} file(s) written, {} unchanged, {} service(s) restarted, in {:.1} s.",
+        "deploy: {} file(s) written, {} unchanged, {} service(s) with changed files, in {:.1} s.",
         r.files_written,
         r.files_unchanged,
-        r.services_restarted.len(),
+        r.services_changed.len(),
         r.duration_ms as f64 / 1000.0
     );
     s

@@ -77,10 +77,7 @@ pub struct Project {
 
 impl Project {
     pub fn new(prefix: &str, template: &str) -> Project {
-        let name = project(prefix);
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("regions.toml"), regions_toml(&name, template, LOCALSTACK)).unwrap();
-        Project { name, dir }
+        Project::with_cidrs(prefix, template, "10.50.0.0/16", "10.60.0.0/16")
     }
 
     pub fn with_cidrs(prefix: &str, template: &str, primary_cidr: &str, dr_cidr: &str) -> Project {

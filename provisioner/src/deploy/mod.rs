@@ -44,7 +44,8 @@ pub struct DeployReport {
     pub phases: Vec<Phase>,
     pub files_written: usize,
     pub files_unchanged: usize,
-    pub services_restarted: Vec<String>,
+    /// `host:service` whose files changed in this run (restarted, or reloaded for Patroni).
+    pub services_changed: Vec<String>,
     pub duration_ms: u128,
 }
 
@@ -122,7 +123,8 @@ impl Deployer {
             self.phase(&format!("etcd quorum in {region}"), &db, |r, s, h| r.wait_etcd(s, h)).await?;
             let rs = restart.clone();
             self.phase(&format!("patroni in {region}"), &db, move |r, s, h| r.start(s, h, "patroni", &rs)).await?;
-            self.phase(&format!("database cluster in {region}"), &db[..1], |r, s, h| r.wait_cluster(s, h)).await?;
+            let members = db.len();
+            self.phase(&format!("database cluster in {region}"), &db[..1], move |r, s, h| r.wait_cluster(s, h, members)).await?;
             if region == cfg.primary().name {
                 self.phase("engine database role", &db, |r, s, h| r.ensure_engine_role(s, h)).await?;
             }
@@ -155,7 +157,7 @@ impl Deployer {
         self.phase("primary /health green", &primary_gw, |r, s, h| r.wait_health(s, h)).await?;
         for (ip, services) in restart.iter() {
             for s in services {
-                self.report.services_restarted.push(format!("{ip}:{s}"));
+                self.report.services_changed.push(format!("{ip}:{s}"));
             }
         }
         self.report.duration_ms = t0.elapsed().as_millis();
@@ -173,31 +175,17 @@ impl Deployer {
         let targets: Vec<crate::ssh::Target> = hosts.iter().map(|h| crate::ssh::Target::new(h.ssh_ip.clone(), 22)).collect();
         let plans = self.plans.clone();
         let remote = self.remote.clone();
-        let errors: Arc<std::sync::Mutex<Vec<DeployError>>> = Arc::default();
-        let errs = errors.clone();
+        // The outer Result is the connection; the inner one is this phase's work on the host.
         let results = self
             .fleet
             .run(&targets, move |s| {
                 let plan = &plans[s.host()];
-                let view = HostPlanView { host: &plan.host, files: &plan.files };
-                f(&remote, s, &view).map_err(|e| {
-                    let msg = e.to_string();
-                    errs.lock().expect("errors lock").push(e);
-                    SshError::Panicked { host: plan.host.name.clone(), message: msg }
-                })
+                Ok(f(&remote, s, &HostPlanView { host: &plan.host, files: &plan.files }))
             })
             .await;
         let mut out = BTreeMap::new();
         for r in results {
-            match r.result {
-                Ok(v) => {
-                    out.insert(r.target.host.clone(), v);
-                }
-                Err(e) => {
-                    let mut errs = errors.lock().expect("errors lock");
-                    return Err(if errs.is_empty() { e.into() } else { errs.remove(0) });
-                }
-            }
+            out.insert(r.target.host.clone(), r.result??);
         }
         self.report.phases.push(Phase { name: name.to_string(), hosts: hosts.len(), duration_ms: t0.elapsed().as_millis() });
         Ok(out)

@@ -150,17 +150,23 @@ impl Remote {
     }
 
     /// Primary region: a leader and a synchronous standby. DR: a running standby leader.
-    pub fn wait_cluster(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
+    pub fn wait_cluster(&self, s: &mut Session, h: &HostPlanView, members_min: usize) -> Result<(), DeployError> {
         let cmd = format!("curl -s --max-time 2 http://{}:{}/cluster", h.private_ip, self.patroni_rest);
         let want: &[&str] = match h.region_role {
-            RegionRole::Primary => &["\"role\": \"leader\"", "\"role\": \"sync_standby\""],
-            RegionRole::Dr => &["\"role\": \"standby_leader\""],
+            RegionRole::Primary => &["leader", "sync_standby"],
+            RegionRole::Dr => &["standby_leader"],
         };
-        let what = format!("Patroni cluster with {}", want.join(" and "));
+        let what = format!("Patroni cluster with {} and all {members_min} members running", want.join(" and "));
         self.wait(s, h, &what, CLUSTER_WAIT_MS_MAX, "patroni", |s| {
-            let out = s.exec(&cmd, false)?;
-            let body = normalize_json(&out.stdout);
-            Ok(want.iter().all(|w| body.contains(w)) && !body.contains("\"state\": \"starting\""))
+            let body: serde_json::Value = serde_json::from_str(&s.exec(&cmd, false)?.stdout).unwrap_or_default();
+            let members = body.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
+            let running = |role: &str| {
+                members.iter().any(|m| m.get("role").and_then(|r| r.as_str()) == Some(role) && matches!(m.get("state").and_then(|x| x.as_str()), Some("running" | "streaming")))
+            };
+            // Every member running, not just the roles: clients read from any of them.
+            let all_running = members.len() == members_min
+                && members.iter().all(|m| matches!(m.get("state").and_then(|x| x.as_str()), Some("running" | "streaming")));
+            Ok(want.iter().all(|r| running(r)) && all_running)
         })
     }
 
@@ -245,9 +251,4 @@ impl Remote {
 
 fn indent(s: &str) -> String {
     s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
-}
-
-/// Patroni prints compact JSON; make `"k":"v"` and `"k": "v"` compare the same.
-fn normalize_json(s: &str) -> String {
-    s.replace("\":\"", "\": \"").replace("\":", "\": ").replace(":  ", ": ")
 }
