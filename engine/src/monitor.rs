@@ -61,7 +61,10 @@ async fn run(node: Arc<Node>) {
     let mut last_cpu = read_cpu().unwrap_or_default();
     let mut breach = 0u32;
     let mut clean = 0u32;
-    let mut seen_readonly = false;
+    // A node configured standby that starts on a writable DB is in a region that was failed
+    // over to while it was down: it activates. An admin's switch to standby on a writable DB
+    // (a planned switchover) still sticks, because then this starts false.
+    let mut seen_readonly = node.cfg.mode == engine_config::RegionMode::Standby;
     let mut suppressed = false;
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);

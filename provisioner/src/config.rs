@@ -173,8 +173,12 @@ pub struct Config {
     pub endpoint_url: Option<String>,
     pub health_target: HealthTarget,
     pub engine: EngineSettings,
-    /// Exactly two: `regions[0]` is the primary, `regions[1]` the DR region.
+    /// Exactly two: `regions[0]` is the primary, `regions[1]` the DR region, as configured
+    /// (the "home" layout: names, peering direction).
     pub regions: Vec<RegionConfig>,
+    /// The region that holds the primary role now, when a failover moved it away from
+    /// `regions[0]`. Read from the cloud (tags), never from the file: see [`crate::roles`].
+    pub active: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,6 +198,29 @@ impl Config {
     }
     pub fn dr(&self) -> &RegionConfig {
         &self.regions[1]
+    }
+    /// The region that serves writes now (the configured primary unless a failover moved it).
+    pub fn active(&self) -> &RegionConfig {
+        self.active.as_deref().and_then(|n| self.region(n)).unwrap_or(self.primary())
+    }
+    /// The region that is the standby now.
+    pub fn passive(&self) -> &RegionConfig {
+        let a = &self.active().name;
+        self.regions.iter().find(|r| &r.name != a).expect("two regions")
+    }
+    /// The role `region` plays now.
+    pub fn role_now(&self, region: &str) -> RegionRole {
+        if self.active().name == region {
+            RegionRole::Primary
+        } else {
+            RegionRole::Dr
+        }
+    }
+    /// This config with the primary role placed on `region` (as the cloud's tags say).
+    pub fn with_active(&self, region: &str) -> Config {
+        let mut c = self.clone();
+        c.active = (region != self.primary().name && self.region(region).is_some()).then(|| region.to_string());
+        c
     }
     pub fn region(&self, name: &str) -> Option<&RegionConfig> {
         self.regions.iter().find(|r| r.name == name)
@@ -309,6 +336,7 @@ impl Validator<'_> {
             health_target,
             engine: raw.engine,
             regions,
+            active: None,
         })
     }
 

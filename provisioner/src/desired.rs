@@ -40,7 +40,8 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
         }
         let check_key = format!("{}/check/region", r.name);
         region_checks.push(RegionCheckSpec { key: check_key.clone(), region: r.name.clone(), children, healthy_children_min: 1 });
-        let (failover, ident) = match r.role {
+        // The PRIMARY record follows the primary role, wherever a failover put it.
+        let (failover, ident) = match cfg.role_now(&r.name) {
             crate::config::RegionRole::Primary => (Failover::Primary, "primary"),
             crate::config::RegionRole::Dr => (Failover::Secondary, "secondary"),
         };

@@ -47,9 +47,21 @@ enum Cmd {
     Status,
     /// Put the engine and database software on the running hosts; only what changed is touched.
     Deploy,
-    /// Move the primary role to the other region (not yet implemented).
-    Failover,
-    /// Return the primary role to the original region (not yet implemented).
+    /// Move the primary role to another region: fence the old one (EC2 stop), promote the
+    /// DR database, activate its engines, flip the Route53 failover records.
+    Failover {
+        /// The region that takes the primary role.
+        #[arg(long)]
+        to: String,
+        /// Both regions are healthy: stop writes, wait for the DR region to catch up, zero loss.
+        #[arg(long)]
+        planned: bool,
+        /// Go on even if the old region's EC2 API does not answer (it cannot be fenced then).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Return the primary role to the configured primary region (rebuilding it first if a
+    /// failover fenced it).
     Failback,
     /// Prove DR works under load (not yet implemented).
     Drill,
@@ -141,8 +153,20 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &o, || render::status(&o));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Failover => not_yet("failover"),
-        Cmd::Failback => not_yet("failback"),
+        Cmd::Failover { to, planned, force } => {
+            let (cfg, tpl) = load()?;
+            let opts = provisioner::failover::Opts { to: to.clone(), planned: *planned, force: *force, quiet: false };
+            let r = provisioner::failover::failover(&cfg, &tpl, &opts).await?;
+            print(json, &r, || render::failover(&r));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Failback => {
+            let (cfg, tpl) = load()?;
+            let opts = provisioner::failover::Opts { to: cfg.primary().name.clone(), planned: true, force: false, quiet: false };
+            let r = provisioner::failover::failback(&cfg, &tpl, &opts).await?;
+            print(json, &r, || render::failback(&r));
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Drill => not_yet("drill"),
         Cmd::Watch => not_yet("watch"),
     }

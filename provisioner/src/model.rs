@@ -12,6 +12,8 @@ pub const TAG_PROJECT: &str = "Project";
 pub const TAG_KEY: &str = "provision:key";
 pub const TAG_REGION_ROLE: &str = "provision:region-role";
 pub const TAG_ROLE: &str = "provision:role";
+/// On instances stopped by a failover: when (unix ms).
+pub const TAG_FENCED: &str = "provision:fenced";
 pub const TAG_MODULES: &str = "provision:modules";
 pub const TAG_INDEX: &str = "provision:index";
 pub const TAG_GATEWAY: &str = "provision:gateway";
@@ -235,6 +237,26 @@ pub struct Observed {
     pub checks: Vec<Found<CheckAttrs>>,
     /// Record sets of the API name whose SetIdentifier is ours.
     pub records: Vec<RecordFound>,
+    /// Which region holds the primary role and which is fenced (tags on the hosted zone).
+    pub marks: Marks,
+}
+
+/// The failover state, kept in the cloud as tags on the hosted zone: one resource, so one
+/// atomic write changes it, and it lives in Route53's global control plane, which answers
+/// when a region does not.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Marks {
+    /// The region that holds the primary role; None means the configured primary.
+    pub active: Option<String>,
+    pub fence: Option<Fence>,
+}
+
+/// A region whose instances `failover` stopped: nothing there may serve writes until
+/// `failback` rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fence {
+    pub region: String,
+    pub at_unix_ms: u64,
 }
 
 impl Observed {

@@ -147,3 +147,42 @@ pub fn deploy(r: &crate::deploy::DeployReport) -> String {
     );
     s
 }
+
+pub fn failover(r: &crate::failover::FailoverReport) -> String {
+    let mut s = format!(
+        "{} {} -> {}: RTO {:.1} s\n",
+        if r.planned { "planned switchover" } else { "failover" },
+        r.from,
+        r.to,
+        r.rto_ms as f64 / 1000.0
+    );
+    for st in &r.steps {
+        s.push_str(&format!("  {:>7} ms  {}{}\n", st.duration_ms, st.step, if st.detail.is_empty() { String::new() } else { format!(": {}", st.detail) }));
+    }
+    s.push_str(&format!("  RPO: {}\n", r.rpo.summary));
+    if !r.fenced_instances.is_empty() {
+        s.push_str(&format!("  fenced: {}\n", r.fenced_instances.join(", ")));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    for w in &r.webhooks {
+        s.push_str(&format!("  webhook {}: {} after {} tries\n", w.url, w.detail, w.tries));
+    }
+    s
+}
+
+pub fn failback(r: &crate::failover::ladder::FailbackReport) -> String {
+    let mut s = format!("failback: rebuild: {}", r.rebuild);
+    if r.rebuild_ms > 0 {
+        s.push_str(&format!(" ({:.1} s)", r.rebuild_ms as f64 / 1000.0));
+    }
+    s.push('\n');
+    if let Some(sw) = &r.switchover {
+        s.push_str(&failover(sw));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    s
+}

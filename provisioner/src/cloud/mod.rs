@@ -3,6 +3,7 @@
 //! `apply` performs one [`crate::action::Action`].
 
 mod apply;
+mod failover;
 mod observe;
 mod tags;
 
@@ -15,6 +16,7 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::error::display::DisplayErrorContext;
 
 pub use apply::{Created, Outputs};
+pub use failover::RecordTarget;
 
 use crate::config::Config;
 

@@ -2,7 +2,6 @@
 //! zone, the project's health checks (by CallerReference prefix) and its failover records.
 
 use aws_sdk_ec2::types::Filter;
-use futures::future::try_join_all;
 
 use super::{tags, Cloud, CloudError};
 use crate::config::{Ami, Config};
@@ -10,15 +9,44 @@ use crate::model::*;
 
 impl Cloud {
     pub async fn observe(&self, cfg: &Config) -> Result<Observed, CloudError> {
+        let (o, mut unreachable) = self.observe_partial(cfg).await?;
+        match unreachable.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(o),
+        }
+    }
+
+    /// Like [`Cloud::observe`], but a region whose EC2 API does not answer is left empty and
+    /// named in the second value instead of failing the whole observation: `failover` must
+    /// work when a region is dead. Route53 must answer.
+    pub async fn observe_partial(&self, cfg: &Config) -> Result<(Observed, Vec<(String, CloudError)>), CloudError> {
         let t0 = std::time::Instant::now();
-        let regions = try_join_all(cfg.regions.iter().map(|r| self.observe_region(&r.name, &r.ami)));
-        let peerings = try_join_all(cfg.regions.iter().map(|r| self.observe_peerings(&r.name)));
+        let region_views = futures::future::join_all(cfg.regions.iter().map(|r| async move {
+            let v = tokio::try_join!(self.observe_region(&r.name, &r.ami), self.observe_peerings(&r.name));
+            (r.name.clone(), v)
+        }));
         let zone = self.observe_zone(&cfg.dns.zone);
         let checks = self.observe_checks();
-        let (regions, peerings, zone, checks) = tokio::try_join!(regions, peerings, zone, checks)?;
-        let records = match &zone {
-            Some(z) => self.observe_records(&z.id, &cfg.dns.api_record).await?,
-            None => vec![],
+        let (region_views, zone, checks) = tokio::join!(region_views, zone, checks);
+        let (zone, checks) = (zone?, checks?);
+        let mut regions = Vec::new();
+        let mut peerings = Vec::new();
+        let mut unreachable = Vec::new();
+        for (name, v) in region_views {
+            match v {
+                Ok((r, p)) => {
+                    regions.push(r);
+                    peerings.push(p);
+                }
+                Err(e) => {
+                    regions.push(ObservedRegion { name: name.clone(), ..Default::default() });
+                    unreachable.push((name, e));
+                }
+            }
+        }
+        let (records, marks) = match &zone {
+            Some(z) => tokio::try_join!(self.observe_records(&z.id, &cfg.dns.api_record), self.zone_marks(&z.id))?,
+            None => (vec![], Marks::default()),
         };
         let mut all: Vec<Found<PeeringAttrs>> = Vec::new();
         for p in peerings.into_iter().flatten() {
@@ -27,7 +55,7 @@ impl Cloud {
             }
         }
         tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, endpoint = %self.endpoint, "observed the cloud");
-        Ok(Observed { regions, peerings: all, zone, checks, records })
+        Ok((Observed { regions, peerings: all, zone, checks, records, marks }, unreachable))
     }
 
     async fn observe_region(&self, region: &str, ami: &Ami) -> Result<ObservedRegion, CloudError> {

@@ -36,14 +36,26 @@ pub struct MissingHost {
 }
 
 pub fn inventory(cfg: &Config, d: &Desired, o: &Observed) -> Result<Inventory, MissingHost> {
+    let (inv, missing) = inventory_partial(cfg, d, o);
+    match missing.into_iter().next() {
+        Some(m) => Err(m),
+        None => Ok(inv),
+    }
+}
+
+/// The hosts that run now, and the desired ones that do not (a fenced or dead region's).
+pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory, Vec<MissingHost>) {
     let mut hosts = Vec::new();
+    let mut missing = Vec::new();
     for dr in &d.regions {
         let rc = cfg.region(&dr.name).expect("desired regions come from the config");
         let or = o.region(&dr.name);
         for h in &dr.hosts {
             let f = or.and_then(|r| pick(&r.instances, &h.key)).filter(|f| f.attrs.state == "running");
-            let f = f.ok_or_else(|| MissingHost { key: h.key.clone() })?;
-            let private_ip = f.attrs.private_ip.clone().ok_or_else(|| MissingHost { key: h.key.clone() })?;
+            let Some((f, private_ip)) = f.and_then(|f| Some((f, f.attrs.private_ip.clone()?))) else {
+                missing.push(MissingHost { key: h.key.clone() });
+                continue;
+            };
             let ssh_ip = match cfg.health_target {
                 HealthTarget::PrivateIp => private_ip.clone(),
                 HealthTarget::PublicIp => f.attrs.public_ip.clone().unwrap_or_else(|| private_ip.clone()),
@@ -53,7 +65,7 @@ pub fn inventory(cfg: &Config, d: &Desired, o: &Observed) -> Result<Inventory, M
                 name: format!("{}-{}", h.role, h.index),
                 instance_id: f.id.clone(),
                 region: dr.name.clone(),
-                region_role: dr.role,
+                region_role: cfg.role_now(&dr.name),
                 private_ip,
                 ssh_ip,
                 ssh_user: rc.ssh_user.clone(),
@@ -63,7 +75,7 @@ pub fn inventory(cfg: &Config, d: &Desired, o: &Observed) -> Result<Inventory, M
             });
         }
     }
-    Ok(Inventory { hosts })
+    (Inventory { hosts }, missing)
 }
 
 impl Inventory {

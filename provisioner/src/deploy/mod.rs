@@ -116,7 +116,7 @@ impl Deployer {
         }
         let restart = Arc::new(restart);
 
-        for region in [cfg.primary().name.clone(), cfg.dr().name.clone()] {
+        for region in [cfg.active().name.clone(), cfg.passive().name.clone()] {
             let db: Vec<Host> = self.inv.db(&region).into_iter().cloned().collect();
             let rs = restart.clone();
             self.phase(&format!("etcd in {region}"), &db, move |r, s, h| r.start(s, h, "etcd", &rs)).await?;
@@ -125,7 +125,7 @@ impl Deployer {
             self.phase(&format!("patroni in {region}"), &db, move |r, s, h| r.start(s, h, "patroni", &rs)).await?;
             let members = db.len();
             self.phase(&format!("database cluster in {region}"), &db[..1], move |r, s, h| r.wait_cluster(s, h, members)).await?;
-            if region == cfg.primary().name {
+            if region == cfg.active().name {
                 self.phase("engine database role", &db, |r, s, h| r.ensure_engine_role(s, h)).await?;
             }
         }
@@ -153,7 +153,7 @@ impl Deployer {
         let gws: Vec<Host> = all.iter().filter(|h| h.gateway).cloned().collect();
         let rs = restart.clone();
         self.phase("gateways", &gws, move |r, s, h| r.start(s, h, "gateway", &rs)).await?;
-        let primary_gw: Vec<Host> = self.inv.gateways(&cfg.primary().name).into_iter().cloned().collect();
+        let primary_gw: Vec<Host> = self.inv.gateways(&cfg.active().name).into_iter().cloned().collect();
         self.phase("primary /health green", &primary_gw, |r, s, h| r.wait_health(s, h)).await?;
         for (ip, services) in restart.iter() {
             for s in services {

@@ -60,6 +60,7 @@ pub fn render(template: &str, src: &str, vars: &BTreeMap<&str, String>) -> Resul
     Ok(out)
 }
 
+#[derive(Debug, Clone)]
 pub struct Paths {
     pub etc: String,
     pub opt_bin: String,
@@ -138,7 +139,7 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
         proj = cfg.project,
         region = h.region,
     );
-    let primary_db: Vec<String> = ctx.inv.db(&cfg.primary().name).iter().map(|d| d.private_ip.clone()).collect();
+    let primary_db: Vec<String> = ctx.inv.db(&cfg.active().name).iter().map(|d| d.private_ip.clone()).collect();
     let standby = match h.region_role {
         RegionRole::Primary => String::new(),
         RegionRole::Dr => format!(

@@ -126,4 +126,25 @@ impl KnownHosts {
         tracing::info!(host = %host, file = %path_str, fingerprint = %fingerprint_sha256(key_blob), "pinned host key on first contact");
         Ok(Pin::Pinned)
     }
+
+    /// Drops the pins of `targets` (hosts that were terminated and are rebuilt at the same
+    /// addresses, e.g. by `failback`). Other lines are kept as they are.
+    pub fn forget(&self, targets: &[Target]) -> std::io::Result<usize> {
+        let _guard = FILE_GUARD.lock().unwrap_or_else(|p| p.into_inner());
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let names: Vec<String> = targets.iter().map(Target::known_hosts_name).collect();
+        let drop = |l: &str| parse_line(l).is_some_and(|e| e.names.split(',').any(|n| names.iter().any(|x| x == n)));
+        let kept: Vec<&str> = text.lines().filter(|l| !drop(l)).collect();
+        let removed = text.lines().count() - kept.len();
+        if removed > 0 {
+            let tmp = self.path.with_extension("tmp");
+            std::fs::write(&tmp, kept.iter().map(|l| format!("{l}\n")).collect::<String>())?;
+            std::fs::rename(&tmp, &self.path)?;
+        }
+        Ok(removed)
+    }
 }

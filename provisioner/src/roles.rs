@@ -1,0 +1,80 @@
+//! Which region serves writes, and which is fenced: read from tags on the hosted zone, never
+//! from a local file. Pure: tag maps in, [`Marks`] out, and back.
+
+use std::collections::BTreeMap;
+
+use crate::config::Config;
+use crate::model::{Fence, Marks};
+
+/// Tag keys carry the project, so several projects can share one hosted zone.
+pub fn active_key(project: &str) -> String {
+    format!("provision:{project}:active")
+}
+pub fn fence_key(project: &str) -> String {
+    format!("provision:{project}:fenced")
+}
+
+/// Reads the marks from the zone's tags. A fence tag is `<region> <unix ms>`.
+pub fn from_tags(project: &str, tags: &BTreeMap<String, String>) -> Marks {
+    let active = tags.get(&active_key(project)).cloned().filter(|s| !s.is_empty());
+    // A tag that does not parse still fences: refusing is the safe reading.
+    let fence = tags.get(&fence_key(project)).filter(|v| !v.is_empty()).map(|v| match v.split_once(' ') {
+        Some((region, at)) => Fence { region: region.to_string(), at_unix_ms: at.parse().unwrap_or(0) },
+        None => Fence { region: v.clone(), at_unix_ms: 0 },
+    });
+    Marks { active, fence }
+}
+
+/// The tags that record `m`: (key, Some(value)) to set, (key, None) to remove.
+pub fn to_tags(project: &str, m: &Marks) -> Vec<(String, Option<String>)> {
+    vec![
+        (active_key(project), m.active.clone()),
+        (fence_key(project), m.fence.as_ref().map(|f| format!("{} {}", f.region, f.at_unix_ms))),
+    ]
+}
+
+/// The config as the cloud says it is now: the primary role where the marks put it.
+pub fn effective(cfg: &Config, m: &Marks) -> Config {
+    match &m.active {
+        Some(r) if cfg.region(r).is_some() => cfg.with_active(r),
+        _ => cfg.clone(),
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "region {region} is fenced: `provision failover` stopped its instances at {at} (unix ms) so that nothing there serves writes\n  \
+     fix: run `provision failback` to rebuild it as a standby of {active}, then it can take the primary role again"
+)]
+pub struct FencedError {
+    pub region: String,
+    pub at: u64,
+    pub active: String,
+}
+
+/// `up` and `deploy` must not start or touch a fenced region: only `failback` may.
+pub fn refuse_if_fenced(cfg: &Config, m: &Marks) -> Result<(), FencedError> {
+    match &m.fence {
+        Some(f) => Err(FencedError { region: f.region.clone(), at: f.at_unix_ms, active: effective(cfg, m).active().name.clone() }),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_round_trip_through_tags() {
+        let m = Marks { active: Some("eu-west-1".into()), fence: Some(Fence { region: "us-east-1".into(), at_unix_ms: 42 }) };
+        let tags: BTreeMap<String, String> = to_tags("p", &m).into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert_eq!(from_tags("p", &tags), m);
+        assert_eq!(from_tags("other", &tags), Marks::default(), "another project's marks are not ours");
+    }
+
+    #[test]
+    fn a_malformed_fence_tag_still_fences() {
+        let tags = BTreeMap::from([(fence_key("p"), "garbage".to_string())]);
+        assert_eq!(from_tags("p", &tags).fence, Some(Fence { region: "garbage".into(), at_unix_ms: 0 }));
+    }
+}
