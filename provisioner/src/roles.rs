@@ -16,20 +16,29 @@ pub fn fence_key(project: &str) -> String {
 
 /// Reads the marks from the zone's tags. A fence tag is `<region> <unix ms>`.
 pub fn from_tags(project: &str, tags: &BTreeMap<String, String>) -> Marks {
-    let active = tags.get(&active_key(project)).cloned().filter(|s| !s.is_empty());
+    let active = tags.get(&active_key(project)).and_then(|v| value(v)).map(str::to_string);
     // A tag that does not parse still fences: refusing is the safe reading.
-    let fence = tags.get(&fence_key(project)).filter(|v| !v.is_empty()).map(|v| match v.split_once(' ') {
+    let fence = tags.get(&fence_key(project)).and_then(|v| value(v)).map(|v| match v.split_once(' ') {
         Some((region, at)) => Fence { region: region.to_string(), at_unix_ms: at.parse().unwrap_or(0) },
-        None => Fence { region: v.clone(), at_unix_ms: 0 },
+        None => Fence { region: v.to_string(), at_unix_ms: 0 },
     });
     Marks { active, fence }
 }
 
-/// The tags that record `m`: (key, Some(value)) to set, (key, None) to remove.
-pub fn to_tags(project: &str, m: &Marks) -> Vec<(String, Option<String>)> {
+/// Written for "no value": a tag is overwritten, never removed, so one ChangeTagsForResource
+/// with adds only records all marks atomically (LocalStack drops the removals of a call that
+/// also adds, and turns an empty value into "None").
+pub const NONE: &str = "-";
+
+fn value(v: &str) -> Option<&str> {
+    Some(v.trim()).filter(|v| !v.is_empty() && *v != NONE && *v != "None")
+}
+
+/// The tags that record `m`.
+pub fn to_tags(project: &str, m: &Marks) -> Vec<(String, String)> {
     vec![
-        (active_key(project), m.active.clone()),
-        (fence_key(project), m.fence.as_ref().map(|f| format!("{} {}", f.region, f.at_unix_ms))),
+        (active_key(project), m.active.clone().unwrap_or_else(|| NONE.into())),
+        (fence_key(project), m.fence.as_ref().map(|f| format!("{} {}", f.region, f.at_unix_ms)).unwrap_or_else(|| NONE.into())),
     ]
 }
 
@@ -67,8 +76,10 @@ mod tests {
     #[test]
     fn marks_round_trip_through_tags() {
         let m = Marks { active: Some("eu-west-1".into()), fence: Some(Fence { region: "us-east-1".into(), at_unix_ms: 42 }) };
-        let tags: BTreeMap<String, String> = to_tags("p", &m).into_iter().filter_map(|(k, v)| Some((k, v?))).collect();
+        let tags: BTreeMap<String, String> = to_tags("p", &m).into_iter().collect();
         assert_eq!(from_tags("p", &tags), m);
+        let cleared: BTreeMap<String, String> = to_tags("p", &Marks::default()).into_iter().collect();
+        assert_eq!(from_tags("p", &cleared), Marks::default(), "empty values mean no marks");
         assert_eq!(from_tags("other", &tags), Marks::default(), "another project's marks are not ours");
     }
 

@@ -42,14 +42,11 @@ impl Cloud {
         Ok(crate::roles::from_tags(&self.project, &tags))
     }
 
-    /// Records `m` on the zone in one call (added and removed tags together).
+    /// Records `m` on the zone in one call.
     pub async fn set_marks(&self, zone_id: &str, m: &Marks) -> Result<(), CloudError> {
         let mut req = self.r53.change_tags_for_resource().resource_type(TagResourceType::Hostedzone).resource_id(zone_id);
         for (k, v) in crate::roles::to_tags(&self.project, m) {
-            req = match v {
-                Some(v) => req.add_tags(R53Tag::builder().key(k).value(v).build()),
-                None => req.remove_tag_keys(k),
-            };
+            req = req.add_tags(R53Tag::builder().key(k).value(v).build());
         }
         req.send().await.map_err(|e| self.err("ChangeTagsForResource", zone_id, "global", e))?;
         Ok(())

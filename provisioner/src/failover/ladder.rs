@@ -32,6 +32,8 @@ struct World {
     /// Regions whose EC2 API did not answer.
     unreachable: Vec<(String, CloudError)>,
     hosts: Vec<Host>,
+    /// Desired hosts with no running instance (keys `region/instance/role-i`).
+    missing: Vec<String>,
 }
 
 async fn look(cfg: &Config) -> Result<World, FailoverError> {
@@ -40,14 +42,15 @@ async fn look(cfg: &Config) -> Result<World, FailoverError> {
     let zone_id = observed.zone.as_ref().map(|z| z.id.clone()).ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))?;
     let eff = roles::effective(cfg, &observed.marks);
     let material = crate::keys::existing_public_key(cfg)?.unwrap_or_default();
-    let (inv, _missing) = inventory_partial(&eff, &desired(&eff, &Template::load(cfg).map_err(|e| refused(e.to_string(), "fix the template"))?, &material), &observed);
+    let (inv, missing) = inventory_partial(&eff, &desired(&eff, &Template::load(cfg).map_err(|e| refused(e.to_string(), "fix the template"))?, &material), &observed);
     let hosts = if cfg.endpoint_url.is_some() {
         // On a local cloud an address without a lab host would route off this machine.
         inv.hosts.into_iter().filter(|h| crate::deploy::local_route_guard(h).is_ok()).collect()
     } else {
         inv.hosts
     };
-    Ok(World { cfg: eff, cloud, observed, zone_id, unreachable, hosts })
+    let missing = missing.into_iter().map(|m| m.key).collect();
+    Ok(World { cfg: eff, cloud, observed, zone_id, unreachable, hosts, missing })
 }
 
 fn region_hosts(w: &World, tpl: &Template, region: &str) -> RegionHosts {
@@ -397,8 +400,10 @@ pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failb
     let w = look(cfg).await?;
     let home = cfg.primary().name.clone();
     let mut report = FailbackReport { rebuild: "none".into(), rebuild_ms: 0, switchover: None, notes: vec![] };
-    if let Some(f) = w.observed.marks.fence.clone() {
-        let t0 = Instant::now();
+    let t0 = Instant::now();
+    let passive = w.cfg.passive().name.clone();
+    let fenced = w.observed.marks.fence.clone();
+    if let Some(f) = &fenced {
         w.cloud.ec2_answers(&f.region).await.map_err(|e| refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers"))?;
         let ids: Vec<String> = w.observed.region(&f.region).map(|r| r.instances.iter().map(|i| i.id.clone()).collect()).unwrap_or_default();
         let addrs: Vec<crate::ssh::Target> = w
@@ -412,12 +417,19 @@ pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failb
         w.cloud.terminate(&f.region, &ids).await?;
         crate::ssh::KnownHosts::new(crate::keys::key_dir(cfg).join("known_hosts")).forget(&addrs).map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
         w.cloud.set_marks(&w.zone_id, &Marks { active: w.observed.marks.active.clone(), fence: None }).await?;
+    }
+    // Also when an earlier failback stopped between the termination and the rebuild.
+    let prefix = format!("{passive}/");
+    if fenced.is_some() || w.missing.iter().any(|k| k.starts_with(&prefix)) {
+        if !opts.quiet {
+            eprintln!("failback: rebuilding {passive} as a standby of {} (up + deploy)", w.cfg.active().name);
+        }
         let up = crate::ops::up(cfg, tpl, &crate::ops::Opts { concurrency: crate::ops::CONCURRENCY_DEFAULT as usize, quiet: opts.quiet }).await.map_err(Box::new)?;
         if !up.ok() {
-            return Err(refused(format!("rebuilding {} did not converge: {:?}", f.region, up.failures), "re-run `provision failback`"));
+            return Err(refused(format!("rebuilding {passive} did not converge: {:?}", up.failures), "re-run `provision failback`"));
         }
         crate::ops::deploy(cfg, tpl, opts.quiet).await.map_err(Box::new)?;
-        report.rebuild = format!("fresh clone on new instances in {} (base backup from the primary)", f.region);
+        report.rebuild = format!("fresh clone on new instances in {passive} (base backup from the primary)");
         report.rebuild_ms = t0.elapsed().as_millis() as u64;
     }
     let w = look(cfg).await?;
