@@ -21,3 +21,4 @@ pub mod render;
 pub mod ssh;
 pub mod deploy;
 pub mod failover;
+pub mod drill;

@@ -63,8 +63,24 @@ enum Cmd {
     /// Return the primary role to the configured primary region (rebuilding it first if a
     /// failover fenced it).
     Failback,
-    /// Prove DR works under load (not yet implemented).
-    Drill,
+    /// Prove DR works: order load, failover (planned unless --unplanned), every acknowledged
+    /// order checked in the surviving region, failback, and a report (RTO, RPO, errors).
+    Drill {
+        /// Black out the primary region through the lab instead of a planned switchover.
+        #[arg(long)]
+        unplanned: bool,
+        /// The lab control command, e.g. `localstack/labhost.sh` (needed with --unplanned).
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        orders_per_s: u32,
+        /// Seconds of load before and after the failover.
+        #[arg(long, default_value_t = 3)]
+        load_s: u64,
+        /// Also write the JSON report to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Probe both regions every second (not yet implemented).
     Watch,
     /// Remove every resource of the project. Safe to re-run.
@@ -167,7 +183,23 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &r, || render::failback(&r));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Drill => not_yet("drill"),
+        Cmd::Drill { unplanned, lab, orders_per_s, load_s, report } => {
+            let (cfg, tpl) = load()?;
+            let opts = provisioner::drill::DrillOpts {
+                unplanned: *unplanned,
+                lab: lab.clone(),
+                orders_per_s: *orders_per_s,
+                load_before_s: *load_s,
+                load_after_s: *load_s,
+                quiet: false,
+            };
+            let r = provisioner::drill::drill(&cfg, &tpl, &opts).await?;
+            if let Some(path) = report {
+                std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+            }
+            print(json, &r, || render::drill(&r));
+            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Cmd::Watch => not_yet("watch"),
     }
 }

@@ -186,3 +186,24 @@ pub fn failback(r: &crate::failover::ladder::FailbackReport) -> String {
     }
     s
 }
+
+pub fn drill(r: &crate::drill::DrillReport) -> String {
+    let mut s = format!(
+        "drill ({}) {} -> {} -> {}: {}\n",
+        r.kind,
+        r.from,
+        r.to,
+        r.from,
+        if r.ok { "PASSED" } else { "FAILED" }
+    );
+    s.push_str(&format!("  RTO (ladder): {:.1} s; client-visible (longest time without an ack): {:.1} s\n", r.rto_ms as f64 / 1000.0, r.client_rto_ms as f64 / 1000.0));
+    s.push_str(&format!("  RPO: {} acknowledged order(s) missing of {}; {}\n", r.orders_missing, r.orders_acked, r.rpo.summary));
+    s.push_str(&format!("  client errors: {}\n", crate::drill::errors_line(&r.load.errors)));
+    for st in &r.steps {
+        s.push_str(&format!("  {:>7} ms  {}: {}\n", st.duration_ms, st.step, st.detail));
+    }
+    for p in &r.problems {
+        s.push_str(&format!("  PROBLEM: {p}\n"));
+    }
+    s
+}

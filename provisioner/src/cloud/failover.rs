@@ -52,6 +52,14 @@ impl Cloud {
         Ok(())
     }
 
+    /// The addresses of the API name's PRIMARY record: what Route53 answers while that
+    /// record's health check passes.
+    pub async fn primary_answer(&self, cfg: &crate::config::Config) -> Result<Vec<String>, CloudError> {
+        let Some(z) = self.observe_zone(&cfg.dns.zone).await? else { return Ok(vec![]) };
+        let records = self.observe_records(&z.id, &cfg.dns.api_record).await?;
+        Ok(records.into_iter().find(|r| r.failover.as_deref() == Some("PRIMARY")).map(|r| r.ips).unwrap_or_default())
+    }
+
     /// Whether `region`'s EC2 API answers within a few seconds.
     pub async fn ec2_answers(&self, region: &str) -> Result<(), CloudError> {
         let c = self.ec2(region)?;

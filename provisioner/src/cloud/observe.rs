@@ -207,7 +207,7 @@ impl Cloud {
             .collect())
     }
 
-    async fn observe_zone(&self, zone: &str) -> Result<Option<ZoneFound>, CloudError> {
+    pub(crate) async fn observe_zone(&self, zone: &str) -> Result<Option<ZoneFound>, CloudError> {
         let want = format!("{}.", zone.trim_end_matches('.'));
         let r = self.r53.list_hosted_zones_by_name().dns_name(&want).send().await.map_err(|e| self.err("ListHostedZonesByName", &want, "global", e))?;
         let Some(z) = r.hosted_zones().iter().find(|z| z.name() == want) else { return Ok(None) };
@@ -246,7 +246,7 @@ impl Cloud {
         Ok(out)
     }
 
-    async fn observe_records(&self, zone_id: &str, record: &str) -> Result<Vec<RecordFound>, CloudError> {
+    pub(crate) async fn observe_records(&self, zone_id: &str, record: &str) -> Result<Vec<RecordFound>, CloudError> {
         let name = format!("{}.", record.trim_end_matches('.'));
         let r = self
             .r53

@@ -24,19 +24,19 @@ fn refused(reason: impl Into<String>, fix: impl Into<String>) -> FailoverError {
 }
 
 /// What the cloud says before the first step.
-struct World {
-    cfg: Config,
-    cloud: Cloud,
-    observed: Observed,
-    zone_id: String,
+pub(crate) struct World {
+    pub cfg: Config,
+    pub cloud: Cloud,
+    pub observed: Observed,
+    pub zone_id: String,
     /// Regions whose EC2 API did not answer.
     unreachable: Vec<(String, CloudError)>,
-    hosts: Vec<Host>,
+    pub hosts: Vec<Host>,
     /// Desired hosts with no running instance (keys `region/instance/role-i`).
     missing: Vec<String>,
 }
 
-async fn look(cfg: &Config) -> Result<World, FailoverError> {
+pub(crate) async fn look(cfg: &Config) -> Result<World, FailoverError> {
     let cloud = Cloud::connect(cfg).await;
     let (observed, unreachable) = cloud.observe_partial(cfg).await?;
     let zone_id = observed.zone.as_ref().map(|z| z.id.clone()).ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))?;
@@ -53,7 +53,7 @@ async fn look(cfg: &Config) -> Result<World, FailoverError> {
     Ok(World { cfg: eff, cloud, observed, zone_id, unreachable, hosts, missing })
 }
 
-fn region_hosts(w: &World, tpl: &Template, region: &str) -> RegionHosts {
+pub(crate) fn region_hosts(w: &World, tpl: &Template, region: &str) -> RegionHosts {
     let user = w.cfg.region(region).map(|r| r.ssh_user.clone()).unwrap_or_else(|| "root".into());
     RegionHosts::new(&w.cfg, tpl, region, &w.hosts, hosts::fleet(&w.cfg, &user, 2))
 }
@@ -117,13 +117,13 @@ async fn unplanned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts,
     report.notes.push(note);
 
     // 3-5. Promote, activate, flip.
-    let lsn = tl.step("promote DR database", promote(new)).await?;
+    let (lsn, last) = tl.step("promote DR database", promote(new)).await?;
     report.rpo.new_primary_lsn = Some(lsn).filter(|s| !s.is_empty()).or(new_pos.as_ref().map(|p| p.0.clone()));
+    report.rpo.new_last_order_id = last.or(new_pos.map(|p| p.1));
     tl.step("activate DR engines", activate(new)).await?;
     let fence_mark = Some(Fence { region: old.region.clone(), at_unix_ms: now_ms() });
     tl.step("flip DNS records", flip(w, &new.region, fence_mark)).await?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
-    report.rpo.new_last_order_id = positions(new).await.map(|p| p.1).or(new_pos.map(|p| p.1));
     report.rpo.summary = rpo_summary(&report.rpo);
     finish(w, tl, report).await
 }
@@ -144,14 +144,15 @@ async fn planned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -
     tl.step("stop writes in old primary", stop_writes(old)).await?;
     let final_lsn = tl.step("demote old primary", demote(old, new)).await?;
     report.rpo.old_primary_lsn = Some(final_lsn.1.clone());
+    report.rpo.old_last_order_id = positions(old).await.map(|p| p.1).or(report.rpo.old_last_order_id);
     tl.step("wait for DR to replay the last WAL", catch_up(new, final_lsn.0)).await?;
-    let lsn = tl.step("promote DR database", promote(new)).await?;
+    let (lsn, last) = tl.step("promote DR database", promote(new)).await?;
     report.rpo.new_primary_lsn = Some(lsn);
+    report.rpo.new_last_order_id = last;
     tl.step("activate DR engines", activate(new)).await?;
     tl.step("flip DNS records", flip(w, &new.region, None)).await?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
     tl.step("old primary streams from the new one", follows(old, new)).await?;
-    report.rpo.new_last_order_id = positions(new).await.map(|p| p.1);
     report.rpo.lost_wal_bytes = Some(0);
     report.rpo.summary = rpo_summary(&report.rpo);
     finish(w, tl, report).await
@@ -243,11 +244,12 @@ async fn fence(w: &World, region: &str, force: bool) -> Result<((Vec<String>, St
 
 /// Removes `standby_cluster` from the region's dynamic config and turns on strict
 /// synchronous replication; waits for a leader and a synchronous standby.
-async fn promote(r: &RegionHosts) -> Result<(String, String), Msg> {
-    let at = r.leader_lsn().await.map(|x| x.2).unwrap_or_default();
+async fn promote(r: &RegionHosts) -> Result<((String, Option<i64>), String), Msg> {
+    let before = positions(r).await;
+    let at = before.as_ref().map(|p| p.0.clone()).unwrap_or_default();
     r.patch_config(json!({ "standby_cluster": null, "synchronous_mode": true, "synchronous_mode_strict": true })).await?;
     let c = r.wait_roles(&["leader", "sync_standby"], PROMOTE_WAIT_MS_MAX).await?;
-    Ok((at, c.summary()))
+    Ok(((at, before.map(|p| p.1)), c.summary()))
 }
 
 /// Switches the region's engines to active and waits for every gateway's `/health` 200

@@ -25,7 +25,7 @@ pub const CATCH_UP_WAIT_MS_MAX: u64 = 60_000;
 pub const DEMOTE_WAIT_MS_MAX: u64 = 90_000;
 pub const FOLLOW_WAIT_MS_MAX: u64 = 120_000;
 /// How long a dead region may take to answer a best-effort read (its last WAL position).
-pub const PROBE_DEAD_MS_MAX: u64 = 4_000;
+pub const PROBE_DEAD_MS_MAX: u64 = 2_000;
 
 #[derive(Debug, Clone)]
 pub struct Opts {
