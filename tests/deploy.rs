@@ -4,144 +4,20 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::lab::*;
 use common::*;
 
 const PRIMARY_CIDR: &str = "10.30.0.0/16";
 const DR_CIDR: &str = "10.40.0.0/16";
 const LAB_PREFIX: &str = "dp";
 
-/// A lab-host emulator of our own (prefix `dp`, own state dir); stopped and cleaned on drop.
-struct Lab {
-    child: Child,
-    state: tempfile::TempDir,
-}
-
-fn labhost_bin() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let dir = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
-    let bin = dir.join("debug").join("labhost");
-    assert!(bin.exists(), "{} missing: run `cargo build --workspace` first", bin.display());
-    bin
-}
-
-impl Lab {
-    fn start(config: &Path) -> Lab {
-        let state = tempfile::tempdir().unwrap();
-        let child = Command::new(labhost_bin())
-            .arg("--state-dir")
-            .arg(state.path())
-            .args(["run", "--prefix", LAB_PREFIX, "--config"])
-            .arg(config)
-            .stdout(std::fs::File::create(state.path().join("out.log")).unwrap())
-            .stderr(std::fs::File::create(state.path().join("err.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Lab { child, state }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = Command::new(labhost_bin()).arg("--state-dir").arg(self.state.path()).args(["clean", "--prefix", LAB_PREFIX]).status();
-    }
-}
-
-/// Lab addresses exist only on this machine's bridges: never let a probe leave the machine.
-fn assert_local(ip: &str) {
-    let out = Command::new("ip").args(["route", "get", ip]).output().unwrap();
-    let route = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(!route.is_empty() && !route.contains(" via "), "{ip} is not a lab host on this machine (route {route:?})");
-}
-
-fn psql(ip: &str, password: &str, db: &str, sql: &str) -> String {
-    assert_local(ip);
-    let out = Command::new("psql")
-        .args(["-h", ip, "-U", "postgres", "-d", db, "-tAc", sql])
-        .env("PGPASSWORD", password)
-        .env("PGCONNECT_TIMEOUT", "5")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
-    let host = url.trim_start_matches("http://").split(':').next().unwrap();
-    assert_local(host);
-    let mut c = Command::new("curl");
-    c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
-    for (k, v) in headers {
-        c.arg("-H").arg(format!("{k}: {v}"));
-    }
-    if let Some(b) = body {
-        c.args(["-H", "Content-Type: application/json", "-d", b]);
-    }
-    let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn ips(region: &str, project: &str, role: &str) -> Vec<String> {
-    let c = ec2(region).await;
-    let r = c
-        .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:provision:role").values(role).build())
-        .filters(aws_sdk_ec2::types::Filter::builder().name("instance-state-name").values("running").build())
-        .send()
-        .await
-        .unwrap();
-    let mut v: Vec<String> = r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
-    v.sort();
-    v
-}
-
-fn ssh(key: &Path, ip: &str, cmd: &str) -> String {
-    assert_local(ip);
-    let out = Command::new("ssh")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
-        .arg(key)
-        .arg(format!("root@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn lab_namespaces() -> Vec<String> {
-    let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{LAB_PREFIX}-"))).map(str::to_string).collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_cluster() {
     let _turn = serial();
     let p = Project::with_cidrs("dep", "compact", PRIMARY_CIDR, DR_CIDR);
-    let lab = Lab::start(&p.config());
+    let lab = Lab::start(&p.config(), LAB_PREFIX);
     p.ok(&["up"]);
 
     let secrets = p.dir.path().join(".provision").join(&p.name).join("secrets");
@@ -221,7 +97,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
 
     // `down` leaves no lab host of the project behind.
     p.ok(&["down"]);
-    wait_for("lab hosts removed", Duration::from_secs(60), || lab_namespaces().is_empty());
+    wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
     drop(lab);
-    assert!(lab_namespaces().is_empty());
+    assert!(lab_namespaces(LAB_PREFIX).is_empty());
 }

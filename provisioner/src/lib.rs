@@ -22,3 +22,4 @@ pub mod ssh;
 pub mod deploy;
 pub mod failover;
 pub mod drill;
+pub mod watch;

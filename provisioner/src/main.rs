@@ -81,8 +81,22 @@ enum Cmd {
         #[arg(long)]
         report: Option<PathBuf>,
     },
-    /// Probe both regions every second (not yet implemented).
-    Watch,
+    /// Probe both regions every second (gateway /health, DB role and lag), print and post
+    /// transitions; with --auto-failover, fail over (fencing first) once the primary failed
+    /// --failures consecutive probes from here and from a second vantage point. Runs until
+    /// Ctrl-C, --duration-s, or a failover.
+    Watch {
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(800..=60_000))]
+        interval_ms: u64,
+        /// Consecutive failed probes (from each vantage point) before the primary counts as dead.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        failures: u32,
+        #[arg(long)]
+        auto_failover: bool,
+        /// Stop after this many seconds.
+        #[arg(long)]
+        duration_s: Option<u64>,
+    },
     /// Remove every resource of the project. Safe to re-run.
     Down {
         #[arg(long, default_value_t = CONCURRENCY_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -110,10 +124,6 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let json = cli.output == Output::Json;
-    let not_yet = |name: &str| {
-        eprintln!("provision {name}: not yet implemented");
-        Ok(ExitCode::from(2))
-    };
     let load = || -> anyhow::Result<(Config, Template)> {
         let path = if cli.config.as_os_str() == "regions.toml" { None } else { Some(cli.config.as_path()) };
         let cfg = Config::load(path)?;
@@ -200,7 +210,20 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &r, || render::drill(&r));
             Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Cmd::Watch => not_yet("watch"),
+        Cmd::Watch { interval_ms, failures, auto_failover, duration_s } => {
+            let (cfg, tpl) = load()?;
+            let opts = provisioner::watch::WatchOpts { interval_ms: *interval_ms, failures_min: *failures, auto_failover: *auto_failover, duration_s: *duration_s, quiet: false };
+            let r = provisioner::watch::run(&cfg, &tpl, &opts, json).await?;
+            if json {
+                // JSON Lines: the summary is the last line.
+                let mut v = serde_json::to_value(&r)?;
+                v["event"] = serde_json::json!("summary");
+                println!("{v}");
+            } else {
+                print!("{}", render::watch(&r));
+            }
+            Ok(if r.failover_error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+        }
     }
 }
 

@@ -207,3 +207,40 @@ pub fn drill(r: &crate::drill::DrillReport) -> String {
     }
     s
 }
+
+pub fn watch(r: &crate::watch::WatchReport) -> String {
+    let mut s = format!(
+        "watch: {} tick(s) over {:.1} s (every {} ms), stopped by {}; primary {} {}, DR {} {}\n",
+        r.ticks,
+        r.duration_ms as f64 / 1000.0,
+        r.interval_ms,
+        r.stopped_by,
+        r.primary,
+        r.last_state.get(&r.primary).map(String::as_str).unwrap_or("unknown"),
+        r.dr,
+        r.last_state.get(&r.dr).map(String::as_str).unwrap_or("unknown"),
+    );
+    s.push_str(&format!(
+        "  auto-failover: {} after {} consecutive failed probes; second vantage point: {}\n",
+        if r.auto_failover { "on" } else { "off" },
+        r.failures_min,
+        r.second_vantage
+    ));
+    s.push_str(&format!("  transitions: {}\n", r.transitions_total));
+    if let Some(ms) = r.detected_after_ms {
+        s.push_str(&format!("  primary confirmed down {ms} ms after its first failed probe\n"));
+    }
+    if let Some(f) = &r.failed_over {
+        s.push_str(&format!("  failed over {} -> {}: RTO {:.1} s; RPO: {}\n", f.from, f.to, f.rto_ms as f64 / 1000.0, f.rpo.summary));
+    }
+    if let Some(e) = &r.failover_error {
+        s.push_str(&format!("  FAILOVER FAILED: {e}\n"));
+    }
+    if r.webhooks_dropped > 0 {
+        s.push_str(&format!("  {} webhook post(s) dropped (too many in flight)\n", r.webhooks_dropped));
+    }
+    for n in &r.notes {
+        s.push_str(&format!("  note: {n}\n"));
+    }
+    s
+}

@@ -2,6 +2,8 @@
 //! the real `provision` binary, and AWS SDK clients pointed at LocalStack to check results.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -4,6 +4,7 @@
 
 mod apply;
 mod failover;
+mod health;
 mod observe;
 mod tags;
 

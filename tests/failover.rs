@@ -1,0 +1,294 @@
+//! Issue 6 end to end on LocalStack + lab hosts: planned switchover under load and failback,
+//! `watch --auto-failover` on a region blackout (and not on one missed probe), the fence,
+//! failback with a rebuild, a drill, then teardown and recreate. Checked from outside: the
+//! Route53 and EC2 APIs, PostgreSQL's views over TCP, and the gateways' HTTP answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::lab::*;
+use common::*;
+
+const PRIMARY_CIDR: &str = "10.70.0.0/16";
+const DR_CIDR: &str = "10.80.0.0/16";
+const LAB_PREFIX: &str = "fo";
+
+/// (PRIMARY, SECONDARY) addresses of the API name's failover records, read from Route53.
+async fn records(p: &Project) -> (Vec<String>, Vec<String>) {
+    records_of(&p.name).await
+}
+
+async fn records_of(project: &str) -> (Vec<String>, Vec<String>) {
+    let r53 = route53().await;
+    let zone = format!("{project}.test.internal.");
+    let zones = r53.list_hosted_zones_by_name().dns_name(&zone).send().await.unwrap();
+    let z = zones.hosted_zones().iter().find(|z| z.name() == zone).expect("the project's zone");
+    let sets = r53.list_resource_record_sets().hosted_zone_id(z.id()).send().await.unwrap();
+    let ips = |failover: &str| -> Vec<String> {
+        let mut v: Vec<String> = sets
+            .resource_record_sets()
+            .iter()
+            .filter(|s| s.name() == format!("api.{zone}") && s.failover().map(|f| f.as_str()) == Some(failover))
+            .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    (ips("PRIMARY"), ips("SECONDARY"))
+}
+
+/// Instance states of the project in `region`, from EC2.
+async fn states(region: &str, project: &str) -> Vec<String> {
+    let r = ec2(region)
+        .await
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
+        .send()
+        .await
+        .unwrap();
+    r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string())).filter(|s| s != "terminated").collect()
+}
+
+struct Secrets {
+    su: String,
+    admin: String,
+}
+
+fn secrets(p: &Project) -> Secrets {
+    let dir = p.dir.path().join(".provision").join(&p.name).join("secrets");
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap().trim().to_string();
+    Secrets { su: read("db_superuser_password"), admin: read("admin_token") }
+}
+
+/// The DB host of `region` that is a writable primary, if any.
+fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
+    dbs.iter().find(|ip| psql(ip, su, "postgres", "select pg_is_in_recovery()") == "f").cloned()
+}
+
+/// The host a region's standby leader streams from (None if none streams).
+fn upstream(dbs: &[String], su: &str) -> Option<String> {
+    dbs.iter().map(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'")).find(|s| !s.is_empty())
+}
+
+fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
+    psql(leader, su, "exchange", &format!("select client_order_id from orders where user_id = {user_id}")).lines().map(str::to_string).collect()
+}
+
+fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
+    let (code, body) = http("POST", &format!("http://{gw}:8080/admin/users"), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
+    assert_eq!(code, 200, "{body}");
+    let key = serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string();
+    let dep = format!(r#"{{"deposit_id":"d-{user_id}","user_id":{user_id},"asset":"USD","amount_minor":1000000000000}}"#);
+    let (code, body) = http("POST", &format!("http://{gw}:8080/admin/deposits"), &[("X-Admin-Token", admin)], Some(&dep));
+    assert_eq!(code, 200, "{body}");
+    key
+}
+
+fn order(cid: &str) -> String {
+    format!(r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"buy","type":"limit","price_ticks":100,"qty_lots":1}}"#)
+}
+
+/// Orders at a steady rate against the PRIMARY record's addresses (re-read from Route53),
+/// remembering which were acknowledged and when.
+struct Load {
+    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: Arc<Mutex<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    fn start(p: &Project, key: &str, prefix: &str) -> Load {
+        let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(false)));
+        let (a, s, key, prefix) = (acked.clone(), stop.clone(), key.to_string(), prefix.to_string());
+        let name = p.name.clone();
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+            let mut targets = Vec::new();
+            let mut refreshed = Instant::now() - Duration::from_secs(1);
+            for n in 0u64.. {
+                if *s.lock().unwrap() {
+                    break;
+                }
+                if refreshed.elapsed() > Duration::from_millis(500) {
+                    let (primary, _) = records_of(&name).await;
+                    if !primary.is_empty() {
+                        targets = primary;
+                    }
+                    refreshed = Instant::now();
+                }
+                let Some(t) = targets.get(n as usize % targets.len().max(1)).cloned() else { continue };
+                assert_local(&t);
+                let cid = format!("{prefix}-{n}");
+                let r = client.post(format!("http://{t}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(order(&cid)).send().await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    a.lock().unwrap().push((cid, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Load { acked, stop, task }
+    }
+
+    async fn stop(self) -> Vec<(String, Instant)> {
+        *self.stop.lock().unwrap() = true;
+        self.task.await.unwrap();
+        let v = self.acked.lock().unwrap().clone();
+        v
+    }
+}
+
+/// A child process that is killed (by its PID) when the test ends, also on failure.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_recreate() {
+    let _turn = serial();
+    let p = Project::with_cidrs("fo", "compact", PRIMARY_CIDR, DR_CIDR);
+    let lab = Lab::start(&p.config(), LAB_PREFIX);
+    p.ok(&["up"]);
+    let s = secrets(&p);
+    let (pgw, dgw) = (ips(PRIMARY, &p.name, "app").await, ips(DR, &p.name, "app").await);
+    let (pdb, ddb) = (ips(PRIMARY, &p.name, "db").await, ips(DR, &p.name, "db").await);
+    assert_eq!(records(&p).await, (pgw.clone(), dgw.clone()), "after up: PRIMARY -> primary gateways");
+    let user = 7001;
+    let key = make_user(&pgw[0], &s.admin, user);
+
+    // --- Planned switchover under load: no acknowledged order lost. ---
+    let load = Load::start(&p, &key, "planned");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = p.ok(&["failover", "--to", DR, "--planned", "--output", "json"]);
+    let switched = Instant::now();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = load.stop().await;
+    assert_eq!(records(&p).await, (dgw.clone(), pgw.clone()), "PRIMARY now points at the DR gateways");
+    let dr_leader = writable_leader(&ddb, &s.su).expect("the DR region has a writable leader");
+    assert!(writable_leader(&pdb, &s.su).is_none(), "the old primary region must not be writable");
+    let found = orders_of(&dr_leader, &s.su, user);
+    let lost: Vec<&String> = acked.iter().map(|(c, _)| c).filter(|c| !found.contains(*c)).collect();
+    assert!(lost.is_empty(), "{} acknowledged orders lost in a planned switchover: {lost:?}", lost.len());
+    assert!(acked.iter().any(|(_, t)| *t > switched), "no order was acknowledged through the API name after the switchover");
+    assert!(acked.iter().any(|(_, t)| *t < switched), "no order was acknowledged before the switchover");
+    let (code, body) = http("POST", &format!("http://{}:8080/v1/orders", dgw[0]), &[("X-API-Key", &key)], Some(&order("planned-direct")));
+    assert_eq!(code, 200, "the DR gateway takes writes: {body}");
+    let (code, _) = http("POST", &format!("http://{}:8080/v1/orders", pgw[0]), &[("X-API-Key", &key)], Some(&order("planned-old")));
+    assert_eq!(code, 503, "the old primary's gateway refuses writes");
+    wait_for("the old primary region streams from the new one", Duration::from_secs(60), || upstream(&pdb, &s.su).is_some_and(|u| u.starts_with("10.80.")));
+    eprintln!("planned switchover: RTO {} ms, {} orders acked, none lost", report["rto_ms"], acked.len());
+
+    // --- Failback restores the original layout. ---
+    p.ok(&["failback"]);
+    assert_eq!(records(&p).await, (pgw.clone(), dgw.clone()), "failback: PRIMARY back on the primary gateways");
+    let leader = writable_leader(&pdb, &s.su).expect("primary region writable again");
+    assert!(writable_leader(&ddb, &s.su).is_none());
+    wait_for("DR streams from the primary region again", Duration::from_secs(60), || upstream(&ddb, &s.su).is_some_and(|u| u.starts_with("10.70.")));
+    assert!(orders_of(&leader, &s.su, user).contains("planned-direct"), "the write taken in DR survived the failback");
+
+    // --- watch: one missed probe changes nothing; a blackout fails over (fencing first). ---
+    let watch_log = p.dir.path().join("watch.jsonl");
+    let mut watch = Reaped(
+        p.cmd(&["watch", "--auto-failover", "--failures", "3", "--output", "json"])
+            .stdout(std::fs::File::create(&watch_log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let health = |ip: &str| {
+        assert_local(ip);
+        let out = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "0.3", "-w", "%{http_code}", &format!("http://{ip}:8080/health")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0)
+    };
+    for ip in &pgw {
+        lab.ctl(&["fault", "isolate", ip]);
+    }
+    let all_down = || std::thread::scope(|sc| pgw.iter().map(|ip| sc.spawn(move || health(ip))).collect::<Vec<_>>().into_iter().all(|h| h.join().unwrap() != 200));
+    let cut = Instant::now();
+    wait_for("the primary gateways cut off", Duration::from_secs(10), all_down);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lab.ctl(&["heal", "all"]); // about one probe interval without an answer: fewer than 3 misses
+    eprintln!("blip: primary gateways unreachable for about {} ms", cut.elapsed().as_millis());
+    wait_for("the primary gateways back", Duration::from_secs(10), || pgw.iter().all(|ip| health(ip) == 200));
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(watch.0.try_wait().unwrap().is_none(), "watch exited after a short blip: {}", std::fs::read_to_string(&watch_log).unwrap_or_default());
+    assert_eq!(records(&p).await.0, pgw, "a short blip must not fail over");
+
+    let load = Load::start(&p, &key, "unplanned");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    lab.ctl(&["fault", "blackout", PRIMARY]);
+    let blackout = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = watch.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "watch did not fail over within 120 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let recovered = Instant::now();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = load.stop().await;
+    assert!(status.success(), "watch failed: {}", std::fs::read_to_string(&watch_log).unwrap_or_default());
+    let log = std::fs::read_to_string(&watch_log).unwrap();
+    assert!(log.contains("rto_ms"), "watch printed no failover report: {log}");
+    assert_eq!(records(&p).await.0, dgw, "after the blackout PRIMARY points at the DR gateways");
+    let st = states(PRIMARY, &p.name).await;
+    assert!(!st.is_empty() && st.iter().all(|s| s == "stopped"), "the fenced region's instances are stopped in EC2: {st:?}");
+    let dr_leader = writable_leader(&ddb, &s.su).expect("DR writable after the failover");
+    let found = orders_of(&dr_leader, &s.su, user);
+    let after: Vec<&String> = acked.iter().filter(|(_, t)| *t > recovered).map(|(c, _)| c).collect();
+    assert!(!after.is_empty(), "no order acknowledged through the API name after the failover");
+    assert!(after.iter().all(|c| found.contains(*c)), "orders acked after the failover are missing");
+    let lost = acked.iter().filter(|(c, _)| !found.contains(c)).count();
+    eprintln!("unplanned: watch failed over {} ms after the blackout; {lost} of {} acked orders not in DR (async RPO)", (recovered - blackout).as_millis(), acked.len());
+
+    // A second failover while a region is fenced is refused, and so is `up`.
+    let out = p.run(&["failover", "--to", PRIMARY]);
+    assert!(!out.status.success() && stderr(&out).contains("fenced"), "second failover: {}", stderr(&out));
+    let out = p.run(&["up"]);
+    assert!(!out.status.success() && stderr(&out).contains("fenced"), "up on a fenced region: {}", stderr(&out));
+
+    // --- Failback after an unplanned failover rebuilds the fenced region, then switches back. ---
+    lab.ctl(&["heal", "all"]);
+    p.ok(&["failback"]);
+    let (pgw2, pdb2) = (ips(PRIMARY, &p.name, "app").await, ips(PRIMARY, &p.name, "db").await);
+    assert_eq!(records(&p).await, (pgw2.clone(), dgw.clone()), "rebuilt primary region serves again");
+    let leader = writable_leader(&pdb2, &s.su).expect("rebuilt primary writable");
+    assert!(orders_of(&leader, &s.su, user).is_superset(&after.iter().map(|c| c.to_string()).collect()), "orders taken in DR came back with the failback");
+    wait_for("DR streams from the rebuilt primary", Duration::from_secs(60), || upstream(&ddb, &s.su).is_some_and(|u| u.starts_with("10.70.")));
+
+    // --- A planned drill passes, and the orders it counts are in the primary DB. ---
+    let report_path = p.dir.path().join("drill.json");
+    p.ok(&["drill", "--report", report_path.to_str().unwrap(), "--output", "json"]);
+    let drill: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
+    assert_eq!(drill["ok"], true, "{drill}");
+    assert_eq!(records(&p).await.0, pgw2, "the drill failed back");
+    let leader = writable_leader(&pdb2, &s.su).expect("primary writable after the drill");
+    let drill_orders: u64 = psql(&leader, &s.su, "exchange", "select count(*) from orders where client_order_id like 'drill-%'").parse().unwrap();
+    assert!(drill_orders >= drill["orders_acked"].as_u64().unwrap() && drill_orders > 0, "{drill_orders} drill orders in the DB, report says {}", drill["orders_acked"]);
+
+    // --- Teardown and recreate. ---
+    p.ok(&["down"]);
+    wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
+    assert!(states(PRIMARY, &p.name).await.is_empty() && states(DR, &p.name).await.is_empty());
+    p.ok(&["up"]);
+    let gw = ips(PRIMARY, &p.name, "app").await;
+    let (code, body) = http("GET", &format!("http://{}:8080/health", gw[0]), &[], None);
+    assert_eq!(code, 200, "recreated exchange is healthy: {body}");
+    assert_eq!(records(&p).await.0, gw, "recreated: PRIMARY on the primary gateways");
+    p.ok(&["down"]);
+    wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
+    drop(lab);
+    assert!(lab_namespaces(LAB_PREFIX).is_empty());
+}
