@@ -69,9 +69,10 @@ fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
     dbs.iter().find(|ip| psql(ip, su, "postgres", "select pg_is_in_recovery()") == "f").cloned()
 }
 
-/// The host a region's standby leader streams from (None if none streams).
-fn upstream(dbs: &[String], su: &str) -> Option<String> {
-    dbs.iter().map(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'")).find(|s| !s.is_empty())
+/// Whether one of `dbs` (the region's standby leader; its replicas stream from it) streams
+/// from an address in the other region (`prefix`, e.g. "10.80.").
+fn streams_from(dbs: &[String], su: &str, prefix: &str) -> bool {
+    dbs.iter().any(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'").starts_with(prefix))
 }
 
 fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
@@ -184,7 +185,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert_eq!(code, 200, "the DR gateway takes writes: {body}");
     let (code, _) = http("POST", &format!("http://{}:8080/v1/orders", pgw[0]), &[("X-API-Key", &key)], Some(&order("planned-old")));
     assert_eq!(code, 503, "the old primary's gateway refuses writes");
-    wait_for("the old primary region streams from the new one", Duration::from_secs(60), || upstream(&pdb, &s.su).is_some_and(|u| u.starts_with("10.80.")));
+    wait_for("the old primary region streams from the new one", Duration::from_secs(60), || streams_from(&pdb, &s.su, "10.80."));
     eprintln!("planned switchover: RTO {} ms, {} orders acked, none lost", report["rto_ms"], acked.len());
 
     // --- Failback restores the original layout. ---
@@ -192,7 +193,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert_eq!(records(&p).await, (pgw.clone(), dgw.clone()), "failback: PRIMARY back on the primary gateways");
     let leader = writable_leader(&pdb, &s.su).expect("primary region writable again");
     assert!(writable_leader(&ddb, &s.su).is_none());
-    wait_for("DR streams from the primary region again", Duration::from_secs(60), || upstream(&ddb, &s.su).is_some_and(|u| u.starts_with("10.70.")));
+    wait_for("DR streams from the primary region again", Duration::from_secs(60), || streams_from(&ddb, &s.su, "10.70."));
     assert!(orders_of(&leader, &s.su, user).contains("planned-direct"), "the write taken in DR survived the failback");
 
     // --- watch: one missed probe changes nothing; a blackout fails over (fencing first). ---
@@ -266,7 +267,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert_eq!(records(&p).await, (pgw2.clone(), dgw.clone()), "rebuilt primary region serves again");
     let leader = writable_leader(&pdb2, &s.su).expect("rebuilt primary writable");
     assert!(orders_of(&leader, &s.su, user).is_superset(&after.iter().map(|c| c.to_string()).collect()), "orders taken in DR came back with the failback");
-    wait_for("DR streams from the rebuilt primary", Duration::from_secs(60), || upstream(&ddb, &s.su).is_some_and(|u| u.starts_with("10.70.")));
+    wait_for("DR streams from the rebuilt primary", Duration::from_secs(60), || streams_from(&ddb, &s.su, "10.70."));
 
     // --- A planned drill passes, and the orders it counts are in the primary DB. ---
     let report_path = p.dir.path().join("drill.json");
