@@ -2,7 +2,9 @@
 # Regional failover benchmarks on a running deployment (LocalStack + lab hosts, after
 # `provision up`): planned and unplanned drills, each a failover under order load and a
 # failback. Prints one line per run and writes the JSON reports to $out.
-#   scripts/bench-failover.sh [runs]        env: PROVISION (binary), LAB (lab control command)
+# KINDS picks the drills (default "planned unplanned"; "db-leader" powers off the primary
+# region's DB leader host instead: the in-region failover under load).
+#   scripts/bench-failover.sh [runs]        env: PROVISION (binary), LAB (lab control command), KINDS
 set -euo pipefail
 runs="${1:-3}"
 bin="${PROVISION:-target/debug/provision}"
@@ -19,11 +21,24 @@ print(f'{sys.argv[1]:<10} ladder RTO {r["rto_ms"]:>6} ms  client RTO {r["client_
       f'promote {steps.get("promote DR database")} ms  failback {r["steps"][-2]["duration_ms"]} ms')
 PY
 }
-for i in $(seq 1 "$runs"); do
-  "$bin" drill --output json --report "$out/planned-$i.json" >/dev/null 2>"$out/planned-$i.log"
-  summary planned "$out/planned-$i.json"
-done
-for i in $(seq 1 "$runs"); do
-  "$bin" drill --unplanned --lab "$lab" --output json --report "$out/unplanned-$i.json" >/dev/null 2>"$out/unplanned-$i.log"
-  summary unplanned "$out/unplanned-$i.json"
+kinds="${KINDS:-planned unplanned}"
+for kind in $kinds; do
+  for i in $(seq 1 "$runs"); do
+    case "$kind" in
+      planned) "$bin" drill --output json --report "$out/$kind-$i.json" >/dev/null 2>"$out/$kind-$i.log" ;;
+      unplanned) "$bin" drill --unplanned --lab "$lab" --output json --report "$out/$kind-$i.json" >/dev/null 2>"$out/$kind-$i.log" ;;
+      db-leader)
+        "$bin" drill --db-leader --lab "$lab" --output json --report "$out/$kind-$i.json" >/dev/null 2>"$out/$kind-$i.log"
+        python3 - "$out/$kind-$i.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f'db-leader  {r["old_leader"]} -> {r["new_leader"]}  power-off -> next ack {r["power_off_to_next_ack_ms"]} ms  '
+      f'client outage {r["client_rto_ms"]} ms  acked {r["orders_acked"]}  missing {r["orders_missing"]}  ok {r["ok"]}')
+PY
+        sleep 30 # the old leader rejoins as a replica before the next run
+        continue ;;
+      *) echo "unknown kind $kind" >&2; exit 2 ;;
+    esac
+    summary "$kind" "$out/$kind-$i.json"
+  done
 done

@@ -5,41 +5,16 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::lab::*;
+use common::load::*;
 use common::*;
 
 const PRIMARY_CIDR: &str = "10.70.0.0/16";
 const DR_CIDR: &str = "10.80.0.0/16";
 const LAB_PREFIX: &str = "fo";
-
-/// (PRIMARY, SECONDARY) addresses of the API name's failover records, read from Route53.
-async fn records(p: &Project) -> (Vec<String>, Vec<String>) {
-    records_of(&p.name).await
-}
-
-async fn records_of(project: &str) -> (Vec<String>, Vec<String>) {
-    let r53 = route53().await;
-    let zone = format!("{project}.test.internal.");
-    let zones = r53.list_hosted_zones_by_name().dns_name(&zone).send().await.unwrap();
-    let z = zones.hosted_zones().iter().find(|z| z.name() == zone).expect("the project's zone");
-    let sets = r53.list_resource_record_sets().hosted_zone_id(z.id()).send().await.unwrap();
-    let ips = |failover: &str| -> Vec<String> {
-        let mut v: Vec<String> = sets
-            .resource_record_sets()
-            .iter()
-            .filter(|s| s.name() == format!("api.{zone}") && s.failover().map(|f| f.as_str()) == Some(failover))
-            .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_string()))
-            .collect();
-        v.sort();
-        v
-    };
-    (ips("PRIMARY"), ips("SECONDARY"))
-}
 
 /// Instance states of the project in `region`, from EC2.
 async fn states(region: &str, project: &str) -> Vec<String> {
@@ -64,21 +39,6 @@ fn secrets(p: &Project) -> Secrets {
     Secrets { su: read("db_superuser_password"), admin: read("admin_token") }
 }
 
-/// The DB host of `region` that is a writable primary, if any.
-fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
-    dbs.iter().find(|ip| psql(ip, su, "postgres", "select pg_is_in_recovery()") == "f").cloned()
-}
-
-/// Whether one of `dbs` (the region's standby leader; its replicas stream from it) streams
-/// from an address in the other region (`prefix`, e.g. "10.80.").
-fn streams_from(dbs: &[String], su: &str, prefix: &str) -> bool {
-    dbs.iter().any(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'").starts_with(prefix))
-}
-
-fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
-    psql(leader, su, "exchange", &format!("select client_order_id from orders where user_id = {user_id}")).lines().map(str::to_string).collect()
-}
-
 fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
     let (code, body) = http("POST", &format!("http://{gw}:8080/admin/users"), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
     assert_eq!(code, 200, "{body}");
@@ -89,58 +49,6 @@ fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
     key
 }
 
-fn order(cid: &str) -> String {
-    format!(r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"buy","type":"limit","price_ticks":100,"qty_lots":1}}"#)
-}
-
-/// Orders at a steady rate against the PRIMARY record's addresses (re-read from Route53),
-/// remembering which were acknowledged and when.
-struct Load {
-    acked: Arc<Mutex<Vec<(String, Instant)>>>,
-    stop: Arc<Mutex<bool>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(p: &Project, key: &str, prefix: &str) -> Load {
-        let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(false)));
-        let (a, s, key, prefix) = (acked.clone(), stop.clone(), key.to_string(), prefix.to_string());
-        let name = p.name.clone();
-        let task = tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-            let mut targets = Vec::new();
-            let mut refreshed = Instant::now() - Duration::from_secs(1);
-            for n in 0u64.. {
-                if *s.lock().unwrap() {
-                    break;
-                }
-                if refreshed.elapsed() > Duration::from_millis(500) {
-                    let (primary, _) = records_of(&name).await;
-                    if !primary.is_empty() {
-                        targets = primary;
-                    }
-                    refreshed = Instant::now();
-                }
-                let Some(t) = targets.get(n as usize % targets.len().max(1)).cloned() else { continue };
-                assert_local(&t);
-                let cid = format!("{prefix}-{n}");
-                let r = client.post(format!("http://{t}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(order(&cid)).send().await;
-                if r.is_ok_and(|r| r.status().is_success()) {
-                    a.lock().unwrap().push((cid, Instant::now()));
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
-        Load { acked, stop, task }
-    }
-
-    async fn stop(self) -> Vec<(String, Instant)> {
-        *self.stop.lock().unwrap() = true;
-        self.task.await.unwrap();
-        let v = self.acked.lock().unwrap().clone();
-        v
-    }
-}
 
 /// A child process that is killed (by its PID) when the test ends, also on failure.
 struct Reaped(std::process::Child);
@@ -166,7 +74,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let key = make_user(&pgw[0], &s.admin, user);
 
     // --- Planned switchover under load: no acknowledged order lost. ---
-    let load = Load::start(&p, &key, "planned");
+    let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "planned");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = p.ok(&["failover", "--to", DR, "--planned", "--output", "json"]);
     let switched = Instant::now();
@@ -225,7 +133,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert!(watch.0.try_wait().unwrap().is_none(), "watch exited after a short blip: {}", std::fs::read_to_string(&watch_log).unwrap_or_default());
     assert_eq!(records(&p).await.0, pgw, "a short blip must not fail over");
 
-    let load = Load::start(&p, &key, "unplanned");
+    let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "unplanned");
     tokio::time::sleep(Duration::from_secs(2)).await;
     lab.ctl(&["fault", "blackout", PRIMARY]);
     let blackout = Instant::now();

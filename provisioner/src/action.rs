@@ -243,6 +243,29 @@ impl Plan {
         self.steps.is_empty()
     }
 
+    /// The plan without the steps `drop` selects. A kept step that waited for a dropped one
+    /// waits for what that one waited for instead, so the order among kept steps holds.
+    pub fn without(&self, drop: impl Fn(&Action) -> bool) -> Plan {
+        let mut new_index: Vec<Option<usize>> = Vec::with_capacity(self.steps.len());
+        // For each old step: the kept steps it stands for (itself, or its kept ancestors).
+        let mut stands_for: Vec<Vec<usize>> = Vec::with_capacity(self.steps.len());
+        let mut out = Plan { steps: vec![], notes: self.notes.clone() };
+        for s in &self.steps {
+            let mut after: Vec<usize> = s.after.iter().flat_map(|&a| stands_for[a].clone()).collect();
+            after.sort_unstable();
+            after.dedup();
+            if drop(&s.action) {
+                new_index.push(None);
+                stands_for.push(after);
+            } else {
+                let i = out.push(s.action.clone(), after);
+                new_index.push(Some(i));
+                stands_for.push(vec![i]);
+            }
+        }
+        out
+    }
+
     pub fn count(&self, change: Change) -> usize {
         self.steps.iter().filter(|s| s.action.change() == change).count()
     }

@@ -69,6 +69,9 @@ enum Cmd {
         /// Black out the primary region through the lab instead of a planned switchover.
         #[arg(long)]
         unplanned: bool,
+        /// In-region instead: power off the primary region's DB leader host through the lab.
+        #[arg(long, conflicts_with = "unplanned")]
+        db_leader: bool,
         /// The lab control command, e.g. `localstack/labhost.sh` (needed with --unplanned).
         #[arg(long)]
         lab: Option<String>,
@@ -151,15 +154,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Up { concurrency, infra_only } => {
             let (cfg, tpl) = load()?;
-            let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false }).await?;
-            if !r.ok() || *infra_only {
+            if *infra_only {
+                let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false, defer_records: false }).await?;
                 print(json, &r, || render::apply(&r));
                 return Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
             }
-            let d = ops::deploy(&cfg, &tpl, false).await?;
-            let both = serde_json::json!({ "infra": r, "deploy": d });
-            print(json, &both, || render::apply(&r) + &render::deploy(&d));
-            Ok(ExitCode::SUCCESS)
+            let r = ops::up_all(&cfg, &tpl, *concurrency as usize, false).await?;
+            print(json, &r, || render::up_all(&r));
+            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Cmd::Deploy => {
             let (cfg, tpl) = load()?;
@@ -169,7 +171,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Down { concurrency } => {
             let (cfg, _) = load()?;
-            let r = ops::down(&cfg, &Opts { concurrency: *concurrency as usize, quiet: false }).await?;
+            let r = ops::down(&cfg, &Opts { concurrency: *concurrency as usize, quiet: false, defer_records: false }).await?;
             print(json, &r, || render::apply(&r));
             Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
@@ -193,7 +195,17 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &r, || render::failback(&r));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Drill { unplanned, lab, orders_per_s, load_s, report } => {
+        Cmd::Drill { db_leader: true, lab, orders_per_s, report, .. } => {
+            let (cfg, tpl) = load()?;
+            let lab = lab.as_deref().ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
+            let r = provisioner::drill::db_leader::drill_db_leader(&cfg, &tpl, lab, *orders_per_s, false).await?;
+            if let Some(path) = report {
+                std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
+            }
+            print(json, &r, || render::drill_db_leader(&r));
+            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::Drill { unplanned, lab, orders_per_s, load_s, report, .. } => {
             let (cfg, tpl) = load()?;
             let opts = provisioner::drill::DrillOpts {
                 unplanned: *unplanned,

@@ -41,6 +41,13 @@ pub enum Error {
 pub struct Opts {
     pub concurrency: usize,
     pub quiet: bool,
+    /// Leave the Route53 failover records for later (`up` writes them after the deploy has
+    /// made `/health` green, so the API name never points at hosts that cannot serve).
+    pub defer_records: bool,
+}
+
+fn is_record(a: &crate::action::Action) -> bool {
+    matches!(a, crate::action::Action::UpsertRecord { .. })
 }
 
 #[derive(Debug, Serialize)]
@@ -121,9 +128,10 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
         notes: vec![],
         duration_ms: 0,
     };
+    let shape = |p: Plan| if opts.defer_records { p.without(is_record) } else { p };
     for round in 1..=UP_ROUNDS_MAX {
         let observed = cloud.observe(cfg).await?;
-        let p = plan_up(&want, &observed)?;
+        let p = shape(plan_up(&want, &observed)?);
         report.notes = p.notes.clone();
         if p.is_empty() {
             wait_running(&cloud, cfg, &observed).await?;
@@ -141,7 +149,7 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
         }
         let observed = cloud.observe(cfg).await?;
         wait_running(&cloud, cfg, &observed).await?;
-        report.remaining = PlanReport::of(&plan_up(&want, &observed)?).steps;
+        report.remaining = PlanReport::of(&shape(plan_up(&want, &observed)?)).steps;
     }
     report.duration_ms = t0.elapsed().as_millis();
     Ok(report)
@@ -187,6 +195,32 @@ pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
         notes: vec![],
         duration_ms: t0.elapsed().as_millis(),
     })
+}
+
+#[derive(Debug, Serialize)]
+pub struct FullUpReport {
+    pub infra: ApplyReport,
+    pub deploy: Option<crate::deploy::DeployReport>,
+    /// The failover records, written last: only once the primary region's `/health` is 200.
+    pub records: Option<ApplyReport>,
+}
+
+impl FullUpReport {
+    pub fn ok(&self) -> bool {
+        self.infra.ok() && self.deploy.is_some() && self.records.as_ref().is_some_and(ApplyReport::ok)
+    }
+}
+
+/// `up` in the order: infrastructure -> hosts -> databases -> engines -> gateways ->
+/// `/health` green -> Route53 records. Stops at the first part that fails.
+pub async fn up_all(cfg: &Config, tpl: &Template, concurrency: usize, quiet: bool) -> Result<FullUpReport, Error> {
+    let infra = up(cfg, tpl, &Opts { concurrency, quiet, defer_records: true }).await?;
+    if !infra.ok() {
+        return Ok(FullUpReport { infra, deploy: None, records: None });
+    }
+    let d = deploy(cfg, tpl, quiet).await?;
+    let records = up(cfg, tpl, &Opts { concurrency, quiet, defer_records: false }).await?;
+    Ok(FullUpReport { infra, deploy: Some(d), records: Some(records) })
 }
 
 /// Puts the software on the running hosts (over SSH) and waits for the primary region to be

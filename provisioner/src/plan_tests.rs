@@ -153,3 +153,25 @@ fn a_zone_up_did_not_create_is_never_deleted() {
     let o = Observed { zone: Some(ZoneFound { id: "Z1".into(), name: "z.".into(), ours: false }), ..Default::default() };
     assert!(index_of(&plan_down(&o), |a| matches!(a, Action::DeleteZone { .. })).is_empty());
 }
+
+#[test]
+fn deferring_the_records_keeps_every_other_step_and_its_order() {
+    let d = want();
+    let full = plan_up(&d, &observed_with_ami(&d)).unwrap();
+    let is_record = |a: &Action| matches!(a, Action::UpsertRecord { .. });
+    assert!(!index_of(&full, is_record).is_empty(), "a fresh plan writes the records");
+    let deferred = full.without(is_record);
+    assert!(index_of(&deferred, is_record).is_empty());
+    assert_eq!(deferred.steps.len(), full.steps.len() - index_of(&full, is_record).len());
+    for (i, s) in deferred.steps.iter().enumerate() {
+        assert!(s.after.iter().all(|&a| a < i), "edges still point backwards");
+    }
+    // Removing a middle step hands its own dependencies to what waited for it.
+    let mut p = Plan::default();
+    let a = p.push(Action::CreateZone { name: "a".into() }, vec![]);
+    let b = p.push(Action::CreateZone { name: "b".into() }, vec![a]);
+    p.push(Action::CreateZone { name: "c".into() }, vec![b]);
+    let q = p.without(|x| matches!(x, Action::CreateZone { name } if name == "b"));
+    assert_eq!(q.steps.len(), 2);
+    assert_eq!(q.steps[1].after, vec![0], "c now waits for a");
+}

@@ -244,3 +244,31 @@ pub fn watch(r: &crate::watch::WatchReport) -> String {
     }
     s
 }
+
+pub fn drill_db_leader(r: &crate::drill::db_leader::DbLeaderReport) -> String {
+    format!(
+        "drill (DB leader power-off) in {}: {} -> {}: {}\n  client-visible outage (longest time without an ack): {:.1} s; power-off -> next ack: {}\n  {} acknowledged order(s), {} missing\n",
+        r.region,
+        r.old_leader,
+        r.new_leader,
+        if r.ok { "PASSED" } else { "FAILED" },
+        r.client_rto_ms as f64 / 1000.0,
+        r.power_off_to_next_ack_ms.map(|m| format!("{:.1} s", m as f64 / 1000.0)).unwrap_or_else(|| "no ack after the fault".into()),
+        r.orders_acked,
+        r.orders_missing
+    )
+}
+
+pub fn up_all(r: &crate::ops::FullUpReport) -> String {
+    let mut s = apply(&r.infra);
+    if let Some(d) = &r.deploy {
+        s.push_str(&deploy(d));
+    }
+    if let Some(rec) = &r.records {
+        s.push_str(&format!("records: {} step(s) after /health was green ({} ms)\n", rec.steps_done, rec.duration_ms));
+        for f in &rec.failures {
+            s.push_str(&format!("  FAILED: {f:?}\n"));
+        }
+    }
+    s
+}

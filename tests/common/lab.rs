@@ -3,6 +3,7 @@
 //! the address is a lab host on this machine.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -147,5 +148,21 @@ pub fn ssh(key: &Path, ip: &str, cmd: &str) -> String {
 pub fn lab_namespaces(prefix: &str) -> Vec<String> {
     let out = Command::new("ip").args(["netns", "list"]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{prefix}-"))).map(str::to_string).collect()
+}
+
+
+/// The DB host of `region` that is a writable primary, if any.
+pub fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
+    dbs.iter().find(|ip| psql(ip, su, "postgres", "select pg_is_in_recovery()") == "f").cloned()
+}
+
+/// Whether one of `dbs` (the region's standby leader; its replicas stream from it) streams
+/// from an address in the other region (`prefix`, e.g. "10.80.").
+pub fn streams_from(dbs: &[String], su: &str, prefix: &str) -> bool {
+    dbs.iter().any(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'").starts_with(prefix))
+}
+
+pub fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
+    psql(leader, su, "exchange", &format!("select client_order_id from orders where user_id = {user_id}")).lines().map(str::to_string).collect()
 }
 

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod load;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -5,6 +5,7 @@
 pub mod embedded;
 pub mod inventory;
 pub mod live;
+pub mod prereq;
 pub mod remote;
 pub mod render;
 pub mod secrets;
@@ -107,6 +108,7 @@ impl Deployer {
             }
         }
         self.phase("hosts reachable", &all, |r, s, _h| r.reachable(s)).await?;
+        self.phase("prerequisites", &all, |r, s, h| r.prerequisites(s, h)).await?;
         let changed = self.phase("files", &all, |r, s, h| r.sync_files(s, h)).await?;
         let mut restart: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (ip, c) in &changed {

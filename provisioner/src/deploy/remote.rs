@@ -74,6 +74,23 @@ impl Remote {
         Ok(())
     }
 
+    /// Installs what the host lacks (see `prereq`); returns the packages installed.
+    pub fn prerequisites(&self, s: &mut Session, h: &HostPlanView) -> Result<Vec<String>, DeployError> {
+        let req = super::prereq::required(h.database);
+        let out = s.exec(&super::prereq::check_command(&req), false)?;
+        let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        if missing.is_empty() {
+            return Ok(vec![]);
+        }
+        let pkgs = super::prereq::packages_for(&req, &missing);
+        let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
+        if !r.success() {
+            let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(self.fail(s, h, "install prerequisites", format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")), None));
+        }
+        Ok(pkgs.into_iter().map(str::to_string).collect())
+    }
+
     pub fn sync_files(&self, s: &mut Session, h: &HostPlanView) -> Result<Changed, DeployError> {
         let p = self.paths();
         let sudo = Self::sudo(s);

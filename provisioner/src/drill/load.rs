@@ -120,7 +120,9 @@ impl Load {
                     };
                     n += 1;
                     let cid = format!("{prefix}-{n}");
-                    let body = json!({"market": MARKET, "client_order_id": cid, "side": "buy", "type": "limit", "price_ticks": 100, "qty_lots": 1});
+                    // IOC: each order is committed and acknowledged like any other, but none rests in the book, so
+                    // drills do not grow the state a new partition leader has to load.
+                    let body = json!({"market": MARKET, "client_order_id": cid, "side": "buy", "type": "ioc", "price_ticks": 100, "qty_lots": 1});
                     let (shared, c, key) = (shared.clone(), c.clone(), key.clone());
                     tokio::spawn(async move {
                         let r = c.post(format!("http://{target}:{port}/v1/orders")).header("X-API-Key", key).json(&body).send().await;

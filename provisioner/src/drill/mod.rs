@@ -3,6 +3,7 @@
 //! injection), checks every acknowledged order against the surviving region's database,
 //! fails back, checks again, and reports RTO, RPO, client-visible errors and each step.
 
+pub mod db_leader;
 pub mod load;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -69,11 +70,11 @@ pub struct DrillReport {
     pub duration_ms: u64,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-fn step_err(step: &str, detail: impl ToString) -> DrillError {
+pub(crate) fn step_err(step: &str, detail: impl ToString) -> DrillError {
     DrillError::Step { step: step.into(), detail: detail.to_string() }
 }
 
@@ -207,7 +208,7 @@ async fn orders_in(cfg: &Config, tpl: &Template, region: &str, user_id: i64) -> 
     Ok(out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
 }
 
-fn run_lab(lab: &str, args: &str) -> Result<(), String> {
+pub(crate) fn run_lab(lab: &str, args: &str) -> Result<(), String> {
     let cmd = format!("{lab} {args}");
     let out = std::process::Command::new("sh").args(["-c", &cmd]).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {

@@ -426,11 +426,10 @@ pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failb
         if !opts.quiet {
             eprintln!("failback: rebuilding {passive} as a standby of {} (up + deploy)", w.cfg.active().name);
         }
-        let up = crate::ops::up(cfg, tpl, &crate::ops::Opts { concurrency: crate::ops::CONCURRENCY_DEFAULT as usize, quiet: opts.quiet }).await.map_err(Box::new)?;
+        let up = crate::ops::up_all(cfg, tpl, crate::ops::CONCURRENCY_DEFAULT as usize, opts.quiet).await.map_err(Box::new)?;
         if !up.ok() {
-            return Err(refused(format!("rebuilding {passive} did not converge: {:?}", up.failures), "re-run `provision failback`"));
+            return Err(refused(format!("rebuilding {passive} did not converge: {:?}", up.infra.failures), "re-run `provision failback`"));
         }
-        crate::ops::deploy(cfg, tpl, opts.quiet).await.map_err(Box::new)?;
         report.rebuild = format!("fresh clone on new instances in {passive} (base backup from the primary)");
         report.rebuild_ms = t0.elapsed().as_millis() as u64;
     }

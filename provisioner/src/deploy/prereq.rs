@@ -1,0 +1,54 @@
+//! Host prerequisites: what a host must have before `deploy` puts anything on it, and the
+//! distro packages that provide it. Present ones are skipped (the lab image has them all);
+//! missing ones are installed with apt where apt exists, else the host is refused with the
+//! list. `templates/cloud-init.yaml` installs the same packages at first boot on AWS.
+
+/// (what must exist: a command on PATH or an absolute path, the Debian package providing it)
+const EVERY_HOST: &[(&str, &str)] = &[("curl", "curl"), ("runuser", "util-linux"), ("sha256sum", "coreutils")];
+const DB_HOST: &[(&str, &str)] = &[
+    ("etcd", "etcd-server"),
+    ("etcdctl", "etcd-client"),
+    ("patroni", "patroni"),
+    ("psql", "postgresql-client-15"),
+    ("/usr/lib/postgresql/15/bin/postgres", "postgresql-15"),
+];
+
+pub fn required(database: bool) -> Vec<(&'static str, &'static str)> {
+    let mut v = EVERY_HOST.to_vec();
+    if database {
+        v.extend_from_slice(DB_HOST);
+    }
+    v
+}
+
+/// A command that prints what is missing, one name per line (nothing when all is there).
+pub fn check_command(req: &[(&str, &'static str)]) -> String {
+    let names: Vec<&str> = req.iter().map(|(n, _)| *n).collect();
+    format!("for c in {}; do command -v \"$c\" >/dev/null 2>&1 || [ -x \"$c\" ] || echo \"$c\"; done", names.join(" "))
+}
+
+/// The packages providing the `missing` names (sorted, without duplicates).
+pub fn packages_for(req: &[(&str, &'static str)], missing: &[&str]) -> Vec<&'static str> {
+    let mut p: Vec<&'static str> = req.iter().filter(|(n, _)| missing.contains(n)).map(|(_, pkg)| *pkg).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+pub fn install_command(packages: &[&str]) -> String {
+    format!("command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {}", packages.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_is_missing_is_installed() {
+        let req = required(true);
+        assert_eq!(packages_for(&req, &[]), Vec::<&str>::new());
+        assert_eq!(packages_for(&req, &["patroni", "/usr/lib/postgresql/15/bin/postgres"]), vec!["patroni", "postgresql-15"]);
+        assert!(!required(false).iter().any(|(n, _)| *n == "patroni"), "app hosts need no database packages");
+        assert!(check_command(&req).contains("/usr/lib/postgresql/15/bin/postgres"));
+    }
+}

@@ -1,0 +1,112 @@
+//! Order load for end-to-end tests, and the failover records it follows. Everything is
+//! checked from outside: Route53's record sets, the gateways' HTTP answers.
+#![allow(dead_code)]
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::lab::assert_local;
+use super::{route53, Project};
+
+/// (PRIMARY, SECONDARY) addresses of the API name's failover records, read from Route53.
+pub async fn records(p: &Project) -> (Vec<String>, Vec<String>) {
+    records_of(&p.name).await
+}
+
+pub async fn records_of(project: &str) -> (Vec<String>, Vec<String>) {
+    let r53 = route53().await;
+    let zone = format!("{project}.test.internal.");
+    let zones = r53.list_hosted_zones_by_name().dns_name(&zone).send().await.unwrap();
+    let z = zones.hosted_zones().iter().find(|z| z.name() == zone).expect("the project's zone");
+    let sets = r53.list_resource_record_sets().hosted_zone_id(z.id()).send().await.unwrap();
+    let ips = |failover: &str| -> Vec<String> {
+        let mut v: Vec<String> = sets
+            .resource_record_sets()
+            .iter()
+            .filter(|s| s.name() == format!("api.{zone}") && s.failover().map(|f| f.as_str()) == Some(failover))
+            .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_string()))
+            .collect();
+        v.sort();
+        v
+    };
+    (ips("PRIMARY"), ips("SECONDARY"))
+}
+
+pub fn order(cid: &str) -> String {
+    format!(r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"buy","type":"limit","price_ticks":100,"qty_lots":1}}"#)
+}
+
+/// Where the load sends its orders.
+#[derive(Clone)]
+pub enum Targets {
+    /// These gateways, round robin.
+    Fixed(Vec<String>),
+    /// The PRIMARY record of this project's API name, re-read from Route53 twice a second.
+    PrimaryRecordOf(String),
+}
+
+/// Orders at a steady rate (one every 20 ms), remembering which were acknowledged and when.
+pub struct Load {
+    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    stop: Arc<Mutex<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub fn start(to: Targets, key: &str, prefix: &str) -> Load {
+        let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(false)));
+        let (a, s, key, prefix) = (acked.clone(), stop.clone(), key.to_string(), prefix.to_string());
+        let task = tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
+            let mut targets = match &to {
+                Targets::Fixed(v) => v.clone(),
+                Targets::PrimaryRecordOf(_) => Vec::new(),
+            };
+            let mut refreshed = Instant::now() - Duration::from_secs(1);
+            for n in 0u64.. {
+                if *s.lock().unwrap() {
+                    break;
+                }
+                if let (Targets::PrimaryRecordOf(name), true) = (&to, refreshed.elapsed() > Duration::from_millis(500)) {
+                    let (primary, _) = records_of(name).await;
+                    if !primary.is_empty() {
+                        targets = primary;
+                    }
+                    refreshed = Instant::now();
+                }
+                let Some(t) = targets.get(n as usize % targets.len().max(1)).cloned() else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                assert_local(&t);
+                let cid = format!("{prefix}-{n}");
+                let r = client.post(format!("http://{t}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(order(&cid)).send().await;
+                if r.is_ok_and(|r| r.status().is_success()) {
+                    a.lock().unwrap().push((cid, Instant::now()));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        Load { acked, stop, task }
+    }
+
+    /// How many orders were acknowledged after `t`.
+    pub fn acked_after(&self, t: Instant) -> usize {
+        self.acked.lock().unwrap().iter().filter(|(_, at)| *at > t).count()
+    }
+
+    pub async fn stop(self) -> Vec<(String, Instant)> {
+        *self.stop.lock().unwrap() = true;
+        self.task.await.unwrap();
+        let v = self.acked.lock().unwrap().clone();
+        v
+    }
+}
+
+
+/// The longest time without an acknowledged order, and when it started: the outage clients saw.
+pub fn longest_gap(acked: &[(String, Instant)]) -> Option<(Instant, Duration)> {
+    let mut at: Vec<Instant> = acked.iter().map(|(_, t)| *t).collect();
+    at.sort();
+    at.windows(2).map(|w| (w[0], w[1] - w[0])).max_by_key(|x| x.1)
+}
