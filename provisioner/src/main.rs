@@ -91,8 +91,9 @@ enum Cmd {
     Watch {
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(800..=60_000))]
         interval_ms: u64,
-        /// Consecutive failed probes (from each vantage point) before the primary counts as dead.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        /// Consecutive failed probes (from each vantage point) before the primary counts as
+        /// dead; at least 2, so a single missed probe never fails over.
+        #[arg(long, default_value_t = provisioner::watch::FAILURES_MIN_DEFAULT, value_parser = clap::value_parser!(u32).range(2..=1000))]
         failures: u32,
         #[arg(long)]
         auto_failover: bool,

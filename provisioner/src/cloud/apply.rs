@@ -304,21 +304,9 @@ impl Cloud {
             }
             UpsertRecord { zone, name, spec, ips, check, ttl_s } => {
                 let zone = self.id(zone, out, "global")?;
-                let mut values = ips.iter().map(|i| self.ip(i, out, use_public_ip)).collect::<Result<Vec<_>, _>>()?;
-                values.sort();
-                let set = ResourceRecordSet::builder()
-                    .name(name)
-                    .r#type(RrType::A)
-                    .set_identifier(&spec.set_identifier)
-                    .failover(match spec.failover {
-                        Failover::Primary => ResourceRecordSetFailover::Primary,
-                        Failover::Secondary => ResourceRecordSetFailover::Secondary,
-                    })
-                    .ttl(*ttl_s)
-                    .health_check_id(self.id(check, out, "global")?)
-                    .set_resource_records(Some(values.iter().map(|v| ResourceRecord::builder().value(v).build().expect("value set")).collect()))
-                    .build()
-                    .map_err(|e| other(name, "global", e.to_string()))?;
+                let values = ips.iter().map(|i| self.ip(i, out, use_public_ip)).collect::<Result<Vec<_>, _>>()?;
+                let target = super::RecordTarget { set_identifier: spec.set_identifier.clone(), failover: spec.failover, ips: values, health_check_id: self.id(check, out, "global")? };
+                let set = super::failover::failover_set(name, &target, *ttl_s)?;
                 self.change_record(&zone, ChangeAction::Upsert, set, name).await?;
                 Ok(None)
             }

@@ -27,6 +27,25 @@ fn other(resource: &str, region: &str, message: impl Into<String>) -> CloudError
     CloudError::Other { resource: resource.into(), region: region.into(), message: message.into() }
 }
 
+/// One failover record set: an A record with its SetIdentifier, role and health check.
+pub(crate) fn failover_set(name: &str, t: &RecordTarget, ttl_s: i64) -> Result<ResourceRecordSet, CloudError> {
+    let mut ips = t.ips.clone();
+    ips.sort();
+    ResourceRecordSet::builder()
+        .name(name)
+        .r#type(RrType::A)
+        .set_identifier(&t.set_identifier)
+        .failover(match t.failover {
+            Failover::Primary => ResourceRecordSetFailover::Primary,
+            Failover::Secondary => ResourceRecordSetFailover::Secondary,
+        })
+        .ttl(ttl_s)
+        .health_check_id(&t.health_check_id)
+        .set_resource_records(Some(ips.iter().map(|v| ResourceRecord::builder().value(v).build().expect("value set")).collect()))
+        .build()
+        .map_err(|e| other(name, "global", e.to_string()))
+}
+
 impl Cloud {
     pub(crate) async fn zone_marks(&self, zone_id: &str) -> Result<Marks, CloudError> {
         let r = self
@@ -107,21 +126,7 @@ impl Cloud {
     pub async fn flip_records(&self, zone_id: &str, name: &str, ttl_s: i64, targets: &[RecordTarget]) -> Result<String, CloudError> {
         let mut batch = ChangeBatch::builder().comment(format!("provision failover: {}", self.project));
         for t in targets {
-            let mut ips = t.ips.clone();
-            ips.sort();
-            let set = ResourceRecordSet::builder()
-                .name(name)
-                .r#type(RrType::A)
-                .set_identifier(&t.set_identifier)
-                .failover(match t.failover {
-                    Failover::Primary => ResourceRecordSetFailover::Primary,
-                    Failover::Secondary => ResourceRecordSetFailover::Secondary,
-                })
-                .ttl(ttl_s)
-                .health_check_id(&t.health_check_id)
-                .set_resource_records(Some(ips.iter().map(|v| ResourceRecord::builder().value(v).build().expect("value set")).collect()))
-                .build()
-                .map_err(|e| other(name, "global", e.to_string()))?;
+            let set = failover_set(name, t, ttl_s)?;
             let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build().map_err(|e| other(name, "global", e.to_string()))?;
             batch = batch.changes(change);
         }
