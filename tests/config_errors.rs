@@ -123,3 +123,25 @@ fn valid_config_reaches_the_endpoint_and_names_it_when_down() {
     assert!(err.contains("cannot reach the AWS endpoint http://127.0.0.1:9"), "{err}");
     assert!(err.contains("localstack/start.sh"), "{err}");
 }
+
+#[test]
+fn failover_commands_refuse_bad_arguments_before_any_api_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("regions.toml");
+    std::fs::write(&cfg, regions_toml("cfgtest", "compact", CLOSED_ENDPOINT)).unwrap();
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["failover", "--to", "eu-nowhere-1"], &["\"eu-nowhere-1\" is not a region", "us-east-1, us-west-2"]),
+        (&["drill", "--unplanned"], &["needs a way to do it", "--lab"]),
+        (&["drill", "--db-leader"], &["--lab"]),
+        (&["watch", "--failures", "1"], &["--failures"]),
+    ];
+    for (args, says) in cases {
+        let out = provision_cmd(&cfg, args).output().unwrap();
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(!err.contains("cannot reach the AWS endpoint"), "{args:?} called the API before refusing: {err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?} does not say {s:?}: {err}");
+        }
+    }
+}

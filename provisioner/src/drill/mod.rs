@@ -87,14 +87,6 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         }
         steps.push(StepTime { step: name.into(), duration_ms: since.elapsed().as_millis() as u64, detail });
     };
-    let world = failover::ladder::look(cfg).await?;
-    if let Some(f) = &world.observed.marks.fence {
-        return Err(DrillError::Refused { reason: format!("{} is fenced by an earlier failover", f.region), fix: "run `provision failback` first".into() });
-    }
-    let (from, to) = (world.cfg.active().name.clone(), world.cfg.passive().name.clone());
-    if from != cfg.primary().name {
-        return Err(DrillError::Refused { reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name), fix: "run `provision failback` first".into() });
-    }
     let lab = match (&opts.lab, opts.unplanned) {
         (Some(l), _) => Some(l.clone()),
         (None, true) => {
@@ -105,6 +97,14 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         }
         (None, false) => None,
     };
+    let world = failover::ladder::look(cfg).await?;
+    if let Some(f) = &world.observed.marks.fence {
+        return Err(DrillError::Refused { reason: format!("{} is fenced by an earlier failover", f.region), fix: "run `provision failback` first".into() });
+    }
+    let (from, to) = (world.cfg.active().name.clone(), world.cfg.passive().name.clone());
+    if from != cfg.primary().name {
+        return Err(DrillError::Refused { reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name), fix: "run `provision failback` first".into() });
+    }
 
     // Setup: a funded user of its own, created through the primary region's gateway.
     let s = Instant::now();

@@ -60,13 +60,14 @@ pub(crate) fn region_hosts(w: &World, tpl: &Template, region: &str) -> RegionHos
 
 /// `provision failover --to <region> [--planned] [--force]`.
 pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<FailoverReport, FailoverError> {
+    let to = opts.to.clone();
+    // Checked before the first API call.
+    if cfg.region(&to).is_none() {
+        let names: Vec<&str> = cfg.regions.iter().map(|r| r.name.as_str()).collect();
+        return Err(refused(format!("--to {to:?} is not a region of this project ({})", cfg.file), format!("use one of: {}", names.join(", "))));
+    }
     let w = look(cfg).await?;
     let from = w.cfg.active().name.clone();
-    let to = opts.to.clone();
-    if w.cfg.region(&to).is_none() {
-        let names: Vec<&str> = w.cfg.regions.iter().map(|r| r.name.as_str()).collect();
-        return Err(refused(format!("{to:?} is not a region of this project"), format!("use one of: {}", names.join(", "))));
-    }
     // Fenced: only the same unplanned failover may continue (a resumed run); anything else waits for failback.
     let resuming = match &w.observed.marks.fence {
         Some(f) if f.region == from && !opts.planned && to != from => true,
