@@ -191,7 +191,7 @@ fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
         password_file: Some(p.secret("db_engine_password").into()),
         // Same-region hosts connect in milliseconds; a powered-off one never answers, and
         // every connection attempt that lists it first waits this long before the next host.
-        connect_timeout_ms: 1000,
+        connect_timeout_ms: 500,
     }
 }
 
