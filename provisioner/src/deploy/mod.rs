@@ -211,15 +211,20 @@ impl std::ops::Deref for HostPlanView<'_> {
 /// is not running, the kernel would send packets for them out of the machine's default
 /// route: refuse instead of connecting anywhere.
 pub(crate) fn local_route_guard(h: &Host) -> Result<(), DeployError> {
-    let out = std::process::Command::new("ip").args(["route", "get", &h.ssh_ip]).output();
+    lab_route(&h.ssh_ip).map_err(|message| DeployError::Host {
+        host: format!("{} ({}, {})", h.name, h.ssh_ip, h.region),
+        step: "route check".into(),
+        message,
+        tail: String::new(),
+    })
+}
+
+/// The route check for one address: Ok when `ip` is reached on this machine (a lab bridge).
+pub(crate) fn lab_route(ip: &str) -> Result<(), String> {
+    let out = std::process::Command::new("ip").args(["route", "get", ip]).output();
     let route = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     if route.is_empty() || route.contains(" via ") {
-        return Err(DeployError::Host {
-            host: format!("{} ({}, {})", h.name, h.ssh_ip, h.region),
-            step: "route check".into(),
-            message: format!("no lab host answers for {} on this machine (route: {:?}); start the lab hosts first: localstack/labhost.sh start", h.ssh_ip, route.trim()),
-            tail: String::new(),
-        });
+        return Err(format!("no lab host answers for {ip} on this machine (route: {:?}); start the lab hosts first: localstack/labhost.sh start", route.trim()));
     }
     Ok(())
 }

@@ -37,7 +37,7 @@ pub struct DbLeaderReport {
 }
 
 pub async fn drill_db_leader(cfg: &Config, tpl: &Template, lab: &str, orders_per_s: u32, quiet: bool) -> Result<DbLeaderReport, DrillError> {
-    let w = failover::ladder::look(cfg).await?;
+    let w = failover::ladder::look(cfg, tpl).await?;
     let region = w.cfg.active().name.clone();
     let hosts = failover::ladder::region_hosts(&w, tpl, &region);
     let leader = hosts.leader().await.map_err(|e| step_err("find the DB leader", e))?;

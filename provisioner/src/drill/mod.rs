@@ -97,7 +97,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         }
         (None, false) => None,
     };
-    let world = failover::ladder::look(cfg).await?;
+    let world = failover::ladder::look(cfg, tpl).await?;
     if let Some(f) = &world.observed.marks.fence {
         return Err(DrillError::Refused { reason: format!("{} is fenced by an earlier failover", f.region), fix: "run `provision failback` first".into() });
     }
@@ -113,7 +113,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
     let answer = load::api_answer(&cloud, cfg).await;
     let gw = answer.first().ok_or_else(|| step_err("setup", "the API name has no PRIMARY record; run `provision up`"))?;
     if cfg.endpoint_url.is_some() {
-        local_only(gw).map_err(|e| step_err("setup", e))?;
+        crate::deploy::lab_route(gw).map_err(|e| step_err("setup", e))?;
     }
     let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
     let user_id = 900_000_000 + (now_ms() % 100_000_000) as i64;
@@ -201,7 +201,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
 
 /// The drill user's client order ids committed in `region`'s database (read on its leader).
 async fn orders_in(cfg: &Config, tpl: &Template, region: &str, user_id: i64) -> Result<BTreeSet<String>, String> {
-    let w = failover::ladder::look(cfg).await.map_err(|e| e.to_string())?;
+    let w = failover::ladder::look(cfg, tpl).await.map_err(|e| e.to_string())?;
     let r = failover::ladder::region_hosts(&w, tpl, region);
     let leader = r.leader().await.map_err(|e| e.to_string())?;
     let out = r.sql_on(&leader.name, &format!("SELECT client_order_id FROM orders WHERE user_id = {user_id}")).await.map_err(|e| e.to_string())?;
@@ -213,16 +213,6 @@ pub(crate) fn run_lab(lab: &str, args: &str) -> Result<(), String> {
     let out = std::process::Command::new("sh").args(["-c", &cmd]).output().map_err(|e| format!("{cmd}: {e}"))?;
     if !out.status.success() {
         return Err(format!("{cmd}: exit {:?}: {}", out.status.code(), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
-}
-
-/// On a local cloud, only lab addresses on this machine: refuse an address that would route out.
-fn local_only(ip: &str) -> Result<(), String> {
-    let out = std::process::Command::new("ip").args(["route", "get", ip]).output().map_err(|e| e.to_string())?;
-    let route = String::from_utf8_lossy(&out.stdout).to_string();
-    if route.is_empty() || route.contains(" via ") {
-        return Err(format!("{ip} is not a lab host on this machine (route {:?}); start the lab hosts", route.trim()));
     }
     Ok(())
 }

@@ -32,17 +32,19 @@ pub(crate) struct World {
     /// Regions whose EC2 API did not answer.
     unreachable: Vec<(String, CloudError)>,
     pub hosts: Vec<Host>,
+    /// The operator's public key, as `desired` wants it.
+    material: String,
     /// Desired hosts with no running instance (keys `region/instance/role-i`).
     missing: Vec<String>,
 }
 
-pub(crate) async fn look(cfg: &Config) -> Result<World, FailoverError> {
+pub(crate) async fn look(cfg: &Config, tpl: &Template) -> Result<World, FailoverError> {
     let cloud = Cloud::connect(cfg).await;
     let (observed, unreachable) = cloud.observe_partial(cfg).await?;
     let zone_id = observed.zone.as_ref().map(|z| z.id.clone()).ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))?;
     let eff = roles::effective(cfg, &observed.marks);
     let material = crate::keys::existing_public_key(cfg)?.unwrap_or_default();
-    let (inv, missing) = inventory_partial(&eff, &desired(&eff, &Template::load(cfg).map_err(|e| refused(e.to_string(), "fix the template"))?, &material), &observed);
+    let (inv, missing) = inventory_partial(&eff, &desired(&eff, tpl, &material), &observed);
     let hosts = if cfg.endpoint_url.is_some() {
         // On a local cloud an address without a lab host would route off this machine.
         inv.hosts.into_iter().filter(|h| crate::deploy::local_route_guard(h).is_ok()).collect()
@@ -50,7 +52,7 @@ pub(crate) async fn look(cfg: &Config) -> Result<World, FailoverError> {
         inv.hosts
     };
     let missing = missing.into_iter().map(|m| m.key).collect();
-    Ok(World { cfg: eff, cloud, observed, zone_id, unreachable, hosts, missing })
+    Ok(World { cfg: eff, cloud, observed, zone_id, unreachable, hosts, material, missing })
 }
 
 pub(crate) fn region_hosts(w: &World, tpl: &Template, region: &str) -> RegionHosts {
@@ -66,7 +68,7 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failo
         let names: Vec<&str> = cfg.regions.iter().map(|r| r.name.as_str()).collect();
         return Err(refused(format!("--to {to:?} is not a region of this project ({})", cfg.file), format!("use one of: {}", names.join(", "))));
     }
-    let w = look(cfg).await?;
+    let w = look(cfg, tpl).await?;
     let from = w.cfg.active().name.clone();
     // Fenced: only the same unplanned failover may continue (a resumed run); anything else waits for failback.
     let resuming = match &w.observed.marks.fence {
@@ -87,13 +89,13 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failo
         return Err(refused(format!("{to} has no running DB or gateway host to take the primary role"), "run `provision status`; `provision up` rebuilds missing hosts"));
     }
     if opts.planned {
-        planned(&w, &old, &new, opts).await
+        planned(&w, tpl, &old, &new, opts).await
     } else {
-        unplanned(&w, &old, &new, opts, resuming).await
+        unplanned(&w, tpl, &old, &new, opts, resuming).await
     }
 }
 
-async fn unplanned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts, resuming: bool) -> Result<FailoverReport, FailoverError> {
+async fn unplanned(w: &World, tpl: &Template, old: &RegionHosts, new: &RegionHosts, opts: &Opts, resuming: bool) -> Result<FailoverReport, FailoverError> {
     let t0 = Instant::now();
     let mut tl = Timeline::new("failover", opts.quiet);
     let mut report = report(old, new, false);
@@ -123,13 +125,13 @@ async fn unplanned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts,
     report.rpo.new_last_order_id = last.or(new_pos.map(|p| p.1));
     tl.step("activate DR engines", activate(new)).await?;
     let fence_mark = Some(Fence { region: old.region.clone(), at_unix_ms: now_ms() });
-    tl.step("flip DNS records", flip(w, &new.region, fence_mark)).await?;
+    tl.step("flip DNS records", flip(w, tpl, &new.region, fence_mark)).await?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
-    report.rpo.summary = rpo_summary(&report.rpo);
+    settle_rpo(&mut report.rpo);
     finish(w, tl, report).await
 }
 
-async fn planned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -> Result<FailoverReport, FailoverError> {
+async fn planned(w: &World, tpl: &Template, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -> Result<FailoverReport, FailoverError> {
     if let Some((r, e)) = w.unreachable.first() {
         return Err(refused(format!("a planned switchover needs both regions, and {r}'s EC2 API does not answer: {e}"), "use `provision failover --to <region>` (unplanned) if that region is lost"));
     }
@@ -151,11 +153,10 @@ async fn planned(w: &World, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -
     report.rpo.new_primary_lsn = Some(lsn);
     report.rpo.new_last_order_id = last;
     tl.step("activate DR engines", activate(new)).await?;
-    tl.step("flip DNS records", flip(w, &new.region, None)).await?;
+    tl.step("flip DNS records", flip(w, tpl, &new.region, None)).await?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
     tl.step("old primary streams from the new one", follows(old, new)).await?;
-    report.rpo.lost_wal_bytes = Some(0);
-    report.rpo.summary = rpo_summary(&report.rpo);
+    settle_rpo(&mut report.rpo);
     finish(w, tl, report).await
 }
 
@@ -190,18 +191,20 @@ async fn finish(w: &World, tl: Timeline, mut report: FailoverReport) -> Result<F
     Ok(report)
 }
 
-fn rpo_summary(r: &Rpo) -> String {
-    match (&r.old_primary_lsn, &r.new_primary_lsn) {
-        (Some(o), Some(n)) => {
-            let lost = lsn_bytes(o).zip(lsn_bytes(n)).map(|(o, n)| o.saturating_sub(n)).unwrap_or(0);
+/// Fills the RPO's derived fields (lost WAL bytes, summary) from the positions seen.
+fn settle_rpo(r: &mut Rpo) {
+    let pos = |l: &Option<String>| l.as_deref().and_then(lsn_bytes);
+    r.lost_wal_bytes = pos(&r.old_primary_lsn).zip(pos(&r.new_primary_lsn)).map(|(o, n)| o.saturating_sub(n));
+    r.summary = match (&r.old_primary_lsn, &r.new_primary_lsn, r.lost_wal_bytes) {
+        (Some(o), Some(n), Some(lost)) => {
             format!("old primary at {o}, new primary promoted at {n}: {lost} WAL bytes not carried over; last order id {:?} -> {:?}", r.old_last_order_id, r.new_last_order_id)
         }
-        (None, Some(n)) => format!(
+        (None, Some(n), _) => format!(
             "the old primary did not answer, so its last position is unknown; the new primary was promoted at {n} with last order id {:?}: anything committed after that in the old region is lost (async replication)",
             r.new_last_order_id
         ),
         _ => "unknown".into(),
-    }
+    };
 }
 
 /// (WAL position text, last order id) of the region's leader; None if it does not answer in time.
@@ -263,11 +266,9 @@ async fn activate(r: &RegionHosts) -> Result<((), String), Msg> {
 
 /// Points the PRIMARY record at `active`'s gateways and the SECONDARY at the other region's
 /// (health checks kept on both) in one change, waits until INSYNC, then records the marks.
-async fn flip(w: &World, active: &str, fence: Option<Fence>) -> Result<((), String), Msg> {
+async fn flip(w: &World, tpl: &Template, active: &str, fence: Option<Fence>) -> Result<((), String), Msg> {
     let after = w.cfg.with_active(active);
-    let material = crate::keys::existing_public_key(&w.cfg).ok().flatten().unwrap_or_default();
-    let tpl = Template::load(&w.cfg).map_err(|e| Msg(e.to_string()))?;
-    let d = desired(&after, &tpl, &material);
+    let d = desired(&after, tpl, &w.material);
     let mut targets = Vec::new();
     for rs in &d.records {
         let check = pick(&w.observed.checks, &rs.check_key).ok_or_else(|| Msg(format!("health check {} not found; run `provision up`", rs.check_key)))?;
@@ -400,7 +401,7 @@ pub struct FailbackReport {
 /// instances, `up` makes new ones and clones the DB from the primary), then a planned
 /// switchover back to the configured primary.
 pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<FailbackReport, FailoverError> {
-    let w = look(cfg).await?;
+    let w = look(cfg, tpl).await?;
     let home = cfg.primary().name.clone();
     let mut report = FailbackReport { rebuild: "none".into(), rebuild_ms: 0, switchover: None, notes: vec![] };
     let t0 = Instant::now();
@@ -434,7 +435,7 @@ pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failb
         report.rebuild = format!("fresh clone on new instances in {passive} (base backup from the primary)");
         report.rebuild_ms = t0.elapsed().as_millis() as u64;
     }
-    let w = look(cfg).await?;
+    let w = look(cfg, tpl).await?;
     if w.cfg.active().name == home {
         report.notes.push(format!("{home} already holds the primary role"));
         return Ok(report);

@@ -163,7 +163,7 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
             fix: format!("use an interval of at least {} ms and at least 1 failure", PROBE_TIMEOUT_MS + 100),
         });
     }
-    let w = failover::ladder::look(cfg).await?;
+    let w = failover::ladder::look(cfg, tpl).await?;
     let (primary, dr) = (w.cfg.active().name.clone(), w.cfg.passive().name.clone());
     let local = cfg.endpoint_url.is_some();
     let mut notes = Vec::new();
