@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sha2::Digest;
+
 const BINS: [&str; 2] = ["engine-node", "engine-gateway"];
 
 fn main() {
@@ -29,6 +31,10 @@ fn main() {
         // Its own `--version`, so `provision version` can show it without running it.
         let v = Command::new(&src).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         std::fs::write(out.join(format!("{b}.version")), v).expect("write version");
+        // Its sha256, hashed here once instead of at every `provision` run (and per host).
+        let bytes = std::fs::read(&src).expect("read engine binary");
+        let sha: String = sha2::Sha256::digest(&bytes).iter().map(|x| format!("{x:02x}")).collect();
+        std::fs::write(out.join(format!("{b}.sha256")), sha).expect("write sha256");
     }
 }
 

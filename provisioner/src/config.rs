@@ -145,6 +145,12 @@ pub struct Region {
     pub vpc_cidr: String,
     pub azs: Vec<String>,
     pub ssh_user: String,
+    /// Optional jump host for this region's hosts: "host" or "host:port", as `bastion_user`
+    /// (default: `ssh_user`).
+    #[serde(default)]
+    pub bastion: Option<String>,
+    #[serde(default)]
+    pub bastion_user: Option<String>,
     pub ami: Ami,
     pub instance_types: std::collections::BTreeMap<String, String>,
 }
@@ -188,6 +194,8 @@ pub struct RegionConfig {
     pub vpc_cidr: Ipv4Net,
     pub azs: Vec<String>,
     pub ssh_user: String,
+    /// Every SSH connection to this region's hosts goes through this bastion when set.
+    pub bastion: Option<crate::ssh::Jump>,
     pub ami: Ami,
     pub instance_types: std::collections::BTreeMap<String, String>,
 }
@@ -431,6 +439,7 @@ impl Validator<'_> {
         if r.ssh_user.is_empty() || !r.ssh_user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(self.err(&at("ssh_user"), "not a user name", "use e.g. \"ubuntu\" or \"root\""));
         }
+        let bastion = self.bastion(&idx, r)?;
         match &r.ami {
             Ami::Id { id } if !id.starts_with("ami-") => {
                 return Err(self.err(&at("ami"), format!("{id:?} is not an AMI id"), "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }"));
@@ -446,9 +455,34 @@ impl Validator<'_> {
             vpc_cidr,
             azs: r.azs.clone(),
             ssh_user: r.ssh_user.clone(),
+            bastion,
             ami: r.ami.clone(),
             instance_types: r.instance_types.clone(),
         })
+    }
+
+    /// `bastion = "host"` or `"host:port"` (port 22 by default), with `bastion_user`.
+    fn bastion(&self, idx: &str, r: &Region) -> Result<Option<crate::ssh::Jump>, ConfigError> {
+        let at = |f: &'static str| -> Vec<&str> { vec!["region", idx, f] };
+        let user = r.bastion_user.clone().unwrap_or_else(|| r.ssh_user.clone());
+        let Some(b) = &r.bastion else {
+            if r.bastion_user.is_some() {
+                return Err(self.err(&at("bastion_user"), "set without a bastion", "add bastion = \"host[:port]\" or remove bastion_user"));
+            }
+            return Ok(None);
+        };
+        let (host, port) = match b.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)),
+            None => (b.as_str(), Some(22)),
+        };
+        let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+        let Some(port) = port.filter(|_| host_ok) else {
+            return Err(self.err(&at("bastion"), format!("{b:?} is not host or host:port"), "write e.g. bastion = \"bastion.example.com\" or \"203.0.113.10:2222\""));
+        };
+        if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(self.err(&at("bastion_user"), "not a user name", "use e.g. \"ec2-user\""));
+        }
+        Ok(Some(crate::ssh::Jump { host: host.to_string(), port, user }))
     }
 
     fn cidr(&self, path: &[&str], s: &str) -> Result<Ipv4Net, ConfigError> {

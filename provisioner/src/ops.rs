@@ -114,10 +114,13 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
     let t0 = Instant::now();
     let material = keys::ensure_public_key(cfg)?;
     let cloud = Cloud::connect(cfg).await;
-    let marks = cloud.observe(cfg).await?.marks;
-    roles::refuse_if_fenced(cfg, &marks)?;
-    let cfg = &roles::effective(cfg, &marks);
+    // The first look serves the marks and, unchanged, round 1: what is observed does not
+    // depend on which region holds the primary role.
+    let first = cloud.observe(cfg).await?;
+    roles::refuse_if_fenced(cfg, &first.marks)?;
+    let cfg = &roles::effective(cfg, &first.marks);
     let want = desired(cfg, tpl, &material);
+    let mut fresh = Some(first);
     let mut report = ApplyReport {
         command: "up",
         rounds: 0,
@@ -130,7 +133,10 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
     };
     let shape = |p: Plan| if opts.defer_records { p.without(is_record) } else { p };
     for round in 1..=UP_ROUNDS_MAX {
-        let observed = cloud.observe(cfg).await?;
+        let observed = match fresh.take() {
+            Some(o) => o,
+            None => cloud.observe(cfg).await?,
+        };
         let p = shape(plan_up(&want, &observed)?);
         report.notes = p.notes.clone();
         if p.is_empty() {
@@ -155,9 +161,14 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
     Ok(report)
 }
 
+/// Waits until every instance `o` saw is running; no API call when all already were.
 async fn wait_running(cloud: &Cloud, cfg: &Config, o: &Observed) -> Result<(), Error> {
     for r in &cfg.regions {
-        let ids: Vec<String> = o.region(&r.name).map(|x| x.instances.iter().map(|i| i.id.clone()).collect()).unwrap_or_default();
+        let instances = o.region(&r.name).map(|x| x.instances.as_slice()).unwrap_or_default();
+        if instances.iter().all(|i| i.attrs.state == "running") {
+            continue;
+        }
+        let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
         if !ids.is_empty() {
             cloud.wait_instances(&r.name, &ids, &["running"]).await?;
         }

@@ -19,6 +19,8 @@ pub struct Host {
     /// Address `provision` connects to over SSH.
     pub ssh_ip: String,
     pub ssh_user: String,
+    /// The region's bastion, when its hosts are reached through one.
+    pub bastion: Option<crate::ssh::Jump>,
     pub modules: Vec<String>,
     pub gateway: bool,
     pub database: bool,
@@ -69,6 +71,7 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
                 private_ip,
                 ssh_ip,
                 ssh_user: rc.ssh_user.clone(),
+                bastion: rc.bastion.clone(),
                 modules: h.modules.clone(),
                 gateway: h.gateway,
                 database: h.database,
@@ -76,6 +79,13 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
         }
     }
     (Inventory { hosts }, missing)
+}
+
+impl Host {
+    /// Where `provision` connects over SSH: `ssh_ip`, through the region's bastion if any.
+    pub fn ssh_target(&self) -> crate::ssh::Target {
+        crate::ssh::Target::new(self.ssh_ip.clone(), 22).via(self.bastion.clone())
+    }
 }
 
 impl Inventory {

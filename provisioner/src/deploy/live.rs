@@ -44,7 +44,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
         if let Some(d) = db.first() {
             let ip = d.private_ip.clone();
             let res = fleet
-                .run(&[Target::new(d.ssh_ip.clone(), 22)], move |s| {
+                .run(&[d.ssh_target()], move |s| {
                     s.exec(&format!("curl -s --max-time 3 http://{ip}:{patroni_port}/cluster"), false).map(|o| o.stdout)
                 })
                 .await;
@@ -54,7 +54,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
             }
         }
         let apps: Vec<_> = hosts.iter().filter(|h| h.gateway || !h.modules.is_empty()).collect();
-        let targets: Vec<Target> = apps.iter().map(|h| Target::new(h.ssh_ip.clone(), 22)).collect();
+        let targets: Vec<Target> = apps.iter().map(|h| h.ssh_target()).collect();
         let ports: Vec<(bool, Vec<u16>)> = apps.iter().map(|h| (h.gateway, h.modules.iter().map(|m| tpl.ports.modules[m]).collect())).collect();
         let inputs: Vec<(Target, (bool, Vec<u16>))> = targets.into_iter().zip(ports).collect();
         let res = fleet

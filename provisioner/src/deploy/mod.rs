@@ -90,7 +90,7 @@ impl Deployer {
         let user = inv.hosts.first().map(|h| h.ssh_user.clone()).unwrap_or_else(|| "root".into());
         let ssh = SshConfig::new(user, crate::keys::private_key_path(cfg), crate::keys::key_dir(cfg).join("known_hosts"));
         Ok(Deployer {
-            fleet: Fleet::new(ssh, SSH_CONCURRENCY_DEFAULT),
+            fleet: Fleet::new(ssh, SSH_CONCURRENCY_DEFAULT).keep_sessions(),
             remote: Remote::new(cfg, tpl),
             inv,
             plans: Arc::new(plans),
@@ -174,7 +174,7 @@ impl Deployer {
     {
         let t0 = Instant::now();
         self.progress.note(&format!("deploy: {name} ({} host(s))", hosts.len()));
-        let targets: Vec<crate::ssh::Target> = hosts.iter().map(|h| crate::ssh::Target::new(h.ssh_ip.clone(), 22)).collect();
+        let targets: Vec<crate::ssh::Target> = hosts.iter().map(|h| h.ssh_target()).collect();
         let plans = self.plans.clone();
         let remote = self.remote.clone();
         // The outer Result is the connection; the inner one is this phase's work on the host.
@@ -211,7 +211,9 @@ impl std::ops::Deref for HostPlanView<'_> {
 /// is not running, the kernel would send packets for them out of the machine's default
 /// route: refuse instead of connecting anywhere.
 pub(crate) fn local_route_guard(h: &Host) -> Result<(), DeployError> {
-    lab_route(&h.ssh_ip).map_err(|message| DeployError::Host {
+    // Through a bastion, only the bastion is connected to from here.
+    let first_hop = h.bastion.as_ref().map_or(h.ssh_ip.as_str(), |b| b.host.as_str());
+    lab_route(first_hop).map_err(|message| DeployError::Host {
         host: format!("{} ({}, {})", h.name, h.ssh_ip, h.region),
         step: "route check".into(),
         message,

@@ -123,7 +123,7 @@ impl Remote {
                 c.unchanged += 1;
                 continue;
             }
-            let up = s.upload(&f.content, &f.path, f.mode as u32, sudo)?;
+            let up = s.upload_hashed(&f.content, &f.sha256, &f.path, f.mode as u32, sudo)?;
             if up.changed() {
                 c.written += 1;
                 c.restart.extend(f.restarts.iter().cloned());

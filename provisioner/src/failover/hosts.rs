@@ -114,7 +114,7 @@ impl RegionHosts {
         let mut last = String::from("no hosts");
         for h in hosts {
             let (f, host) = (f.clone(), h.clone());
-            let mut r = self.fleet.run(&[Target::new(h.ssh_ip.clone(), 22)], move |s| Ok(f(s, &host))).await;
+            let mut r = self.fleet.run(&[h.ssh_target()], move |s| Ok(f(s, &host))).await;
             match r.pop().map(|x| x.result) {
                 Some(Ok(Ok(v))) => return Ok(v),
                 Some(Ok(Err(e))) => last = e.to_string(),
@@ -260,7 +260,7 @@ impl RegionHosts {
     /// HTTP status of each gateway's `/health` (0 when it does not answer).
     pub async fn health(&self) -> Vec<(String, u16)> {
         let port = self.gw_port;
-        let targets: Vec<Target> = self.gateways.iter().map(|g| Target::new(g.ssh_ip.clone(), 22)).collect();
+        let targets: Vec<Target> = self.gateways.iter().map(|g| g.ssh_target()).collect();
         let ips: Vec<String> = self.gateways.iter().map(|g| g.private_ip.clone()).collect();
         let jobs: Vec<(Target, String)> = targets.into_iter().zip(ips).collect();
         let res = self

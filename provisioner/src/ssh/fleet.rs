@@ -1,6 +1,7 @@
 //! Many hosts at once: one session per host on tokio's blocking pool, a bounded number at a time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Semaphore;
 
@@ -18,13 +19,24 @@ pub struct HostResult<T> {
 pub struct Fleet {
     cfg: Arc<SshConfig>,
     concurrency_max: usize,
+    /// With [`Fleet::keep_sessions`]: sessions left open by one run for the next one.
+    pool: Option<Arc<Mutex<HashMap<Target, Session>>>>,
 }
 
 impl Fleet {
     /// `concurrency_max` bounds how many hosts are connected and worked on at once (>= 1).
     pub fn new(cfg: SshConfig, concurrency_max: usize) -> Self {
         assert!(concurrency_max >= 1, "concurrency_max must be at least 1");
-        Fleet { cfg: Arc::new(cfg), concurrency_max }
+        Fleet { cfg: Arc::new(cfg), concurrency_max, pool: None }
+    }
+
+    /// Keeps each host's session open between runs (a deploy's many short phases), instead of
+    /// a new handshake per run. A session whose work failed is dropped, not kept. Not for
+    /// callers whose hosts may die between runs (failover): a dead host's kept session would
+    /// fail its next command instead of its next connect.
+    pub fn keep_sessions(mut self) -> Self {
+        self.pool = Some(Arc::new(Mutex::new(HashMap::new())));
+        self
     }
 
     pub fn config(&self) -> &SshConfig {
@@ -53,14 +65,22 @@ impl Fleet {
         let semaphore = Arc::new(Semaphore::new(self.concurrency_max));
         let f = Arc::new(f);
         let jobs = jobs.into_iter().map(|(target, input)| {
-            let (semaphore, f, cfg) = (semaphore.clone(), f.clone(), self.cfg.clone());
+            let (semaphore, f, cfg, pool) = (semaphore.clone(), f.clone(), self.cfg.clone(), self.pool.clone());
             async move {
                 let permit = semaphore.acquire_owned().await.expect("the semaphore is never closed");
                 let t = target.clone();
                 let joined = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
-                    let mut session = Session::connect(&cfg, &t)?;
-                    f(&mut session, input)
+                    let kept = pool.as_ref().and_then(|p| p.lock().expect("pool lock").remove(&t));
+                    let mut session = match kept {
+                        Some(s) => s,
+                        None => Session::connect(&cfg, &t)?,
+                    };
+                    let r = f(&mut session, input);
+                    if let (Some(p), Ok(_)) = (&pool, &r) {
+                        p.lock().expect("pool lock").insert(t, session);
+                    }
+                    r
                 })
                 .await;
                 let result = joined.unwrap_or_else(|e| {

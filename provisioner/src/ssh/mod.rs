@@ -6,7 +6,8 @@
 //! host on tokio's blocking pool with a concurrency bound.
 //!
 //! Files: `known_hosts.rs` (pinning), `session.rs` (connect with retry, exec),
-//! `upload.rs` (checksum-skipping atomic upload), `fleet.rs` (parallel hosts).
+//! `upload.rs` (checksum-skipping atomic upload), `fleet.rs` (parallel hosts), `jump.rs` (the
+//! tunnel through a bastion).
 //! The operator's private key is only ever passed to libssh2 by path: it is never read, logged
 //! or printed here.
 //!
@@ -23,6 +24,7 @@
 //! ```
 
 mod fleet;
+mod jump;
 mod known_hosts;
 mod session;
 mod upload;
@@ -37,16 +39,34 @@ pub use known_hosts::{fingerprint_sha256, KnownHosts, Pin};
 pub use session::{shell_quote, sudo_wrap, Output, Session};
 pub use upload::Upload;
 
-/// Where to connect: a host name or IP address and a TCP port.
+/// Where to connect: a host name or IP address and a TCP port, reached directly or through a
+/// bastion (jump host).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Target {
     pub host: String,
     pub port: u16,
+    /// When set, the TCP connection is a `direct-tcpip` channel opened on this bastion.
+    pub jump: Option<Box<Jump>>,
+}
+
+/// A bastion: where it listens and the user to log in as (with the same key and known_hosts
+/// as the hosts behind it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
+pub struct Jump {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
 }
 
 impl Target {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Target { host: host.into(), port }
+        Target { host: host.into(), port, jump: None }
+    }
+
+    /// The same target, reached through `jump` when one is given.
+    pub fn via(mut self, jump: Option<Jump>) -> Self {
+        self.jump = jump.map(Box::new);
+        self
     }
 
     /// The name used in errors, logs and known_hosts: `host` on port 22, `[host]:port` otherwise

@@ -2,6 +2,7 @@
 
 use std::io::Read;
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use super::known_hosts::{KnownHosts, Pin};
@@ -125,6 +126,8 @@ pub struct Session {
     host: String,
     user: String,
     sess: ssh2::Session,
+    /// The socket under `sess` (TCP, or the local end of a bastion tunnel); owned by `sess`.
+    tcp_fd: i32,
     pin: Pin,
     command_timeout_ms: u64,
     output_bytes_max: usize,
@@ -171,8 +174,8 @@ impl Session {
         })
     }
 
-    fn attempt(cfg: &SshConfig, target: &Target) -> Result<Session, Attempt> {
-        let host = target.to_string();
+    /// A TCP connection to the target itself, trying each resolved address.
+    fn tcp(cfg: &SshConfig, target: &Target) -> Result<TcpStream, Attempt> {
         let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms.max(1));
         let addrs: Vec<_> = (target.host.as_str(), target.port)
             .to_socket_addrs()
@@ -190,7 +193,11 @@ impl Session {
         }
         let tcp = tcp?;
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
 
+    fn attempt(cfg: &SshConfig, target: &Target) -> Result<Session, Attempt> {
+        let host = target.to_string();
         let mut sess = ssh2::Session::new().map_err(|e| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::Handshake, message: e.to_string() }))?;
         sess.set_timeout(timeout_u32(cfg.connect_timeout_ms));
         // Prefer ed25519 host keys so the key pinned on first contact is the one offered later
@@ -198,7 +205,25 @@ impl Session {
         if let Err(e) = sess.method_pref(ssh2::MethodType::HostKey, HOST_KEY_PREFERENCE) {
             tracing::debug!(host = %host, error = %e, "host key preference not applied");
         }
-        sess.set_tcp_stream(tcp);
+        let tcp_fd = match &target.jump {
+            None => {
+                let tcp = Self::tcp(cfg, target)?;
+                let fd = tcp.as_raw_fd();
+                sess.set_tcp_stream(tcp);
+                fd
+            }
+            Some(jump) => {
+                // A bastion that is down or cannot reach the host yet is worth retrying; its
+                // changed host key or a refused key is not.
+                let tunnel = super::jump::open(cfg, jump, target).map_err(|e| match e {
+                    SshError::Step { .. } | SshError::Timeout { .. } => Attempt::Retry(Step::Connect, e.to_string()),
+                    other => Attempt::Fatal(other),
+                })?;
+                let fd = tunnel.as_raw_fd();
+                sess.set_tcp_stream(tunnel);
+                fd
+            }
+        };
         sess.handshake().map_err(|e| Attempt::Retry(Step::Handshake, e.to_string()))?;
 
         let (key_blob, _) = sess
@@ -232,6 +257,7 @@ impl Session {
             host,
             user: cfg.user.clone(),
             sess,
+            tcp_fd,
             pin,
             command_timeout_ms: cfg.command_timeout_ms,
             output_bytes_max: cfg.output_bytes_max,
@@ -254,6 +280,10 @@ impl Session {
     /// Whether this connection pinned the host key (first contact) or matched the pinned one.
     pub fn pin(&self) -> Pin {
         self.pin
+    }
+
+    pub(crate) fn tcp_fd(&self) -> i32 {
+        self.tcp_fd
     }
 
     pub(crate) fn raw(&self) -> &ssh2::Session {

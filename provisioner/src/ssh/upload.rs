@@ -72,6 +72,13 @@ impl Session {
     /// directories. With `sudo` and a non-root user, the file is staged in /tmp and installed as
     /// root. Readers of `remote_path` see the old file or the new one, never a partial one.
     pub fn upload(&mut self, bytes: &[u8], remote_path: &str, mode: u32, sudo: bool) -> Result<Upload, SshError> {
+        self.upload_hashed(bytes, &sha256_hex(bytes), remote_path, mode, sudo)
+    }
+
+    /// [`Session::upload`] with the bytes' sha256 (lowercase hex) already known: large files
+    /// sent to many hosts are hashed once, not once per host.
+    pub fn upload_hashed(&mut self, bytes: &[u8], sha256: &str, remote_path: &str, mode: u32, sudo: bool) -> Result<Upload, SshError> {
+        debug_assert!(sha256.len() == 64, "sha256 must be 64 hex digits");
         let invalid = |message: String| SshError::Invalid { host: self.host().to_string(), message };
         if !remote_path.starts_with('/') || remote_path.ends_with('/') || remote_path.contains(['\0', '\n']) {
             return Err(invalid(format!("upload: remote path {remote_path:?} must be an absolute file path")));
@@ -79,7 +86,7 @@ impl Session {
         if mode > 0o7777 {
             return Err(invalid(format!("upload {remote_path}: mode {mode:o} is not a permission mode")));
         }
-        let local_sha = sha256_hex(bytes);
+        let local_sha = sha256.to_ascii_lowercase();
         let path_q = shell_quote(remote_path);
 
         let suffix = format!("{:016x}", rand::random::<u64>());

@@ -26,7 +26,7 @@ use crate::config::{Config, RegionRole};
 use crate::deploy::inventory::Host;
 use crate::failover::{self, FailoverError, FailoverReport};
 use crate::model::{pick, CheckAttrs, Found};
-use crate::ssh::{Fleet, SshConfig, Target};
+use crate::ssh::{Fleet, SshConfig};
 use crate::template::Template;
 
 pub const INTERVAL_MS_DEFAULT: u64 = 1_000;
@@ -183,7 +183,7 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     }
     if local {
         // Patroni is probed at the private address: it too must stay on this machine.
-        hosts.retain(|h| !h.database || h.private_ip == h.ssh_ip || crate::deploy::local_route_guard(&Host { ssh_ip: h.private_ip.clone(), ..h.clone() }).is_ok());
+        hosts.retain(|h| !h.database || h.private_ip == h.ssh_ip || crate::deploy::local_route_guard(&Host { ssh_ip: h.private_ip.clone(), bastion: None, ..h.clone() }).is_ok());
     }
     let targets: Vec<RegionTargets> = [&primary, &dr].iter().map(|r| region_targets(&hosts, tpl, r)).collect();
     let mut vantage = vantage(cfg, tpl, &w, &hosts, &primary, &dr, local);
@@ -322,6 +322,7 @@ fn record_host(region: &str, i: usize, ip: String) -> Host {
         private_ip: ip.clone(),
         ssh_ip: ip,
         ssh_user: String::new(),
+        bastion: None,
         modules: vec![],
         gateway: true,
         database: false,
@@ -374,7 +375,7 @@ async fn second_vantage(v: &mut Vantage, cloud: &crate::cloud::Cloud, ask: bool,
         Vantage::LabHost { fleet, hosts, next, primary_ips, port } => {
             let host = hosts[*next % hosts.len()].clone();
             let cmd = vantage_command(primary_ips, *port);
-            let target = [Target::new(host.ssh_ip.clone(), 22)];
+            let target = [host.ssh_target()];
             let run = fleet.run(&target, move |s| s.exec(&cmd, false).map(|o| o.stdout));
             let answer = match tokio::time::timeout(Duration::from_millis(budget_ms), run).await {
                 Ok(mut r) => r.pop().and_then(|r| r.result.ok()).and_then(|out| vantage_verdict(&out)),
