@@ -21,5 +21,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The service user the engines run as. Lab hosts share this machine's /etc/passwd, so it is
+# created here once, as a host image would have it (deploy creates it where it is missing).
+id -u exchange >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin exchange
 # Debian starts nothing here (no systemd), but make sure no distro etcd/patroni runs.
 "$root/localstack/install.sh"

@@ -69,12 +69,34 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("standby"), "{body}");
 
+    // The engines run as the unprivileged service user, and only it (and root) can read their
+    // secrets and configs.
+    let users = ssh(&key, gw, "ps -eo user=,comm= | awk '$2 ~ /^engine-/ {print $1}' | sort | uniq -c | awk '{print $2\":\"$1}'");
+    assert_eq!(users.trim(), "exchange:5", "engine processes by user on {gw}");
+    let modes = ssh(&key, gw, &format!("stat -c '%a %U %n' /etc/{p}/secrets /etc/{p}/secrets/admin_token /etc/{p}/gateway.toml", p = p.name));
+    assert_eq!(modes.trim(), format!("710 root /etc/{p}/secrets\n600 exchange /etc/{p}/secrets/admin_token\n600 exchange /etc/{p}/gateway.toml", p = p.name));
+
     // `up` again uploads nothing: the binaries on an app host keep their inode and mtime.
     let stat = |ip: &str| ssh(&key, ip, &format!("stat -c '%i %Y' /opt/{}/bin/engine-node /etc/{}/gateway.toml", p.name, p.name));
     let before = stat(gw);
     assert!(!before.is_empty());
     p.ok(&["up"]);
     assert_eq!(stat(gw), before, "a no-op up rewrote files");
+
+    // Through a bastion (regions.toml `bastion`): deploy and status reach every host, and the
+    // bastion's own log shows a forward to each of them.
+    let bastion = common::bastion::Bastion::start(&key.with_extension("pub"));
+    let plain = std::fs::read_to_string(p.config()).unwrap();
+    std::fs::write(p.config(), plain.replace("ssh_user = \"root\"\n", &format!("ssh_user = \"root\"\nbastion = \"127.0.0.1:{}\"\n", bastion.port))).unwrap();
+    p.ok(&["deploy"]);
+    let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
+    let gateways_up = status["live"].as_array().unwrap().iter().flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default()).filter(|g| g["http_status"] == 200).count();
+    assert_eq!(gateways_up, 3, "status through the bastion: {status}");
+    let mut all_hosts = [ips(PRIMARY, &p.name, "app").await, pdb.clone(), ips(DR, &p.name, "app").await, ddb.clone()].concat();
+    all_hosts.sort();
+    assert_eq!(bastion.forwarded_to().into_iter().collect::<Vec<_>>(), all_hosts, "bastion log:\n{}", bastion.log());
+    std::fs::write(p.config(), plain).unwrap();
+    drop(bastion);
 
     // A changed gateway setting reaches the gateways and nothing else: gateway configs are
     // rewritten and gateways restarted; node configs, binaries and processes are untouched.

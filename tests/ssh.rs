@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use provisioner::ssh::{Fleet, Pin, Session, SshConfig, SshError, Step, Target, Upload};
+use provisioner::ssh::{Fleet, Jump, Pin, Session, SshConfig, SshError, Step, Target, Upload};
 
 const SSHD: &str = "/usr/sbin/sshd";
 const READY_TIMEOUT_MS: u64 = 10_000;
@@ -85,6 +85,11 @@ impl Sshd {
     }
 
     fn start(&mut self) {
+        self.start_with("");
+    }
+
+    /// Starts with `extra` lines appended to the sshd config.
+    fn start_with(&mut self, extra_config: &str) {
         assert!(self.child.is_none(), "already running");
         let d = self.dir.path().display();
         let cfg = format!(
@@ -93,7 +98,7 @@ impl Sshd {
             port = self.port
         );
         let extra: String = self.extra_host_keys.iter().map(|k| format!("HostKey {d}/{k}\n")).collect();
-        std::fs::write(self.path("sshd_config"), cfg + &extra).unwrap();
+        std::fs::write(self.path("sshd_config"), cfg + &extra + extra_config).unwrap();
         let log = std::fs::File::create(self.path("sshd.log")).unwrap();
         let child = Command::new(SSHD).arg("-D").arg("-e").arg("-f").arg(self.path("sshd_config")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
         self.child = Some(child);
@@ -433,4 +438,61 @@ fn a_port_that_accepts_but_never_speaks_ssh_times_out_per_attempt() {
     assert!(matches!(err, SshError::Unreachable { attempts: 2, step: Step::Handshake, .. }), "{err:?}");
     assert!(elapsed >= Duration::from_millis(600) && elapsed < Duration::from_secs(10), "{elapsed:?}");
     drop(holder.join().unwrap());
+}
+
+#[test]
+fn a_bastion_carries_the_connection_and_both_host_keys_are_pinned() {
+    let target_sshd = Sshd::started();
+    let mut bastion = Sshd::prepare(free_port());
+    // One operator key for both, as in regions.toml; the bastion logs each forward it opens.
+    std::fs::copy(target_sshd.path("authorized_keys"), bastion.path("authorized_keys")).unwrap();
+    bastion.start_with("LogLevel DEBUG1\nAllowTcpForwarding yes\n");
+    let cfg = target_sshd.config();
+    let jump = Jump { host: "127.0.0.1".into(), port: bastion.port, user: "root".into() };
+    let target = target_sshd.target().via(Some(jump));
+
+    let mut s = Session::connect(&cfg, &target).unwrap_or_else(|e| panic!("{e}\nbastion log:\n{}", std::fs::read_to_string(bastion.path("sshd.log")).unwrap_or_default()));
+    assert_eq!(s.pin(), Pin::Pinned);
+    let out = s.exec("printf '%s' \"$SSH_CONNECTION\"; head -c 3000000 /dev/zero | wc -c", false).unwrap();
+    assert!(out.success(), "{out:?}");
+    assert!(out.stdout.contains(&format!(" {}3000000", target_sshd.port)), "{out:?}");
+    // Large transfers both ways go through the tunnel intact.
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let dest = target_sshd.path("via-bastion.bin");
+    assert_eq!(s.upload(&big, dest.to_str().unwrap(), 0o600, false).unwrap(), Upload::Written);
+    assert_eq!(std::fs::read(&dest).unwrap(), big);
+    drop(s);
+
+    // The bastion opened a channel to the target's port: seen in its own log.
+    let log = std::fs::read_to_string(bastion.path("sshd.log")).unwrap();
+    let forward = format!("target 127.0.0.1 port {}", target_sshd.port);
+    assert!(log.contains(&forward), "no forward to the target in the bastion's log:\n{log}");
+    // Both host keys are pinned, each under its own name.
+    let known = std::fs::read_to_string(&cfg.known_hosts_path).unwrap();
+    for (port, key) in [(bastion.port, bastion.host_key_line()), (target_sshd.port, target_sshd.host_key_line())] {
+        assert!(known.contains(&format!("[127.0.0.1]:{port} {key}")), "{known}");
+    }
+
+    // Without the bastion the host is not reached that way: the error names the bastion.
+    bastion.stop();
+    let err = Session::connect(&cfg, &target).unwrap_err();
+    assert!(matches!(err, SshError::Unreachable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&format!("bastion 127.0.0.1:{}", bastion.port)), "{err}");
+}
+
+#[test]
+fn a_bastion_with_a_changed_host_key_is_refused() {
+    let target_sshd = Sshd::started();
+    let mut bastion = Sshd::prepare(free_port());
+    std::fs::copy(target_sshd.path("authorized_keys"), bastion.path("authorized_keys")).unwrap();
+    bastion.start();
+    let cfg = target_sshd.config();
+    let target = target_sshd.target().via(Some(Jump { host: "127.0.0.1".into(), port: bastion.port, user: "root".into() }));
+    Session::connect(&cfg, &target).unwrap();
+    // The bastion is rebuilt with a new host key.
+    bastion.stop();
+    keygen(&bastion.path("host_key"));
+    bastion.start();
+    let err = Session::connect(&cfg, &target).unwrap_err();
+    assert!(matches!(&err, SshError::HostKeyChanged { name, .. } if *name == format!("[127.0.0.1]:{}", bastion.port)), "{err:?}");
 }

@@ -35,6 +35,20 @@ pub fn packages_for(req: &[(&str, &'static str)], missing: &[&str]) -> Vec<&'sta
     p
 }
 
+/// The unprivileged account the engines run as (a system user without a login shell or home).
+/// One fixed name: on the lab, hosts share this machine's /etc/passwd, so `scripts/setup.sh`
+/// creates it once, as an image would; elsewhere this phase creates it where it is missing.
+pub const SERVICE_USER: &str = "exchange";
+
+/// Creates [`SERVICE_USER`] unless it exists. A concurrent `useradd` (lab hosts sharing one
+/// /etc/passwd) can fail on the lock: the account existing afterwards is what counts.
+pub fn service_user_command() -> String {
+    format!(
+        "id -u {u} >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin {u} || id -u {u} >/dev/null",
+        u = SERVICE_USER
+    )
+}
+
 pub fn install_command(packages: &[&str]) -> String {
     format!("command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {}", packages.join(" "))
 }

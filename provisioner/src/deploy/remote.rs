@@ -77,6 +77,10 @@ impl Remote {
     /// Installs what the host lacks (see `prereq`); returns the packages installed.
     pub fn prerequisites(&self, s: &mut Session, h: &HostPlanView) -> Result<Vec<String>, DeployError> {
         let req = super::prereq::required(h.database);
+        let user = s.exec(&super::prereq::service_user_command(), Self::sudo(s))?;
+        if !user.success() {
+            return Err(self.fail(s, h, "service user", format!("cannot create the service user {}: {}", super::prereq::SERVICE_USER, user.stderr.trim()), None));
+        }
         let out = s.exec(&super::prereq::check_command(&req), false)?;
         let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         if missing.is_empty() {
@@ -95,7 +99,9 @@ impl Remote {
         let p = self.paths();
         let sudo = Self::sudo(s);
         let dirs = format!(
-            "mkdir -p {opt} {etc}/services {etc}/secrets {lib}/run /var/log/{proj} && chmod 0755 {etc} && chmod 0700 {etc}/secrets",
+            // The service user may pass through secrets/ (not list it) to the files it owns.
+            "mkdir -p {opt} {etc}/services {etc}/secrets {lib}/run /var/log/{proj} && chmod 0755 {etc} && chown root:{user} {etc}/secrets && chmod 0710 {etc}/secrets",
+            user = super::prereq::SERVICE_USER,
             opt = p.opt_bin,
             etc = p.etc,
             lib = p.var_lib,
@@ -106,19 +112,20 @@ impl Remote {
         // One round trip learns what is in place (sha256 and mode of every file); only
         // files that differ go through `upload`, which checks again and renames atomically.
         let paths: Vec<String> = h.files.iter().map(|f| shell_quote(&f.path)).collect();
-        let probe = format!("for f in {}; do [ -f \"$f\" ] && printf '%s %s ' \"$(stat -c %a \"$f\")\" \"$f\" && sha256sum \"$f\" | cut -d' ' -f1; done; true", paths.join(" "));
-        let have: std::collections::BTreeMap<String, (String, String)> = s
+        let probe = format!("for f in {}; do [ -f \"$f\" ] && printf '%s %s ' \"$(stat -c '%a %U' \"$f\")\" \"$f\" && sha256sum \"$f\" | cut -d' ' -f1; done; true", paths.join(" "));
+        let have: std::collections::BTreeMap<String, (String, String, String)> = s
             .exec(&probe, sudo)?
             .stdout
             .lines()
             .filter_map(|l| {
                 let mut it = l.split(' ');
-                let (mode, path, sha) = (it.next()?, it.next()?, it.next()?);
-                Some((path.to_string(), (mode.to_string(), sha.to_string())))
+                let (mode, owner, path, sha) = (it.next()?, it.next()?, it.next()?, it.next()?);
+                Some((path.to_string(), (mode.to_string(), owner.to_string(), sha.to_string())))
             })
             .collect();
         for f in h.files {
-            let want = (format!("{:o}", f.mode), f.sha256.clone());
+            let owner = f.owner.clone().unwrap_or_else(|| "root".into());
+            let want = (format!("{:o}", f.mode), owner, f.sha256.clone());
             if have.get(&f.path) == Some(&want) {
                 c.unchanged += 1;
                 continue;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use engine_config::{DbConfig, ExchangeConfig, GatewayConfig, LogConfig, Module, MonitorConfig, NodeConfig, PeerConfig, RegionMode};
 
 use super::inventory::{Host, Inventory};
+use super::prereq::SERVICE_USER;
 use super::secrets::Secrets;
 use crate::config::{Config, RegionRole};
 use crate::template::Template;
@@ -85,6 +86,12 @@ fn file(path: String, mode: i32, content: impl Into<Vec<u8>>) -> FileSpec {
 /// An embedded binary: its hash is computed once, not once per host.
 fn binary(path: String, bytes: &'static [u8]) -> FileSpec {
     FileSpec { path, mode: 0o755, owner: None, content: bytes.to_vec(), sha256: super::embedded::sha256_cached(bytes), restarts: vec![] }
+}
+
+/// A file the engines read: owned by the service user, whom they run as.
+fn owned(mut f: FileSpec) -> FileSpec {
+    f.owner = Some(SERVICE_USER.into());
+    f
 }
 
 fn restarting(mut f: FileSpec, services: &[&str]) -> FileSpec {
@@ -233,8 +240,8 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let nodes: Vec<&str> = all.iter().copied().filter(|s| *s != "gateway").collect();
     let mut files = vec![
-        restarting(file(p.secret("admin_token"), 0o600, ctx.secrets.admin_token.expose()), &all),
-        restarting(file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose()), &all),
+        restarting(owned(file(p.secret("admin_token"), 0o600, ctx.secrets.admin_token.expose())), &all),
+        restarting(owned(file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose())), &all),
     ];
     if !h.modules.is_empty() {
         files.push(restarting(binary(format!("{}/engine-node", p.opt_bin), node_bin), &nodes));
@@ -258,8 +265,8 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
         let path = format!("{}/node-{m}.toml", p.etc);
         let svc = format!("node-{m}");
         let toml = c.to_toml_string().map_err(|e| RenderError { template: "engine NodeConfig".into(), name: e.to_string() })?;
-        files.push(restarting(file(path.clone(), 0o600, toml), &[&svc]));
-        files.push(restarting(service(&svc, "root", "", &format!("{}/engine-node --config {path}", p.opt_bin), &p), &[&svc]));
+        files.push(restarting(owned(file(path.clone(), 0o600, toml)), &[&svc]));
+        files.push(restarting(service(&svc, SERVICE_USER, "", &format!("{}/engine-node --config {path}", p.opt_bin), &p), &[&svc]));
     }
     if h.gateway {
         files.push(restarting(binary(format!("{}/engine-gateway", p.opt_bin), gateway_bin), &["gateway"]));
@@ -277,8 +284,8 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
         };
         let path = format!("{}/gateway.toml", p.etc);
         let toml = c.to_toml_string().map_err(|e| RenderError { template: "engine GatewayConfig".into(), name: e.to_string() })?;
-        files.push(restarting(file(path.clone(), 0o600, toml), &["gateway"]));
-        files.push(restarting(service("gateway", "root", "", &format!("{}/engine-gateway --config {path}", p.opt_bin), &p), &["gateway"]));
+        files.push(restarting(owned(file(path.clone(), 0o600, toml)), &["gateway"]));
+        files.push(restarting(service("gateway", SERVICE_USER, "", &format!("{}/engine-gateway --config {path}", p.opt_bin), &p), &["gateway"]));
     }
     Ok(files)
 }
