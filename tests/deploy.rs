@@ -31,6 +31,9 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     let leader = pdb.iter().find(|ip| psql(ip, &su, "postgres", "select pg_is_in_recovery()") == "f").expect("a primary leader").clone();
     let states = psql(&leader, &su, "postgres", "select string_agg(sync_state, ',' order by sync_state) from pg_stat_replication");
     assert_eq!(states.matches("sync").count() - states.matches("async").count(), 1, "sync states on {leader}: {states}");
+    // ...and it is a primary-region member, not the DR standby leader that also streams from it.
+    let sync_name = psql(&leader, &su, "postgres", "select application_name from pg_stat_replication where sync_state = 'sync'");
+    assert!(sync_name.starts_with(&format!("{PRIMARY}-")), "the synchronous standby of {leader} is {sync_name:?}");
 
     // DR region: a standby leader streams from the primary region, lag <= 1 MB.
     let ddb = ips(DR, &p.name, "db").await;

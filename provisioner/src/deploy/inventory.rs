@@ -82,6 +82,14 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
 }
 
 impl Host {
+    /// The host's Patroni member name, unique across both regions: PostgreSQL reports a
+    /// streaming standby by this name (`application_name`), so the DR standby leader, which
+    /// streams from the primary region, must never share a name with a primary-region member
+    /// (Patroni would take it for that member and make it the synchronous standby).
+    pub fn patroni_member(&self) -> String {
+        format!("{}-{}", self.region, self.name)
+    }
+
     /// Where `provision` connects over SSH: `ssh_ip`, through the region's bastion if any.
     pub fn ssh_target(&self) -> crate::ssh::Target {
         crate::ssh::Target::new(self.ssh_ip.clone(), 22).via(self.bastion.clone())

@@ -160,7 +160,7 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
         ("region", h.region.clone()),
         ("region_role", h.region_role.as_str().to_string()),
         ("scope", format!("{}-{}", cfg.project, h.region)),
-        ("name", h.name.clone()),
+        ("name", h.patroni_member()),
         ("ip", h.private_ip.clone()),
         ("patroni_port", ports.patroni_rest.to_string()),
         ("pg_port", ports.postgres.to_string()),

@@ -41,7 +41,7 @@ pub async fn drill_db_leader(cfg: &Config, tpl: &Template, lab: &str, orders_per
     let region = w.cfg.active().name.clone();
     let hosts = failover::ladder::region_hosts(&w, tpl, &region);
     let leader = hosts.leader().await.map_err(|e| step_err("find the DB leader", e))?;
-    let leader_ip = hosts.db.iter().find(|h| h.name == leader.name).map(|h| h.private_ip.clone()).ok_or_else(|| step_err("find the DB leader", "leader is not a known host"))?;
+    let leader_ip = hosts.db.iter().find(|h| h.patroni_member() == leader.name).map(|h| h.private_ip.clone()).ok_or_else(|| step_err("find the DB leader", "leader is not a known host"))?;
 
     let cloud = Arc::new(Cloud::connect(cfg).await);
     let answer = load::api_answer(&cloud, cfg).await;

@@ -158,7 +158,7 @@ impl RegionHosts {
     /// Runs one SQL query on the member called `member` (through its local socket, as
     /// postgres) and returns its single-line answer.
     pub async fn sql_on(&self, member: &str, sql: &str) -> Result<String, HostError> {
-        let hosts: Vec<Host> = self.db.iter().filter(|h| h.name == member).cloned().collect();
+        let hosts: Vec<Host> = self.db.iter().filter(|h| h.patroni_member() == member).cloned().collect();
         let cmd = format!(
             "runuser -u postgres -- psql -h {lib}/pg -p {port} -d {db} -qAtX -v ON_ERROR_STOP=1 -c {sql}",
             lib = self.paths.var_lib,
