@@ -95,6 +95,10 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
     let gateways_up = status["live"].as_array().unwrap().iter().flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default()).filter(|g| g["http_status"] == 200).count();
     assert_eq!(gateways_up, 3, "status through the bastion: {status}");
+    // Replay lag in seconds for every standby: two in the primary region, and in the DR region
+    // the standby leader (read on the primary's leader) and its two replicas.
+    let lags = |i: usize| status["live"][i]["replay_lag_s"].as_object().map(|m| m.len()).unwrap_or(0);
+    assert_eq!((lags(0), lags(1)), (2, 3), "replay lags in status: {status}");
     let mut all_hosts = [ips(PRIMARY, &p.name, "app").await, pdb.clone(), ips(DR, &p.name, "app").await, ddb.clone()].concat();
     all_hosts.sort();
     assert_eq!(bastion.forwarded_to().into_iter().collect::<Vec<_>>(), all_hosts, "bastion log:\n{}", bastion.log());
