@@ -111,12 +111,21 @@ pub async fn plan(cfg: &Config, tpl: &Template) -> Result<PlanReport, Error> {
 }
 
 pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport, Error> {
+    Ok(up_seen(cfg, tpl, opts, None).await?.0)
+}
+
+/// [`up`], starting from `seen` when the caller has a current look at the cloud. Returns the
+/// look it ended with when it changed nothing (still current, for the caller's next step).
+async fn up_seen(cfg: &Config, tpl: &Template, opts: &Opts, seen: Option<Observed>) -> Result<(ApplyReport, Option<Observed>), Error> {
     let t0 = Instant::now();
     let material = keys::ensure_public_key(cfg)?;
     let cloud = Cloud::connect(cfg).await;
     // The first look serves the marks and, unchanged, round 1: what is observed does not
     // depend on which region holds the primary role.
-    let first = cloud.observe(cfg).await?;
+    let first = match seen {
+        Some(o) => o,
+        None => cloud.observe(cfg).await?,
+    };
     roles::refuse_if_fenced(cfg, &first.marks)?;
     let cfg = &roles::effective(cfg, &first.marks);
     let want = desired(cfg, tpl, &material);
@@ -142,6 +151,10 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
         if p.is_empty() {
             wait_running(&cloud, cfg, &observed).await?;
             report.remaining.clear();
+            if round == 1 {
+                report.duration_ms = t0.elapsed().as_millis();
+                return Ok((report, Some(observed)));
+            }
             break;
         }
         report.rounds = round;
@@ -158,7 +171,7 @@ pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport
         report.remaining = PlanReport::of(&shape(plan_up(&want, &observed)?)).steps;
     }
     report.duration_ms = t0.elapsed().as_millis();
-    Ok(report)
+    Ok((report, None))
 }
 
 /// Waits until every instance `o` saw is running; no API call when all already were.
@@ -225,21 +238,29 @@ impl FullUpReport {
 /// `up` in the order: infrastructure -> hosts -> databases -> engines -> gateways ->
 /// `/health` green -> Route53 records. Stops at the first part that fails.
 pub async fn up_all(cfg: &Config, tpl: &Template, concurrency: usize, quiet: bool) -> Result<FullUpReport, Error> {
-    let infra = up(cfg, tpl, &Opts { concurrency, quiet, defer_records: true }).await?;
+    let (infra, seen) = up_seen(cfg, tpl, &Opts { concurrency, quiet, defer_records: true }, None).await?;
     if !infra.ok() {
         return Ok(FullUpReport { infra, deploy: None, records: None });
     }
-    let d = deploy(cfg, tpl, quiet).await?;
-    let records = up(cfg, tpl, &Opts { concurrency, quiet, defer_records: false }).await?;
+    // When the infrastructure needed nothing, its look at the cloud is still current for the
+    // deploy and the records (deploy works over SSH only): one look instead of three.
+    let d = deploy_seen(cfg, tpl, quiet, seen.clone()).await?;
+    let (records, _) = up_seen(cfg, tpl, &Opts { concurrency, quiet, defer_records: false }, seen).await?;
     Ok(FullUpReport { infra, deploy: Some(d), records: Some(records) })
 }
 
 /// Puts the software on the running hosts (over SSH) and waits for the primary region to be
 /// healthy. Only what changed is uploaded and restarted.
 pub async fn deploy(cfg: &Config, tpl: &Template, quiet: bool) -> Result<crate::deploy::DeployReport, Error> {
+    deploy_seen(cfg, tpl, quiet, None).await
+}
+
+async fn deploy_seen(cfg: &Config, tpl: &Template, quiet: bool, seen: Option<Observed>) -> Result<crate::deploy::DeployReport, Error> {
     let material = keys::ensure_public_key(cfg)?;
-    let cloud = Cloud::connect(cfg).await;
-    let observed = cloud.observe(cfg).await?;
+    let observed = match seen {
+        Some(o) => o,
+        None => Cloud::connect(cfg).await.observe(cfg).await?,
+    };
     roles::refuse_if_fenced(cfg, &observed.marks)?;
     let cfg = &roles::effective(cfg, &observed.marks);
     let want = desired(cfg, tpl, &material);
