@@ -48,6 +48,11 @@ pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Config, DbError> {
 
 /// Connects and drives the connection in a background task. The session asks the server
 /// to detect a vanished client within a few seconds (so its advisory locks are freed).
+/// Statements are prepared once per session but planned per execution
+/// (`plan_cache_mode = force_custom_plan`): a generic plan made while `orders` was small
+/// (hash join over a sequential scan of it, for the batch `UPDATE ... FROM unnest(...)`)
+/// would otherwise be kept while the table grows, and scanning it took most of the
+/// database's CPU under load (see docs/benchmarks.md).
 pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
     let (client, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(async move {
@@ -58,7 +63,7 @@ pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
     client
         .batch_execute(
             "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3; \
-             SET synchronous_commit = on",
+             SET synchronous_commit = on; SET plan_cache_mode = force_custom_plan",
         )
         .await?;
     Ok(client)

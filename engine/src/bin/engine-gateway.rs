@@ -1,5 +1,8 @@
 //! `engine-gateway`: the public REST API of a region, in front of the engine nodes.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use engine::gateway::Gateway;

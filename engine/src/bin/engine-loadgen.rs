@@ -1,5 +1,8 @@
 //! `engine-loadgen`: end-to-end load through a gateway (see docs/benchmarks.md).
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! `engine-node`: one node of one module (matching, wallet, otc, contract).
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::Context;
 use clap::Parser;
 use engine::node::Node;
