@@ -28,6 +28,8 @@ pub(crate) fn open(cfg: &SshConfig, jump: &Jump, target: &Target) -> Result<Unix
         other => other,
     })?;
     let tcp = bastion.tcp_fd();
+    // Opening the channel is the bastion's TCP connect to the host: bounded like ours.
+    bastion.raw().set_timeout(cfg.connect_timeout_ms.clamp(1, u32::MAX as u64) as u32);
     let channel = bastion
         .raw()
         .channel_direct_tcpip(&target.host, target.port, None)
