@@ -95,10 +95,19 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
     let gateways_up = status["live"].as_array().unwrap().iter().flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default()).filter(|g| g["http_status"] == 200).count();
     assert_eq!(gateways_up, 3, "status through the bastion: {status}");
-    // Replay lag in seconds for every standby: two in the primary region, and in the DR region
-    // the standby leader (read on the primary's leader) and its two replicas.
-    let lags = |i: usize| status["live"][i]["replay_lag_s"].as_object().map(|m| m.len()).unwrap_or(0);
-    assert_eq!((lags(0), lags(1)), (2, 3), "replay lags in status: {status}");
+    // A replay lag in seconds for exactly the standbys PostgreSQL reports as streaming, on
+    // every DB host of both regions: the primary's two local standbys and the DR standby
+    // leader (on the primary's leader), the DR replicas (on their upstream).
+    let streaming = || -> Vec<String> {
+        let mut v: Vec<String> = [pdb.clone(), ddb.clone()].concat().iter().flat_map(|ip| psql(ip, &su, "postgres", "select application_name from pg_stat_replication").lines().map(str::to_string).collect::<Vec<_>>()).collect();
+        v.sort();
+        v
+    };
+    wait_for("5 standbys streaming", Duration::from_secs(60), || streaming().len() == 5);
+    let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
+    let mut in_status: Vec<String> = (0..2).flat_map(|i| status["live"][i]["replay_lag_s"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()).collect();
+    in_status.sort();
+    assert_eq!(in_status, streaming(), "replay lags in status: {status}");
     let mut all_hosts = [ips(PRIMARY, &p.name, "app").await, pdb.clone(), ips(DR, &p.name, "app").await, ddb.clone()].concat();
     all_hosts.sort();
     assert_eq!(bastion.forwarded_to().into_iter().collect::<Vec<_>>(), all_hosts, "bastion log:\n{}", bastion.log());

@@ -118,11 +118,11 @@ pub fn status(r: &crate::ops::StatusReport) -> String {
         if let Some(members) = l.patroni.as_ref().and_then(|p| p.get("members")).and_then(|m| m.as_array()) {
             for m in members {
                 let f = |k: &str| m.get(k).map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_else(|| "-".into());
-                let lag_s = l.replay_lag_s.get(&f("name")).map(|v| format!(", {v:.3} s")).unwrap_or_default();
                 let lag = match (f("lag").as_str(), l.replay_lag_s.get(&f("name"))) {
                     ("-", Some(v)) => format!("{v:.3} s (from the other region)"),
                     ("-", None) => "-".to_string(),
-                    (b, _) => format!("{b} B{lag_s}"),
+                    (b, Some(v)) => format!("{b} B, {v:.3} s"),
+                    (b, None) => format!("{b} B"),
                 };
                 let _ = writeln!(s, "  db {:<16} {:<15} {:<15} {:<10} lag {lag}", f("name"), f("host"), f("role"), f("state"));
             }

@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use super::inventory::Inventory;
+use std::collections::BTreeMap;
+
+use super::inventory::{Host, Inventory};
+use super::render::Paths;
 use super::local_route_guard;
 use crate::config::Config;
 use crate::ssh::{Fleet, SshConfig, Target};
@@ -19,7 +22,7 @@ pub struct RegionLive {
     pub partition_leaders: Vec<String>,
     /// Replay lag in seconds of each standby (by Patroni member name), from its upstream's
     /// `pg_stat_replication.replay_lag`; 0 when it has replayed everything sent.
-    pub replay_lag_s: std::collections::BTreeMap<String, f64>,
+    pub replay_lag_s: BTreeMap<String, f64>,
     pub unreachable: Vec<String>,
 }
 
@@ -37,12 +40,14 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
         crate::keys::key_dir(cfg).join("known_hosts"),
     ) };
     let fleet = Fleet::new(ssh, 16);
-    let lag_s = replay_lags(cfg, tpl, inv, &fleet).await;
+    // On a local cloud, only hosts that are on this machine (one route check each).
+    let reachable: Vec<Host> = inv.hosts.iter().filter(|h| cfg.endpoint_url.is_none() || local_route_guard(h).is_ok()).cloned().collect();
+    let lag_s = replay_lags(cfg, tpl, &reachable, &fleet).await;
     let mut out = Vec::new();
     for r in &cfg.regions {
         let replay_lag_s = inv.db(&r.name).iter().filter_map(|h| lag_s.get(&h.patroni_member()).map(|l| (h.patroni_member(), *l))).collect();
         let mut live = RegionLive { region: r.name.clone(), patroni: None, gateways: vec![], partition_leaders: vec![], replay_lag_s, unreachable: vec![] };
-        let hosts: Vec<_> = inv.in_region(&r.name).filter(|h| cfg.endpoint_url.is_none() || local_route_guard(h).is_ok()).cloned().collect();
+        let hosts: Vec<&Host> = reachable.iter().filter(|h| h.region == r.name).collect();
         let db: Vec<_> = hosts.iter().filter(|h| h.database).collect();
         let patroni_port = tpl.ports.patroni_rest;
         let gw_port = tpl.ports.gateway_http;
@@ -99,18 +104,12 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
 /// Every standby's replay lag in seconds, read from the `pg_stat_replication` of every DB host
 /// (a standby shows up on its upstream: a local leader, or for the DR standby leader the
 /// primary region's leader). Member names are unique across regions, so one map serves both.
-async fn replay_lags(cfg: &Config, tpl: &Template, inv: &Inventory, fleet: &Fleet) -> std::collections::BTreeMap<String, f64> {
-    let db: Vec<Target> = inv.hosts.iter().filter(|h| h.database && (cfg.endpoint_url.is_none() || local_route_guard(h).is_ok())).map(|h| h.ssh_target()).collect();
-    let sql = "select application_name, coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication";
-    let cmd = format!(
-        "runuser -u postgres -- psql -h /var/lib/{p}/pg -p {port} -d postgres -qAtX -F ' ' -c {sql}",
-        p = cfg.project,
-        port = tpl.ports.postgres,
-        sql = crate::ssh::shell_quote(sql)
-    );
+async fn replay_lags(cfg: &Config, tpl: &Template, reachable: &[Host], fleet: &Fleet) -> BTreeMap<String, f64> {
+    let db: Vec<Target> = reachable.iter().filter(|h| h.database).map(Host::ssh_target).collect();
+    let cmd = Paths::new(&cfg.project).psql(tpl.ports.postgres, "postgres", "select application_name, coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication");
     let res = fleet.run(&db, move |s| s.exec(&crate::ssh::sudo_wrap(s.user(), &cmd), false).map(|o| o.stdout)).await;
     res.into_iter()
         .filter_map(|r| r.result.ok())
-        .flat_map(|text| text.lines().filter_map(|l| l.split_once(' ').and_then(|(n, v)| Some((n.to_string(), v.trim().parse::<f64>().ok()?)))).collect::<Vec<_>>())
+        .flat_map(|text| text.lines().filter_map(|l| l.split_once('|').and_then(|(n, v)| Some((n.to_string(), v.trim().parse::<f64>().ok()?)))).collect::<Vec<_>>())
         .collect()
 }

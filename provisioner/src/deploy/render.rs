@@ -75,6 +75,11 @@ impl Paths {
     pub fn secret(&self, name: &str) -> String {
         format!("{}/secrets/{name}", self.etc)
     }
+    /// The command that runs `sql` on this host's PostgreSQL as `postgres`, through the unix
+    /// socket patroni.yml puts in `<var_lib>/pg`: unaligned, tuples only, columns split by `|`.
+    pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
+        format!("runuser -u postgres -- psql -h {}/pg -p {port} -d {db} -qAtX -v ON_ERROR_STOP=1 -c {}", self.var_lib, crate::ssh::shell_quote(sql))
+    }
 }
 
 fn file(path: String, mode: i32, content: impl Into<Vec<u8>>) -> FileSpec {

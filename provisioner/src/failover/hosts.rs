@@ -159,13 +159,7 @@ impl RegionHosts {
     /// postgres) and returns its single-line answer.
     pub async fn sql_on(&self, member: &str, sql: &str) -> Result<String, HostError> {
         let hosts: Vec<Host> = self.db.iter().filter(|h| h.patroni_member() == member).cloned().collect();
-        let cmd = format!(
-            "runuser -u postgres -- psql -h {lib}/pg -p {port} -d {db} -qAtX -v ON_ERROR_STOP=1 -c {sql}",
-            lib = self.paths.var_lib,
-            port = self.pg_port,
-            db = DB_NAME,
-            sql = shell_quote(sql)
-        );
+        let cmd = self.paths.psql(self.pg_port, DB_NAME, sql);
         self.on_any(&hosts, move |s, h| {
             let out = s.exec(&sudo_wrap(s.user(), &cmd), false)?;
             if out.success() {

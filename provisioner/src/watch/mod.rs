@@ -183,7 +183,7 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     }
     if local {
         // Patroni is probed at the private address: it too must stay on this machine.
-        hosts.retain(|h| !h.database || h.private_ip == h.ssh_ip || crate::deploy::local_route_guard(&Host { ssh_ip: h.private_ip.clone(), bastion: None, ..h.clone() }).is_ok());
+        hosts.retain(|h| !h.database || h.private_ip == h.ssh_ip || crate::deploy::lab_route(&h.private_ip).is_ok());
     }
     let targets: Vec<RegionTargets> = [&primary, &dr].iter().map(|r| region_targets(&hosts, tpl, r)).collect();
     let mut vantage = vantage(cfg, tpl, &w, &hosts, &primary, &dr, local);
