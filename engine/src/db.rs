@@ -48,11 +48,11 @@ pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Config, DbError> {
 
 /// Connects and drives the connection in a background task. The session asks the server
 /// to detect a vanished client within a few seconds (so its advisory locks are freed).
-/// Statements are prepared once per session but planned per execution
-/// (`plan_cache_mode = force_custom_plan`): a generic plan made while `orders` was small
-/// (hash join over a sequential scan of it, for the batch `UPDATE ... FROM unnest(...)`)
-/// would otherwise be kept while the table grows, and scanning it took most of the
-/// database's CPU under load (see docs/benchmarks.md).
+/// Statements are planned per execution (`plan_cache_mode = force_custom_plan`): a
+/// generic plan made while `orders` was small (hash join over a sequential scan of it,
+/// for the batch `UPDATE ... FROM unnest(...)`) would otherwise be kept while the table
+/// grows, and scanning it took most of the database's CPU under load. Market leaders
+/// switch to `LEADER_PLANS` instead (see docs/benchmarks.md).
 pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
     let (client, conn) = cfg.connect(NoTls).await?;
     tokio::spawn(async move {
@@ -69,7 +69,25 @@ pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
     Ok(client)
 }
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_init.sql"))];
+/// Settings of a market leader's session. Its statements touch a few rows each, by key,
+/// in batches (`... FROM unnest($n)`): index lookups under nested loops are always the
+/// right plan, whatever the tables' sizes. So plans are made once per session (planning
+/// every execution was a quarter of the leaders' DB time) and the planner is steered off
+/// sequential scans, hash and merge joins, which it would otherwise pick for a generic
+/// plan made while a table is small and keep as it grows.
+pub const LEADER_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
+     SET enable_hashjoin = off; SET enable_mergejoin = off";
+
+const MIGRATIONS: &[(i32, &str)] =
+    &[(1, include_str!("migrations/001_init.sql")), (2, include_str!("migrations/002_fence.sql"))];
+
+/// SQLSTATE raised by `fence_or_raise` when the caller's epoch was superseded.
+pub const FENCED_SQLSTATE: &str = "EF001";
+
+/// Did this statement fail because the leader was fenced off?
+pub fn is_fenced(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| c.code() == FENCED_SQLSTATE)
+}
 
 /// Applies missing migrations, each once, under a transaction-scoped advisory lock so
 /// concurrent starters do not race. Safe to run on every start.
@@ -101,6 +119,14 @@ pub fn is_connection_error(e: &tokio_postgres::Error) -> bool {
 pub fn is_retryable(e: &tokio_postgres::Error) -> bool {
     use tokio_postgres::error::SqlState;
     matches!(e.code(), Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE)
+}
+
+/// A write that lost a race with another partition's transaction: a deadlock or
+/// serialization failure, funds spent meanwhile (`balances_non_negative`), or a client id
+/// taken meanwhile in another market. Deciding again on fresh reads resolves it.
+pub fn is_conflict(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    is_retryable(e) || matches!(e.code(), Some(c) if *c == SqlState::CHECK_VIOLATION || *c == SqlState::UNIQUE_VIOLATION)
 }
 
 /// The server's message for SQL errors (tokio-postgres' Display only says "db error").

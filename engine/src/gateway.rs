@@ -4,6 +4,7 @@
 //! region can take writes; `/metrics` is Prometheus text.
 
 use crate::api::{ApiError, Reply};
+use crate::coalesce::Coalescer;
 use crate::metrics::{label, Metrics};
 use crate::node::{respond, ADMIN_HEADER, USER_HEADER};
 use crate::requests::{self as rq, parse};
@@ -42,7 +43,7 @@ pub struct NodeView {
 pub struct Gateway {
     pub cfg: GatewayConfig,
     admin_token: String,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     pub nodes: Vec<Arc<NodeView>>,
     pg_any: tokio_postgres::Config,
     pg_rw: tokio_postgres::Config,
@@ -51,6 +52,7 @@ pub struct Gateway {
     db_writable: AtomicBool,
     db_reason: Mutex<String>,
     keys: Mutex<HashMap<String, i64>>,
+    batcher: std::sync::OnceLock<Coalescer>,
     pub metrics: Metrics,
 }
 
@@ -83,12 +85,15 @@ impl Gateway {
             db_writable: AtomicBool::new(false),
             db_reason: Mutex::new("not checked yet".into()),
             keys: Mutex::new(HashMap::new()),
+            batcher: std::sync::OnceLock::new(),
             metrics: Metrics::default(),
         })
     }
 
-    /// Background probes: every node's status, and whether the DB takes writes.
+    /// Background probes: every node's status, and whether the DB takes writes; and the
+    /// per-market order batching tasks.
     pub fn spawn_probes(self: &Arc<Self>) {
+        let _ = self.batcher.set(Coalescer::start(self));
         let period = Duration::from_millis(self.cfg.probe_interval_ms.max(20));
         for n in &self.nodes {
             let g = self.clone();
@@ -243,7 +248,7 @@ impl Gateway {
                     let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
                     let code = v.get("error").and_then(|c| c.as_str()).unwrap_or("");
                     if status == StatusCode::SERVICE_UNAVAILABLE && (code == "not_leader" || code == "unavailable") {
-                        lock(&node.status).leading.retain(|k| k != partition);
+                        self.forget_leader(&node, partition);
                         last = ApiError::unavailable(format!("{partition} is changing leader"));
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
@@ -261,6 +266,16 @@ impl Gateway {
             }
         }
         last.into_response()
+    }
+
+    /// `node` said it does not lead `partition` (any more): stop routing it there until
+    /// its next status probe says otherwise.
+    pub(crate) fn forget_leader(&self, node: &NodeView, partition: &str) {
+        lock(&node.status).leading.retain(|k| k != partition);
+    }
+
+    pub(crate) fn admin_token(&self) -> &str {
+        &self.admin_token
     }
 
     fn admin(&self, h: &HeaderMap) -> Result<(), ApiError> {
@@ -376,7 +391,17 @@ async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
     .await;
     let resp = match r {
         Err(e) => e.into_response(),
-        Ok((u, p)) => g.forward(&format!("matching/{}", p.market), "/v1/orders", Some(u), &to_value(&p)).await,
+        Ok((u, p)) => {
+            let partition = format!("matching/{}", p.market);
+            let batched = match g.batcher.get() {
+                Some(b) => b.place(&partition, u, p.clone()).await,
+                None => None,
+            };
+            match batched {
+                Some((status, v)) => (status, Json(v)).into_response(),
+                None => g.forward(&partition, "/v1/orders", Some(u), &to_value(&p)).await,
+            }
+        }
     };
     g.metrics.inc(format!("engine_gateway_requests_total{{op=\"place\",status=\"{}\"}}", resp.status().as_u16()));
     g.metrics.add("engine_gateway_place_seconds_sum".into(), t.elapsed().as_secs_f64());

@@ -1,6 +1,7 @@
 //! The exchange engine. See ARCHITECTURE.md for the module map.
 pub mod api;
 pub mod book;
+pub mod coalesce;
 pub mod db;
 pub mod gateway;
 pub mod ledger;
@@ -32,7 +33,13 @@ pub fn ct_eq(a: &str, b: &str) -> bool {
 /// Hex SHA-256, used to store API keys.
 pub fn sha256_hex(s: &str) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for b in sha2::Sha256::digest(s.as_bytes()) {
+        out.push(HEX[(b >> 4) as usize] as char);
+        out.push(HEX[(b & 15) as usize] as char);
+    }
+    out
 }
 
 /// Installs the tracing subscriber: JSON lines (default) or text.

@@ -27,6 +27,8 @@ pub struct Report {
     pub p50_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// Acknowledged orders in each second of the run.
+    pub per_second: Vec<u64>,
 }
 
 impl Report {
@@ -95,10 +97,12 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
     let stop = Arc::new(AtomicBool::new(false));
     let lat: Arc<Mutex<Vec<u32>>> = Arc::default();
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seconds = cfg.duration.as_secs() as usize + 2;
+    let per_second: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new((0..seconds).map(|_| Default::default()).collect());
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..cfg.concurrency {
-        let (http, stop, lat, errors) = (http.clone(), stop.clone(), lat.clone(), errors.clone());
+        let (http, stop, lat, errors, per_second) = (http.clone(), stop.clone(), lat.clone(), errors.clone(), per_second.clone());
         let (user, key) = keys[w % keys.len()].clone();
         let market = cfg.markets[w % cfg.markets.len()].0.clone();
         let url = format!("{}/v1/orders", cfg.gateway);
@@ -117,6 +121,8 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         mine.push(t.elapsed().as_micros() as u32);
+                        let sec = (t0.elapsed().as_secs() as usize).min(per_second.len() - 1);
+                        per_second[sec].fetch_add(1, Ordering::Relaxed);
                     }
                     _ => {
                         errors.fetch_add(1, Ordering::Relaxed);
@@ -142,5 +148,6 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
         p50_us: p(0.5),
         p99_us: p(0.99),
         max_us: l.last().copied().unwrap_or(0) as u64,
+        per_second: per_second.iter().map(|c| c.load(Ordering::SeqCst)).collect(),
     }
 }

@@ -1,12 +1,19 @@
-//! Leader logic of a spot market partition: group commit in two phases per batch.
+//! Leader logic of a spot or perpetual market partition: one group commit per batch.
 //!
-//! Phase 1 (accept): insert the batch's orders as `pending` (idempotent on
-//! `(user_id, client_order_id)`) and reserve their funds; commit. Rejections are final.
-//! Phase 2 (match): run the accepted orders and cancels through the in-memory book, then
-//! write order states, fills, balance changes and ledger entries; commit; answer.
-//! Each transaction touches `balances` in essentially one statement, which keeps cross-market
-//! lock waits short. If the leader dies between the phases, the next leader replays the
-//! `pending` orders in sequence order while loading, so each is applied exactly once.
+//! A batch is decided in memory between two round trips to PostgreSQL:
+//! 1. read (pipelined, no transaction): ids for the new orders, orders already placed
+//!    under the batch's client ids (idempotent retries), and the available funds of the
+//!    accounts the new orders reserve from;
+//! 2. decide and match in memory: duplicates answer the first result, orders that cannot
+//!    be funded are rejected, the rest reserve and go through the book;
+//! 3. write everything in ONE transaction (new orders in their final state, changed
+//!    orders, fills, balance deltas, ledger lines, positions, the fence) and commit
+//!    synchronously; only then answer.
+//!
+//! The funds were read without a lock, so another partition may spend them first: then the
+//! balance delta breaks `balances_non_negative` and the commit fails. Any such conflict
+//! (also a client id raced from another market) rolls memory back by reloading the
+//! partition from the DB, and the batch is decided again on fresh reads.
 
 use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
@@ -37,20 +44,19 @@ pub enum SpotCmd {
     Book { levels: usize },
 }
 
-const SQL_INSERT_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, quote_budget, status) \
-     SELECT nextval('order_id_seq'), $1, s, u, c, sd, k, p, q, b, 'pending' \
-     FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::int2[], $6::int2[], $7::bigint[], $8::bigint[], $9::bigint[]) \
-       AS t(s, u, c, sd, k, p, q, b) ORDER BY s \
-     ON CONFLICT (user_id, client_order_id) DO NOTHING RETURNING order_id, seq";
-/// Locks balance rows in one global order, so concurrent partitions cannot deadlock.
-const SQL_LOCK_BALANCES: &str = "SELECT 1 FROM balances WHERE (owner_id, asset) IN \
-     (SELECT * FROM unnest($1::bigint[], $2::text[])) ORDER BY owner_id, asset FOR UPDATE";
-const SQL_RESERVE_GROUPS: &str = "UPDATE balances b SET available = b.available - t.amt, held = b.held + t.amt \
-     FROM unnest($1::bigint[], $2::text[], $3::bigint[]) AS t(o, a, amt) \
-     WHERE b.owner_id = t.o AND b.asset = t.a AND b.available >= t.amt RETURNING b.owner_id, b.asset";
-const SQL_RESERVE_ONE: &str = "UPDATE balances SET available = available - $3, held = held + $3 \
-     WHERE owner_id = $1 AND asset = $2 AND available >= $3";
-const SQL_REJECT: &str = "UPDATE orders SET status = 'rejected', reason = 'insufficient_funds' WHERE order_id = ANY($1)";
+const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
+/// Orders already placed under the batch's (user, client id) pairs, in any market.
+const SQL_KNOWN: &str = "SELECT o.user_id, o.client_order_id, o.market, o.order_id, o.status, o.filled_qty, o.qty_lots, o.reason \
+     FROM orders o JOIN unnest($1::bigint[], $2::text[]) AS t(u, c) ON o.user_id = t.u AND o.client_order_id = t.c";
+const SQL_FUNDS: &str = "SELECT owner_id, asset, available FROM balances WHERE (owner_id, asset) IN \
+     (SELECT * FROM unnest($1::bigint[], $2::text[]))";
+const SQL_NEW_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, \
+       quote_budget, filled_qty, held_minor, status, reason) \
+     SELECT i, $1, s, u, c, sd, k, p, q, b, f, h, st, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int2[], \
+       $7::int2[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) \
+       AS t(i, s, u, c, sd, k, p, q, b, f, h, st, r)";
+/// Aborts the transaction unless this leader's epoch is current (migration 002).
+const SQL_FENCE: &str = "SELECT fence_or_raise($1, $2)";
 const SQL_LEDGER: &str = "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
      SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
 const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
@@ -138,8 +144,8 @@ pub type SpotLogic = MarketLogic<SpotMarket>;
 pub type PerpLogic = MarketLogic<PerpMarket>;
 
 const ALL_SQL: &[&str] = &[
-    SQL_INSERT_ORDERS, SQL_LOCK_BALANCES, SQL_RESERVE_GROUPS, SQL_RESERVE_ONE, SQL_REJECT, SQL_LEDGER,
-    SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS, SQL_APPLY_BALANCES, SQL_POSITIONS, crate::partition::SQL_FENCE,
+    SQL_NEW_IDS, SQL_KNOWN, SQL_FUNDS, SQL_NEW_ORDERS, SQL_LEDGER, SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS,
+    SQL_APPLY_BALANCES, SQL_POSITIONS, SQL_FENCE,
 ];
 
 pub struct MarketLogic<C: Core> {
@@ -151,15 +157,35 @@ pub struct MarketLogic<C: Core> {
     next_seq: i64,
 }
 
-/// Replies decided in phase 1 (rejections, duplicates to look up), by job index.
-type EarlyReplies = HashMap<usize, Reply>;
-
-/// An order that passed phase 1 and waits for matching.
-struct Accepted {
+/// An order of the batch, decided before matching.
+struct Fresh {
     order: NewOrder,
-    reserved: i64,
+    seq: i64,
     client_order_id: String,
-    job: Option<usize>,
+    /// Funds reserved for it; `None`: rejected for insufficient funds.
+    reserved: Option<i64>,
+    /// Already in `orders` as `pending` with its funds held (left by an older engine).
+    existing: bool,
+}
+
+/// Fresh orders, and each job's verdict.
+type Decided = (Vec<Fresh>, Vec<(usize, Verdict)>);
+
+/// What the first round trip read.
+struct Inputs {
+    ids: Vec<i64>,
+    known: HashMap<(i64, String), Value>,
+    available: HashMap<(i64, String), i64>,
+}
+
+/// How each placement of a batch is answered, by job index.
+enum Verdict {
+    /// The `i`-th fresh order.
+    Fresh(usize),
+    /// Placed before (a retry): its current state.
+    Known(Value),
+    /// Same client id as an earlier job of this batch: that job's answer.
+    SameAs(usize),
 }
 
 impl SpotLogic {
@@ -186,173 +212,92 @@ impl<C: Core> MarketLogic<C> {
         }
     }
 
-    /// Phase 1: returns accepted orders (by job index) and rejections / duplicates.
-    async fn accept(
-        &mut self,
-        ctx: &mut LeaderCtx,
-        places: &[(usize, PlaceReq)],
-    ) -> Result<(Vec<Accepted>, EarlyReplies), LeadError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.accept_once(ctx, places).await {
-                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
-                r => return r,
-            }
-        }
-    }
-
-    async fn accept_once(
-        &mut self,
-        ctx: &mut LeaderCtx,
-        places: &[(usize, PlaceReq)],
-    ) -> Result<(Vec<Accepted>, EarlyReplies), LeadError> {
-        let base_seq = self.next_seq;
-        let seqs: Vec<i64> = (0..places.len() as i64).map(|i| base_seq + i).collect();
+    /// Round trip 1 (pipelined, outside a transaction): what deciding the batch needs.
+    async fn read_inputs(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Inputs, LeadError> {
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
         let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
-        let sides: Vec<i16> = places.iter().map(|(_, p)| p.side.as_i16()).collect();
-        let kinds: Vec<i16> = places.iter().map(|(_, p)| p.kind.as_i16()).collect();
-        let prices: Vec<i64> = places.iter().map(|(_, p)| p.price_ticks).collect();
-        let qtys: Vec<i64> = places.iter().map(|(_, p)| p.qty_lots).collect();
-        let budgets: Vec<i64> = places.iter().map(|(_, p)| p.quote_budget).collect();
-        let fence = ctx.fence_params();
+        let mut pairs = std::collections::BTreeSet::new();
+        for (_, p) in places {
+            let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            pairs.insert((p.user_id, self.asset_name(asset)));
+        }
+        let f_users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
+        let f_assets: Vec<&str> = pairs.iter().map(|x| x.1).collect();
+        let n = places.len() as i32;
         let st = &ctx.stmts;
-        let tx = ctx.client.transaction().await?;
-        // The accept commit need not wait for the standby: nothing is acknowledged on it.
-        // The match commit that follows is synchronous, and WAL is shipped in order, so by
-        // the time any answer leaves, this transaction is on both copies too. If it is lost
-        // with a crashed primary, its orders were never acknowledged and clients retry.
-        let (_, rows, fenced) = futures::try_join!(
-            async { tx.batch_execute("SET LOCAL synchronous_commit = off").await },
-            async { tx.query(&st[SQL_INSERT_ORDERS], &[&self.symbol, &seqs, &users, &cids, &sides, &kinds, &prices, &qtys, &budgets]).await },
-            async { tx.execute(&st[crate::partition::SQL_FENCE], &[&fence.0, &fence.1]).await },
+        let c = &ctx.client;
+        let (ids, known, funds) = futures::try_join!(
+            async { c.query(&st[SQL_NEW_IDS], &[&n]).await },
+            async { c.query(&st[SQL_KNOWN], &[&users, &cids]).await },
+            async { c.query(&st[SQL_FUNDS], &[&f_users, &f_assets]).await },
         )?;
-        if fenced != 1 {
-            return Err(LeadError::Fenced(fence.0));
-        }
-        let mut id_of_seq: HashMap<i64, i64> = rows.iter().map(|r| (r.get::<_, i64>(1), r.get::<_, i64>(0))).collect();
-        let mut accepted = Vec::new();
-        let mut replies = HashMap::new();
-        // Reservation demand per (user, asset), in sequence order.
-        let mut demand: BTreeMap<(i64, String), Vec<(usize, i64)>> = BTreeMap::new();
-        let mut candidates = Vec::new();
+        Ok(Inputs {
+            ids: ids.iter().map(|r| r.get(0)).collect(),
+            known: known.iter().map(|r| ((r.get(0), r.get(1)), known_json(r))).collect(),
+            available: funds.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect(),
+        })
+    }
+
+    /// Decides each placement: known (a retry), same as an earlier job, or a fresh order
+    /// that reserves from the funds read (in job order) or is rejected.
+    fn decide(&self, places: &[(usize, PlaceReq)], mut inp: Inputs) -> Result<Decided, LeadError> {
+        let mut fresh = Vec::new();
+        let mut verdicts = Vec::with_capacity(places.len());
+        let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
         for (i, (job, p)) in places.iter().enumerate() {
-            let Some(order_id) = id_of_seq.remove(&seqs[i]) else {
-                replies.insert(*job, Err(ApiError::new(0, "duplicate", ""))); // resolved after commit
-                continue;
-            };
-            let o = NewOrder {
-                id: order_id,
-                user_id: p.user_id,
-                side: p.side,
-                kind: p.kind,
-                price_ticks: p.price_ticks,
-                qty_lots: p.qty_lots,
-                quote_budget: p.quote_budget,
-            };
-            let (asset, amount) = self.market.reservation(&o).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            demand.entry((p.user_id, self.asset_name(asset).to_string())).or_default().push((candidates.len(), amount));
-            candidates.push((*job, o, amount, asset, p.client_order_id.clone()));
-        }
-        // One statement reserves every (user, asset) group that can afford its whole batch demand.
-        let (gu, ga, gamt): (Vec<i64>, Vec<String>, Vec<i64>) = {
-            let mut u = Vec::new();
-            let mut a = Vec::new();
-            let mut m = Vec::new();
-            for ((user, asset), v) in &demand {
-                u.push(*user);
-                a.push(asset.clone());
-                m.push(v.iter().map(|x| x.1).sum::<i64>());
-            }
-            (u, a, m)
-        };
-        let (_, ok_rows) = futures::try_join!(
-            async { tx.execute(&st[SQL_LOCK_BALANCES], &[&gu, &ga]).await },
-            async { tx.query(&st[SQL_RESERVE_GROUPS], &[&gu, &ga, &gamt]).await },
-        )?;
-        let ok: std::collections::HashSet<(i64, String)> =
-            ok_rows.iter().map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1))).collect();
-        let mut reserved_ok = vec![false; candidates.len()];
-        for (key, v) in &demand {
-            if ok.contains(key) {
-                v.iter().for_each(|(c, _)| reserved_ok[*c] = true);
+            if let Some(v) = inp.known.get(&(p.user_id, p.client_order_id.clone())) {
+                verdicts.push((*job, Verdict::Known(v.clone())));
                 continue;
             }
-            // Rare path: the group cannot afford all; reserve order by order, in sequence.
-            for (c, amt) in v {
-                let n = tx.execute(&st[SQL_RESERVE_ONE], &[&key.0, &key.1, amt]).await?;
-                reserved_ok[*c] = n == 1;
+            if let Some(first) = first_job.get(&(p.user_id, p.client_order_id.as_str())) {
+                verdicts.push((*job, Verdict::SameAs(*first)));
+                continue;
             }
+            first_job.insert((p.user_id, p.client_order_id.as_str()), *job);
+            let order = new_order(inp.ids[i], p);
+            let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let funds = inp.available.entry((p.user_id, self.asset_name(asset).to_string())).or_insert(0);
+            let reserved = (*funds >= amount).then(|| {
+                *funds -= amount;
+                amount
+            });
+            verdicts.push((*job, Verdict::Fresh(fresh.len())));
+            fresh.push(Fresh {
+                order,
+                seq: self.next_seq + fresh.len() as i64,
+                client_order_id: p.client_order_id.clone(),
+                reserved,
+                existing: false,
+            });
         }
-        let mut rejected: Vec<i64> = Vec::new();
-        let mut postings = Postings::default();
-        for (c, (job, o, amount, asset, cid)) in candidates.into_iter().enumerate() {
-            if reserved_ok[c] {
-                settle::post_reserve(o.user_id, asset, amount, &mut postings, &format!("reserve:{}", o.id));
-                accepted.push(Accepted { order: o, reserved: amount, client_order_id: cid, job: Some(job) });
-            } else {
-                rejected.push(o.id);
-                replies.insert(
-                    job,
-                    Ok(order_json(&self.symbol, o.id, &cid, "rejected", 0, o.qty_lots, Some("insufficient_funds"))),
-                );
-            }
-        }
-        let (ledger_sql, ledger_params) = self.ledger_params(&postings, format!("accept:{}:{}", self.symbol, base_seq));
-        futures::try_join!(
-            async {
-                if !rejected.is_empty() {
-                    tx.execute(&st[SQL_REJECT], &[&rejected]).await?;
-                }
-                Ok::<_, tokio_postgres::Error>(())
-            },
-            async {
-                if let Some(p) = &ledger_params {
-                    tx.execute(&st[ledger_sql], &p.as_refs()).await?;
-                }
-                Ok(())
-            },
-        )?;
-        tx.commit().await?;
-        self.next_seq = base_seq + places.len() as i64;
-        Ok((accepted, replies))
+        Ok((fresh, verdicts))
     }
 
-    /// One ledger line per account per batch transaction (the journal entry of the batch;
-    /// the per-fill detail is in `fills`). Lines sum to zero per asset like the postings.
-    fn ledger_params(&self, p: &Postings, reference: String) -> (&'static str, Option<LedgerParams>) {
-        let lines: Vec<_> = p.net.iter().filter(|(_, v)| v.0 != 0 || v.1 != 0).collect();
-        if lines.is_empty() {
-            return (SQL_LEDGER, None);
-        }
-        (
-            SQL_LEDGER,
-            Some(LedgerParams {
-                refs: vec![reference; lines.len()],
-                owners: lines.iter().map(|(k, _)| k.0).collect(),
-                assets: lines.iter().map(|(k, _)| self.asset_name(k.1).to_string()).collect(),
-                da: lines.iter().map(|(_, v)| v.0).collect(),
-                dh: lines.iter().map(|(_, v)| v.1).collect(),
-            }),
-        )
-    }
-
-    /// Phase 2: matches in memory, then commits the outcome. Returns one update per input.
-    async fn match_and_commit(
+    /// Matches in memory, then writes the outcome in one transaction. Returns each fresh
+    /// order's state and each cancel's update. On error, memory is ahead of the DB: the
+    /// caller must reload before deciding anything again.
+    async fn apply(
         &mut self,
         ctx: &mut LeaderCtx,
-        accepted: &[Accepted],
+        fresh: &[Fresh],
         cancels: &[(i64, i64)],
     ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
         let mut updates = Vec::new();
         let mut fills: Vec<FeeFill> = Vec::new();
         let mut postings = Postings::default();
-        let mut results = Vec::with_capacity(accepted.len());
-        for a in accepted {
+        let mut results = Vec::with_capacity(fresh.len());
+        for f in fresh {
+            let Some(reserved) = f.reserved else {
+                results.push(OrderUpdate { order_id: f.order.id, filled_qty: 0, held_minor: 0, status: "rejected" });
+                continue;
+            };
+            if !f.existing {
+                let (asset, _) = self.market.reservation(&f.order).map_err(|e| LeadError::Invariant(e.to_string()))?;
+                settle::post_reserve(f.order.user_id, asset, reserved, &mut postings, "reserve");
+            }
             let u = self
                 .market
-                .place(a.order, a.reserved, &mut updates, &mut fills, &mut postings)
+                .place(f.order, reserved, &mut updates, &mut fills, &mut postings)
                 .map_err(|e| LeadError::Invariant(e.to_string()))?;
             results.push(u);
         }
@@ -365,41 +310,44 @@ impl<C: Core> MarketLogic<C> {
             }
             cancel_results.push(u);
         }
-        // Last update per order wins.
+        // The last update of each order wins: a new order may rest and then fill later in
+        // the same batch. New orders are inserted in that state, older ones updated.
         let mut last: BTreeMap<i64, OrderUpdate> = BTreeMap::new();
-        for u in &updates {
+        for u in updates.iter().chain(results.iter().filter(|u| u.status == "rejected")) {
             last.insert(u.order_id, *u);
         }
-        let positions = self.market.take_positions();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.write_phase2(ctx, &last, &fills, &postings, &positions).await {
-                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 10 => continue,
-                Err(e) => return Err(e),
-                Ok(()) => break,
-            }
+        let mut finals = Vec::with_capacity(fresh.len());
+        for f in fresh.iter().filter(|f| !f.existing) {
+            let u = last.remove(&f.order.id).ok_or_else(|| LeadError::Invariant(format!("order {} has no state", f.order.id)))?;
+            finals.push((f, u));
         }
+        let positions = self.market.take_positions();
+        self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
         Ok((results, cancel_results))
     }
 
-    async fn write_phase2(
+    /// Round trip 2: the batch's one transaction, statements pipelined, committed
+    /// synchronously (primary and synchronous standby) before anything is answered.
+    #[allow(clippy::too_many_arguments)]
+    async fn write(
         &self,
         ctx: &mut LeaderCtx,
-        last: &BTreeMap<i64, OrderUpdate>,
+        finals: &[(&Fresh, OrderUpdate)],
+        changed: &BTreeMap<i64, OrderUpdate>,
         fills: &[FeeFill],
         postings: &Postings,
         positions: &[(i64, Position)],
     ) -> Result<(), LeadError> {
+        let new = NewRows::of(finals);
         let p_u: Vec<i64> = positions.iter().map(|p| p.0).collect();
         let p_s: Vec<i64> = positions.iter().map(|p| p.1.size_lots).collect();
         let p_e: Vec<i64> = positions.iter().map(|p| p.1.entry_cost_minor).collect();
         let p_m: Vec<i64> = positions.iter().map(|p| p.1.margin_minor).collect();
         let p_r: Vec<i64> = positions.iter().map(|p| p.1.realized_pnl_minor).collect();
-        let ids: Vec<i64> = last.keys().copied().collect();
-        let filled: Vec<i64> = last.values().map(|u| u.filled_qty).collect();
-        let held: Vec<i64> = last.values().map(|u| u.held_minor).collect();
-        let status: Vec<&str> = last.values().map(|u| u.status).collect();
+        let ids: Vec<i64> = changed.keys().copied().collect();
+        let filled: Vec<i64> = changed.values().map(|u| u.filled_qty).collect();
+        let held: Vec<i64> = changed.values().map(|u| u.held_minor).collect();
+        let status: Vec<&str> = changed.values().map(|u| u.status).collect();
         let f_maker: Vec<i64> = fills.iter().map(|f| f.fill.maker_order_id).collect();
         let f_taker: Vec<i64> = fills.iter().map(|f| f.fill.taker_order_id).collect();
         let f_mu: Vec<i64> = fills.iter().map(|f| f.fill.maker_user_id).collect();
@@ -408,55 +356,91 @@ impl<C: Core> MarketLogic<C> {
         let f_q: Vec<i64> = fills.iter().map(|f| f.fill.qty_lots).collect();
         let f_mf: Vec<i64> = fills.iter().map(|f| f.maker_fee).collect();
         let f_tf: Vec<i64> = fills.iter().map(|f| f.taker_fee).collect();
-        let b_o: Vec<i64> = postings.net.keys().map(|k| k.0).collect();
-        let b_a: Vec<&str> = postings.net.keys().map(|k| self.asset_name(k.1)).collect();
-        let b_da: Vec<i64> = postings.net.values().map(|v| v.0).collect();
-        let b_dh: Vec<i64> = postings.net.values().map(|v| v.1).collect();
-        let (ledger_sql, ledger_params) = self.ledger_params(postings, format!("match:{}:{}:{}", self.symbol, ctx.epoch, self.next_seq));
-        let fence = ctx.fence_params();
-        let st = &ctx.stmts;
-        let tx = ctx.client.transaction().await?;
-        // Independent statements are pipelined: one round trip instead of one each.
-        let (_, _, _, _, _, fenced) = futures::try_join!(
+        // Balance rows in one global order (owner, asset name): concurrent partitions lock
+        // them in the same order, so they cannot deadlock.
+        let mut b: Vec<(i64, &str, i64, i64)> = postings.net.iter().map(|(k, v)| (k.0, self.asset_name(k.1), v.0, v.1)).collect();
+        b.sort_unstable();
+        let b_o: Vec<i64> = b.iter().map(|x| x.0).collect();
+        let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
+        let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
+        let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
+        let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.next_seq));
+        let (key, epoch) = ctx.fence_params();
+        let (st, c) = (&ctx.stmts, &ctx.client);
+        // One round trip: BEGIN, the fence, every write and COMMIT are pipelined, and the
+        // server runs them in this order. If any fails, the transaction is aborted and the
+        // COMMIT rolls it back; the first error is returned.
+        let r = futures::try_join!(
+            async { c.batch_execute("BEGIN").await },
+            async { c.execute(&st[SQL_FENCE], &[&key, &epoch]).await.map(drop) },
+            async {
+                if !new.ids.is_empty() {
+                    c.execute(&st[SQL_NEW_ORDERS], &new.params(&self.symbol)).await?;
+                }
+                Ok(())
+            },
             async {
                 if !p_u.is_empty() {
-                    tx.execute(&st[SQL_POSITIONS], &[&self.symbol, &p_u, &p_s, &p_e, &p_m, &p_r]).await?;
+                    c.execute(&st[SQL_POSITIONS], &[&self.symbol, &p_u, &p_s, &p_e, &p_m, &p_r]).await?;
                 }
-                Ok::<_, tokio_postgres::Error>(())
+                Ok(())
             },
             async {
                 if !ids.is_empty() {
-                    tx.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
+                    c.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
                 }
-                Ok::<_, tokio_postgres::Error>(())
+                Ok(())
             },
             async {
                 if !fills.is_empty() {
-                    tx.execute(&st[SQL_FILLS], &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf]).await?;
+                    c.execute(&st[SQL_FILLS], &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf]).await?;
                 }
                 Ok(())
             },
             async {
                 if !b_o.is_empty() {
-                    tx.execute(&st[SQL_BALANCE_ROWS], &[&b_o, &b_a]).await?;
-                    tx.execute(&st[SQL_LOCK_BALANCES], &[&b_o, &b_a]).await?;
-                    tx.execute(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await?;
+                    c.execute(&st[SQL_BALANCE_ROWS], &[&b_o, &b_a]).await?;
                 }
                 Ok(())
             },
             async {
-                if let Some(p) = &ledger_params {
-                    tx.execute(&st[ledger_sql], &p.as_refs()).await?;
+                if !b_o.is_empty() {
+                    c.execute(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await?;
                 }
                 Ok(())
             },
-            async { tx.execute(&st[crate::partition::SQL_FENCE], &[&fence.0, &fence.1]).await },
-        )?;
-        if fenced != 1 {
-            return Err(LeadError::Fenced(fence.0));
+            async {
+                if let Some(p) = &ledger {
+                    c.execute(&st[SQL_LEDGER], &p.as_refs()).await?;
+                }
+                Ok(())
+            },
+            async { c.batch_execute("COMMIT").await },
+        );
+        let Err(e) = r else { return Ok(()) };
+        // A statement that failed before it was sent leaves the later ones (and the
+        // COMMIT) unsent: make sure no transaction stays open on the leader session.
+        let _ = c.batch_execute("ROLLBACK").await;
+        if crate::db::is_fenced(&e) {
+            return Err(LeadError::Fenced(key));
         }
-        tx.commit().await?;
-        Ok(())
+        Err(e.into())
+    }
+
+    /// One ledger line per account per batch transaction (the journal entry of the batch;
+    /// the per-fill detail is in `fills`). Lines sum to zero per asset like the postings.
+    fn ledger_params(&self, p: &Postings, reference: String) -> Option<LedgerParams> {
+        let lines: Vec<_> = p.net.iter().filter(|(_, v)| v.0 != 0 || v.1 != 0).collect();
+        if lines.is_empty() {
+            return None;
+        }
+        Some(LedgerParams {
+            refs: vec![reference; lines.len()],
+            owners: lines.iter().map(|(k, _)| k.0).collect(),
+            assets: lines.iter().map(|(k, _)| self.asset_name(k.1).to_string()).collect(),
+            da: lines.iter().map(|(_, v)| v.0).collect(),
+            dh: lines.iter().map(|(_, v)| v.1).collect(),
+        })
     }
 
     fn book_json(&self, levels: usize) -> Value {
@@ -510,6 +494,7 @@ impl<C: Core> Logic for MarketLogic<C> {
     type Cmd = SpotCmd;
 
     async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
+        ctx.client.batch_execute(crate::db::LEADER_PLANS).await?;
         ctx.prepare(ALL_SQL).await?;
         self.market = (self.make)();
         if C::HAS_POSITIONS {
@@ -556,12 +541,14 @@ impl<C: Core> Logic for MarketLogic<C> {
                 self.market.restore(rest, qty, filled, r.get(8));
             } else {
                 let (_, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-                pending.push(Accepted { order, reserved, client_order_id: r.get(10), job: None });
+                let seq = self.next_seq; // unused: the row exists
+                pending.push(Fresh { order, seq, client_order_id: r.get(10), reserved: Some(reserved), existing: true });
             }
         }
         if !pending.is_empty() {
-            tracing::info!(market = %self.symbol, n = pending.len(), "replaying accepted orders of the previous leader");
-            self.match_and_commit(ctx, &pending, &[]).await?;
+            // Written by an engine that committed acceptance and matching separately.
+            tracing::info!(market = %self.symbol, n = pending.len(), "matching accepted orders of the previous leader");
+            self.apply(ctx, &pending, &[]).await?;
         }
         Ok(())
     }
@@ -570,7 +557,7 @@ impl<C: Core> Logic for MarketLogic<C> {
         let mut places = Vec::new();
         let mut cancels = Vec::new();
         let mut cancel_jobs = Vec::new();
-        let mut books = Vec::new();
+        let mut answers: HashMap<usize, Reply> = HashMap::new();
         let mut replies: Vec<Option<oneshot_reply::Sender>> = Vec::new();
         for (i, j) in jobs.into_iter().enumerate() {
             match j.cmd {
@@ -579,49 +566,116 @@ impl<C: Core> Logic for MarketLogic<C> {
                     cancels.push((user_id, order_id));
                     cancel_jobs.push(i);
                 }
-                SpotCmd::Book { levels } => books.push((i, levels)),
+                SpotCmd::Book { levels } => {
+                    answers.insert(i, Ok(self.book_json(levels)));
+                }
             }
             replies.push(Some(j.reply));
         }
-        let t0 = std::time::Instant::now();
-        let (accepted, mut early) = if places.is_empty() {
-            (Vec::new(), HashMap::new())
-        } else {
-            self.accept(ctx, &places).await?
-        };
-        let t1 = t0.elapsed();
-        let (results, cancel_results) = self.match_and_commit(ctx, &accepted, &cancels).await?;
-        tracing::trace!(accept_us = t1.as_micros() as u64, match_us = (t0.elapsed() - t1).as_micros() as u64, "phases");
-        for (a, u) in accepted.iter().zip(results) {
-            let j = a.job.expect("live order without job");
-            let reply = order_json(&self.symbol, u.order_id, &a.client_order_id, u.status, u.filled_qty, a.order.qty_lots, None);
-            early.insert(j, Ok(reply));
-        }
-        for (i, (job, p)) in places.iter().enumerate() {
-            let _ = i;
-            if let Some(Err(e)) = early.get(job) {
-                if e.code == "duplicate" {
-                    let r = order_by_client_id(&ctx.client, p.user_id, &p.client_order_id).await?;
-                    early.insert(*job, r.ok_or_else(|| ApiError::unavailable("duplicate order vanished")));
-                }
-            }
-        }
-        for ((user_id, order_id), (job, u)) in cancels.iter().zip(cancel_jobs.iter().zip(cancel_results)) {
-            let reply = match u {
-                Some(_) => order_by_id(&ctx.client, *user_id, *order_id).await?,
-                None => order_by_id(&ctx.client, *user_id, *order_id).await?,
+        let mut attempt = 0;
+        let (fresh, verdicts, results) = loop {
+            attempt += 1;
+            let inputs = if places.is_empty() {
+                Inputs { ids: Vec::new(), known: HashMap::new(), available: HashMap::new() }
+            } else {
+                self.read_inputs(ctx, &places).await?
             };
-            early.insert(*job, reply.ok_or_else(|| ApiError::not_found(format!("no order {order_id} of this user"))));
+            let (fresh, verdicts) = self.decide(&places, inputs)?;
+            match self.apply(ctx, &fresh, &cancels).await {
+                Ok((results, cancel_results)) => break (fresh, verdicts, (results, cancel_results)),
+                Err(LeadError::Db(e)) if crate::db::is_conflict(&e) && attempt < 5 => {
+                    tracing::info!(market = %self.symbol, attempt, error = %crate::db::describe(&e), "batch conflicted; reloading the market and deciding again");
+                    self.load(ctx).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.next_seq += fresh.len() as i64;
+        let (results, cancel_results) = results;
+        for (job, v) in verdicts {
+            let reply = match v {
+                Verdict::Known(v) => Ok(v),
+                Verdict::Fresh(i) => {
+                    let (f, u) = (&fresh[i], &results[i]);
+                    let reason = (u.status == "rejected").then_some("insufficient_funds");
+                    Ok(order_json(&self.symbol, u.order_id, &f.client_order_id, u.status, u.filled_qty, f.order.qty_lots, reason))
+                }
+                Verdict::SameAs(first) => answers.get(&first).cloned().unwrap_or_else(|| Err(ApiError::unavailable("retry"))),
+            };
+            answers.insert(job, reply);
         }
-        for (job, levels) in books {
-            early.insert(job, Ok(self.book_json(levels)));
+        for ((user_id, order_id), (job, _)) in cancels.iter().zip(cancel_jobs.iter().zip(cancel_results)) {
+            let reply = order_by_id(&ctx.client, *user_id, *order_id).await?;
+            answers.insert(*job, reply.ok_or_else(|| ApiError::not_found(format!("no order {order_id} of this user"))));
         }
-        for (job, reply) in early {
+        for (job, reply) in answers {
             if let Some(tx) = replies[job].take() {
                 let _ = tx.send(reply);
             }
         }
         Ok(())
+    }
+}
+
+/// The order a placement asks for, under `id`.
+fn new_order(id: i64, p: &PlaceReq) -> NewOrder {
+    NewOrder {
+        id,
+        user_id: p.user_id,
+        side: p.side,
+        kind: p.kind,
+        price_ticks: p.price_ticks,
+        qty_lots: p.qty_lots,
+        quote_budget: p.quote_budget,
+    }
+}
+
+/// An order row of `SQL_KNOWN` as the API shows it.
+fn known_json(r: &tokio_postgres::Row) -> Value {
+    order_json(r.get::<_, &str>(2), r.get(3), r.get::<_, &str>(1), r.get::<_, &str>(4), r.get(5), r.get(6), r.get::<_, Option<&str>>(7))
+}
+
+/// Columns of `SQL_NEW_ORDERS`: the batch's new orders in their final state.
+struct NewRows<'a> {
+    ids: Vec<i64>,
+    seqs: Vec<i64>,
+    users: Vec<i64>,
+    cids: Vec<&'a str>,
+    sides: Vec<i16>,
+    kinds: Vec<i16>,
+    prices: Vec<i64>,
+    qtys: Vec<i64>,
+    budgets: Vec<i64>,
+    filled: Vec<i64>,
+    held: Vec<i64>,
+    status: Vec<&'static str>,
+    reasons: Vec<Option<&'static str>>,
+}
+
+impl<'a> NewRows<'a> {
+    fn of(rows: &[(&'a Fresh, OrderUpdate)]) -> Self {
+        NewRows {
+            ids: rows.iter().map(|(f, _)| f.order.id).collect(),
+            seqs: rows.iter().map(|(f, _)| f.seq).collect(),
+            users: rows.iter().map(|(f, _)| f.order.user_id).collect(),
+            cids: rows.iter().map(|(f, _)| f.client_order_id.as_str()).collect(),
+            sides: rows.iter().map(|(f, _)| f.order.side.as_i16()).collect(),
+            kinds: rows.iter().map(|(f, _)| f.order.kind.as_i16()).collect(),
+            prices: rows.iter().map(|(f, _)| f.order.price_ticks).collect(),
+            qtys: rows.iter().map(|(f, _)| f.order.qty_lots).collect(),
+            budgets: rows.iter().map(|(f, _)| f.order.quote_budget).collect(),
+            filled: rows.iter().map(|(_, u)| u.filled_qty).collect(),
+            held: rows.iter().map(|(_, u)| u.held_minor).collect(),
+            status: rows.iter().map(|(_, u)| u.status).collect(),
+            reasons: rows.iter().map(|(_, u)| (u.status == "rejected").then_some("insufficient_funds")).collect(),
+        }
+    }
+
+    fn params<'s>(&'s self, market: &'s String) -> [&'s (dyn tokio_postgres::types::ToSql + Sync); 14] {
+        [
+            market, &self.ids, &self.seqs, &self.users, &self.cids, &self.sides, &self.kinds, &self.prices, &self.qtys,
+            &self.budgets, &self.filled, &self.held, &self.status, &self.reasons,
+        ]
     }
 }
 

@@ -188,6 +188,7 @@ impl Node {
             .route("/metrics", get(metrics))
             .route("/admin/mode", post(set_mode))
             .route("/v1/orders", post(place))
+            .route("/v1/orders/batch", post(place_batch))
             .route("/v1/orders/cancel", post(cancel))
             .route("/v1/contract/orders", post(perp_place))
             .route("/v1/contract/orders/cancel", post(perp_cancel))
@@ -272,22 +273,50 @@ async fn place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
     let r: Reply = async {
         let user_id = n.user(&h)?;
         let p: rq::PlaceOrder = parse(&body)?;
-        p.validate(&n.cfg.exchange)?;
-        let part = n.spot.get(&p.market).ok_or_else(|| ApiError::not_leader(&format!("matching/{}", p.market)))?;
-        let req = PlaceReq {
-            user_id,
-            client_order_id: p.client_order_id,
-            side: p.side,
-            kind: p.kind,
-            price_ticks: if p.kind == OrderKind::Market { 0 } else { p.price_ticks },
-            qty_lots: p.qty_lots,
-            quote_budget: if p.kind == OrderKind::Market && p.side == Side::Buy { p.quote_budget_minor } else { 0 },
-        };
-        part.call(&n.state, SpotCmd::Place(req)).await
+        place_one(&n, user_id, p).await
     }
     .await;
     n.metrics.inc(format!("engine_requests_total{{op=\"place\",ok=\"{}\"}}", r.is_ok()));
     respond(r)
+}
+
+async fn place_one(n: &Node, user_id: i64, p: rq::PlaceOrder) -> Reply {
+    rq::check_user(user_id)?;
+    p.validate(&n.cfg.exchange)?;
+    let part = n.spot.get(&p.market).ok_or_else(|| ApiError::not_leader(&format!("matching/{}", p.market)))?;
+    let req = PlaceReq {
+        user_id,
+        client_order_id: p.client_order_id,
+        side: p.side,
+        kind: p.kind,
+        price_ticks: if p.kind == OrderKind::Market { 0 } else { p.price_ticks },
+        qty_lots: p.qty_lots,
+        quote_budget: if p.kind == OrderKind::Market && p.side == Side::Buy { p.quote_budget_minor } else { 0 },
+    };
+    part.call(&n.state, SpotCmd::Place(req)).await
+}
+
+/// Many placements in one call (the gateway coalesces concurrent requests): they reach
+/// the partition queues together, so they share a group commit, and each gets its own
+/// answer (`status` + `body`, as the single call would have returned).
+async fn place_batch(State(n): S, h: HeaderMap, body: Bytes) -> Response {
+    let r: Result<rq::PlaceBatch, ApiError> = n.auth(&h).and_then(|_| parse(&body));
+    let batch = match r {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let replies = futures::future::join_all(batch.orders.into_iter().map(|i| place_one(&n, i.user_id, i.order))).await;
+    let ok = replies.iter().filter(|r| r.is_ok()).count();
+    n.metrics.add("engine_requests_total{op=\"place\",ok=\"true\"}".into(), ok as f64);
+    n.metrics.add("engine_requests_total{op=\"place\",ok=\"false\"}".into(), (replies.len() - ok) as f64);
+    let items: Vec<rq::BatchReply> = replies
+        .into_iter()
+        .map(|r| match r {
+            Ok(v) => rq::BatchReply { status: 200, body: v },
+            Err(e) => rq::BatchReply { status: e.status, body: e.body() },
+        })
+        .collect();
+    Json(items).into_response()
 }
 
 async fn cancel(State(n): S, h: HeaderMap, body: Bytes) -> Response {

@@ -28,6 +28,27 @@ pub struct PlaceOrder {
     pub quote_budget_minor: i64,
 }
 
+/// Gateway -> node: placements of many users in one call (internal, admin token).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceBatch {
+    pub orders: Vec<BatchItem>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    pub user_id: i64,
+    pub order: PlaceOrder,
+}
+
+/// One answer of a batch: the HTTP status and body the single call would have returned.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchReply {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelOrder {

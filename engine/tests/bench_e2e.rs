@@ -31,10 +31,19 @@ async fn bench_end_to_end_throughput() {
     let keys = engine::loadgen::setup(&cfg).await.expect("setup");
     let r = engine::loadgen::run(&cfg, &keys).await;
     println!("E2E: concurrency {}: {r}", cfg.concurrency);
+    println!("E2E: acknowledged per second: {:?}", r.per_second);
+    println!(
+        "E2E: tables (name, live, dead, hot updates, updates, MB):\n{}",
+        c.env.pg.sql(
+            "SELECT relname, n_live_tup, n_dead_tup, n_tup_hot_upd, n_tup_upd, pg_total_relation_size(relid) / 1048576 \
+             FROM pg_stat_user_tables WHERE n_tup_upd + n_tup_ins > 0 ORDER BY 1"
+        )
+    );
     if std::env::var("NODE_LOG").is_ok() {
         c.dump_logs();
     }
     assert_eq!(conservation_violations(&c.env.pg), "");
+    assert_eq!(order_fill_violations(&c.env.pg), "", "orders whose state disagrees with their fills");
     assert!(r.acked > 0);
 }
 

@@ -154,6 +154,7 @@ async fn failover_keeps_every_acknowledged_order() {
     }
     // Conservation: all accounts (users, fees, world) sum to zero per asset; ledger = balances.
     assert_eq!(conservation_violations(&c.env.pg), "");
+    assert_eq!(order_fill_violations(&c.env.pg), "", "orders whose state disagrees with their fills");
     let mismatch = c.env.pg.sql(
         "SELECT count(*) FROM balances b FULL JOIN (SELECT owner_id, asset, sum(d_available) a, sum(d_held) h FROM ledger GROUP BY 1, 2) l \
          USING (owner_id, asset) WHERE coalesce(b.available, 0) <> coalesce(l.a, 0) OR coalesce(b.held, 0) <> coalesce(l.h, 0)",

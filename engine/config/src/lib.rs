@@ -295,10 +295,23 @@ pub struct GatewayConfig {
     /// How long one client request may be retried across failovers.
     #[serde(default = "default_retry_budget_ms")]
     pub retry_budget_ms: u64,
+    /// Concurrent order placements for one market travel to its leader in one call of at
+    /// most this many orders (0: one call per order).
+    #[serde(default = "default_batch_orders_max")]
+    pub batch_orders_max: usize,
+    /// Such calls in flight per market at once; more requests wait and join the next call.
+    #[serde(default = "default_batch_in_flight_max")]
+    pub batch_in_flight_max: usize,
     #[serde(default)]
     pub log: LogConfig,
 }
 
+fn default_batch_orders_max() -> usize {
+    256
+}
+fn default_batch_in_flight_max() -> usize {
+    4
+}
 fn default_probe_ms() -> u64 {
     200
 }
@@ -409,6 +422,8 @@ mod tests {
             admin_token_file: "/etc/engine/admin_token".into(),
             probe_interval_ms: 200,
             retry_budget_ms: 5000,
+            batch_orders_max: 256,
+            batch_in_flight_max: 4,
             log: LogConfig::default(),
         };
         let s = c.to_toml_string().unwrap();

@@ -281,6 +281,8 @@ impl Env {
             admin_token_file: self.token_file.clone(),
             probe_interval_ms: 100,
             retry_budget_ms: 8000,
+            batch_orders_max: 256,
+            batch_in_flight_max: 4,
             log: LogConfig { format: "json".into(), level: "info".into() },
         }
     }
@@ -417,6 +419,18 @@ pub async fn deposit(gw: &str, id: &str, user_id: i64, asset: &str, amount: i64)
 }
 
 /// Sum of all balances per asset, and the world account (deposits - withdrawals, negated).
+/// Orders whose stored state disagrees with the fills: `filled_qty` must be the sum of
+/// the order's fills, and an `open` order must have quantity left. Empty when consistent.
+pub fn order_fill_violations(pg: &Pg) -> String {
+    pg.sql(
+        "WITH f AS (SELECT id, sum(q) AS q FROM (SELECT maker_order_id AS id, qty_lots AS q FROM fills \
+                    UNION ALL SELECT taker_order_id, qty_lots FROM fills) x GROUP BY id) \
+         SELECT coalesce(string_agg(o.order_id || ':' || o.status || ':' || o.filled_qty || '/' || coalesce(f.q, 0), ','), '') \
+         FROM orders o LEFT JOIN f ON f.id = o.order_id \
+         WHERE o.filled_qty <> coalesce(f.q, 0) OR (o.status = 'open' AND o.filled_qty >= o.qty_lots)",
+    )
+}
+
 pub fn conservation_violations(pg: &Pg) -> String {
     pg.sql(
         "SELECT coalesce(string_agg(asset || ':' || total, ','), '') FROM \
