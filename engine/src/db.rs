@@ -78,6 +78,10 @@ pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
 pub const LEADER_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET enable_seqscan = off; \
      SET enable_hashjoin = off; SET enable_mergejoin = off";
 
+/// Back to the connection's settings (`connect`), for a leader's loading queries.
+pub const LOAD_PLANS: &str = "SET plan_cache_mode = force_custom_plan; RESET enable_seqscan; RESET enable_hashjoin; \
+     RESET enable_mergejoin";
+
 const MIGRATIONS: &[(i32, &str)] =
     &[(1, include_str!("migrations/001_init.sql")), (2, include_str!("migrations/002_fence.sql"))];
 

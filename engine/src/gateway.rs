@@ -403,7 +403,11 @@ async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
             }
         }
     };
-    g.metrics.inc(format!("engine_gateway_requests_total{{op=\"place\",status=\"{}\"}}", resp.status().as_u16()));
+    let series = match resp.status().as_u16() {
+        200 => "engine_gateway_requests_total{op=\"place\",status=\"200\"}".to_string(),
+        s => format!("engine_gateway_requests_total{{op=\"place\",status=\"{s}\"}}"),
+    };
+    g.metrics.inc(series);
     g.metrics.add("engine_gateway_place_seconds_sum".into(), t.elapsed().as_secs_f64());
     resp
 }

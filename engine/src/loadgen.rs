@@ -105,7 +105,8 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
         let (http, stop, lat, errors, per_second) = (http.clone(), stop.clone(), lat.clone(), errors.clone(), per_second.clone());
         let (user, key) = keys[w % keys.len()].clone();
         let market = cfg.markets[w % cfg.markets.len()].0.clone();
-        let url = format!("{}/v1/orders", cfg.gateway);
+        // Parsed once: reqwest would parse (and IDNA-check) a string URL on every request.
+        let url = reqwest::Url::parse(&format!("{}/v1/orders", cfg.gateway)).expect("gateway URL");
         let run_id = t0.elapsed().as_nanos() ^ std::process::id() as u128;
         tasks.push(tokio::spawn(async move {
             let mut mine = Vec::with_capacity(4096);
@@ -114,10 +115,13 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
                 i += 1;
                 let side = if (i + w as u64).is_multiple_of(2) { "buy" } else { "sell" };
                 let price = 1000 + (i % 11) as i64 - 5;
-                let body = json!({"market": market, "client_order_id": format!("L{run_id:x}-{user}-{w}-{i}"),
-                                  "side": side, "type": "limit", "price_ticks": price, "qty_lots": 1 + (i % 3) as i64});
+                let body = format!(
+                    r#"{{"market":"{market}","client_order_id":"L{run_id:x}-{user}-{w}-{i}","side":"{side}","type":"limit","price_ticks":{price},"qty_lots":{}}}"#,
+                    1 + i % 3
+                );
                 let t = Instant::now();
-                match http.post(&url).header("x-api-key", &key).json(&body).send().await {
+                let req = http.post(url.clone()).header("x-api-key", &key).header("content-type", "application/json").body(body);
+                match req.send().await {
                     Ok(r) if r.status().is_success() => {
                         let _ = r.bytes().await;
                         mine.push(t.elapsed().as_micros() as u32);

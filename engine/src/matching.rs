@@ -154,7 +154,8 @@ pub struct MarketLogic<C: Core> {
     pub quote: String,
     market: C,
     make: Box<dyn Fn() -> C + Send + Sync>,
-    next_seq: i64,
+    /// Batches committed in this leadership (names the batch's ledger entry).
+    batches: u64,
 }
 
 /// An order of the batch, decided before matching.
@@ -202,7 +203,7 @@ impl PerpLogic {
 
 impl<C: Core> MarketLogic<C> {
     pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
-        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, next_seq: 1 }
+        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0 }
     }
 
     fn asset_name(&self, a: Asset) -> &str {
@@ -264,7 +265,8 @@ impl<C: Core> MarketLogic<C> {
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
             fresh.push(Fresh {
                 order,
-                seq: self.next_seq + fresh.len() as i64,
+                // Order ids come from one sequence, so they are already in arrival order.
+                seq: inp.ids[i],
                 client_order_id: p.client_order_id.clone(),
                 reserved,
                 existing: false,
@@ -364,7 +366,7 @@ impl<C: Core> MarketLogic<C> {
         let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
         let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
         let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
-        let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.next_seq));
+        let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));
         let (key, epoch) = ctx.fence_params();
         let (st, c) = (&ctx.stmts, &ctx.client);
         // One round trip: BEGIN, the fence, every write and COMMIT are pipelined, and the
@@ -494,9 +496,12 @@ impl<C: Core> Logic for MarketLogic<C> {
     type Cmd = SpotCmd;
 
     async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
-        ctx.client.batch_execute(crate::db::LEADER_PLANS).await?;
+        // Plain settings for the loading queries (a reload after a conflict runs on a session
+        // that already has `LEADER_PLANS`), which scan rather than look up.
+        ctx.client.batch_execute(crate::db::LOAD_PLANS).await?;
         ctx.prepare(ALL_SQL).await?;
         self.market = (self.make)();
+        self.batches = 0;
         if C::HAS_POSITIONS {
             let rows = ctx
                 .client
@@ -510,9 +515,6 @@ impl<C: Core> Logic for MarketLogic<C> {
                 self.market.restore_position(r.get(0), p);
             }
         }
-        let max: Option<i64> =
-            ctx.client.query_one("SELECT max(seq) FROM orders WHERE market = $1", &[&self.symbol]).await?.get(0);
-        self.next_seq = max.unwrap_or(0) + 1;
         let rows = ctx
             .client
             .query(
@@ -521,6 +523,8 @@ impl<C: Core> Logic for MarketLogic<C> {
                 &[&self.symbol],
             )
             .await?;
+        // The batch statements' plans, made at their first execution from here on.
+        ctx.client.batch_execute(crate::db::LEADER_PLANS).await?;
         let mut pending = Vec::new();
         for r in rows {
             let side = Side::from_i16(r.get(2));
@@ -541,8 +545,7 @@ impl<C: Core> Logic for MarketLogic<C> {
                 self.market.restore(rest, qty, filled, r.get(8));
             } else {
                 let (_, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-                let seq = self.next_seq; // unused: the row exists
-                pending.push(Fresh { order, seq, client_order_id: r.get(10), reserved: Some(reserved), existing: true });
+                pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), reserved: Some(reserved), existing: true });
             }
         }
         if !pending.is_empty() {
@@ -590,7 +593,7 @@ impl<C: Core> Logic for MarketLogic<C> {
                 Err(e) => return Err(e),
             }
         };
-        self.next_seq += fresh.len() as i64;
+        self.batches += 1;
         let (results, cancel_results) = results;
         for (job, v) in verdicts {
             let reply = match v {

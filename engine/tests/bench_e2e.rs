@@ -97,4 +97,7 @@ async fn bench_leader_failover() {
         gaps[gaps.len() / 2].as_millis(),
         gaps.last().unwrap().as_millis()
     );
+    if std::env::var("NODE_LOG").is_ok() {
+        c.dump_logs();
+    }
 }

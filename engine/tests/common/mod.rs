@@ -281,7 +281,7 @@ impl Env {
             admin_token_file: self.token_file.clone(),
             probe_interval_ms: 100,
             retry_budget_ms: 8000,
-            batch_orders_max: 256,
+            batch_orders_max: std::env::var("GATEWAY_BATCH_ORDERS_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
             batch_in_flight_max: 4,
             log: LogConfig { format: "json".into(), level: "info".into() },
         }
