@@ -156,7 +156,15 @@ pub struct MarketLogic<C: Core> {
     make: Box<dyn Fn() -> C + Send + Sync>,
     /// Batches committed in this leadership (names the batch's ledger entry).
     batches: u64,
+    /// Batches left that look up their client ids before deciding (see `read_inputs`).
+    known_checks_left: u32,
+    /// Balance rows known to exist (rows are never deleted): no upsert needed for them.
+    balance_rows: std::collections::HashSet<(i64, String)>,
 }
+
+/// Batches that check client ids first after a takeover or a duplicate: retries of
+/// requests whose answer was lost arrive then.
+const KNOWN_CHECK_BATCHES: u32 = 200;
 
 /// An order of the batch, decided before matching.
 struct Fresh {
@@ -203,7 +211,7 @@ impl PerpLogic {
 
 impl<C: Core> MarketLogic<C> {
     pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
-        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0 }
+        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, balance_rows: Default::default() }
     }
 
     fn asset_name(&self, a: Asset) -> &str {
@@ -214,6 +222,9 @@ impl<C: Core> MarketLogic<C> {
     }
 
     /// Round trip 1 (pipelined, outside a transaction): what deciding the batch needs.
+    /// Client ids are looked up only for a while after a takeover or a duplicate (retries
+    /// come then); otherwise a duplicate shows up as a unique violation of the batch's
+    /// insert, which rolls it back and reloads, and the next batches look up again.
     async fn read_inputs(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Inputs, LeadError> {
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
         let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
@@ -229,7 +240,12 @@ impl<C: Core> MarketLogic<C> {
         let c = &ctx.client;
         let (ids, known, funds) = futures::try_join!(
             async { c.query(&st[SQL_NEW_IDS], &[&n]).await },
-            async { c.query(&st[SQL_KNOWN], &[&users, &cids]).await },
+            async {
+                if self.known_checks_left == 0 {
+                    return Ok(Vec::new());
+                }
+                c.query(&st[SQL_KNOWN], &[&users, &cids]).await
+            },
             async { c.query(&st[SQL_FUNDS], &[&f_users, &f_assets]).await },
         )?;
         Ok(Inputs {
@@ -325,6 +341,10 @@ impl<C: Core> MarketLogic<C> {
         }
         let positions = self.market.take_positions();
         self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
+        for k in postings.net.keys() {
+            let row = (k.0, self.asset_name(k.1).to_string());
+            self.balance_rows.insert(row);
+        }
         Ok((results, cancel_results))
     }
 
@@ -366,6 +386,9 @@ impl<C: Core> MarketLogic<C> {
         let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
         let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
         let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
+        let missing: Vec<&(i64, &str, i64, i64)> = b.iter().filter(|x| !self.balance_rows.contains(&(x.0, x.1.to_string()))).collect();
+        let m_o: Vec<i64> = missing.iter().map(|x| x.0).collect();
+        let m_a: Vec<&str> = missing.iter().map(|x| x.1).collect();
         let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));
         let (key, epoch) = ctx.fence_params();
         let (st, c) = (&ctx.stmts, &ctx.client);
@@ -400,8 +423,8 @@ impl<C: Core> MarketLogic<C> {
                 Ok(())
             },
             async {
-                if !b_o.is_empty() {
-                    c.execute(&st[SQL_BALANCE_ROWS], &[&b_o, &b_a]).await?;
+                if !m_o.is_empty() {
+                    c.execute(&st[SQL_BALANCE_ROWS], &[&m_o, &m_a]).await?;
                 }
                 Ok(())
             },
@@ -502,6 +525,8 @@ impl<C: Core> Logic for MarketLogic<C> {
         ctx.prepare(ALL_SQL).await?;
         self.market = (self.make)();
         self.batches = 0;
+        self.known_checks_left = KNOWN_CHECK_BATCHES;
+        self.balance_rows.clear();
         if C::HAS_POSITIONS {
             let rows = ctx
                 .client
@@ -583,6 +608,7 @@ impl<C: Core> Logic for MarketLogic<C> {
             } else {
                 self.read_inputs(ctx, &places).await?
             };
+            self.balance_rows.extend(inputs.available.keys().cloned());
             let (fresh, verdicts) = self.decide(&places, inputs)?;
             match self.apply(ctx, &fresh, &cancels).await {
                 Ok((results, cancel_results)) => break (fresh, verdicts, (results, cancel_results)),
@@ -594,6 +620,7 @@ impl<C: Core> Logic for MarketLogic<C> {
             }
         };
         self.batches += 1;
+        self.known_checks_left = self.known_checks_left.saturating_sub(1);
         let (results, cancel_results) = results;
         for (job, v) in verdicts {
             let reply = match v {

@@ -42,6 +42,16 @@ async fn bench_end_to_end_throughput() {
     if std::env::var("NODE_LOG").is_ok() {
         c.dump_logs();
     }
+    if std::env::var("PG_EXTRA_CONF").is_ok_and(|v| v.contains("pg_stat_statements")) {
+        c.env.pg.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        println!(
+            "E2E: statements (ms total, calls, rows, query):\n{}",
+            c.env.pg.sql(
+                "SELECT round(total_exec_time)::bigint || ' | ' || calls || ' | ' || rows || ' | ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 90) \
+                 FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 16"
+            )
+        );
+    }
     assert_eq!(conservation_violations(&c.env.pg), "");
     assert_eq!(order_fill_violations(&c.env.pg), "", "orders whose state disagrees with their fills");
     assert!(r.acked > 0);

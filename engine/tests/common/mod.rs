@@ -44,6 +44,10 @@ impl Pg {
              max_connections = 300\nshared_buffers = 128MB\nfsync = on\nlogging_collector = off\n"
         );
         append(&primary.join("postgresql.conf"), &conf);
+        // Diagnostics for benchmarks, e.g. "shared_preload_libraries = 'pg_stat_statements'".
+        if let Ok(extra) = std::env::var("PG_EXTRA_CONF") {
+            append(&primary.join("postgresql.conf"), &format!("{extra}\n"));
+        }
         append(&primary.join("pg_hba.conf"), "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n");
         let mut pg = Pg { dir, primary_port: pp, standby_port: sp, pids: Vec::new() };
         pg.start_server(&primary, "primary");
