@@ -2,6 +2,8 @@
 //! orders through the gateway from many concurrent clients and reports acknowledged
 //! throughput and acknowledgement latency. Used by `engine-loadgen` and the bench tests.
 
+mod wire;
+
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -93,7 +95,6 @@ pub async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<(i64, String)>> {
 
 /// Runs the load for `cfg.duration` and reports.
 pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
-    let http = client(cfg.concurrency);
     let stop = Arc::new(AtomicBool::new(false));
     let lat: Arc<Mutex<Vec<u32>>> = Arc::default();
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -102,13 +103,16 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..cfg.concurrency {
-        let (http, stop, lat, errors, per_second) = (http.clone(), stop.clone(), lat.clone(), errors.clone(), per_second.clone());
+        let (stop, lat, errors, per_second) = (stop.clone(), lat.clone(), errors.clone(), per_second.clone());
         let (user, key) = keys[w % keys.len()].clone();
         let market = cfg.markets[w % cfg.markets.len()].0.clone();
-        // Parsed once: reqwest would parse (and IDNA-check) a string URL on every request.
-        let url = reqwest::Url::parse(&format!("{}/v1/orders", cfg.gateway)).expect("gateway URL");
+        let mut conn = wire::Conn::new(&cfg.gateway);
         let run_id = t0.elapsed().as_nanos() ^ std::process::id() as u128;
         tasks.push(tokio::spawn(async move {
+            let Ok(conn) = conn.as_mut() else {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
             let mut mine = Vec::with_capacity(4096);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -120,10 +124,8 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
                     1 + i % 3
                 );
                 let t = Instant::now();
-                let req = http.post(url.clone()).header("x-api-key", &key).header("content-type", "application/json").body(body);
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
+                match conn.post_json("/v1/orders", &[("x-api-key", &key)], &body).await {
+                    Ok((200, _)) => {
                         mine.push(t.elapsed().as_micros() as u32);
                         let sec = (t0.elapsed().as_secs() as usize).min(per_second.len() - 1);
                         per_second[sec].fetch_add(1, Ordering::Relaxed);

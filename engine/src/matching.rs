@@ -68,7 +68,7 @@ const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * 
      ON CONFLICT (owner_id, asset) DO NOTHING";
 const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
-     WHERE b.owner_id = t.o AND b.asset = t.a";
+     WHERE b.owner_id = t.o AND b.asset = t.a RETURNING b.owner_id, b.asset, b.available";
 
 /// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
 pub trait Core: Send + Sync + 'static {
@@ -160,7 +160,16 @@ pub struct MarketLogic<C: Core> {
     known_checks_left: u32,
     /// Balance rows known to exist (rows are never deleted): no upsert needed for them.
     balance_rows: std::collections::HashSet<(i64, String)>,
+    /// Available funds per (account, asset) as of this leader's last read or commit.
+    /// Other partitions change them meanwhile, so they only decide acceptances, which
+    /// the commit re-checks (`balances_non_negative`); a rejection is decided on a fresh read.
+    funds: HashMap<(i64, String), i64>,
+    /// Order ids taken from `order_id_seq` in blocks, ascending.
+    id_pool: std::collections::VecDeque<i64>,
 }
+
+/// Order ids fetched from the sequence at a time.
+const ID_BLOCK: usize = 1024;
 
 /// Batches that check client ids first after a takeover or a duplicate: retries of
 /// requests whose answer was lost arrive then.
@@ -180,12 +189,8 @@ struct Fresh {
 /// Fresh orders, and each job's verdict.
 type Decided = (Vec<Fresh>, Vec<(usize, Verdict)>);
 
-/// What the first round trip read.
-struct Inputs {
-    ids: Vec<i64>,
-    known: HashMap<(i64, String), Value>,
-    available: HashMap<(i64, String), i64>,
-}
+/// Orders already placed under a batch's client ids, by (user, client id).
+type Known = HashMap<(i64, String), Value>;
 
 /// How each placement of a batch is answered, by job index.
 enum Verdict {
@@ -211,7 +216,8 @@ impl PerpLogic {
 
 impl<C: Core> MarketLogic<C> {
     pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
-        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, balance_rows: Default::default() }
+        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, balance_rows: Default::default(),
+            funds: HashMap::new(), id_pool: Default::default() }
     }
 
     fn asset_name(&self, a: Asset) -> &str {
@@ -221,48 +227,63 @@ impl<C: Core> MarketLogic<C> {
         }
     }
 
-    /// Round trip 1 (pipelined, outside a transaction): what deciding the batch needs.
-    /// Client ids are looked up only for a while after a takeover or a duplicate (retries
-    /// come then); otherwise a duplicate shows up as a unique violation of the batch's
-    /// insert, which rolls it back and reloads, and the next batches look up again.
-    async fn read_inputs(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Inputs, LeadError> {
+    /// Orders placed before under the batch's client ids. Looked up only for a while after
+    /// a takeover or a duplicate (retries come then); otherwise a duplicate shows up as a
+    /// unique violation of the batch's insert, which rolls it back and reloads, and the
+    /// next batches look up again.
+    async fn lookup_known(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Known, LeadError> {
+        if self.known_checks_left == 0 || places.is_empty() {
+            return Ok(Known::new());
+        }
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
         let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
+        let rows = ctx.client.query(&ctx.stmts[SQL_KNOWN], &[&users, &cids]).await?;
+        Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), known_json(r))).collect())
+    }
+
+    /// Reads the available funds of every account the batch's orders reserve from.
+    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<(), LeadError> {
         let mut pairs = std::collections::BTreeSet::new();
         for (_, p) in places {
             let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            pairs.insert((p.user_id, self.asset_name(asset)));
+            pairs.insert((p.user_id, self.asset_name(asset).to_string()));
         }
-        let f_users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
-        let f_assets: Vec<&str> = pairs.iter().map(|x| x.1).collect();
-        let n = places.len() as i32;
-        let st = &ctx.stmts;
-        let c = &ctx.client;
-        let (ids, known, funds) = futures::try_join!(
-            async { c.query(&st[SQL_NEW_IDS], &[&n]).await },
-            async {
-                if self.known_checks_left == 0 {
-                    return Ok(Vec::new());
-                }
-                c.query(&st[SQL_KNOWN], &[&users, &cids]).await
-            },
-            async { c.query(&st[SQL_FUNDS], &[&f_users, &f_assets]).await },
-        )?;
-        Ok(Inputs {
-            ids: ids.iter().map(|r| r.get(0)).collect(),
-            known: known.iter().map(|r| ((r.get(0), r.get(1)), known_json(r))).collect(),
-            available: funds.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect(),
-        })
+        let users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
+        let assets: Vec<&str> = pairs.iter().map(|x| x.1.as_str()).collect();
+        let rows = ctx.client.query(&ctx.stmts[SQL_FUNDS], &[&users, &assets]).await?;
+        for (u, a) in pairs {
+            self.funds.remove(&(u, a));
+        }
+        for r in rows {
+            let key: (i64, String) = (r.get(0), r.get(1));
+            self.balance_rows.insert(key.clone());
+            self.funds.insert(key, r.get(2));
+        }
+        Ok(())
+    }
+
+    /// Makes sure the pool holds at least `n` order ids.
+    async fn ensure_ids(&mut self, ctx: &LeaderCtx, n: usize) -> Result<(), LeadError> {
+        if self.id_pool.len() >= n {
+            return Ok(());
+        }
+        let want = n.max(ID_BLOCK) as i32;
+        let rows = ctx.client.query(&ctx.stmts[SQL_NEW_IDS], &[&want]).await?;
+        self.id_pool.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+        Ok(())
     }
 
     /// Decides each placement: known (a retry), same as an earlier job, or a fresh order
-    /// that reserves from the funds read (in job order) or is rejected.
-    fn decide(&self, places: &[(usize, PlaceReq)], mut inp: Inputs) -> Result<Decided, LeadError> {
+    /// that reserves from the known funds (in job order) or is rejected. `None` when an
+    /// order would be rejected on funds that were not just read: read them, then decide
+    /// again with `fresh_funds`.
+    fn decide(&self, places: &[(usize, PlaceReq)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
         let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
-        for (i, (job, p)) in places.iter().enumerate() {
-            if let Some(v) = inp.known.get(&(p.user_id, p.client_order_id.clone())) {
+        let mut spent: HashMap<(i64, &str), i64> = HashMap::new();
+        for (job, p) in places {
+            if let Some(v) = known.get(&(p.user_id, p.client_order_id.clone())) {
                 verdicts.push((*job, Verdict::Known(v.clone())));
                 continue;
             }
@@ -271,24 +292,26 @@ impl<C: Core> MarketLogic<C> {
                 continue;
             }
             first_job.insert((p.user_id, p.client_order_id.as_str()), *job);
-            let order = new_order(inp.ids[i], p);
+            let id = ids[fresh.len()];
+            let order = new_order(id, p);
             let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            let funds = inp.available.entry((p.user_id, self.asset_name(asset).to_string())).or_insert(0);
-            let reserved = (*funds >= amount).then(|| {
-                *funds -= amount;
-                amount
-            });
+            let asset = self.asset_name(asset);
+            let have = self.funds.get(&(p.user_id, asset.to_string())).copied();
+            let used = spent.entry((p.user_id, asset)).or_insert(0);
+            let left = have.unwrap_or(0) - *used;
+            let reserved = if left >= amount {
+                *used += amount;
+                Some(amount)
+            } else if fresh_funds {
+                None
+            } else {
+                return Ok(None);
+            };
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
-            fresh.push(Fresh {
-                order,
-                // Order ids come from one sequence, so they are already in arrival order.
-                seq: inp.ids[i],
-                client_order_id: p.client_order_id.clone(),
-                reserved,
-                existing: false,
-            });
+            // Order ids come from one sequence in ascending blocks: already in arrival order.
+            fresh.push(Fresh { order, seq: id, client_order_id: p.client_order_id.clone(), reserved, existing: false });
         }
-        Ok((fresh, verdicts))
+        Ok(Some((fresh, verdicts)))
     }
 
     /// Matches in memory, then writes the outcome in one transaction. Returns each fresh
@@ -340,10 +363,10 @@ impl<C: Core> MarketLogic<C> {
             finals.push((f, u));
         }
         let positions = self.market.take_positions();
-        self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
-        for k in postings.net.keys() {
-            let row = (k.0, self.asset_name(k.1).to_string());
-            self.balance_rows.insert(row);
+        let balances = self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
+        for (owner, asset, available) in balances {
+            self.balance_rows.insert((owner, asset.clone()));
+            self.funds.insert((owner, asset), available);
         }
         Ok((results, cancel_results))
     }
@@ -359,7 +382,7 @@ impl<C: Core> MarketLogic<C> {
         fills: &[FeeFill],
         postings: &Postings,
         positions: &[(i64, Position)],
-    ) -> Result<(), LeadError> {
+    ) -> Result<Vec<(i64, String, i64)>, LeadError> {
         let new = NewRows::of(finals);
         let p_u: Vec<i64> = positions.iter().map(|p| p.0).collect();
         let p_s: Vec<i64> = positions.iter().map(|p| p.1.size_lots).collect();
@@ -429,10 +452,10 @@ impl<C: Core> MarketLogic<C> {
                 Ok(())
             },
             async {
-                if !b_o.is_empty() {
-                    c.execute(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await?;
+                if b_o.is_empty() {
+                    return Ok(Vec::new());
                 }
-                Ok(())
+                c.query(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await
             },
             async {
                 if let Some(p) = &ledger {
@@ -442,7 +465,11 @@ impl<C: Core> MarketLogic<C> {
             },
             async { c.batch_execute("COMMIT").await },
         );
-        let Err(e) = r else { return Ok(()) };
+        let e = match r {
+            // Balances after this commit (with every other partition's commits before it).
+            Ok((_, _, _, _, _, _, _, rows, _, _)) => return Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()),
+            Err(e) => e,
+        };
         // A statement that failed before it was sent leaves the later ones (and the
         // COMMIT) unsent: make sure no transaction stays open on the leader session.
         let _ = c.batch_execute("ROLLBACK").await;
@@ -527,6 +554,7 @@ impl<C: Core> Logic for MarketLogic<C> {
         self.batches = 0;
         self.known_checks_left = KNOWN_CHECK_BATCHES;
         self.balance_rows.clear();
+        self.funds.clear();
         if C::HAS_POSITIONS {
             let rows = ctx
                 .client
@@ -603,15 +631,21 @@ impl<C: Core> Logic for MarketLogic<C> {
         let mut attempt = 0;
         let (fresh, verdicts, results) = loop {
             attempt += 1;
-            let inputs = if places.is_empty() {
-                Inputs { ids: Vec::new(), known: HashMap::new(), available: HashMap::new() }
-            } else {
-                self.read_inputs(ctx, &places).await?
+            let known = self.lookup_known(ctx, &places).await?;
+            self.ensure_ids(ctx, places.len()).await?;
+            let ids: Vec<i64> = self.id_pool.iter().take(places.len()).copied().collect();
+            let (fresh, verdicts) = match self.decide(&places, &known, &ids, false)? {
+                Some(d) => d,
+                None => {
+                    self.refresh_funds(ctx, &places).await?;
+                    self.decide(&places, &known, &ids, true)?.ok_or_else(|| LeadError::Invariant("undecided batch".into()))?
+                }
             };
-            self.balance_rows.extend(inputs.available.keys().cloned());
-            let (fresh, verdicts) = self.decide(&places, inputs)?;
             match self.apply(ctx, &fresh, &cancels).await {
-                Ok((results, cancel_results)) => break (fresh, verdicts, (results, cancel_results)),
+                Ok((results, cancel_results)) => {
+                    self.id_pool.drain(..fresh.len());
+                    break (fresh, verdicts, (results, cancel_results));
+                }
                 Err(LeadError::Db(e)) if crate::db::is_conflict(&e) && attempt < 5 => {
                     tracing::info!(market = %self.symbol, attempt, error = %crate::db::describe(&e), "batch conflicted; reloading the market and deciding again");
                     self.load(ctx).await?;
