@@ -10,16 +10,24 @@
 
 use crate::gateway::Gateway;
 use crate::node::ADMIN_HEADER;
-use crate::requests::{BatchItem, BatchReply, PlaceBatch, PlaceOrder};
+use crate::requests::{BatchItem, PlaceBatch, PlaceOrder};
 use axum::http::StatusCode;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// The node's answer for one order, or `None`: "send it on your own".
-pub type Outcome = Option<(StatusCode, Value)>;
+/// The node's answer for one order (status and JSON body, passed through unparsed), or
+/// `None`: "send it on your own".
+pub type Outcome = Option<(StatusCode, String)>;
+
+/// `requests::BatchReply` as the gateway reads it: bodies stay raw JSON text.
+#[derive(serde::Deserialize)]
+struct Answer {
+    status: u16,
+    body: Box<RawValue>,
+}
 
 struct Item {
     order: BatchItem,
@@ -83,7 +91,7 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
     let (orders, replies): (Vec<BatchItem>, Vec<oneshot::Sender<Outcome>>) = items.into_iter().map(|i| (i.order, i.reply)).unzip();
     let n = orders.len();
     let url = format!("http://{}/v1/orders/batch", node.peer.addr);
-    let answers: Option<Vec<BatchReply>> = match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&PlaceBatch { orders }).send().await {
+    let answers: Option<Vec<Answer>> = match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&PlaceBatch { orders }).send().await {
         Err(e) => {
             tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
             node.alive.store(false, Ordering::SeqCst);
@@ -101,8 +109,8 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
     g.metrics.add("engine_gateway_batched_orders_total".into(), n as f64);
     g.metrics.inc("engine_gateway_batches_total".into());
     for (a, reply) in answers.into_iter().zip(replies) {
-        let code = a.body.get("error").and_then(|c| c.as_str()).unwrap_or("");
-        if a.status == 503 && (code == "not_leader" || code == "unavailable") {
+        let code = if a.status == 503 { error_code(&a.body) } else { String::new() };
+        if code == "not_leader" || code == "unavailable" {
             if code == "not_leader" {
                 g.forget_leader(&node, partition);
             }
@@ -111,6 +119,14 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
         }
         let status = StatusCode::from_u16(a.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
         let status = if status.is_server_error() { StatusCode::SERVICE_UNAVAILABLE } else { status };
-        let _ = reply.send(Some((status, a.body)));
+        let _ = reply.send(Some((status, a.body.get().to_string())));
     }
+}
+
+fn error_code(body: &RawValue) -> String {
+    #[derive(serde::Deserialize)]
+    struct E {
+        error: String,
+    }
+    serde_json::from_str::<E>(body.get()).map(|e| e.error).unwrap_or_default()
 }

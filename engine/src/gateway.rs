@@ -398,7 +398,7 @@ async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
                 None => None,
             };
             match batched {
-                Some((status, v)) => (status, Json(v)).into_response(),
+                Some((status, body)) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
                 None => g.forward(&partition, "/v1/orders", Some(u), &to_value(&p)).await,
             }
         }

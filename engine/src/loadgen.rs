@@ -100,13 +100,20 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seconds = cfg.duration.as_secs() as usize + 2;
     let per_second: Arc<Vec<std::sync::atomic::AtomicU64>> = Arc::new((0..seconds).map(|_| Default::default()).collect());
+    // Connections are opened before the clock starts: connection set-up is not part of
+    // an order's latency (a burst of hundreds of connects can take a SYN retry, 1 s).
+    let conns = futures::future::join_all((0..cfg.concurrency).map(|_| async {
+        let mut c = wire::Conn::new(&cfg.gateway)?;
+        c.connect().await?;
+        Ok::<_, std::io::Error>(c)
+    }))
+    .await;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..cfg.concurrency {
+    for (w, mut conn) in conns.into_iter().enumerate() {
         let (stop, lat, errors, per_second) = (stop.clone(), lat.clone(), errors.clone(), per_second.clone());
         let (user, key) = keys[w % keys.len()].clone();
         let market = cfg.markets[w % cfg.markets.len()].0.clone();
-        let mut conn = wire::Conn::new(&cfg.gateway);
         let run_id = t0.elapsed().as_nanos() ^ std::process::id() as u128;
         tasks.push(tokio::spawn(async move {
             let Ok(conn) = conn.as_mut() else {

@@ -159,11 +159,11 @@ pub struct MarketLogic<C: Core> {
     /// Batches left that look up their client ids before deciding (see `read_inputs`).
     known_checks_left: u32,
     /// Balance rows known to exist (rows are never deleted): no upsert needed for them.
-    balance_rows: std::collections::HashSet<(i64, String)>,
+    balance_rows: std::collections::HashSet<(i64, Asset)>,
     /// Available funds per (account, asset) as of this leader's last read or commit.
     /// Other partitions change them meanwhile, so they only decide acceptances, which
     /// the commit re-checks (`balances_non_negative`); a rejection is decided on a fresh read.
-    funds: HashMap<(i64, String), i64>,
+    funds: HashMap<(i64, Asset), i64>,
     /// Order ids taken from `order_id_seq` in blocks, ascending.
     id_pool: std::collections::VecDeque<i64>,
 }
@@ -220,6 +220,17 @@ impl<C: Core> MarketLogic<C> {
             funds: HashMap::new(), id_pool: Default::default() }
     }
 
+    /// The asset of this market called `name` (a perpetual's base is its quote).
+    fn asset_of(&self, name: &str) -> Option<Asset> {
+        if name == self.quote {
+            Some(Asset::Quote)
+        } else if name == self.base {
+            Some(Asset::Base)
+        } else {
+            None
+        }
+    }
+
     fn asset_name(&self, a: Asset) -> &str {
         match a {
             Asset::Base => &self.base,
@@ -246,18 +257,19 @@ impl<C: Core> MarketLogic<C> {
         let mut pairs = std::collections::BTreeSet::new();
         for (_, p) in places {
             let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            pairs.insert((p.user_id, self.asset_name(asset).to_string()));
+            pairs.insert((p.user_id, asset));
         }
         let users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
-        let assets: Vec<&str> = pairs.iter().map(|x| x.1.as_str()).collect();
+        let assets: Vec<&str> = pairs.iter().map(|x| self.asset_name(x.1)).collect();
         let rows = ctx.client.query(&ctx.stmts[SQL_FUNDS], &[&users, &assets]).await?;
-        for (u, a) in pairs {
-            self.funds.remove(&(u, a));
+        for key in pairs {
+            self.funds.remove(&key);
         }
         for r in rows {
-            let key: (i64, String) = (r.get(0), r.get(1));
-            self.balance_rows.insert(key.clone());
-            self.funds.insert(key, r.get(2));
+            if let Some(a) = self.asset_of(r.get(1)) {
+                self.balance_rows.insert((r.get(0), a));
+                self.funds.insert((r.get(0), a), r.get(2));
+            }
         }
         Ok(())
     }
@@ -281,11 +293,13 @@ impl<C: Core> MarketLogic<C> {
         let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
-        let mut spent: HashMap<(i64, &str), i64> = HashMap::new();
+        let mut spent: HashMap<(i64, Asset), i64> = HashMap::new();
         for (job, p) in places {
-            if let Some(v) = known.get(&(p.user_id, p.client_order_id.clone())) {
-                verdicts.push((*job, Verdict::Known(v.clone())));
-                continue;
+            if !known.is_empty() {
+                if let Some(v) = known.get(&(p.user_id, p.client_order_id.clone())) {
+                    verdicts.push((*job, Verdict::Known(v.clone())));
+                    continue;
+                }
             }
             if let Some(first) = first_job.get(&(p.user_id, p.client_order_id.as_str())) {
                 verdicts.push((*job, Verdict::SameAs(*first)));
@@ -295,8 +309,7 @@ impl<C: Core> MarketLogic<C> {
             let id = ids[fresh.len()];
             let order = new_order(id, p);
             let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            let asset = self.asset_name(asset);
-            let have = self.funds.get(&(p.user_id, asset.to_string())).copied();
+            let have = self.funds.get(&(p.user_id, asset)).copied();
             let used = spent.entry((p.user_id, asset)).or_insert(0);
             let left = have.unwrap_or(0) - *used;
             let reserved = if left >= amount {
@@ -364,9 +377,11 @@ impl<C: Core> MarketLogic<C> {
         }
         let positions = self.market.take_positions();
         let balances = self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
-        for (owner, asset, available) in balances {
-            self.balance_rows.insert((owner, asset.clone()));
-            self.funds.insert((owner, asset), available);
+        for (owner, name, available) in balances {
+            if let Some(a) = self.asset_of(&name) {
+                self.balance_rows.insert((owner, a));
+                self.funds.insert((owner, a), available);
+            }
         }
         Ok((results, cancel_results))
     }
@@ -409,7 +424,8 @@ impl<C: Core> MarketLogic<C> {
         let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
         let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
         let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
-        let missing: Vec<&(i64, &str, i64, i64)> = b.iter().filter(|x| !self.balance_rows.contains(&(x.0, x.1.to_string()))).collect();
+        let missing: Vec<&(i64, &str, i64, i64)> =
+            b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.balance_rows.contains(&(x.0, a)))).collect();
         let m_o: Vec<i64> = missing.iter().map(|x| x.0).collect();
         let m_a: Vec<&str> = missing.iter().map(|x| x.1).collect();
         let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));

@@ -35,13 +35,19 @@ impl Conn {
         r
     }
 
-    async fn exchange(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> io::Result<(u16, Vec<u8>)> {
+    /// Opens the connection now (a request opens it when needed).
+    pub async fn connect(&mut self) -> io::Result<()> {
         if self.stream.is_none() {
             let s = TcpStream::connect(&self.authority).await?;
             s.set_nodelay(true)?;
             self.stream = Some(s);
             self.buf.clear();
         }
+        Ok(())
+    }
+
+    async fn exchange(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> io::Result<(u16, Vec<u8>)> {
+        self.connect().await?;
         let stream = self.stream.as_mut().expect("connected");
         let mut req = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", self.authority, body.len());
         for (k, v) in headers {
