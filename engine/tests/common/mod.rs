@@ -346,6 +346,11 @@ impl Cluster {
     pub fn dump_logs(&self) {
         for p in self.nodes.iter().chain(std::iter::once(&self.gateway)) {
             let s = std::fs::read_to_string(&p.log).unwrap_or_default();
+            // Whole logs for a closer look, e.g. BENCH_LOG_DIR=/tmp/engine-logs.
+            if let Ok(dir) = std::env::var("BENCH_LOG_DIR") {
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::fs::write(std::path::Path::new(&dir).join(format!("{}.log", p.name)), &s);
+            }
             let warns: Vec<&str> = s.lines().filter(|l| l.contains("WARN") || l.contains("took leadership")).take(8).collect();
             eprintln!("---- {} (first warnings) ----\n{}", p.name, warns.join("\n"));
             let tail: Vec<&str> = s.lines().filter(|l| !l.contains("NOTICE")).rev().take(10).collect();
