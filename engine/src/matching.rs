@@ -1,19 +1,27 @@
 //! Leader logic of a spot or perpetual market partition: one group commit per batch.
 //!
-//! A batch is decided in memory between two round trips to PostgreSQL:
-//! 1. read (pipelined, no transaction): ids for the new orders, orders already placed
-//!    under the batch's client ids (idempotent retries), and the available funds of the
-//!    accounts the new orders reserve from;
-//! 2. decide and match in memory: duplicates answer the first result, orders that cannot
-//!    be funded are rejected, the rest reserve and go through the book;
-//! 3. write everything in ONE transaction (new orders in their final state, changed
-//!    orders, fills, balance deltas, ledger lines, positions, the fence) and commit
+//! A batch is decided and matched in memory, then written in one round trip:
+//! 1. decide: duplicates answer the first result; an order is accepted if the cached
+//!    available funds of its (user, asset) cover its reservation, and before any order is
+//!    rejected the batch's funds are read fresh and the batch decided again; ids come from
+//!    a pool filled from `order_id_seq` in blocks;
+//! 2. match the accepted orders and the cancels through the book;
+//! 3. write everything in ONE transaction, pipelined (new orders in their final state,
+//!    changed orders, fills, balance deltas, ledger lines, positions, the fence), commit
 //!    synchronously; only then answer.
 //!
-//! The funds were read without a lock, so another partition may spend them first: then the
-//! balance delta breaks `balances_non_negative` and the commit fails. Any such conflict
-//! (also a client id raced from another market) rolls memory back by reloading the
-//! partition from the DB, and the batch is decided again on fresh reads.
+//! The cache is never trusted for money: another partition may have spent the funds, and
+//! then the balance delta breaks `balances_non_negative` and the commit fails. Any such
+//! conflict (also a client id raced from another market) rolls memory back by reloading
+//! the partition from the DB, and the batch is decided again on fresh reads.
+//! SQL and row types are in `sql`, the market trait in `market`.
+
+mod market;
+mod sql;
+
+pub use market::Core;
+pub use sql::{order_by_client_id, order_by_id, order_json};
+use sql::*;
 
 use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
@@ -21,8 +29,6 @@ use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::perp::{PerpMarket, Position};
 use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
-use crate::book::Book;
-use crate::settle::SettleError;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -43,102 +49,6 @@ pub enum SpotCmd {
     Cancel { user_id: i64, order_id: i64 },
     Book { levels: usize },
 }
-
-const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
-/// Orders already placed under the batch's (user, client id) pairs, in any market.
-const SQL_KNOWN: &str = "SELECT o.user_id, o.client_order_id, o.market, o.order_id, o.status, o.filled_qty, o.qty_lots, o.reason \
-     FROM orders o JOIN unnest($1::bigint[], $2::text[]) AS t(u, c) ON o.user_id = t.u AND o.client_order_id = t.c";
-const SQL_FUNDS: &str = "SELECT owner_id, asset, available FROM balances WHERE (owner_id, asset) IN \
-     (SELECT * FROM unnest($1::bigint[], $2::text[]))";
-const SQL_NEW_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, \
-       quote_budget, filled_qty, held_minor, status, reason) \
-     SELECT i, $1, s, u, c, sd, k, p, q, b, f, h, st, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int2[], \
-       $7::int2[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) \
-       AS t(i, s, u, c, sd, k, p, q, b, f, h, st, r)";
-/// Aborts the transaction unless this leader's epoch is current (migration 002).
-const SQL_FENCE: &str = "SELECT fence_or_raise($1, $2)";
-const SQL_LEDGER: &str = "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
-const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
-     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id";
-const SQL_FILLS: &str = "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
-     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
-/// Creates missing rows first: a CHECK applies to the proposed row of an upsert.
-const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
-     ON CONFLICT (owner_id, asset) DO NOTHING";
-const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
-     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
-     WHERE b.owner_id = t.o AND b.asset = t.a RETURNING b.owner_id, b.asset, b.available";
-
-/// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
-pub trait Core: Send + Sync + 'static {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError>;
-    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64);
-    fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError>;
-    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate>;
-    fn book(&self) -> &Book;
-    /// Positions changed since the last call (perpetuals only).
-    fn take_positions(&mut self) -> Vec<(i64, Position)> {
-        Vec::new()
-    }
-    fn restore_position(&mut self, _user: i64, _p: Position) {}
-    const HAS_POSITIONS: bool = false;
-}
-
-impl Core for SpotMarket {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
-        settle::reservation(o, self.fees)
-    }
-    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
-        SpotMarket::restore(self, r, qty, filled, held_minor)
-    }
-    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
-        SpotMarket::place(self, o, reserved, u, f, p)
-    }
-    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
-        SpotMarket::cancel(self, id, postings)
-    }
-    fn book(&self) -> &Book {
-        &self.book
-    }
-}
-
-impl Core for PerpMarket {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
-        PerpMarket::reservation(self, o)
-    }
-    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
-        PerpMarket::restore(self, r, qty, filled, held_minor)
-    }
-    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
-        PerpMarket::place(self, o, reserved, u, f, p)
-    }
-    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
-        PerpMarket::cancel(self, id, postings)
-    }
-    fn book(&self) -> &Book {
-        &self.book
-    }
-    fn take_positions(&mut self) -> Vec<(i64, Position)> {
-        self.take_dirty()
-    }
-    fn restore_position(&mut self, user: i64, p: Position) {
-        PerpMarket::restore_position(self, user, p)
-    }
-    const HAS_POSITIONS: bool = true;
-}
-
-const SQL_POSITIONS: &str = "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
-     SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \
-     ON CONFLICT (user_id, market) DO UPDATE SET size_lots = excluded.size_lots, entry_cost_minor = excluded.entry_cost_minor, \
-       margin_minor = excluded.margin_minor, realized_pnl_minor = excluded.realized_pnl_minor";
 
 pub type SpotLogic = MarketLogic<SpotMarket>;
 pub type PerpLogic = MarketLogic<PerpMarket>;
@@ -520,44 +430,6 @@ impl<C: Core> MarketLogic<C> {
     }
 }
 
-pub fn order_json(market: &str, id: i64, cid: &str, status: &str, filled: i64, qty: i64, reason: Option<&str>) -> Value {
-    json!({"market": market, "order_id": id, "client_order_id": cid, "status": status,
-           "filled_qty": filled, "qty_lots": qty, "reason": reason})
-}
-
-/// Reads an order's current state by client id (duplicates) or by id.
-pub async fn order_by_client_id(c: &tokio_postgres::Client, user_id: i64, cid: &str) -> Result<Option<Value>, tokio_postgres::Error> {
-    let row = c
-        .query_opt(
-            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND client_order_id = $2",
-            &[&user_id, &cid],
-        )
-        .await?;
-    Ok(row.map(|r| row_json(&r)))
-}
-
-pub async fn order_by_id(c: &tokio_postgres::Client, user_id: i64, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
-    let row = c
-        .query_opt(
-            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2",
-            &[&user_id, &id],
-        )
-        .await?;
-    Ok(row.map(|r| row_json(&r)))
-}
-
-fn row_json(r: &tokio_postgres::Row) -> Value {
-    order_json(
-        r.get::<_, &str>(0),
-        r.get(1),
-        r.get::<_, &str>(2),
-        r.get::<_, &str>(3),
-        r.get(4),
-        r.get(5),
-        r.get::<_, Option<&str>>(6),
-    )
-}
-
 impl<C: Core> Logic for MarketLogic<C> {
     type Cmd = SpotCmd;
 
@@ -710,70 +582,6 @@ fn new_order(id: i64, p: &PlaceReq) -> NewOrder {
     }
 }
 
-/// An order row of `SQL_KNOWN` as the API shows it.
-fn known_json(r: &tokio_postgres::Row) -> Value {
-    order_json(r.get::<_, &str>(2), r.get(3), r.get::<_, &str>(1), r.get::<_, &str>(4), r.get(5), r.get(6), r.get::<_, Option<&str>>(7))
-}
-
-/// Columns of `SQL_NEW_ORDERS`: the batch's new orders in their final state.
-struct NewRows<'a> {
-    ids: Vec<i64>,
-    seqs: Vec<i64>,
-    users: Vec<i64>,
-    cids: Vec<&'a str>,
-    sides: Vec<i16>,
-    kinds: Vec<i16>,
-    prices: Vec<i64>,
-    qtys: Vec<i64>,
-    budgets: Vec<i64>,
-    filled: Vec<i64>,
-    held: Vec<i64>,
-    status: Vec<&'static str>,
-    reasons: Vec<Option<&'static str>>,
-}
-
-impl<'a> NewRows<'a> {
-    fn of(rows: &[(&'a Fresh, OrderUpdate)]) -> Self {
-        NewRows {
-            ids: rows.iter().map(|(f, _)| f.order.id).collect(),
-            seqs: rows.iter().map(|(f, _)| f.seq).collect(),
-            users: rows.iter().map(|(f, _)| f.order.user_id).collect(),
-            cids: rows.iter().map(|(f, _)| f.client_order_id.as_str()).collect(),
-            sides: rows.iter().map(|(f, _)| f.order.side.as_i16()).collect(),
-            kinds: rows.iter().map(|(f, _)| f.order.kind.as_i16()).collect(),
-            prices: rows.iter().map(|(f, _)| f.order.price_ticks).collect(),
-            qtys: rows.iter().map(|(f, _)| f.order.qty_lots).collect(),
-            budgets: rows.iter().map(|(f, _)| f.order.quote_budget).collect(),
-            filled: rows.iter().map(|(_, u)| u.filled_qty).collect(),
-            held: rows.iter().map(|(_, u)| u.held_minor).collect(),
-            status: rows.iter().map(|(_, u)| u.status).collect(),
-            reasons: rows.iter().map(|(_, u)| (u.status == "rejected").then_some("insufficient_funds")).collect(),
-        }
-    }
-
-    fn params<'s>(&'s self, market: &'s String) -> [&'s (dyn tokio_postgres::types::ToSql + Sync); 14] {
-        [
-            market, &self.ids, &self.seqs, &self.users, &self.cids, &self.sides, &self.kinds, &self.prices, &self.qtys,
-            &self.budgets, &self.filled, &self.held, &self.status, &self.reasons,
-        ]
-    }
-}
-
 mod oneshot_reply {
     pub type Sender = tokio::sync::oneshot::Sender<crate::api::Reply>;
-}
-
-/// Owned parameters of the ledger insert.
-struct LedgerParams {
-    refs: Vec<String>,
-    owners: Vec<i64>,
-    assets: Vec<String>,
-    da: Vec<i64>,
-    dh: Vec<i64>,
-}
-
-impl LedgerParams {
-    fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
-        [&self.refs, &self.owners, &self.assets, &self.da, &self.dh]
-    }
 }

@@ -1,0 +1,71 @@
+//! The in-memory market a leader drives, spot or perpetual, behind one trait.
+
+use crate::book::{Book, NewOrder, Resting};
+use crate::perp::{PerpMarket, Position};
+use crate::settle::{self, Asset, Postings, SettleError};
+use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+
+/// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
+pub trait Core: Send + Sync + 'static {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError>;
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64);
+    fn place(
+        &mut self,
+        o: NewOrder,
+        reserved: i64,
+        updates: &mut Vec<OrderUpdate>,
+        fills: &mut Vec<FeeFill>,
+        postings: &mut Postings,
+    ) -> Result<OrderUpdate, SettleError>;
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate>;
+    fn book(&self) -> &Book;
+    /// Positions changed since the last call (perpetuals only).
+    fn take_positions(&mut self) -> Vec<(i64, Position)> {
+        Vec::new()
+    }
+    fn restore_position(&mut self, _user: i64, _p: Position) {}
+    const HAS_POSITIONS: bool = false;
+}
+
+impl Core for SpotMarket {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+        settle::reservation(o, self.fees)
+    }
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
+        SpotMarket::restore(self, r, qty, filled, held_minor)
+    }
+    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+        SpotMarket::place(self, o, reserved, u, f, p)
+    }
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
+        SpotMarket::cancel(self, id, postings)
+    }
+    fn book(&self) -> &Book {
+        &self.book
+    }
+}
+
+impl Core for PerpMarket {
+    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+        PerpMarket::reservation(self, o)
+    }
+    fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
+        PerpMarket::restore(self, r, qty, filled, held_minor)
+    }
+    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+        PerpMarket::place(self, o, reserved, u, f, p)
+    }
+    fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
+        PerpMarket::cancel(self, id, postings)
+    }
+    fn book(&self) -> &Book {
+        &self.book
+    }
+    fn take_positions(&mut self) -> Vec<(i64, Position)> {
+        self.take_dirty()
+    }
+    fn restore_position(&mut self, user: i64, p: Position) {
+        PerpMarket::restore_position(self, user, p)
+    }
+    const HAS_POSITIONS: bool = true;
+}

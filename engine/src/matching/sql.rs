@@ -1,0 +1,139 @@
+//! SQL of a market leader and the rows it binds: statements, the new-order columns,
+//! ledger lines, and the order JSON the API shows.
+
+use super::Fresh;
+use crate::spot::OrderUpdate;
+use serde_json::{json, Value};
+
+pub(super) const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
+/// Orders already placed under the batch's (user, client id) pairs, in any market.
+pub(super) const SQL_KNOWN: &str = "SELECT o.user_id, o.client_order_id, o.market, o.order_id, o.status, o.filled_qty, o.qty_lots, o.reason \
+     FROM orders o JOIN unnest($1::bigint[], $2::text[]) AS t(u, c) ON o.user_id = t.u AND o.client_order_id = t.c";
+pub(super) const SQL_FUNDS: &str = "SELECT owner_id, asset, available FROM balances WHERE (owner_id, asset) IN \
+     (SELECT * FROM unnest($1::bigint[], $2::text[]))";
+pub(super) const SQL_NEW_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, \
+       quote_budget, filled_qty, held_minor, status, reason) \
+     SELECT i, $1, s, u, c, sd, k, p, q, b, f, h, st, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int2[], \
+       $7::int2[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) \
+       AS t(i, s, u, c, sd, k, p, q, b, f, h, st, r)";
+/// Aborts the transaction unless this leader's epoch is current (migration 002).
+pub(super) const SQL_FENCE: &str = "SELECT fence_or_raise($1, $2)";
+pub(super) const SQL_LEDGER: &str = "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
+     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
+pub(super) const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
+     FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id";
+pub(super) const SQL_FILLS: &str = "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
+     SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
+/// Creates missing rows first: a CHECK applies to the proposed row of an upsert.
+pub(super) const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
+     ON CONFLICT (owner_id, asset) DO NOTHING";
+pub(super) const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
+     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
+     WHERE b.owner_id = t.o AND b.asset = t.a RETURNING b.owner_id, b.asset, b.available";
+
+pub(super) const SQL_POSITIONS: &str = "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
+     SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \
+     ON CONFLICT (user_id, market) DO UPDATE SET size_lots = excluded.size_lots, entry_cost_minor = excluded.entry_cost_minor, \
+       margin_minor = excluded.margin_minor, realized_pnl_minor = excluded.realized_pnl_minor";
+
+pub fn order_json(market: &str, id: i64, cid: &str, status: &str, filled: i64, qty: i64, reason: Option<&str>) -> Value {
+    json!({"market": market, "order_id": id, "client_order_id": cid, "status": status,
+           "filled_qty": filled, "qty_lots": qty, "reason": reason})
+}
+
+/// Reads an order's current state by client id (duplicates) or by id.
+pub async fn order_by_client_id(c: &tokio_postgres::Client, user_id: i64, cid: &str) -> Result<Option<Value>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND client_order_id = $2",
+            &[&user_id, &cid],
+        )
+        .await?;
+    Ok(row.map(|r| row_json(&r)))
+}
+
+pub async fn order_by_id(c: &tokio_postgres::Client, user_id: i64, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
+    let row = c
+        .query_opt(
+            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2",
+            &[&user_id, &id],
+        )
+        .await?;
+    Ok(row.map(|r| row_json(&r)))
+}
+
+fn row_json(r: &tokio_postgres::Row) -> Value {
+    order_json(
+        r.get::<_, &str>(0),
+        r.get(1),
+        r.get::<_, &str>(2),
+        r.get::<_, &str>(3),
+        r.get(4),
+        r.get(5),
+        r.get::<_, Option<&str>>(6),
+    )
+}
+
+/// An order row of `SQL_KNOWN` as the API shows it.
+pub(super) fn known_json(r: &tokio_postgres::Row) -> Value {
+    order_json(r.get::<_, &str>(2), r.get(3), r.get::<_, &str>(1), r.get::<_, &str>(4), r.get(5), r.get(6), r.get::<_, Option<&str>>(7))
+}
+
+/// Columns of `SQL_NEW_ORDERS`: the batch's new orders in their final state.
+pub(super) struct NewRows<'a> {
+    pub(super) ids: Vec<i64>,
+    pub(super) seqs: Vec<i64>,
+    pub(super) users: Vec<i64>,
+    pub(super) cids: Vec<&'a str>,
+    pub(super) sides: Vec<i16>,
+    pub(super) kinds: Vec<i16>,
+    pub(super) prices: Vec<i64>,
+    pub(super) qtys: Vec<i64>,
+    pub(super) budgets: Vec<i64>,
+    pub(super) filled: Vec<i64>,
+    pub(super) held: Vec<i64>,
+    pub(super) status: Vec<&'static str>,
+    pub(super) reasons: Vec<Option<&'static str>>,
+}
+
+impl<'a> NewRows<'a> {
+    pub(super) fn of(rows: &[(&'a Fresh, OrderUpdate)]) -> Self {
+        NewRows {
+            ids: rows.iter().map(|(f, _)| f.order.id).collect(),
+            seqs: rows.iter().map(|(f, _)| f.seq).collect(),
+            users: rows.iter().map(|(f, _)| f.order.user_id).collect(),
+            cids: rows.iter().map(|(f, _)| f.client_order_id.as_str()).collect(),
+            sides: rows.iter().map(|(f, _)| f.order.side.as_i16()).collect(),
+            kinds: rows.iter().map(|(f, _)| f.order.kind.as_i16()).collect(),
+            prices: rows.iter().map(|(f, _)| f.order.price_ticks).collect(),
+            qtys: rows.iter().map(|(f, _)| f.order.qty_lots).collect(),
+            budgets: rows.iter().map(|(f, _)| f.order.quote_budget).collect(),
+            filled: rows.iter().map(|(_, u)| u.filled_qty).collect(),
+            held: rows.iter().map(|(_, u)| u.held_minor).collect(),
+            status: rows.iter().map(|(_, u)| u.status).collect(),
+            reasons: rows.iter().map(|(_, u)| (u.status == "rejected").then_some("insufficient_funds")).collect(),
+        }
+    }
+
+    pub(super) fn params<'s>(&'s self, market: &'s String) -> [&'s (dyn tokio_postgres::types::ToSql + Sync); 14] {
+        [
+            market, &self.ids, &self.seqs, &self.users, &self.cids, &self.sides, &self.kinds, &self.prices, &self.qtys,
+            &self.budgets, &self.filled, &self.held, &self.status, &self.reasons,
+        ]
+    }
+}
+
+/// Owned parameters of the ledger insert.
+pub(super) struct LedgerParams {
+    pub(super) refs: Vec<String>,
+    pub(super) owners: Vec<i64>,
+    pub(super) assets: Vec<String>,
+    pub(super) da: Vec<i64>,
+    pub(super) dh: Vec<i64>,
+}
+
+impl LedgerParams {
+    pub(super) fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
+        [&self.refs, &self.owners, &self.assets, &self.da, &self.dh]
+    }
+}
