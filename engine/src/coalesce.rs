@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// `None`: "send it on your own".
 pub type Outcome = Option<(StatusCode, String)>;
 
-/// `requests::BatchReply` as the gateway reads it: bodies stay raw JSON text.
+/// `requests::BatchReply` as the gateway reads it: the body stays raw JSON text, passed
+/// to the client as it is.
 #[derive(serde::Deserialize)]
 struct Answer {
     status: u16,

@@ -68,11 +68,10 @@ pub struct MarketLogic<C: Core> {
     batches: u64,
     /// Batches left that look up their client ids before deciding (see `read_inputs`).
     known_checks_left: u32,
-    /// Balance rows known to exist (rows are never deleted): no upsert needed for them.
-    balance_rows: std::collections::HashSet<(i64, Asset)>,
     /// Available funds per (account, asset) as of this leader's last read or commit.
     /// Other partitions change them meanwhile, so they only decide acceptances, which
     /// the commit re-checks (`balances_non_negative`); a rejection is decided on a fresh read.
+    /// Its keys are also the balance rows known to exist (rows are never deleted).
     funds: HashMap<(i64, Asset), i64>,
     /// Order ids taken from `order_id_seq` in blocks, ascending.
     id_pool: std::collections::VecDeque<i64>,
@@ -90,6 +89,8 @@ struct Fresh {
     order: NewOrder,
     seq: i64,
     client_order_id: String,
+    /// The asset its reservation is in.
+    asset: Asset,
     /// Funds reserved for it; `None`: rejected for insufficient funds.
     reserved: Option<i64>,
     /// Already in `orders` as `pending` with its funds held (left by an older engine).
@@ -126,8 +127,8 @@ impl PerpLogic {
 
 impl<C: Core> MarketLogic<C> {
     pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
-        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, balance_rows: Default::default(),
-            funds: HashMap::new(), id_pool: Default::default() }
+        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, funds: HashMap::new(),
+            id_pool: Default::default() }
     }
 
     /// The asset of this market called `name` (a perpetual's base is its quote).
@@ -159,7 +160,7 @@ impl<C: Core> MarketLogic<C> {
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
         let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
         let rows = ctx.client.query(&ctx.stmts[SQL_KNOWN], &[&users, &cids]).await?;
-        Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), known_json(r))).collect())
+        Ok(rows.iter().map(|r| ((r.get(KNOWN_USER_COL), r.get(2)), row_json(r))).collect())
     }
 
     /// Reads the available funds of every account the batch's orders reserve from.
@@ -177,7 +178,6 @@ impl<C: Core> MarketLogic<C> {
         }
         for r in rows {
             if let Some(a) = self.asset_of(r.get(1)) {
-                self.balance_rows.insert((r.get(0), a));
                 self.funds.insert((r.get(0), a), r.get(2));
             }
         }
@@ -232,7 +232,7 @@ impl<C: Core> MarketLogic<C> {
             };
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
             // Order ids come from one sequence in ascending blocks: already in arrival order.
-            fresh.push(Fresh { order, seq: id, client_order_id: p.client_order_id.clone(), reserved, existing: false });
+            fresh.push(Fresh { order, seq: id, client_order_id: p.client_order_id.clone(), asset, reserved, existing: false });
         }
         Ok(Some((fresh, verdicts)))
     }
@@ -256,8 +256,7 @@ impl<C: Core> MarketLogic<C> {
                 continue;
             };
             if !f.existing {
-                let (asset, _) = self.market.reservation(&f.order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-                settle::post_reserve(f.order.user_id, asset, reserved, &mut postings, "reserve");
+                settle::post_reserve(f.order.user_id, f.asset, reserved, &mut postings, "reserve");
             }
             let u = self
                 .market
@@ -289,7 +288,6 @@ impl<C: Core> MarketLogic<C> {
         let balances = self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
         for (owner, name, available) in balances {
             if let Some(a) = self.asset_of(&name) {
-                self.balance_rows.insert((owner, a));
                 self.funds.insert((owner, a), available);
             }
         }
@@ -335,7 +333,7 @@ impl<C: Core> MarketLogic<C> {
         let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
         let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
         let missing: Vec<&(i64, &str, i64, i64)> =
-            b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.balance_rows.contains(&(x.0, a)))).collect();
+            b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.funds.contains_key(&(x.0, a)))).collect();
         let m_o: Vec<i64> = missing.iter().map(|x| x.0).collect();
         let m_a: Vec<&str> = missing.iter().map(|x| x.1).collect();
         let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));
@@ -441,7 +439,6 @@ impl<C: Core> Logic for MarketLogic<C> {
         self.market = (self.make)();
         self.batches = 0;
         self.known_checks_left = KNOWN_CHECK_BATCHES;
-        self.balance_rows.clear();
         self.funds.clear();
         if C::HAS_POSITIONS {
             let rows = ctx
@@ -485,8 +482,8 @@ impl<C: Core> Logic for MarketLogic<C> {
                 let rest = Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
                 self.market.restore(rest, qty, filled, r.get(8));
             } else {
-                let (_, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-                pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), reserved: Some(reserved), existing: true });
+                let (asset, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
+                pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), asset, reserved: Some(reserved), existing: true });
             }
         }
         if !pending.is_empty() {

@@ -43,7 +43,8 @@ pub struct BatchItem {
 }
 
 /// One answer of a batch: the HTTP status and body the single call would have returned.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// The gateway reads it as `coalesce::Answer`, keeping the body as raw JSON text.
+#[derive(Debug, Clone, Serialize)]
 pub struct BatchReply {
     pub status: u16,
     pub body: serde_json::Value,

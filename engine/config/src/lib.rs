@@ -306,11 +306,16 @@ pub struct GatewayConfig {
     pub log: LogConfig,
 }
 
+/// Default of `GatewayConfig::batch_orders_max`.
+pub const DEFAULT_BATCH_ORDERS_MAX: usize = 256;
+/// Default of `GatewayConfig::batch_in_flight_max`.
+pub const DEFAULT_BATCH_IN_FLIGHT_MAX: usize = 4;
+
 fn default_batch_orders_max() -> usize {
-    256
+    DEFAULT_BATCH_ORDERS_MAX
 }
 fn default_batch_in_flight_max() -> usize {
-    4
+    DEFAULT_BATCH_IN_FLIGHT_MAX
 }
 fn default_probe_ms() -> u64 {
     200
@@ -422,8 +427,8 @@ mod tests {
             admin_token_file: "/etc/engine/admin_token".into(),
             probe_interval_ms: 200,
             retry_budget_ms: 5000,
-            batch_orders_max: 256,
-            batch_in_flight_max: 4,
+            batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
+            batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
             log: LogConfig::default(),
         };
         let s = c.to_toml_string().unwrap();

@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 pub(super) const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
 /// Orders already placed under the batch's (user, client id) pairs, in any market.
-pub(super) const SQL_KNOWN: &str = "SELECT o.user_id, o.client_order_id, o.market, o.order_id, o.status, o.filled_qty, o.qty_lots, o.reason \
+/// The columns `row_json` reads, then the user (at `KNOWN_USER_COL`).
+pub(super) const SQL_KNOWN: &str = "SELECT o.market, o.order_id, o.client_order_id, o.status, o.filled_qty, o.qty_lots, o.reason, o.user_id \
      FROM orders o JOIN unnest($1::bigint[], $2::text[]) AS t(u, c) ON o.user_id = t.u AND o.client_order_id = t.c";
 pub(super) const SQL_FUNDS: &str = "SELECT owner_id, asset, available FROM balances WHERE (owner_id, asset) IN \
      (SELECT * FROM unnest($1::bigint[], $2::text[]))";
@@ -41,28 +42,21 @@ pub fn order_json(market: &str, id: i64, cid: &str, status: &str, filled: i64, q
            "filled_qty": filled, "qty_lots": qty, "reason": reason})
 }
 
-/// Reads an order's current state by client id (duplicates) or by id.
+/// Reads a user's order by client id.
 pub async fn order_by_client_id(c: &tokio_postgres::Client, user_id: i64, cid: &str) -> Result<Option<Value>, tokio_postgres::Error> {
-    let row = c
-        .query_opt(
-            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND client_order_id = $2",
-            &[&user_id, &cid],
-        )
-        .await?;
-    Ok(row.map(|r| row_json(&r)))
+    let sql = "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND client_order_id = $2";
+    Ok(c.query_opt(sql, &[&user_id, &cid]).await?.map(|r| row_json(&r)))
 }
 
+/// Reads a user's order by id.
 pub async fn order_by_id(c: &tokio_postgres::Client, user_id: i64, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
-    let row = c
-        .query_opt(
-            "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2",
-            &[&user_id, &id],
-        )
-        .await?;
-    Ok(row.map(|r| row_json(&r)))
+    let sql = "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2";
+    Ok(c.query_opt(sql, &[&user_id, &id]).await?.map(|r| row_json(&r)))
 }
 
-fn row_json(r: &tokio_postgres::Row) -> Value {
+/// An order row (market, order_id, client_order_id, status, filled_qty, qty_lots, reason
+/// first) as the API shows it.
+pub(super) fn row_json(r: &tokio_postgres::Row) -> Value {
     order_json(
         r.get::<_, &str>(0),
         r.get(1),
@@ -74,10 +68,7 @@ fn row_json(r: &tokio_postgres::Row) -> Value {
     )
 }
 
-/// An order row of `SQL_KNOWN` as the API shows it.
-pub(super) fn known_json(r: &tokio_postgres::Row) -> Value {
-    order_json(r.get::<_, &str>(2), r.get(3), r.get::<_, &str>(1), r.get::<_, &str>(4), r.get(5), r.get(6), r.get::<_, Option<&str>>(7))
-}
+pub(super) const KNOWN_USER_COL: usize = 7;
 
 /// Columns of `SQL_NEW_ORDERS`: the batch's new orders in their final state.
 pub(super) struct NewRows<'a> {

@@ -285,8 +285,8 @@ impl Env {
             admin_token_file: self.token_file.clone(),
             probe_interval_ms: 100,
             retry_budget_ms: 8000,
-            batch_orders_max: std::env::var("GATEWAY_BATCH_ORDERS_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(256),
-            batch_in_flight_max: 4,
+            batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
+            batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
             log: LogConfig { format: "json".into(), level: "info".into() },
         }
     }
@@ -427,7 +427,6 @@ pub async fn deposit(gw: &str, id: &str, user_id: i64, asset: &str, amount: i64)
     assert_eq!(s, 200, "deposit: {v}");
 }
 
-/// Sum of all balances per asset, and the world account (deposits - withdrawals, negated).
 /// Orders whose stored state disagrees with the fills: `filled_qty` must be the sum of
 /// the order's fills, and an `open` order must have quantity left. Empty when consistent.
 pub fn order_fill_violations(pg: &Pg) -> String {
@@ -440,6 +439,7 @@ pub fn order_fill_violations(pg: &Pg) -> String {
     )
 }
 
+/// Sum of all balances per asset, and the world account (deposits - withdrawals, negated).
 pub fn conservation_violations(pg: &Pg) -> String {
     pg.sql(
         "SELECT coalesce(string_agg(asset || ':' || total, ','), '') FROM \

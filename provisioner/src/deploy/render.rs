@@ -295,8 +295,8 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
             admin_token_file: p.secret("admin_token").into(),
             probe_interval_ms: ctx.cfg.engine.gateway_probe_interval_ms,
             retry_budget_ms: 5000,
-            batch_orders_max: 256,
-            batch_in_flight_max: 4,
+            batch_orders_max: engine_config::DEFAULT_BATCH_ORDERS_MAX,
+            batch_in_flight_max: engine_config::DEFAULT_BATCH_IN_FLIGHT_MAX,
             log: LogConfig::default(),
         };
         let path = format!("{}/gateway.toml", p.etc);
