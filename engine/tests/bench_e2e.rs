@@ -14,6 +14,21 @@ fn quiet(c: &mut engine_config::NodeConfig) {
     c.log.level = std::env::var("NODE_LOG").unwrap_or_else(|_| "warn".into());
 }
 
+/// The cluster's processes by role; this test process is the load generator.
+fn cpu_groups(c: &Cluster) -> Vec<cpu::Group> {
+    let (primary, standby) = c.env.pg.postmasters();
+    let nodes = |matching: bool| c.nodes.iter().filter(|n| n.name.starts_with("matching") == matching).filter_map(|n| n.pid()).collect();
+    let g = |name: &str, pids: Vec<u32>, with_children| cpu::Group { name: name.into(), pids, with_children };
+    vec![
+        g("gateway", c.gateway.pid().into_iter().collect(), false),
+        g("matching nodes", nodes(true), false),
+        g("other nodes", nodes(false), false),
+        g("pg primary", vec![primary], true),
+        g("pg standby", vec![standby], true),
+        g("load generator", vec![std::process::id()], false),
+    ]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn bench_end_to_end_throughput() {
@@ -29,8 +44,12 @@ async fn bench_end_to_end_throughput() {
         first_user_id: 1000,
     };
     let keys = engine::loadgen::setup(&cfg).await.expect("setup");
+    let groups = cpu_groups(&c);
+    let before = cpu::sample(&groups);
     let r = engine::loadgen::run(&cfg, &keys).await;
+    let after = cpu::sample(&groups);
     println!("E2E: concurrency {}: {r}", cfg.concurrency);
+    println!("E2E: CPU us per acknowledged order: {}", cpu::per_order(&before, &after, r.acked));
     println!("E2E: acknowledged per second: {:?}", r.per_second);
     println!(
         "E2E: tables (name, live, dead, hot updates, updates, MB):\n{}",

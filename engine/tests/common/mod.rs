@@ -3,6 +3,8 @@
 //! here is stopped by PID in Drop, and temp dirs are removed, also when a test fails.
 #![allow(dead_code)]
 
+pub mod cpu;
+
 use engine_config::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,6 +109,11 @@ impl Pg {
                 self.pids.push(pid);
             }
         }
+    }
+
+    /// Postmaster pids: (primary, standby).
+    pub fn postmasters(&self) -> (u32, u32) {
+        (self.pids[1], self.pids[3])
     }
 
     /// kill -9 the primary's postmaster (its backends exit when they notice).
