@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-/// A process group: its name and root pids (a root's children count too, for PostgreSQL).
+/// A process group: its name and root pids; with children, each child counts under
+/// `<group>/<role>` (PostgreSQL's backends by their process title).
 pub struct Group {
     pub name: String,
     pub pids: Vec<u32>,
@@ -34,6 +35,15 @@ fn machine() -> (u64, u64) {
     (total - idle, total)
 }
 
+/// A PostgreSQL child's role from its process title ("postgres: walsender ..."); client
+/// sessions ("postgres: <user> <db> ...") are "sessions".
+fn role(pid: u32) -> String {
+    let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let word = title.split_whitespace().nth(1).unwrap_or("?").to_string();
+    const ROLES: &[&str] = &["walsender", "walreceiver", "walwriter", "startup", "checkpointer", "background", "autovacuum", "logical"];
+    if ROLES.contains(&word.as_str()) { word } else { "sessions".into() }
+}
+
 pub fn sample(groups: &[Group]) -> Sample {
     let all: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).collect::<Vec<_>>())
@@ -43,12 +53,13 @@ pub fn sample(groups: &[Group]) -> Sample {
         .collect();
     let mut ticks = BTreeMap::new();
     for g in groups {
-        let t: u64 = all
-            .iter()
-            .filter(|(pid, ppid, _)| g.pids.contains(pid) || (g.with_children && g.pids.contains(ppid)))
-            .map(|(_, _, t)| t)
-            .sum();
-        *ticks.entry(g.name.clone()).or_insert(0) += t;
+        for (pid, ppid, t) in &all {
+            if g.pids.contains(pid) {
+                *ticks.entry(g.name.clone()).or_insert(0) += t;
+            } else if g.with_children && g.pids.contains(ppid) {
+                *ticks.entry(format!("{}/{}", g.name, role(*pid))).or_insert(0) += t;
+            }
+        }
     }
     Sample { ticks, machine: machine() }
 }
@@ -68,7 +79,9 @@ pub fn per_order(a: &Sample, b: &Sample, orders: u64) -> String {
     for (name, t) in &b.ticks {
         let d = t.saturating_sub(a.ticks.get(name).copied().unwrap_or(0));
         grouped += d;
-        out.push(format!("{name} {:.1}", us(d)));
+        if d > 0 {
+            out.push(format!("{name} {:.1}", us(d)));
+        }
     }
     let (busy, total) = (b.machine.0 - a.machine.0, b.machine.1 - a.machine.1);
     out.push(format!("rest of machine {:.1}", us(busy.saturating_sub(grouped))));
