@@ -50,6 +50,17 @@ pub fn init_logging(log: &engine_config::LogConfig) {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
+/// Binds the HTTP listener; every accepted connection gets `TCP_NODELAY`: answers are
+/// small and latency-bound, and Nagle would hold one back behind an unacknowledged one.
+pub async fn listen(addr: &str) -> std::io::Result<impl axum::serve::Listener<Addr = std::net::SocketAddr>> {
+    use axum::serve::ListenerExt;
+    Ok(tokio::net::TcpListener::bind(addr).await?.tap_io(|s| {
+        if let Err(e) = s.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    }))
+}
+
 pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

@@ -26,7 +26,7 @@ async fn main() -> anyhow::Result<()> {
     let pg_rw = engine::db::pg_config(&cfg.db, true)?;
     let pg_any = engine::db::pg_config(&cfg.db, false)?;
     tracing::info!(version = engine::VERSION, gateway = %cfg.gateway_id, region = %cfg.region, "starting");
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let g = Gateway::new(cfg, admin_token, pg_rw, pg_any);
     g.spawn_probes();
     axum::serve(listener, g.router()).with_graceful_shutdown(engine::shutdown_signal()).await?;

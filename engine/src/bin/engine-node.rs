@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
     if cfg.mode == RegionMode::Active {
         migrate_with_retry(&pg).await?;
     }
-    let listener = tokio::net::TcpListener::bind(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let node = Node::start(cfg, pg, pg_any, admin_token);
     engine::monitor::spawn(node.clone());
     let app = node.router();
