@@ -33,6 +33,7 @@ struct Answer {
 struct Item {
     order: BatchItem,
     reply: oneshot::Sender<Outcome>,
+    queued: std::time::Instant,
 }
 
 /// Queues of the per-market batching tasks, by partition key (`matching/<symbol>`).
@@ -60,7 +61,7 @@ impl Coalescer {
     pub async fn place(&self, partition: &str, user_id: i64, order: PlaceOrder) -> Outcome {
         let q = self.queues.get(partition)?;
         let (reply, rx) = oneshot::channel();
-        q.send(Item { order: BatchItem { user_id, order }, reply }).await.ok()?;
+        q.send(Item { order: BatchItem { user_id, order }, reply, queued: std::time::Instant::now() }).await.ok()?;
         rx.await.ok().flatten()
     }
 }
@@ -89,6 +90,7 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
     let Some(node) = g.leader_of(partition) else {
         return; // dropping the items answers `None` to each
     };
+    let (t, waited_us) = (std::time::Instant::now(), items.first().map(|i| i.queued.elapsed().as_micros() as u64).unwrap_or(0));
     let (orders, replies): (Vec<BatchItem>, Vec<oneshot::Sender<Outcome>>) = items.into_iter().map(|i| (i.order, i.reply)).unzip();
     let n = orders.len();
     let url = format!("http://{}/v1/orders/batch", node.peer.addr);
@@ -107,6 +109,7 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
     let Some(answers) = answers.filter(|a| a.len() == n) else {
         return;
     };
+    tracing::debug!(partition, n, waited_us, call_us = t.elapsed().as_micros() as u64, "batch call");
     g.metrics.add("engine_gateway_batched_orders_total".into(), n as f64);
     g.metrics.inc("engine_gateway_batches_total".into());
     for (a, reply) in answers.into_iter().zip(replies) {

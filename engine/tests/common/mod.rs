@@ -294,7 +294,8 @@ impl Env {
             retry_budget_ms: 8000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
-            log: LogConfig { format: "json".into(), level: "info".into() },
+            // GATEWAY_LOG: a tracing filter for diagnostics, e.g. "info,engine::coalesce=debug".
+            log: LogConfig { format: "json".into(), level: std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()) },
         }
     }
 
