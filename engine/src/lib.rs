@@ -49,7 +49,6 @@ pub fn init_logging(log: &engine_config::LogConfig) {
     let _ = if log.format == "text" { b.try_init() } else { b.json().try_init() };
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
 /// Binds the HTTP listener; every accepted connection gets `TCP_NODELAY`: answers are
 /// small and latency-bound, and Nagle would hold one back behind an unacknowledged one.
 pub async fn listen(addr: &str) -> std::io::Result<impl axum::serve::Listener<Addr = std::net::SocketAddr>> {
@@ -61,6 +60,7 @@ pub async fn listen(addr: &str) -> std::io::Result<impl axum::serve::Listener<Ad
     }))
 }
 
+/// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

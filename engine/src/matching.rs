@@ -55,7 +55,7 @@ pub type PerpLogic = MarketLogic<PerpMarket>;
 
 const ALL_SQL: &[&str] = &[
     SQL_NEW_IDS, SQL_KNOWN, SQL_FUNDS, SQL_NEW_ORDERS, SQL_LEDGER, SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS,
-    SQL_APPLY_BALANCES, SQL_POSITIONS, SQL_FENCE,
+    SQL_APPLY_BALANCES, SQL_POSITIONS, crate::partition::SQL_FENCE,
 ];
 
 pub struct MarketLogic<C: Core> {
@@ -344,7 +344,7 @@ impl<C: Core> MarketLogic<C> {
         // COMMIT rolls it back; the first error is returned.
         let r = futures::try_join!(
             async { c.batch_execute("BEGIN").await },
-            async { c.execute(&st[SQL_FENCE], &[&key, &epoch]).await.map(drop) },
+            async { c.execute(&st[crate::partition::SQL_FENCE], &[&key, &epoch]).await.map(drop) },
             async {
                 if !new.ids.is_empty() {
                     c.execute(&st[SQL_NEW_ORDERS], &new.params(&self.symbol)).await?;
@@ -411,7 +411,7 @@ impl<C: Core> MarketLogic<C> {
             return None;
         }
         Some(LedgerParams {
-            refs: vec![reference; lines.len()],
+            reference,
             owners: lines.iter().map(|(k, _)| k.0).collect(),
             assets: lines.iter().map(|(k, _)| self.asset_name(k.1).to_string()).collect(),
             da: lines.iter().map(|(_, v)| v.0).collect(),

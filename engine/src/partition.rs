@@ -75,8 +75,10 @@ pub struct LeaderCtx {
     pub stmts: std::collections::HashMap<&'static str, tokio_postgres::Statement>,
 }
 
-/// The epoch check every write transaction runs (params: key, epoch); must update 1 row.
-pub const SQL_FENCE: &str = "UPDATE partitions SET last_commit_at = now() WHERE partition_key = $1 AND epoch = $2";
+/// The epoch check every write transaction runs (params: key, epoch): `fence_or_raise`
+/// (migration 002) raises `db::FENCED_SQLSTATE` when the epoch was superseded, so the
+/// transaction aborts, also when statements are pipelined behind it.
+pub const SQL_FENCE: &str = "SELECT fence_or_raise($1, $2)";
 
 impl LeaderCtx {
     pub fn fence_params(&self) -> (String, i64) {
@@ -107,16 +109,11 @@ pub struct Fencer {
 impl Fencer {
     /// Must run inside every write transaction of the partition.
     pub async fn fence(&self, tx: &Transaction<'_>) -> Result<(), LeadError> {
-        let n = tx
-            .execute(
-                "UPDATE partitions SET last_commit_at = now() WHERE partition_key = $1 AND epoch = $2",
-                &[&self.key, &self.epoch],
-            )
-            .await?;
-        if n != 1 {
-            return Err(LeadError::Fenced(self.key.clone()));
+        match tx.execute(SQL_FENCE, &[&self.key, &self.epoch]).await {
+            Ok(_) => Ok(()),
+            Err(e) if crate::db::is_fenced(&e) => Err(LeadError::Fenced(self.key.clone())),
+            Err(e) => Err(e.into()),
         }
-        Ok(())
     }
 }
 

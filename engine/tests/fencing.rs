@@ -1,7 +1,8 @@
 //! A leader whose epoch was superseded behind its back can never commit for the partition
-//! again: its next batch is refused inside the write itself (`fence_or_raise`), it gives
-//! the partition up, and a new leadership (a newer epoch) takes the order. Checked in the
-//! DB: after the bump, no ledger entry carries the old epoch, and the order is there once.
+//! again: its next write is refused inside the transaction itself (`fence_or_raise`), it
+//! gives the partition up, and a new leadership (a newer epoch) takes the request. Checked
+//! in the DB, for a market (no ledger entry of the old epoch after the bump, the order there
+//! once) and for a wallet shard (a newer epoch took over, the deposit there once).
 
 mod common;
 use common::*;
@@ -45,5 +46,25 @@ async fn superseded_leader_cannot_commit() {
     assert!(now >= epoch + 2, "a new leadership must have taken the partition (epoch {now})");
     let copies = c.env.pg.sql("SELECT count(*) FROM orders WHERE user_id = 50 AND client_order_id = 'fence-2'");
     assert_eq!(copies.trim(), "1");
+
+    // The same for the wallet shard of user 50: a leader whose fence did not raise would
+    // commit the deposit itself, and nobody would take the shard over.
+    let shard = format!("wallet/{}", engine::wallet::shard_of(50, c.node_cfgs[0].exchange.wallet_shards));
+    let epoch_sql = format!("SELECT epoch FROM partitions WHERE partition_key = '{shard}'");
+    let epoch: i64 = c.env.pg.sql(&epoch_sql).trim().parse().unwrap();
+    c.env.pg.sql(&format!("UPDATE partitions SET epoch = epoch + 1 WHERE partition_key = '{shard}'"));
+    let body = json!({"deposit_id": "fence-usd-2", "user_id": 50, "asset": "USD", "amount_minor": 1000});
+    let t = Instant::now();
+    let (s, v) = loop {
+        let (s, v) = post(&gw, "/admin/deposits", &[("x-admin-token", ADMIN_TOKEN)], body.clone()).await;
+        if s == 200 || t.elapsed() > Duration::from_secs(20) {
+            break (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(s, 200, "the deposit must be taken by a new leadership: {v}");
+    let now: i64 = c.env.pg.sql(&epoch_sql).trim().parse().unwrap();
+    assert!(now >= epoch + 2, "a new leadership must have taken {shard} (epoch {epoch} -> {now})");
+    assert_eq!(c.env.pg.sql("SELECT count(*) FROM deposits WHERE deposit_id = 'fence-usd-2'").trim(), "1");
     assert_eq!(conservation_violations(&c.env.pg), "");
 }

@@ -17,10 +17,8 @@ pub(super) const SQL_NEW_ORDERS: &str = "INSERT INTO orders (order_id, market, s
      SELECT i, $1, s, u, c, sd, k, p, q, b, f, h, st, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int2[], \
        $7::int2[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) \
        AS t(i, s, u, c, sd, k, p, q, b, f, h, st, r)";
-/// Aborts the transaction unless this leader's epoch is current (migration 002).
-pub(super) const SQL_FENCE: &str = "SELECT fence_or_raise($1, $2)";
 pub(super) const SQL_LEDGER: &str = "INSERT INTO ledger (ref, owner_id, asset, d_available, d_held) \
-     SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
+     SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::bigint[], $5::bigint[])";
 pub(super) const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f, held_minor = t.h, status = t.s \
      FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[]) AS t(id, f, h, s) WHERE o.order_id = t.id";
 pub(super) const SQL_FILLS: &str = "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
@@ -116,7 +114,7 @@ impl<'a> NewRows<'a> {
 
 /// Owned parameters of the ledger insert.
 pub(super) struct LedgerParams {
-    pub(super) refs: Vec<String>,
+    pub(super) reference: String,
     pub(super) owners: Vec<i64>,
     pub(super) assets: Vec<String>,
     pub(super) da: Vec<i64>,
@@ -125,6 +123,6 @@ pub(super) struct LedgerParams {
 
 impl LedgerParams {
     pub(super) fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
-        [&self.refs, &self.owners, &self.assets, &self.da, &self.dh]
+        [&self.reference, &self.owners, &self.assets, &self.da, &self.dh]
     }
 }
