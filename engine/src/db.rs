@@ -4,7 +4,12 @@
 //! Patroni failover a reconnect lands on the new primary by itself.
 
 use engine_config::DbConfig;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Semaphore};
+use tokio_postgres::config::TargetSessionAttrs;
 use tokio_postgres::{Client, Config, NoTls};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,60 +18,263 @@ pub enum DbError {
     Config(String),
     #[error("postgres: {0}")]
     Pg(#[from] tokio_postgres::Error),
+    #[error("no DB host answered: {0}")]
+    Unreachable(String),
+    #[error("DB session limit: all {0} sessions of this process are in use")]
+    Limit(usize),
+    #[error("DB statement timed out after {0} ms")]
+    Timeout(u64),
+}
+
+/// Client-side time limits of a process's DB sessions (`engine_config::DbConfig`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub connect: Duration,
+    pub query: Duration,
+    pub commit: Duration,
+    pub stall: Duration,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub tcp_user: Duration,
+}
+
+impl Limits {
+    pub fn of(db: &DbConfig) -> Limits {
+        let ms = Duration::from_millis;
+        Limits {
+            connect: ms(db.connect_timeout_ms.max(1)),
+            query: ms(db.query_timeout_ms.max(1)),
+            commit: ms(db.commit_timeout_ms.max(1)),
+            stall: ms(db.commit_stall_ms.max(1)),
+            reconnect_min: ms(db.reconnect_min_ms.max(1)),
+            reconnect_max: ms(db.reconnect_max_ms.max(db.reconnect_min_ms).max(1)),
+            tcp_user: ms(db.tcp_user_timeout_ms.max(1)),
+        }
+    }
+}
+
+/// Where and how a process connects: one single-host setting per DB host (tried in order,
+/// each bounded by `connect_timeout_ms`), the time limits, and the process's session slots
+/// (`connections_max`), shared by every `Target` of the process.
+#[derive(Clone)]
+pub struct Target {
+    hosts: Vec<(String, Config)>,
+    pub limits: Limits,
+    slots: Arc<Semaphore>,
+    slots_max: usize,
+    /// Last liveness check per host: (when, answered as primary). One check at a time.
+    checks: Arc<tokio::sync::Mutex<HashMap<String, (Instant, bool)>>>,
 }
 
 /// Builds the libpq-style settings. `read_write` selects `target_session_attrs=read-write`
-/// (writers); otherwise any reachable host is accepted (readers, standby regions).
-pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Config, DbError> {
-    let mut c = Config::new();
+/// (writers); otherwise any reachable host is accepted (readers, standby regions). The
+/// session slots are unlimited: processes use `targets`.
+pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Target, DbError> {
+    target(db, read_write, "engine", Arc::new(Semaphore::new(Semaphore::MAX_PERMITS)), Semaphore::MAX_PERMITS)
+}
+
+/// The writer (`read-write`) and reader (any host) settings of one process, named
+/// `application_name` (its node or gateway id, visible in `pg_stat_activity`), sharing at
+/// most `connections_max` sessions.
+pub fn targets(db: &DbConfig, application_name: &str, connections_max: usize) -> Result<(Target, Target), DbError> {
+    let n = connections_max.max(1);
+    let slots = Arc::new(Semaphore::new(n));
+    Ok((target(db, true, application_name, slots.clone(), n)?, target(db, false, application_name, slots, n)?))
+}
+
+fn target(db: &DbConfig, read_write: bool, app: &str, slots: Arc<Semaphore>, slots_max: usize) -> Result<Target, DbError> {
     if db.hosts.is_empty() {
         return Err(DbError::Config("db.hosts is empty".into()));
     }
+    let password = match &db.password_file {
+        Some(p) => Some(engine_config::read_secret(p).map_err(|e| DbError::Config(e.to_string()))?),
+        None => None,
+    };
+    let mut hosts = Vec::new();
     for h in &db.hosts {
         let (host, port) = h.rsplit_once(':').ok_or_else(|| DbError::Config(format!("db host {h:?} is not host:port")))?;
         let port: u16 = port.parse().map_err(|_| DbError::Config(format!("bad port in {h:?}")))?;
-        c.host(host);
-        c.port(port);
+        let mut c = Config::new();
+        c.host(host).port(port).dbname(&db.dbname).user(&db.user).application_name(app);
+        if let Some(pw) = &password {
+            c.password(pw.as_str());
+        }
+        c.connect_timeout(Duration::from_millis(db.connect_timeout_ms.max(1)));
+        c.keepalives(true)
+            .keepalives_idle(Duration::from_secs(2))
+            .keepalives_interval(Duration::from_secs(1))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_millis(db.tcp_user_timeout_ms.max(1)));
+        c.target_session_attrs(if read_write { TargetSessionAttrs::ReadWrite } else { TargetSessionAttrs::Any });
+        hosts.push((h.clone(), c));
     }
-    c.dbname(&db.dbname).user(&db.user).application_name("engine");
-    if let Some(p) = &db.password_file {
-        let pw = engine_config::read_secret(p).map_err(|e| DbError::Config(e.to_string()))?;
-        c.password(pw);
-    }
-    c.connect_timeout(Duration::from_millis(db.connect_timeout_ms));
-    c.keepalives(true)
-        .keepalives_idle(Duration::from_secs(2))
-        .keepalives_interval(Duration::from_secs(1))
-        .keepalives_retries(3);
-    c.target_session_attrs(if read_write {
-        tokio_postgres::config::TargetSessionAttrs::ReadWrite
-    } else {
-        tokio_postgres::config::TargetSessionAttrs::Any
-    });
-    Ok(c)
+    Ok(Target { hosts, limits: Limits::of(db), slots, slots_max, checks: Default::default() })
 }
 
-/// Connects and drives the connection in a background task. The session asks the server
-/// to detect a vanished client within a few seconds (so its advisory locks are freed).
-/// Statements are planned per execution (`plan_cache_mode = force_custom_plan`): a
-/// generic plan made while `orders` was small (hash join over a sequential scan of it,
-/// for the batch `UPDATE ... FROM unnest(...)`) would otherwise be kept while the table
-/// grows, and scanning it took most of the database's CPU under load. Market leaders
-/// switch to `LEADER_PLANS` instead (see docs/benchmarks.md).
-pub async fn connect(cfg: &Config) -> Result<Client, DbError> {
-    let (client, conn) = cfg.connect(NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "db connection closed");
+impl Target {
+    /// Sessions of this process open right now (slots in use).
+    pub fn sessions_open(&self) -> usize {
+        self.slots_max.saturating_sub(self.slots.available_permits())
+    }
+
+    /// Is `host` answering as a writable primary? Asked on a fresh session to that host
+    /// alone, bounded by `query_timeout_ms`; results are shared for a second and one check
+    /// runs at a time. `None`: no free session slot to ask with (unknown).
+    pub async fn primary_answers(&self, host: &str) -> Option<bool> {
+        let mut g = self.checks.lock().await;
+        if let Some((at, ok)) = g.get(host) {
+            if at.elapsed() < Duration::from_secs(1) {
+                return Some(*ok);
+            }
         }
-    });
-    client
-        .batch_execute(
-            "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3; \
-             SET synchronous_commit = on; SET plan_cache_mode = force_custom_plan",
-        )
-        .await?;
-    Ok(client)
+        let mut one = self.clone();
+        one.hosts.retain(|(h, _)| h == host);
+        for (_, c) in &mut one.hosts {
+            c.target_session_attrs(TargetSessionAttrs::Any);
+        }
+        let q = self.limits.query;
+        let ok = match tokio::time::timeout(q, one.connect_with(q)).await {
+            Ok(Err(DbError::Limit(_))) => return None,
+            Ok(Ok(s)) => matches!(
+                tokio::time::timeout(q, s.query_one("SELECT pg_is_in_recovery()", &[])).await,
+                Ok(Ok(r)) if !r.get::<_, bool>(0)
+            ),
+            _ => false,
+        };
+        g.insert(host.to_string(), (Instant::now(), ok));
+        Some(ok)
+    }
+
+    async fn connect_with(&self, slot_wait: Duration) -> Result<Session, DbError> {
+        let permit = match tokio::time::timeout(slot_wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(DbError::Limit(self.slots_max)),
+        };
+        let mut errors = Vec::new();
+        for (label, cfg) in &self.hosts {
+            // `connect_timeout` of tokio-postgres bounds the TCP connect only; a host that
+            // accepts TCP but never answers (a frozen server) must not hang the attempt.
+            match tokio::time::timeout(self.limits.connect, cfg.connect(NoTls)).await {
+                Ok(Ok((client, conn))) => {
+                    let (close, closed) = oneshot::channel::<()>();
+                    let cancel = client.cancel_token();
+                    let grace = self.limits.query;
+                    tokio::spawn(async move {
+                        let _slot = permit; // freed when the socket is closed
+                        let mut conn = std::pin::pin!(conn);
+                        tokio::select! {
+                            r = &mut conn => {
+                                if let Err(e) = r {
+                                    tracing::debug!(error = %e, "db connection closed");
+                                }
+                                return;
+                            }
+                            _ = closed => {}
+                        }
+                        // The session was dropped. A statement still outstanding (timed out
+                        // by the caller) would keep the connection (and the server's
+                        // backend, e.g. waiting for the synchronous standby) open: cancel
+                        // it on the server, then close the socket whatever happens.
+                        if tokio::time::timeout(Duration::from_millis(100), &mut conn).await.is_ok() {
+                            return;
+                        }
+                        let _ = tokio::time::timeout(grace, cancel.cancel_query(NoTls)).await;
+                        let _ = tokio::time::timeout(Duration::from_millis(500), &mut conn).await;
+                    });
+                    let s = Session { client, host: label.clone(), _close: close };
+                    match tokio::time::timeout(self.limits.query, s.batch_execute(&session_settings(&self.limits))).await {
+                        Ok(Ok(())) => return Ok(s),
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(_) => return Err(DbError::Timeout(self.limits.query.as_millis() as u64)),
+                    }
+                }
+                Ok(Err(e)) => errors.push(format!("{label}: {e}")),
+                Err(_) => errors.push(format!("{label}: no answer in {} ms", self.limits.connect.as_millis())),
+            }
+        }
+        Err(DbError::Unreachable(errors.join("; ")))
+    }
+}
+
+/// Asked of the server for every session: it detects a vanished client within a few
+/// seconds (keepalives for an idle session, `tcp_user_timeout` for unacknowledged data),
+/// so its advisory locks are freed. Statements are planned per execution
+/// (`plan_cache_mode = force_custom_plan`): a generic plan made while `orders` was small
+/// (hash join over a sequential scan of it, for the batch `UPDATE ... FROM unnest(...)`)
+/// would otherwise be kept while the table grows, and scanning it took most of the
+/// database's CPU under load. Market leaders switch to `LEADER_PLANS` instead (see
+/// docs/benchmarks.md).
+fn session_settings(l: &Limits) -> String {
+    format!(
+        "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; SET tcp_keepalives_count = 3; \
+         SET tcp_user_timeout = {}; SET synchronous_commit = on; SET plan_cache_mode = force_custom_plan",
+        l.tcp_user.as_millis()
+    )
+}
+
+/// One DB session: the client, the host it is on, and its slot of the process's
+/// `connections_max`. Dropping it closes the connection (cancelling on the server a
+/// statement still outstanding) and frees the slot.
+pub struct Session {
+    client: Client,
+    /// The `host:port` of `db.hosts` this session is on.
+    pub host: String,
+    _close: oneshot::Sender<()>,
+}
+
+impl std::ops::Deref for Session {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Connects to the first host that accepts (and, for a writer target, is read-write),
+/// waiting at most `query_timeout_ms` for a free session slot.
+pub async fn connect(t: &Target) -> Result<Session, DbError> {
+    t.connect_with(t.limits.query).await
+}
+
+/// `f` bounded by `query_timeout_ms`.
+pub async fn bounded<T, E: Into<DbError>>(t: &Target, f: impl Future<Output = Result<T, E>>) -> Result<T, DbError> {
+    match tokio::time::timeout(t.limits.query, f).await {
+        Ok(r) => r.map_err(Into::into),
+        Err(_) => Err(DbError::Timeout(t.limits.query.as_millis() as u64)),
+    }
+}
+
+/// Exponential backoff with jitter between reconnection attempts: the n-th consecutive
+/// failure waits a random time in [d/2, d], d = min(min * 2^n, max). Never a tight loop.
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(l: &Limits) -> Backoff {
+        Backoff { next: l.reconnect_min, min: l.reconnect_min, max: l.reconnect_max }
+    }
+    /// Sleeps before the next attempt and lengthens the one after.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_delay()).await;
+    }
+    /// The delay before the next attempt (jittered); lengthens the one after.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        let half = d / 2;
+        self.next = (d * 2).min(self.max);
+        half + Duration::from_micros(rand::random::<u64>() % (half.as_micros() as u64 + 1))
+    }
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
 }
 
 /// Settings of a market leader's session. Its statements touch a few rows each, by key,
@@ -82,8 +290,7 @@ pub const LEADER_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET en
 pub const LOAD_PLANS: &str = "SET plan_cache_mode = force_custom_plan; RESET enable_seqscan; RESET enable_hashjoin; \
      RESET enable_mergejoin";
 
-const MIGRATIONS: &[(i32, &str)] =
-    &[(1, include_str!("migrations/001_init.sql")), (2, include_str!("migrations/002_fence.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_init.sql")), (2, include_str!("migrations/002_fence.sql"))];
 
 /// SQLSTATE raised by `fence_or_raise` when the caller's epoch was superseded.
 pub const FENCED_SQLSTATE: &str = "EF001";

@@ -5,6 +5,7 @@
 
 use crate::api::{ApiError, Reply};
 use crate::coalesce::Coalescer;
+use crate::db;
 use crate::metrics::{label, Metrics};
 use crate::node::{respond, ADMIN_HEADER, USER_HEADER};
 use crate::requests::{self as rq, parse};
@@ -21,7 +22,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio_postgres::Client;
 
 pub const API_KEY_HEADER: &str = "x-api-key";
 
@@ -32,7 +32,17 @@ pub struct NodeStatus {
     pub mode: String,
     pub isolated: bool,
     pub leading: Vec<String>,
+    /// Partitions it leads whose DB work (usually a commit) is outstanding: age in ms.
+    #[serde(default)]
+    pub in_flight_ms: HashMap<String, u64>,
+    /// When this status was received.
+    #[serde(skip)]
+    pub received: Option<Instant>,
 }
+
+/// Default `db.connections_max` of the gateway: the DB probe's session, the readers on the
+/// primary and on any host, and the admin writer.
+pub const DEFAULT_DB_SESSIONS: usize = 4;
 
 pub struct NodeView {
     pub peer: PeerConfig,
@@ -45,10 +55,16 @@ pub struct Gateway {
     admin_token: String,
     pub(crate) http: reqwest::Client,
     pub nodes: Vec<Arc<NodeView>>,
-    pg_any: tokio_postgres::Config,
-    pg_rw: tokio_postgres::Config,
-    reader: tokio::sync::Mutex<Option<Client>>,
-    reader_any: tokio::sync::Mutex<Option<Client>>,
+    pg_any: db::Target,
+    pg_rw: db::Target,
+    reader: tokio::sync::Mutex<Option<db::Session>>,
+    reader_any: tokio::sync::Mutex<Option<db::Session>>,
+    writer: tokio::sync::Mutex<Option<db::Session>>,
+    /// After a failed connection of a reader or the writer: no new attempt before this
+    /// instant (jittered exponential backoff), requests meanwhile get 503 at once.
+    reconnect: Mutex<(Option<Instant>, db::Backoff)>,
+    /// Since when the probe's own synchronous commit has been outstanding.
+    probe_in_flight: Mutex<Option<Instant>>,
     db_writable: AtomicBool,
     db_reason: Mutex<String>,
     keys: Mutex<HashMap<String, i64>>,
@@ -61,7 +77,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig, admin_token: String, pg_rw: tokio_postgres::Config, pg_any: tokio_postgres::Config) -> Arc<Self> {
+    pub fn new(cfg: GatewayConfig, admin_token: String, pg_rw: db::Target, pg_any: db::Target) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(250))
             .timeout(Duration::from_secs(10))
@@ -73,6 +89,7 @@ impl Gateway {
             .iter()
             .map(|p| Arc::new(NodeView { peer: p.clone(), alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()) }))
             .collect();
+        let backoff = db::Backoff::new(&pg_rw.limits);
         Arc::new(Gateway {
             cfg,
             admin_token,
@@ -82,6 +99,9 @@ impl Gateway {
             pg_rw,
             reader: tokio::sync::Mutex::new(None),
             reader_any: tokio::sync::Mutex::new(None),
+            writer: tokio::sync::Mutex::new(None),
+            reconnect: Mutex::new((None, backoff)),
+            probe_in_flight: Mutex::new(None),
             db_writable: AtomicBool::new(false),
             db_reason: Mutex::new("not checked yet".into()),
             keys: Mutex::new(HashMap::new()),
@@ -108,34 +128,63 @@ impl Gateway {
         }
         let g = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut rw: Option<Client> = None;
+            let mut rw: Option<db::Session> = None;
+            let mut backoff = db::Backoff::new(&g.pg_rw.limits);
+            let heartbeat_id = format!("gateway:{}", g.cfg.gateway_id);
             loop {
-                tick.tick().await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
                 if rw.as_ref().is_none_or(|c| c.is_closed()) {
-                    rw = match tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&g.pg_rw)).await {
-                        Ok(Ok(c)) => Some(c),
-                        Ok(Err(e)) => {
+                    match db::connect(&g.pg_rw).await {
+                        Ok(c) => {
+                            backoff.reset();
+                            rw = Some(c);
+                        }
+                        Err(e) => {
                             g.set_db(false, format!("no writable DB host: {e}"));
-                            None
+                            backoff.wait().await;
+                            continue;
                         }
-                        Err(_) => {
-                            g.set_db(false, "no writable DB host: connect timed out".into());
-                            None
-                        }
-                    };
+                    }
                 }
-                if let Some(c) = &rw {
-                    match tokio::time::timeout(Duration::from_secs(2), c.query_one("SELECT pg_is_in_recovery()", &[])).await {
-                        Ok(Ok(r)) if !r.get::<_, bool>(0) => g.set_db(true, String::new()),
-                        Ok(Ok(_)) => {
-                            g.set_db(false, "DB is in recovery (read-only)".into());
-                            rw = None;
-                        }
-                        _ => {
-                            g.set_db(false, "DB primary does not answer".into());
-                            rw = None;
-                        }
+                let Some(c) = &rw else { continue };
+                match db::bounded(&g.pg_rw, c.query_one("SELECT pg_is_in_recovery()", &[])).await {
+                    Ok(r) if !r.get::<_, bool>(0) => {}
+                    Ok(_) => {
+                        g.set_db(false, "DB is in recovery (read-only)".into());
+                        rw = None;
+                        continue;
+                    }
+                    Err(_) => {
+                        g.set_db(false, "DB primary does not answer".into());
+                        rw = None;
+                        continue;
+                    }
+                }
+                // A synchronous commit of the gateway's own (its heartbeat row): the region
+                // takes no writes while it waits, and `/health` says so (`commit_stall_ms`),
+                // also when no order is in flight. Bounded by `commit_timeout_ms`; the
+                // session is kept meanwhile (a new one would just wait as well).
+                *lock(&g.probe_in_flight) = Some(Instant::now());
+                let w = tokio::time::timeout(
+                    g.pg_rw.limits.commit,
+                    c.execute(
+                        "INSERT INTO node_heartbeats (node_id, at) VALUES ($1, now()) ON CONFLICT (node_id) DO UPDATE SET at = now()",
+                        &[&heartbeat_id],
+                    ),
+                )
+                .await;
+                *lock(&g.probe_in_flight) = None;
+                match w {
+                    Ok(Ok(_)) => g.set_db(true, String::new()),
+                    // Not migrated yet: the nodes create the schema.
+                    Ok(Err(e)) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => g.set_db(true, String::new()),
+                    Ok(Err(e)) => {
+                        g.set_db(false, format!("DB write failed: {}", db::describe(&e)));
+                        rw = None;
+                    }
+                    Err(_) => {
+                        g.set_db(false, format!("DB commit timed out after {} ms", g.pg_rw.limits.commit.as_millis()));
+                        rw = None;
                     }
                 }
             }
@@ -157,7 +206,8 @@ impl Gateway {
         };
         let was = n.alive.load(Ordering::SeqCst);
         match st {
-            Some(s) => {
+            Some(mut s) => {
+                s.received = Some(Instant::now());
                 *lock(&n.status) = s;
                 n.alive.store(true, Ordering::SeqCst);
             }
@@ -207,11 +257,39 @@ impl Gateway {
         if self.nodes.iter().any(|n| n.alive.load(Ordering::SeqCst) && lock(&n.status).mode == "standby") {
             return Some("region is in standby mode".into());
         }
+        if let Some((ms, what)) = self.worst_stall() {
+            return Some(format!("commits stalled for {ms} ms on {what}"));
+        }
         let unled: Vec<String> = self.partitions().into_iter().filter(|p| self.leader_of(p).is_none()).collect();
         if !unled.is_empty() {
             return Some(format!("partitions without a live leader: {}", unled.join(", ")));
         }
         None
+    }
+
+    /// The oldest DB work outstanding for longer than `db.commit_stall_ms`: a partition
+    /// leader's (as of its last status, aged since) or the gateway probe's own commit.
+    pub fn worst_stall(&self) -> Option<(u64, String)> {
+        let limit = self.pg_rw.limits.stall.as_millis() as u64;
+        let mut worst: Option<(u64, String)> = None;
+        let mut consider = |ms: u64, what: String| {
+            if ms > limit && worst.as_ref().is_none_or(|w| ms > w.0) {
+                worst = Some((ms, what));
+            }
+        };
+        if let Some(t) = *lock(&self.probe_in_flight) {
+            consider(t.elapsed().as_millis() as u64, "the gateway's DB probe".into());
+        }
+        for n in self.nodes.iter().filter(|n| Self::routable(n)) {
+            let s = lock(&n.status);
+            let since = s.received.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
+            for (p, ms) in &s.in_flight_ms {
+                if s.leading.contains(p) {
+                    consider(ms + since, p.clone());
+                }
+            }
+        }
+        worst
     }
 
     /// Forwards a write to the leader of `partition`, retrying across failovers. The
@@ -289,16 +367,40 @@ impl Gateway {
 
     /// A session for reads: on the primary while the DB is writable (read-your-writes:
     /// a synchronous standby has flushed but maybe not yet applied a commit), else any host.
-    async fn reader(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Client>>, ApiError> {
+    async fn reader(&self) -> Result<tokio::sync::MutexGuard<'_, Option<db::Session>>, ApiError> {
         let primary = self.db_writable.load(Ordering::SeqCst);
         let (slot, cfg) = if primary { (&self.reader, &self.pg_rw) } else { (&self.reader_any, &self.pg_any) };
+        self.session(slot, cfg).await
+    }
+
+    /// The session in `slot`, (re)connected if needed. After a failed attempt no new one is
+    /// made before the backoff has passed (requests meanwhile get 503 at once), so a burst
+    /// of requests cannot turn into a burst of connection attempts.
+    async fn session<'a>(
+        &self,
+        slot: &'a tokio::sync::Mutex<Option<db::Session>>,
+        cfg: &db::Target,
+    ) -> Result<tokio::sync::MutexGuard<'a, Option<db::Session>>, ApiError> {
         let mut g = slot.lock().await;
         if g.as_ref().is_none_or(|c| c.is_closed()) {
-            let c = tokio::time::timeout(Duration::from_secs(3), crate::db::connect(cfg))
-                .await
-                .map_err(|_| ApiError::unavailable("database unreachable"))?
-                .map_err(|_| ApiError::unavailable("database unreachable"))?;
-            *g = Some(c);
+            if lock(&self.reconnect).0.is_some_and(|t| Instant::now() < t) {
+                return Err(ApiError::unavailable("database unreachable (reconnecting)"));
+            }
+            match db::connect(cfg).await {
+                Ok(c) => {
+                    let mut r = lock(&self.reconnect);
+                    r.0 = None;
+                    r.1.reset();
+                    *g = Some(c);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "DB connection failed");
+                    let mut r = lock(&self.reconnect);
+                    let delay = r.1.next_delay();
+                    r.0 = Some(Instant::now() + delay);
+                    return Err(ApiError::unavailable("database unreachable"));
+                }
+            }
         }
         Ok(g)
     }
@@ -306,7 +408,7 @@ impl Gateway {
     async fn query(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>, ApiError> {
         let mut g = self.reader().await?;
         let c = g.as_ref().expect("reader connected");
-        c.query(sql, params).await.map_err(|e| {
+        db::bounded(&self.pg_rw, c.query(sql, params)).await.map_err(|e| {
             tracing::warn!(error = %e, "read failed");
             *g = None; // reconnect next time (the host may have changed role)
             ApiError::unavailable("database read failed")
@@ -431,7 +533,7 @@ async fn order(State(g): S, h: HeaderMap, Path(id): Path<i64>) -> Response {
         let u = g.user(&h).await?;
         let g2 = g.reader().await?;
         let c = g2.as_ref().expect("reader");
-        crate::matching::order_by_id(c, u, id)
+        db::bounded(&g.pg_rw, crate::matching::order_by_id(c, u, id))
             .await
             .map_err(|_| ApiError::unavailable("database read failed"))?
             .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
@@ -446,7 +548,7 @@ async fn order_by_cid(State(g): S, h: HeaderMap, Path(cid): Path<String>) -> Res
         rq::check_id("client_order_id", &cid)?;
         let g2 = g.reader().await?;
         let c = g2.as_ref().expect("reader");
-        crate::matching::order_by_client_id(c, u, &cid)
+        db::bounded(&g.pg_rw, crate::matching::order_by_client_id(c, u, &cid))
             .await
             .map_err(|_| ApiError::unavailable("database read failed"))?
             .ok_or_else(|| ApiError::not_found(format!("no order {cid:?}")))
@@ -574,11 +676,16 @@ async fn create_user(State(g): S, h: HeaderMap, body: Bytes) -> Response {
         }
         let key: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
         let hash = crate::sha256_hex(&key);
-        let client = crate::db::connect(&g.pg_rw).await.map_err(|_| ApiError::unavailable("no writable database"))?;
-        let n = client
-            .execute("INSERT INTO users (user_id, api_key_sha256) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING", &[&c.user_id, &hash])
-            .await
-            .map_err(|_| ApiError::unavailable("database write failed"))?;
+        let mut w = g.session(&g.writer, &g.pg_rw).await?;
+        let client = w.as_ref().expect("writer connected");
+        let sql = "INSERT INTO users (user_id, api_key_sha256) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING";
+        let n = match tokio::time::timeout(g.pg_rw.limits.commit, client.execute(sql, &[&c.user_id, &hash])).await {
+            Ok(Ok(n)) => n,
+            _ => {
+                *w = None;
+                return Err(ApiError::unavailable("database write failed; retry"));
+            }
+        };
         if n == 0 {
             return Err(ApiError::conflict("user_exists", format!("user {} already exists", c.user_id)));
         }

@@ -57,7 +57,7 @@ async fn run(node: Arc<Node>) {
     let m = node.cfg.monitor.clone();
     let interval = Duration::from_millis(m.interval_ms.max(50));
     let http = reqwest::Client::builder().timeout(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4)).build().ok();
-    let mut db: Option<tokio_postgres::Client> = None;
+    let mut db: Option<crate::db::Session> = None;
     let mut last_cpu = read_cpu().unwrap_or_default();
     let mut breach = 0u32;
     let mut clean = 0u32;
@@ -244,7 +244,7 @@ async fn check_promotion(node: &Arc<Node>, seen_readonly: &mut bool) {
     let cfg = node.state.pg.clone();
     let ok = matches!(
         tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&cfg)).await,
-        Ok(Ok(c)) if matches!(c.query_one("SELECT pg_is_in_recovery()", &[]).await, Ok(r) if !r.get::<_, bool>(0))
+        Ok(Ok(c)) if matches!(crate::db::bounded(&cfg, c.query_one("SELECT pg_is_in_recovery()", &[])).await, Ok(r) if !r.get::<_, bool>(0))
     );
     if !ok {
         *seen_readonly = true;
@@ -253,7 +253,10 @@ async fn check_promotion(node: &Arc<Node>, seen_readonly: &mut bool) {
     if *seen_readonly {
         // Schema first (a standby started without running migrations).
         if let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(2), crate::db::connect(&cfg)).await {
-            if let Err(e) = crate::db::migrate(&mut c).await {
+            if let Err(e) = tokio::time::timeout(node.state.pg.limits.commit, crate::db::migrate(&mut c))
+                .await
+                .unwrap_or(Err(crate::db::DbError::Timeout(0)))
+            {
                 tracing::warn!(error = %e, "migrations failed; staying in standby");
                 return;
             }

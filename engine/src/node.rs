@@ -51,6 +51,21 @@ pub fn perp_pool_account(i: usize) -> i64 {
     -2000 - i as i64
 }
 
+/// Default `db.connections_max` of a node: one session per partition of its module
+/// (its leader or hot-standby session), plus the monitor's, one liveness check of a host
+/// that stopped answering, and one transient session (migrations at start-up, the standby
+/// mode's promotion check).
+pub fn default_db_sessions(cfg: &NodeConfig) -> usize {
+    let ex = &cfg.exchange;
+    let partitions = match cfg.module {
+        Module::Matching => ex.spot_markets.len(),
+        Module::Contract => ex.perp_markets.len(),
+        Module::Wallet => ex.wallet_shards as usize,
+        Module::Otc => ex.otc_shards as usize,
+    };
+    partitions + 3
+}
+
 /// This node's preference rank for partition `p` among the nodes of its module.
 fn rank(cfg: &NodeConfig, p: usize) -> u32 {
     let mut ids: Vec<&str> =
@@ -66,7 +81,7 @@ fn rank(cfg: &NodeConfig, p: usize) -> u32 {
 }
 
 impl Node {
-    pub fn start(cfg: NodeConfig, pg: tokio_postgres::Config, pg_any: tokio_postgres::Config, admin_token: String) -> Arc<Node> {
+    pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, admin_token: String) -> Arc<Node> {
         let addr = cfg.advertise.clone().unwrap_or_else(|| cfg.listen.clone());
         let state = Arc::new(NodeState {
             node_id: cfg.node_id.clone(),
@@ -150,8 +165,31 @@ impl Node {
         v
     }
 
+    /// Partitions this node leads whose DB work (usually a commit) is outstanding, with
+    /// its age in ms.
+    pub fn in_flight_ms(&self) -> serde_json::Map<String, Value> {
+        let mut m = serde_json::Map::new();
+        for s in self.partition_states() {
+            if let (true, Some(age)) = (s.leading.load(Ordering::SeqCst), s.in_flight_age()) {
+                m.insert(s.key.clone(), json!(age.as_millis() as u64));
+            }
+        }
+        m
+    }
+
+    fn partition_states(&self) -> impl Iterator<Item = &Arc<partition::PartitionState>> {
+        self.spot
+            .values()
+            .chain(self.perp.values())
+            .map(|h| &h.state)
+            .chain(self.wallet.iter().map(|h| &h.state))
+            .chain(self.otc.iter().map(|h| &h.state))
+    }
+
     pub fn status_json(&self) -> Value {
         json!({
+            "in_flight_ms": self.in_flight_ms(),
+            "db_sessions": self.state.pg.sessions_open(),
             "node_id": self.cfg.node_id,
             "module": self.cfg.module.as_str(),
             "region": self.cfg.region,

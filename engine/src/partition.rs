@@ -13,9 +13,9 @@ use crate::db;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{Client, Transaction};
+use tokio_postgres::Transaction;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeadError {
@@ -25,6 +25,10 @@ pub enum LeadError {
     Fenced(String),
     #[error("invariant: {0}")]
     Invariant(String),
+    /// The DB did not answer in time (see `guarded`); the outcome of the request in
+    /// flight is unknown, so the session (and the leadership) is given up.
+    #[error("DB timeout: {0}")]
+    Timeout(String),
 }
 
 impl From<db::DbError> for LeadError {
@@ -32,6 +36,7 @@ impl From<db::DbError> for LeadError {
         match e {
             db::DbError::Pg(p) => LeadError::Db(p),
             db::DbError::Config(c) => LeadError::Invariant(c),
+            e => LeadError::Timeout(e.to_string()),
         }
     }
 }
@@ -40,10 +45,10 @@ impl From<db::DbError> for LeadError {
 pub struct NodeState {
     pub node_id: String,
     pub addr: String,
-    /// Writer settings (`target_session_attrs=read-write`).
-    pub pg: tokio_postgres::Config,
+    /// Writer settings (`target_session_attrs=read-write`), time limits, session slots.
+    pub pg: db::Target,
     /// Reader settings (any host), used in standby mode.
-    pub pg_any: tokio_postgres::Config,
+    pub pg_any: db::Target,
     /// 0 active, 1 standby.
     pub mode: AtomicU8,
     pub isolated: AtomicBool,
@@ -68,7 +73,7 @@ pub struct Job<C> {
 
 /// The leader's handle on its partition: the locked session and its epoch.
 pub struct LeaderCtx {
-    pub client: Client,
+    pub client: db::Session,
     pub key: String,
     pub epoch: i64,
     /// Statements prepared on the leader session (saves a round trip per statement).
@@ -139,6 +144,19 @@ pub struct PartitionState {
     pub key: String,
     pub leading: AtomicBool,
     pub epoch: AtomicI64,
+    /// Since when the leader has been waiting for the DB (a batch, usually its commit, or
+    /// a tick); reported in `/internal/status` so the gateway's `/health` sees a stall.
+    pub in_flight: std::sync::Mutex<Option<Instant>>,
+}
+
+impl PartitionState {
+    /// How long the leader's current DB work has been outstanding, if any.
+    pub fn in_flight_age(&self) -> Option<Duration> {
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).map(|t| t.elapsed())
+    }
+    fn set_in_flight(&self, v: Option<Instant>) {
+        *self.in_flight.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
 }
 
 pub struct PartitionHandle<C> {
@@ -185,12 +203,19 @@ pub fn spawn<L: Logic>(
     mut make: impl FnMut() -> L + Send + 'static,
 ) -> PartitionHandle<L::Cmd> {
     let (tx, mut rx) = mpsc::channel::<Job<L::Cmd>>(node.batch_max * 8);
-    let state = Arc::new(PartitionState { key: key.clone(), leading: AtomicBool::new(false), epoch: AtomicI64::new(0) });
+    let state = Arc::new(PartitionState {
+        key: key.clone(),
+        leading: AtomicBool::new(false),
+        epoch: AtomicI64::new(0),
+        in_flight: Default::default(),
+    });
     let st = state.clone();
     tokio::spawn(async move {
         // At start-up the preferred node goes first; later whoever notices first wins.
         tokio::time::sleep(Duration::from_millis(400 * rank as u64)).await;
-        let mut candidate: Option<Client> = None;
+        let mut candidate: Option<db::Session> = None;
+        // Reconnects and lost sessions back off (jittered, capped); never a tight loop.
+        let mut backoff = db::Backoff::new(&node.pg.limits);
         loop {
             drain(&mut rx, &key);
             if node.shutting_down.load(Ordering::SeqCst) {
@@ -207,31 +232,43 @@ pub fn spawn<L: Logic>(
                     Ok(c) => c,
                     Err(e) => {
                         tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        backoff.wait().await;
                         continue;
                     }
                 },
             };
-            let got: bool = match client.query_one(lock_sql(), &[&key]).await {
+            let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key])).await {
                 Ok(r) => r.get(0),
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                Err(e) => {
+                    tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
+                    drop(client);
+                    backoff.wait().await;
                     continue;
                 }
             };
             if !got {
+                // The session works: only the lock is taken. Keep the session, retry soon.
+                backoff.reset();
                 candidate = Some(client);
                 tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
                 continue;
             }
+            backoff.reset();
             let started = std::time::Instant::now();
-            match lead(&node, &st, &key, client, &mut rx, make()).await {
-                Ok(()) => tracing::info!(partition = %key, "gave up leadership"),
-                Err(e) => tracing::warn!(partition = %key, error = %e, "lost leadership"),
-            }
+            let r = lead(&node, &st, &key, client, &mut rx, make()).await;
             st.leading.store(false, Ordering::SeqCst);
+            st.set_in_flight(None);
+            match r {
+                Ok(()) => {
+                    tracing::info!(partition = %key, "gave up leadership");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %key, error = %e, "lost leadership");
+                    backoff.wait().await;
+                }
+            }
             tracing::info!(partition = %key, led_ms = started.elapsed().as_millis() as u64, "leadership ended");
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
     PartitionHandle { state, tx }
@@ -257,31 +294,86 @@ fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &str) {
 /// at p50; at 384 (batches of about 60) it saves CPU per order (`docs/benchmarks.md`).
 const LINGER_FROM_BATCH: usize = 32;
 
+/// Runs one DB step of the leader with client-side bounds. After `query_timeout_ms`
+/// without an answer, and then every `query_timeout_ms`, it asks on a fresh session
+/// whether the leader's host still answers as the primary: if not (a frozen, vanished or
+/// demoted server) it gives up at once; if so (e.g. a commit waiting for the synchronous
+/// standby while Patroni replaces it) it keeps waiting, up to `commit_timeout_ms`. Either
+/// way a timeout drops the future and with it the leadership: the session is closed
+/// (its statement cancelled on the server), so its advisory lock goes, and the outcome of
+/// the commit in flight is unknown; the requests are answered `unavailable` and retried
+/// by client id, and the next leadership reads the result back (its epoch bump is itself
+/// a synchronous commit, so whatever it reads was on the standby too). With `track` the
+/// step is reported as in flight (`PartitionState::in_flight`).
+async fn guarded<T>(
+    node: &NodeState,
+    st: &PartitionState,
+    host: &str,
+    track: bool,
+    f: impl Future<Output = Result<T, LeadError>>,
+) -> Result<T, LeadError> {
+    let l = node.pg.limits;
+    let t0 = Instant::now();
+    if track {
+        st.set_in_flight(Some(t0));
+    }
+    let mut f = std::pin::pin!(f);
+    let r = loop {
+        tokio::select! {
+            r = &mut f => break r,
+            _ = tokio::time::sleep(l.query) => {
+                let waited = t0.elapsed();
+                if waited >= l.commit {
+                    break Err(LeadError::Timeout(format!("no answer from {host} in {} ms", waited.as_millis())));
+                }
+                if node.pg.primary_answers(host).await == Some(false) {
+                    break Err(LeadError::Timeout(format!(
+                        "{host} does not answer as the primary; gave up a request outstanding for {} ms",
+                        t0.elapsed().as_millis()
+                    )));
+                }
+                tracing::info!(partition = %st.key, host, waited_ms = t0.elapsed().as_millis() as u64, "DB slow to answer, server alive: waiting");
+            }
+        }
+    };
+    if track {
+        st.set_in_flight(None);
+    }
+    r
+}
+
 async fn lead<L: Logic>(
     node: &NodeState,
     st: &PartitionState,
     key: &str,
-    client: Client,
+    client: db::Session,
     rx: &mut mpsc::Receiver<Job<L::Cmd>>,
     mut logic: L,
 ) -> Result<(), LeadError> {
     let t0 = std::time::Instant::now();
-    let epoch: i64 = client
-        .query_one(
-            "INSERT INTO partitions (partition_key, epoch, leader_node, leader_addr, since) VALUES ($1, 1, $2, $3, now()) \
-             ON CONFLICT (partition_key) DO UPDATE SET epoch = partitions.epoch + 1, leader_node = $2, leader_addr = $3, since = now() \
-             RETURNING epoch",
-            &[&key, &node.node_id, &node.addr],
-        )
-        .await?
-        .get(0);
+    let host = client.host.clone();
+    let epoch: i64 = guarded(node, st, &host, false, async {
+        Ok(client
+            .query_one(
+                "INSERT INTO partitions (partition_key, epoch, leader_node, leader_addr, since) VALUES ($1, 1, $2, $3, now()) \
+                 ON CONFLICT (partition_key) DO UPDATE SET epoch = partitions.epoch + 1, leader_node = $2, leader_addr = $3, since = now() \
+                 RETURNING epoch",
+                &[&key, &node.node_id, &node.addr],
+            )
+            .await?
+            .get(0))
+    })
+    .await?;
     let mut ctx = LeaderCtx { client, key: key.to_string(), epoch, stmts: Default::default() };
-    logic.load(&mut ctx).await?;
+    guarded(node, st, &host, false, logic.load(&mut ctx)).await?;
     st.epoch.store(epoch, Ordering::SeqCst);
     st.leading.store(true, Ordering::SeqCst);
     tracing::info!(partition = %key, epoch, load_ms = t0.elapsed().as_millis() as u64, "took leadership");
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut last_batch = 0usize;
+    // Last answer from the DB: an idle leader pings it once a second, so a server that
+    // froze or vanished is noticed without waiting for the next request.
+    let mut last_answer = Instant::now();
     loop {
         tokio::select! {
             job = rx.recv() => {
@@ -301,7 +393,8 @@ async fn lead<L: Logic>(
                 }
                 last_batch = jobs.len();
                 let (n, t) = (jobs.len(), std::time::Instant::now());
-                logic.run_batch(&mut ctx, jobs).await?;
+                guarded(node, st, &host, true, logic.run_batch(&mut ctx, jobs)).await?;
+                last_answer = Instant::now();
                 tracing::debug!(partition = %key, n, us = t.elapsed().as_micros() as u64, "batch");
             }
             _ = tick.tick() => {
@@ -311,7 +404,13 @@ async fn lead<L: Logic>(
                 if ctx.client.is_closed() {
                     return Err(LeadError::Invariant("leader session closed".into()));
                 }
-                logic.tick(&mut ctx).await?;
+                guarded(node, st, &host, true, logic.tick(&mut ctx)).await?;
+                if last_answer.elapsed() >= Duration::from_secs(1) {
+                    let c = &ctx.client;
+                    guarded(node, st, &host, true, async { c.simple_query("SELECT 1").await.map(drop).map_err(LeadError::from) })
+                        .await?;
+                    last_answer = Instant::now();
+                }
             }
         }
     }

@@ -61,12 +61,91 @@ pub struct DbConfig {
     /// Path of a file whose content (trimmed) is the password. Omit for trust auth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
+    /// Bound on opening one session to one host (TCP connect, startup, authentication and
+    /// the `read-write` check); the next host is tried after it.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
+    /// `TCP_USER_TIMEOUT` of every session (client side, and asked of the server): data
+    /// sent and not acknowledged for this long closes the connection, so a request in
+    /// flight to a host that vanished (power-off, black-holed network) fails instead of
+    /// waiting for TCP's ~15 minutes of retransmissions. Idle sessions are covered by the
+    /// keepalives (2 s idle, 1 s interval, 3 probes). A commit waiting for the synchronous
+    /// standby is not affected: its data was acknowledged.
+    #[serde(default = "default_tcp_user_timeout_ms")]
+    pub tcp_user_timeout_ms: u64,
+    /// Client-side bound on a statement that is not a commit (lock attempts, reads, session
+    /// settings, a leader's idle ping). Also how long a leader waits for a commit before it
+    /// checks, on a fresh session to the same host, that the server still answers and is
+    /// still the primary; if not, it gives up the session at once.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+    /// Client-side bound on a write transaction up to its `COMMIT` answer (and on a
+    /// leader's loading). A synchronous commit legitimately waits while Patroni replaces a
+    /// lost synchronous standby (up to ~25 s), so this is longer than that. When it expires
+    /// the outcome is unknown: the leader drops the session (its leadership ends), the
+    /// request is answered `unavailable` (retry with the same id) and the next leader reads
+    /// the result back.
+    #[serde(default = "default_commit_timeout_ms")]
+    pub commit_timeout_ms: u64,
+    /// A commit outstanding longer than this is a stall: the gateway's `/health` answers 503
+    /// ("commits stalled for N ms on <partition>").
+    #[serde(default = "default_commit_stall_ms")]
+    pub commit_stall_ms: u64,
+    /// First delay before reconnecting after a failed connection or a lost session;
+    /// doubled per failure (with jitter) up to `reconnect_max_ms`, reset by a success.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// Most DB sessions this process holds at once (a connection attempt waits for a free
+    /// slot). Default: for a node, one per partition of its module + 3 (monitor, liveness
+    /// probe, a transient one); for the gateway 4.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_max: Option<u32>,
 }
 
 fn default_connect_timeout_ms() -> u64 {
     2000
+}
+fn default_tcp_user_timeout_ms() -> u64 {
+    5000
+}
+fn default_query_timeout_ms() -> u64 {
+    2000
+}
+fn default_commit_timeout_ms() -> u64 {
+    30_000
+}
+/// Default of `DbConfig::commit_stall_ms`.
+pub const DEFAULT_COMMIT_STALL_MS: u64 = 3000;
+fn default_commit_stall_ms() -> u64 {
+    DEFAULT_COMMIT_STALL_MS
+}
+fn default_reconnect_min_ms() -> u64 {
+    100
+}
+fn default_reconnect_max_ms() -> u64 {
+    2000
+}
+
+impl Default for DbConfig {
+    /// Every setting at its default; `hosts`, `dbname` and `user` empty (to be filled in).
+    fn default() -> Self {
+        DbConfig {
+            hosts: Vec::new(),
+            dbname: String::new(),
+            user: String::new(),
+            password_file: None,
+            connect_timeout_ms: default_connect_timeout_ms(),
+            tcp_user_timeout_ms: default_tcp_user_timeout_ms(),
+            query_timeout_ms: default_query_timeout_ms(),
+            commit_timeout_ms: default_commit_timeout_ms(),
+            commit_stall_ms: default_commit_stall_ms(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+            connections_max: None,
+        }
+    }
 }
 
 /// A spot market or a perpetual contract; each one is a partition of its module.
@@ -393,6 +472,8 @@ mod tests {
                 user: "engine".into(),
                 password_file: Some("/etc/engine/db_password".into()),
                 connect_timeout_ms: 2000,
+                connections_max: Some(8),
+                ..DbConfig::default()
             },
             exchange: ExchangeConfig::example(),
             admin_token_file: "/etc/engine/admin_token".into(),

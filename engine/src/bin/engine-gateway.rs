@@ -23,8 +23,8 @@ async fn main() -> anyhow::Result<()> {
     engine::init_logging(&cfg.log);
     let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
     anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
-    let pg_rw = engine::db::pg_config(&cfg.db, true)?;
-    let pg_any = engine::db::pg_config(&cfg.db, false)?;
+    let slots = cfg.db.connections_max.map(|n| n as usize).unwrap_or(engine::gateway::DEFAULT_DB_SESSIONS);
+    let (pg_rw, pg_any) = engine::db::targets(&cfg.db, &cfg.gateway_id, slots)?;
     tracing::info!(version = engine::VERSION, gateway = %cfg.gateway_id, region = %cfg.region, "starting");
     let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let g = Gateway::new(cfg, admin_token, pg_rw, pg_any);

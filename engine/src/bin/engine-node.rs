@@ -34,8 +34,9 @@ async fn main() -> anyhow::Result<()> {
     }));
     let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
     anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
-    let pg = engine::db::pg_config(&cfg.db, true)?;
-    let pg_any = engine::db::pg_config(&cfg.db, false)?;
+    let slots = cfg.db.connections_max.map(|n| n as usize).unwrap_or_else(|| engine::node::default_db_sessions(&cfg));
+    let (pg, pg_any) = engine::db::targets(&cfg.db, &cfg.node_id, slots)?;
+    tracing::info!(db_connections_max = slots, "DB session limit");
     tracing::info!(version = engine::VERSION, node = %cfg.node_id, module = cfg.module.as_str(), region = %cfg.region, "starting");
     if cfg.mode == RegionMode::Active {
         migrate_with_retry(&pg).await?;
@@ -57,17 +58,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn migrate_with_retry(pg: &tokio_postgres::Config) -> anyhow::Result<()> {
+async fn migrate_with_retry(pg: &engine::db::Target) -> anyhow::Result<()> {
     let mut last = None;
-    for _ in 0..30 {
+    let mut backoff = engine::db::Backoff::new(&pg.limits);
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(30) {
         match engine::db::connect(pg).await {
-            Ok(mut c) => match engine::db::migrate(&mut c).await {
-                Ok(()) => return Ok(()),
-                Err(e) => last = Some(e.to_string()),
+            Ok(mut c) => match tokio::time::timeout(pg.limits.commit, engine::db::migrate(&mut c)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = Some(e.to_string()),
+                Err(_) => last = Some("migrations timed out".into()),
             },
             Err(e) => last = Some(e.to_string()),
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        backoff.wait().await;
     }
     anyhow::bail!("migrations failed: {}", last.unwrap_or_default())
 }

@@ -29,6 +29,8 @@ pub struct Pg {
     pub primary_port: u16,
     pub standby_port: u16,
     pids: Vec<u32>,
+    /// Processes stopped by `freeze_primary` (killed on drop: a stopped orphan would stay).
+    frozen: Vec<u32>,
 }
 
 impl Pg {
@@ -51,11 +53,21 @@ impl Pg {
             append(&primary.join("postgresql.conf"), &format!("{extra}\n"));
         }
         append(&primary.join("pg_hba.conf"), "host all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n");
-        let mut pg = Pg { dir, primary_port: pp, standby_port: sp, pids: Vec::new() };
+        let mut pg = Pg { dir, primary_port: pp, standby_port: sp, pids: Vec::new(), frozen: Vec::new() };
         pg.start_server(&primary, "primary");
         run_as_postgres(&[
-            &format!("{PG_BIN}/pg_basebackup"), "-h", "127.0.0.1", "-p", &pp.to_string(), "-U", "postgres",
-            "-D", standby.to_str().unwrap(), "-R", "-X", "stream",
+            &format!("{PG_BIN}/pg_basebackup"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pp.to_string(),
+            "-U",
+            "postgres",
+            "-D",
+            standby.to_str().unwrap(),
+            "-R",
+            "-X",
+            "stream",
         ]);
         append(&standby.join("postgresql.conf"), &format!("port = {sp}\nhot_standby = on\n"));
         pg.start_server(&standby, "standby");
@@ -101,7 +113,11 @@ impl Pg {
             if ok {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "{name} postgres did not start: {}", std::fs::read_to_string(&log).unwrap_or_default());
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{name} postgres did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         if let Ok(s) = std::fs::read_to_string(data.join("postmaster.pid")) {
@@ -121,6 +137,35 @@ impl Pg {
         if let Some(pid) = self.pids.get(1) {
             kill(*pid, "-KILL");
         }
+    }
+
+    /// Freezes the primary (SIGSTOP to its postmaster and every backend): the kernel still
+    /// accepts and acknowledges TCP, but nothing ever answers, like a hung or silently
+    /// unreachable host. Returns the frozen pids (killed on drop too).
+    pub fn freeze_primary(&mut self) -> Vec<u32> {
+        let pm = self.pids[1];
+        let mut pids = vec![pm];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            // "pid (comm) state ppid ...": the fields after the last ')'.
+            let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1)).and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pm) {
+                pids.push(pid);
+            }
+        }
+        for p in &pids {
+            kill(*p, "-STOP");
+        }
+        self.frozen.extend(pids.iter().copied());
+        pids
+    }
+
+    /// The server log of the primary (`primary.log`) or standby.
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
     }
 
     /// Promotes the standby and drops the synchronous requirement it inherited (it has no
@@ -165,6 +210,7 @@ impl Pg {
             user: "postgres".into(),
             password_file: None,
             connect_timeout_ms: 2000,
+            ..DbConfig::default()
         }
     }
 
@@ -179,6 +225,9 @@ fn kill(pid: u32, sig: &str) {
 
 impl Drop for Pg {
     fn drop(&mut self) {
+        for pid in &self.frozen {
+            kill(*pid, "-KILL");
+        }
         // postmasters first (immediate shutdown), then the runuser wrappers.
         for pid in self.pids.iter().rev() {
             kill(*pid, "-QUIT");
@@ -333,7 +382,11 @@ impl Cluster {
         let mut peers = Vec::new();
         for m in [Module::Matching, Module::Wallet, Module::Otc, Module::Contract] {
             for i in 0..per_module {
-                peers.push(PeerConfig { node_id: format!("{}-{}", m.as_str(), i + 1), module: m, addr: format!("127.0.0.1:{}", free_port()) });
+                peers.push(PeerConfig {
+                    node_id: format!("{}-{}", m.as_str(), i + 1),
+                    module: m,
+                    addr: format!("127.0.0.1:{}", free_port()),
+                });
             }
         }
         let mut nodes = Vec::new();
