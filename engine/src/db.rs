@@ -6,6 +6,7 @@
 use engine_config::DbConfig;
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Semaphore};
@@ -53,9 +54,10 @@ impl Limits {
     }
 }
 
-/// Where and how a process connects: one single-host setting per DB host (tried in order,
-/// each bounded by `connect_timeout_ms`), the time limits, and the process's session slots
-/// (`connections_max`), shared by every `Target` of the process.
+/// Where and how a process connects: one single-host setting per DB host (tried starting
+/// with the host of the last session, each bounded by `connect_timeout_ms`), the time
+/// limits, and the process's session slots (`connections_max`), shared by every `Target`
+/// of the process.
 #[derive(Clone)]
 pub struct Target {
     hosts: Vec<(String, Config)>,
@@ -64,7 +66,16 @@ pub struct Target {
     slots_max: usize,
     /// Last liveness check per host: (when, answered as primary). One check at a time.
     checks: Arc<tokio::sync::Mutex<HashMap<String, (Instant, bool)>>>,
+    /// Index of the host the last session was opened on: tried first next time, so
+    /// reconnects do not open (and drop) a session on every standby listed before it.
+    last_good: Arc<AtomicUsize>,
+    /// Hosts that recently did not answer (connection attempt or liveness check timed out):
+    /// tried last for `SILENT_FOR`, so every reconnect does not first wait on them.
+    silent: Arc<std::sync::Mutex<HashMap<String, Instant>>>,
 }
+
+/// How long a host that did not answer is tried after the others.
+const SILENT_FOR: Duration = Duration::from_secs(10);
 
 /// Builds the libpq-style settings. `read_write` selects `target_session_attrs=read-write`
 /// (writers); otherwise any reachable host is accepted (readers, standby regions). The
@@ -79,7 +90,10 @@ pub fn pg_config(db: &DbConfig, read_write: bool) -> Result<Target, DbError> {
 pub fn targets(db: &DbConfig, application_name: &str, connections_max: usize) -> Result<(Target, Target), DbError> {
     let n = connections_max.max(1);
     let slots = Arc::new(Semaphore::new(n));
-    Ok((target(db, true, application_name, slots.clone(), n)?, target(db, false, application_name, slots, n)?))
+    let rw = target(db, true, application_name, slots.clone(), n)?;
+    let mut any = target(db, false, application_name, slots, n)?;
+    any.silent = rw.silent.clone();
+    Ok((rw, any))
 }
 
 fn target(db: &DbConfig, read_write: bool, app: &str, slots: Arc<Semaphore>, slots_max: usize) -> Result<Target, DbError> {
@@ -108,7 +122,15 @@ fn target(db: &DbConfig, read_write: bool, app: &str, slots: Arc<Semaphore>, slo
         c.target_session_attrs(if read_write { TargetSessionAttrs::ReadWrite } else { TargetSessionAttrs::Any });
         hosts.push((h.clone(), c));
     }
-    Ok(Target { hosts, limits: Limits::of(db), slots, slots_max, checks: Default::default() })
+    Ok(Target {
+        hosts,
+        limits: Limits::of(db),
+        slots,
+        slots_max,
+        checks: Default::default(),
+        last_good: Default::default(),
+        silent: Default::default(),
+    })
 }
 
 impl Target {
@@ -129,6 +151,7 @@ impl Target {
         }
         let mut one = self.clone();
         one.hosts.retain(|(h, _)| h == host);
+        one.last_good = Default::default();
         for (_, c) in &mut one.hosts {
             c.target_session_attrs(TargetSessionAttrs::Any);
         }
@@ -142,7 +165,19 @@ impl Target {
             _ => false,
         };
         g.insert(host.to_string(), (Instant::now(), ok));
+        if !ok {
+            self.mark_silent(host, true);
+        }
         Some(ok)
+    }
+
+    fn mark_silent(&self, host: &str, silent: bool) {
+        let mut m = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+        if silent {
+            m.insert(host.to_string(), Instant::now());
+        } else {
+            m.remove(host);
+        }
     }
 
     async fn connect_with(&self, slot_wait: Duration) -> Result<Session, DbError> {
@@ -150,8 +185,18 @@ impl Target {
             Ok(Ok(p)) => p,
             _ => return Err(DbError::Limit(self.slots_max)),
         };
+        if self.hosts.is_empty() {
+            return Err(DbError::Config("no DB host".into()));
+        }
         let mut errors = Vec::new();
-        for (label, cfg) in &self.hosts {
+        let first = self.last_good.load(Ordering::Relaxed) % self.hosts.len();
+        let mut order: Vec<usize> = (0..self.hosts.len()).map(|k| (first + k) % self.hosts.len()).collect();
+        {
+            let silent = self.silent.lock().unwrap_or_else(|e| e.into_inner());
+            order.sort_by_key(|i| silent.get(&self.hosts[*i].0).is_some_and(|t| t.elapsed() < SILENT_FOR));
+        }
+        for i in order {
+            let (label, cfg) = &self.hosts[i];
             // `connect_timeout` of tokio-postgres bounds the TCP connect only; a host that
             // accepts TCP but never answers (a frozen server) must not hang the attempt.
             match tokio::time::timeout(self.limits.connect, cfg.connect(NoTls)).await {
@@ -181,6 +226,8 @@ impl Target {
                         let _ = tokio::time::timeout(grace, cancel.cancel_query(NoTls)).await;
                         let _ = tokio::time::timeout(Duration::from_millis(500), &mut conn).await;
                     });
+                    self.last_good.store(i, Ordering::Relaxed);
+                    self.mark_silent(label, false);
                     let s = Session { client, host: label.clone(), _close: close };
                     match tokio::time::timeout(self.limits.query, s.batch_execute(&session_settings(&self.limits))).await {
                         Ok(Ok(())) => return Ok(s),
@@ -189,7 +236,10 @@ impl Target {
                     }
                 }
                 Ok(Err(e)) => errors.push(format!("{label}: {e}")),
-                Err(_) => errors.push(format!("{label}: no answer in {} ms", self.limits.connect.as_millis())),
+                Err(_) => {
+                    self.mark_silent(label, true);
+                    errors.push(format!("{label}: no answer in {} ms", self.limits.connect.as_millis()))
+                }
             }
         }
         Err(DbError::Unreachable(errors.join("; ")))
@@ -247,6 +297,41 @@ pub async fn bounded<T, E: Into<DbError>>(t: &Target, f: impl Future<Output = Re
         Ok(r) => r.map_err(Into::into),
         Err(_) => Err(DbError::Timeout(t.limits.query.as_millis() as u64)),
     }
+}
+
+/// Waits for `f`, a write on a session to `host`, as long as that server still answers as
+/// the primary: after `query_timeout_ms` without an answer, and again every
+/// `query_timeout_ms`, a fresh session asks it (`Target::primary_answers`). `Err(Gone)`
+/// when it does not (frozen, unreachable, demoted); `Err(Timeout)` after
+/// `commit_timeout_ms` in any case. A commit waiting for the synchronous standby on a
+/// primary that answers (Patroni replacing the standby) is waited for.
+pub async fn await_commit<T>(t: &Target, host: &str, f: impl Future<Output = T>) -> Result<T, Unanswered> {
+    let t0 = Instant::now();
+    let mut f = std::pin::pin!(f);
+    loop {
+        tokio::select! {
+            r = &mut f => return Ok(r),
+            _ = tokio::time::sleep(t.limits.query) => {
+                let waited = t0.elapsed();
+                if waited >= t.limits.commit {
+                    return Err(Unanswered::Timeout(waited));
+                }
+                if t.primary_answers(host).await == Some(false) {
+                    return Err(Unanswered::Gone(t0.elapsed()));
+                }
+                tracing::info!(host, waited_ms = t0.elapsed().as_millis() as u64, "DB slow to answer, server alive: waiting");
+            }
+        }
+    }
+}
+
+/// Why `await_commit` gave up, after how long.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+pub enum Unanswered {
+    #[error("no answer within commit_timeout_ms ({} ms)", .0.as_millis())]
+    Timeout(Duration),
+    #[error("the server stopped answering as the primary; gave up after {} ms", .0.as_millis())]
+    Gone(Duration),
 }
 
 /// Exponential backoff with jitter between reconnection attempts: the n-th consecutive
@@ -345,5 +430,23 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{}: {}{}", d.code().code(), d.message(), d.detail().map(|x| format!(" ({x})")).unwrap_or_default()),
         None => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap_and_resets() {
+        let l = Limits::of(&DbConfig { reconnect_min_ms: 100, reconnect_max_ms: 2000, ..DbConfig::default() });
+        let mut b = Backoff::new(&l);
+        let ms = |d: Duration| d.as_millis() as u64;
+        for (lo, hi) in [(50, 100), (100, 200), (200, 400), (400, 800), (800, 1600), (1000, 2000), (1000, 2000)] {
+            let d = ms(b.next_delay());
+            assert!((lo..=hi).contains(&d), "{d} ms not in [{lo}, {hi}]");
+        }
+        b.reset();
+        assert!(ms(b.next_delay()) <= 100);
     }
 }

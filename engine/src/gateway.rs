@@ -162,11 +162,14 @@ impl Gateway {
                 }
                 // A synchronous commit of the gateway's own (its heartbeat row): the region
                 // takes no writes while it waits, and `/health` says so (`commit_stall_ms`),
-                // also when no order is in flight. Bounded by `commit_timeout_ms`; the
-                // session is kept meanwhile (a new one would just wait as well).
+                // also when no order is in flight. Bounded like a leader's commit
+                // (`db::await_commit`): given up at once if the server stops answering as
+                // the primary, else after `commit_timeout_ms`; the session is kept
+                // meanwhile (a new one would just wait as well).
                 *lock(&g.probe_in_flight) = Some(Instant::now());
-                let w = tokio::time::timeout(
-                    g.pg_rw.limits.commit,
+                let w = db::await_commit(
+                    &g.pg_rw,
+                    &c.host,
                     c.execute(
                         "INSERT INTO node_heartbeats (node_id, at) VALUES ($1, now()) ON CONFLICT (node_id) DO UPDATE SET at = now()",
                         &[&heartbeat_id],
@@ -182,8 +185,8 @@ impl Gateway {
                         g.set_db(false, format!("DB write failed: {}", db::describe(&e)));
                         rw = None;
                     }
-                    Err(_) => {
-                        g.set_db(false, format!("DB commit timed out after {} ms", g.pg_rw.limits.commit.as_millis()));
+                    Err(e) => {
+                        g.set_db(false, format!("DB commit: {e}"));
                         rw = None;
                     }
                 }
@@ -679,7 +682,7 @@ async fn create_user(State(g): S, h: HeaderMap, body: Bytes) -> Response {
         let mut w = g.session(&g.writer, &g.pg_rw).await?;
         let client = w.as_ref().expect("writer connected");
         let sql = "INSERT INTO users (user_id, api_key_sha256) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING";
-        let n = match tokio::time::timeout(g.pg_rw.limits.commit, client.execute(sql, &[&c.user_id, &hash])).await {
+        let n = match db::await_commit(&g.pg_rw, &client.host, client.execute(sql, &[&c.user_id, &hash])).await {
             Ok(Ok(n)) => n,
             _ => {
                 *w = None;

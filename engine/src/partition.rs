@@ -312,29 +312,12 @@ async fn guarded<T>(
     track: bool,
     f: impl Future<Output = Result<T, LeadError>>,
 ) -> Result<T, LeadError> {
-    let l = node.pg.limits;
-    let t0 = Instant::now();
     if track {
-        st.set_in_flight(Some(t0));
+        st.set_in_flight(Some(Instant::now()));
     }
-    let mut f = std::pin::pin!(f);
-    let r = loop {
-        tokio::select! {
-            r = &mut f => break r,
-            _ = tokio::time::sleep(l.query) => {
-                let waited = t0.elapsed();
-                if waited >= l.commit {
-                    break Err(LeadError::Timeout(format!("no answer from {host} in {} ms", waited.as_millis())));
-                }
-                if node.pg.primary_answers(host).await == Some(false) {
-                    break Err(LeadError::Timeout(format!(
-                        "{host} does not answer as the primary; gave up a request outstanding for {} ms",
-                        t0.elapsed().as_millis()
-                    )));
-                }
-                tracing::info!(partition = %st.key, host, waited_ms = t0.elapsed().as_millis() as u64, "DB slow to answer, server alive: waiting");
-            }
-        }
+    let r = match db::await_commit(&node.pg, host, f).await {
+        Ok(r) => r,
+        Err(e) => Err(LeadError::Timeout(format!("{host}: {e}"))),
     };
     if track {
         st.set_in_flight(None);
