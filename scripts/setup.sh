@@ -10,7 +10,7 @@ if grep -q "required by LocalStack" /etc/resolv.conf 2>/dev/null; then
   printf 'nameserver 8.8.8.8\n' > /etc/resolv.conf
 fi
 
-pkgs=(openssh-server openssh-client etcd-server etcd-client patroni iptables iproute2 curl python3-venv procps)
+pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl python3-venv procps)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -24,5 +24,7 @@ fi
 # The service user the engines run as. Lab hosts share this machine's /etc/passwd, so it is
 # created here once, as a host image would have it (deploy creates it where it is missing).
 id -u exchange >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin exchange
-# Debian starts nothing here (no systemd), but make sure no distro etcd/patroni runs.
+# The project's pinned Patroni (not Debian's 3.0.2), shared by every lab host as an image's
+# /usr/local would be.
+"$root/templates/db/install-patroni.sh"
 "$root/localstack/install.sh"

@@ -127,6 +127,9 @@ pub fn status(r: &crate::ops::StatusReport) -> String {
                 let _ = writeln!(s, "  db {:<16} {:<15} {:<15} {:<10} lag {lag}", f("name"), f("host"), f("role"), f("state"));
             }
         }
+        for a in &l.db_alerts {
+            let _ = writeln!(s, "  DB ALERT: {a}");
+        }
         for g in &l.gateways {
             let _ = writeln!(s, "  gateway {:<6} /health {} {}", g.host, g.http_status, g.body.trim());
         }

@@ -110,3 +110,89 @@ pub fn longest_gap(acked: &[(String, Instant)]) -> Option<(Instant, Duration)> {
     at.sort();
     at.windows(2).map(|w| (w[0], w[1] - w[0])).max_by_key(|x| x.1)
 }
+
+/// One order a client sent, and what it knows about it.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub cid: String,
+    /// When the acknowledgement arrived, and the status it carried; None = never acknowledged.
+    pub ack: Option<(Instant, String)>,
+}
+
+/// Order load as a real client places it: `workers` clients, each sending one order at a time
+/// and retrying it with the same client id until it is acknowledged (or the load stops).
+/// Buyers (even workers, user `users.0`) and sellers (odd, `users.1`) cross at one price, so
+/// orders fill and balances move. Records every client id it ever sent.
+pub struct RetryLoad {
+    sent: Arc<Mutex<Vec<Sent>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RetryLoad {
+    pub fn start(gateways: Vec<String>, keys: (String, String), prefix: &str, workers: usize) -> RetryLoad {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..workers {
+            let (sent, stop, gws) = (sent.clone(), stop.clone(), gateways.clone());
+            let (key, side) = if w % 2 == 0 { (keys.0.clone(), "buy") } else { (keys.1.clone(), "sell") };
+            let prefix = format!("{prefix}-w{w}");
+            tasks.push(tokio::spawn(async move {
+                let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+                let mut attempt = w;
+                for n in 0u64.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    let cid = format!("{prefix}-{n}");
+                    let idx = {
+                        let mut s = sent.lock().unwrap();
+                        s.push(Sent { cid: cid.clone(), ack: None });
+                        s.len() - 1
+                    };
+                    let body = format!(r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"{side}","type":"limit","price_ticks":100,"qty_lots":1}}"#);
+                    // The same order again until it is acknowledged: a lost answer is retried, never dropped.
+                    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        attempt += 1;
+                        let gw = &gws[attempt % gws.len()];
+                        assert_local(gw);
+                        let r = client.post(format!("http://{gw}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(body.clone()).send().await;
+                        if let Ok(r) = r {
+                            if r.status().is_success() {
+                                let v: serde_json::Value = r.json().await.unwrap_or_default();
+                                let status = v["status"].as_str().unwrap_or("").to_string();
+                                sent.lock().unwrap()[idx].ack = Some((Instant::now(), status));
+                                break;
+                            }
+                            assert!(!r.status().is_client_error(), "order {cid} refused: {}", r.status());
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }));
+        }
+        RetryLoad { sent, stop, tasks }
+    }
+
+    pub fn acked_after(&self, t: Instant) -> usize {
+        self.sent.lock().unwrap().iter().filter(|s| s.ack.as_ref().is_some_and(|(at, _)| *at > t)).count()
+    }
+
+    pub async fn stop(self) -> Vec<Sent> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let v = self.sent.lock().unwrap().clone();
+        v
+    }
+}
+
+/// The longest time between two acknowledgements.
+pub fn longest_ack_gap(sent: &[Sent]) -> Duration {
+    let mut at: Vec<Instant> = sent.iter().filter_map(|s| s.ack.as_ref().map(|a| a.0)).collect();
+    at.sort();
+    at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
+}

@@ -24,6 +24,9 @@ pub struct RegionLive {
     /// `pg_stat_replication.replay_lag`; 0 when it has replayed everything sent.
     pub replay_lag_s: BTreeMap<String, f64>,
     pub unreachable: Vec<String>,
+    /// What is wrong with the database cluster (`cluster_alerts`): a second leader, a member
+    /// on another timeline than the leader's, one that does not follow it. Empty = healthy.
+    pub db_alerts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +49,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
     let mut out = Vec::new();
     for r in &cfg.regions {
         let replay_lag_s = inv.db(&r.name).iter().filter_map(|h| lag_s.get(&h.patroni_member()).map(|l| (h.patroni_member(), *l))).collect();
-        let mut live = RegionLive { region: r.name.clone(), patroni: None, gateways: vec![], partition_leaders: vec![], replay_lag_s, unreachable: vec![] };
+        let mut live = RegionLive { region: r.name.clone(), patroni: None, gateways: vec![], partition_leaders: vec![], replay_lag_s, unreachable: vec![], db_alerts: vec![] };
         let hosts: Vec<&Host> = reachable.iter().filter(|h| h.region == r.name).collect();
         let db: Vec<_> = hosts.iter().filter(|h| h.database).collect();
         let patroni_port = tpl.ports.patroni_rest;
@@ -59,7 +62,10 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
                 })
                 .await;
             match res.into_iter().next().map(|r| r.result) {
-                Some(Ok(body)) => live.patroni = serde_json::from_str(&body).ok(),
+                Some(Ok(body)) => {
+                    live.patroni = serde_json::from_str(&body).ok();
+                    live.db_alerts = live.patroni.as_ref().map(cluster_alerts).unwrap_or_default();
+                }
                 _ => live.unreachable.push(d.name.clone()),
             }
         }
@@ -101,6 +107,48 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
     out
 }
 
+/// A standby this far behind its leader (bytes) is reported: Patroni's own
+/// `maximum_lag_on_failover` (1 MiB) is the point where it would no longer promote it.
+pub const MEMBER_LAG_BYTES_MAX: u64 = 1_048_576;
+
+/// Pure: what is wrong with a region's Patroni cluster, from its `/cluster` document. A
+/// cluster that diverged (two leaders, or members on a timeline the leader does not descend
+/// from, as in issue 13) is reported here, never repaired: rewinding or re-cloning a member
+/// can throw away acknowledged writes, so it is the operator's decision.
+pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<String> {
+    let members = cluster.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
+    let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let leaders: Vec<&serde_json::Value> = members.iter().filter(|m| matches!(s(m, "role").as_str(), "leader" | "standby_leader")).collect();
+    let mut out = Vec::new();
+    match leaders.as_slice() {
+        [] => out.push("no leader".to_string()),
+        [_] => {}
+        many => out.push(format!("SPLIT BRAIN: {} leaders ({})", many.len(), many.iter().map(|m| s(m, "name")).collect::<Vec<_>>().join(", "))),
+    }
+    let Some(leader) = leaders.first() else { return out };
+    let leader_tl = leader.get("timeline").and_then(|t| t.as_u64());
+    for m in members.iter().filter(|m| !matches!(s(m, "role").as_str(), "leader" | "standby_leader")) {
+        let name = s(m, "name");
+        let state = s(m, "state");
+        if !matches!(state.as_str(), "running" | "streaming") {
+            out.push(format!("{name} is {state}, not following the leader {}", s(leader, "name")));
+            continue;
+        }
+        if let (Some(lt), Some(t)) = (leader_tl, m.get("timeline").and_then(|t| t.as_u64())) {
+            if t != lt {
+                out.push(format!("DIVERGED: {name} is on timeline {t}, the leader {} on {lt}", s(leader, "name")));
+                continue;
+            }
+        }
+        match m.get("lag") {
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|b| b > MEMBER_LAG_BYTES_MAX) => out.push(format!("{name} lags the leader by {n} bytes")),
+            Some(serde_json::Value::String(x)) => out.push(format!("{name} lag is {x}")),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Every standby's replay lag in seconds, read from the `pg_stat_replication` of every DB host
 /// (a standby shows up on its upstream: a local leader, or for the DR standby leader the
 /// primary region's leader). Member names are unique across regions, so one map serves both.
@@ -112,4 +160,39 @@ async fn replay_lags(cfg: &Config, tpl: &Template, reachable: &[Host], fleet: &F
         .filter_map(|r| r.result.ok())
         .flat_map(|text| text.lines().filter_map(|l| l.split_once('|').and_then(|(n, v)| Some((n.to_string(), v.trim().parse::<f64>().ok()?)))).collect::<Vec<_>>())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cluster_alerts;
+
+    fn alerts(json: &str) -> Vec<String> {
+        cluster_alerts(&serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_alerts() {
+        let ok = r#"{"members":[{"name":"a","role":"leader","state":"running","timeline":3},
+            {"name":"b","role":"quorum_standby","state":"streaming","timeline":3,"lag":0},
+            {"name":"c","role":"quorum_standby","state":"streaming","timeline":3,"lag":1024}]}"#;
+        assert_eq!(alerts(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn the_issue_13_state_is_reported_as_diverged() {
+        // db-0 took the lock back on a timeline 3 of its own; db-1 and db-2 hold the other one
+        // and cannot stream from it.
+        let bad = r#"{"members":[{"name":"db-0","role":"leader","state":"running","timeline":3},
+            {"name":"db-1","role":"replica","state":"running","timeline":4,"lag":"unknown"},
+            {"name":"db-2","role":"replica","state":"starting"}]}"#;
+        let a = alerts(bad);
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert!(a[0].starts_with("DIVERGED: db-1 is on timeline 4"), "{a:?}");
+        assert!(a[1].contains("db-2 is starting"), "{a:?}");
+        let two = r#"{"members":[{"name":"a","role":"leader","state":"running"},{"name":"b","role":"leader","state":"running"}]}"#;
+        assert!(alerts(two)[0].starts_with("SPLIT BRAIN: 2 leaders"));
+        assert_eq!(alerts(r#"{"members":[]}"#), vec!["no leader".to_string()]);
+        let far = r#"{"members":[{"name":"a","role":"leader","state":"running"},{"name":"b","role":"replica","state":"streaming","lag":9000000}]}"#;
+        assert_eq!(alerts(far), vec!["b lags the leader by 9000000 bytes".to_string()]);
+    }
 }

@@ -8,10 +8,17 @@ const EVERY_HOST: &[(&str, &str)] = &[("curl", "curl"), ("runuser", "util-linux"
 const DB_HOST: &[(&str, &str)] = &[
     ("etcd", "etcd-server"),
     ("etcdctl", "etcd-client"),
-    ("patroni", "patroni"),
     ("psql", "postgresql-client-15"),
     ("/usr/lib/postgresql/15/bin/postgres", "postgresql-15"),
 ];
+
+/// The Patroni release the project pins (Debian 12 ships 3.0.2, which can let an isolated
+/// ex-leader take the lock back when it rejoins: see `templates/db/install-patroni.sh`).
+pub const PATRONI_VERSION: &str = "4.1.5";
+/// Its venv, installed by `templates/db/install-patroni.sh` (the lab image and cloud-init
+/// have it; deploy installs it where it is missing).
+pub const PATRONI_BIN: &str = "/usr/local/lib/patroni-4.1.5/bin/patroni";
+pub const INSTALL_PATRONI_SH: &str = include_str!("../../../templates/db/install-patroni.sh");
 
 pub fn required(database: bool) -> Vec<(&'static str, &'static str)> {
     let mut v = EVERY_HOST.to_vec();
@@ -61,8 +68,9 @@ mod tests {
     fn only_what_is_missing_is_installed() {
         let req = required(true);
         assert_eq!(packages_for(&req, &[]), Vec::<&str>::new());
-        assert_eq!(packages_for(&req, &["patroni", "/usr/lib/postgresql/15/bin/postgres"]), vec!["patroni", "postgresql-15"]);
-        assert!(!required(false).iter().any(|(n, _)| *n == "patroni"), "app hosts need no database packages");
+        assert_eq!(packages_for(&req, &["etcd", "/usr/lib/postgresql/15/bin/postgres"]), vec!["etcd-server", "postgresql-15"]);
+        assert!(!required(false).iter().any(|(n, _)| *n == "etcd"), "app hosts need no database packages");
+        assert!(PATRONI_BIN.contains(&format!("patroni-{PATRONI_VERSION}/")) && INSTALL_PATRONI_SH.contains(&format!("version={PATRONI_VERSION}\n")));
         assert!(check_command(&req).contains("/usr/lib/postgresql/15/bin/postgres"));
     }
 }

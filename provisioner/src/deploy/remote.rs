@@ -83,8 +83,19 @@ impl Remote {
         }
         let out = s.exec(&super::prereq::check_command(&req), false)?;
         let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+        let mut installed = Vec::new();
+        if h.database {
+            let have = s.exec(&format!("[ -x {} ]", super::prereq::PATRONI_BIN), false)?.success();
+            if !have {
+                let r = s.exec(&format!("sh -c {}", shell_quote(super::prereq::INSTALL_PATRONI_SH)), Self::sudo(s))?;
+                if !r.success() {
+                    return Err(self.fail(s, h, "install Patroni", format!("templates/db/install-patroni.sh failed: {}", r.stderr.trim()), None));
+                }
+                installed.push(format!("patroni=={}", super::prereq::PATRONI_VERSION));
+            }
+        }
         if missing.is_empty() {
-            return Ok(vec![]);
+            return Ok(installed);
         }
         let pkgs = super::prereq::packages_for(&req, &missing);
         let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
@@ -92,7 +103,8 @@ impl Remote {
             let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
             return Err(self.fail(s, h, "install prerequisites", format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")), None));
         }
-        Ok(pkgs.into_iter().map(str::to_string).collect())
+        installed.extend(pkgs.into_iter().map(str::to_string));
+        Ok(installed)
     }
 
     pub fn sync_files(&self, s: &mut Session, h: &HostPlanView) -> Result<Changed, DeployError> {
@@ -173,11 +185,11 @@ impl Remote {
         self.wait(s, h, "etcd healthy", ETCD_WAIT_MS_MAX, "etcd", |s| Ok(s.exec(&cmd, false)?.success()))
     }
 
-    /// Primary region: a leader and a synchronous standby. DR: a running standby leader.
+    /// Primary region: a leader and a quorum standby. DR: a running standby leader.
     pub fn wait_cluster(&self, s: &mut Session, h: &HostPlanView, members_min: usize) -> Result<(), DeployError> {
         let cmd = format!("curl -s --max-time 2 http://{}:{}/cluster", h.private_ip, self.patroni_rest);
         let want: &[&str] = match h.region_role {
-            RegionRole::Primary => &["leader", "sync_standby"],
+            RegionRole::Primary => &["leader", super::render::QUORUM_STANDBY_ROLE],
             RegionRole::Dr => &["standby_leader"],
         };
         let what = format!("Patroni cluster with {} and all {members_min} members running", want.join(" and "));

@@ -14,6 +14,15 @@ use crate::template::Template;
 const SVC_SH: &str = include_str!("../../../templates/host/svc.sh");
 const BOOT_SH: &str = include_str!("../../../templates/host/boot.sh");
 const PATRONI_YML: &str = include_str!("../../../templates/db/patroni.yml");
+const PG_FENCE_PY: &str = include_str!("../../../templates/db/pg-fence.py");
+/// Patroni's leader-lock ttl (its floor: 20 s).
+pub const PATRONI_TTL_S: u32 = 20;
+/// pg-fence kills a primary whose lock lease has less than this left unconfirmed: after
+/// Patroni's own demotion on losing etcd (retry_timeout 5 s + loop_wait 1 s after its last
+/// refresh), well before anyone else can take the lock (ttl 20 s).
+pub const FENCE_MARGIN_S: u32 = 8;
+/// The role Patroni >= 4 reports for a standby counted in the commit quorum.
+pub const QUORUM_STANDBY_ROLE: &str = "quorum_standby";
 
 pub const DB_NAME: &str = "exchange";
 pub const DB_ENGINE_USER: &str = "engine";
@@ -180,12 +189,27 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
         ("patroni_port", ports.patroni_rest.to_string()),
         ("pg_port", ports.postgres.to_string()),
         ("etcd_hosts", peers.iter().map(|d| format!("{}:{}", d.private_ip, ports.etcd_client)).collect::<Vec<_>>().join(",")),
-        ("synchronous_mode", (h.region_role == RegionRole::Primary).to_string()),
+        // Quorum commit in the primary region: a commit waits for ANY 1 of the two local
+        // standbys, so losing either one stalls nothing. The DR standby cluster has none.
+        ("synchronous_mode", if h.region_role == RegionRole::Primary { "quorum" } else { "false" }.to_string()),
+        ("synchronous_mode_strict", (h.region_role == RegionRole::Primary).to_string()),
+        ("ttl_s", PATRONI_TTL_S.to_string()),
+        ("patroni_version", super::prereq::PATRONI_VERSION.to_string()),
         ("standby_cluster", standby),
         ("superuser_password", ctx.secrets.db_superuser_password.expose().to_string()),
         ("replication_password", ctx.secrets.db_replication_password.expose().to_string()),
         ("cidr_a", cfg.regions[0].vpc_cidr.to_string()),
         ("cidr_b", cfg.regions[1].vpc_cidr.to_string()),
+    ]);
+    let fence_vars = BTreeMap::from([
+        ("project", cfg.project.clone()),
+        ("region", h.region.clone()),
+        ("scope", format!("{}-{}", cfg.project, h.region)),
+        ("name", h.patroni_member()),
+        ("etcd_urls", peers.iter().map(|d| format!("http://{}:{}", d.private_ip, ports.etcd_client)).collect::<Vec<_>>().join(",")),
+        ("data_dir", format!("{}/pg/data", p.var_lib)),
+        ("ttl_s", PATRONI_TTL_S.to_string()),
+        ("margin_s", FENCE_MARGIN_S.to_string()),
     ]);
     let mut patroni = file(format!("{}/patroni.yml", p.etc), 0o600, render("db/patroni.yml", PATRONI_YML, &vars)?);
     patroni.owner = Some("postgres".into());
@@ -198,23 +222,27 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
             "patroni",
             "postgres",
             &format!("mkdir -p {pg_dir} && chown postgres:postgres {pg_dir} && chmod 0700 {pg_dir}"),
-            &format!("/usr/bin/patroni {}/patroni.yml", p.etc),
+            &format!("{} {}/patroni.yml", super::prereq::PATRONI_BIN, p.etc),
             &p,
         ), &["patroni"]),
+        restarting(file(format!("{}/pg-fence.py", p.etc), 0o700, render("db/pg-fence.py", PG_FENCE_PY, &fence_vars)?), &["pg-fence"]),
+        restarting(service("pg-fence", "root", "", &format!("/usr/bin/python3 -u {}/pg-fence.py", p.etc), &p), &["pg-fence"]),
     ])
 }
 
 fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
     let p = Paths::new(&ctx.cfg.project);
-    DbConfig {
-        hosts: ctx.inv.db(region).iter().map(|d| format!("{}:{}", d.private_ip, ctx.tpl.ports.postgres)).collect(),
-        dbname: DB_NAME.into(),
-        user: DB_ENGINE_USER.into(),
-        password_file: Some(p.secret("db_engine_password").into()),
-        // Same-region hosts connect in milliseconds; a powered-off one never answers, and
-        // every connection attempt that lists it first waits this long before the next host.
-        connect_timeout_ms: 500,
-    }
+    // Every limit not set here (timeouts, reconnect backoff, session bound) keeps the default
+    // engine-config defines for it: a document with only the required fields gets them.
+    let mut db: DbConfig = toml::from_str("hosts = []\ndbname = \"\"\nuser = \"\"").expect("engine-config defaults every optional DB field");
+    db.hosts = ctx.inv.db(region).iter().map(|d| format!("{}:{}", d.private_ip, ctx.tpl.ports.postgres)).collect();
+    db.dbname = DB_NAME.into();
+    db.user = DB_ENGINE_USER.into();
+    db.password_file = Some(p.secret("db_engine_password").into());
+    // Same-region hosts connect in milliseconds; a powered-off one never answers, and every
+    // connection attempt that lists it first waits this long before the next host.
+    db.connect_timeout_ms = 500;
+    db
 }
 
 /// Isolation thresholds. Generous on purpose: a node gives up its leaderships when one is

@@ -246,13 +246,13 @@ async fn fence(w: &World, region: &str, force: bool) -> Result<((Vec<String>, St
     Ok(((ids, note.clone()), note))
 }
 
-/// Removes `standby_cluster` from the region's dynamic config and turns on strict
-/// synchronous replication; waits for a leader and a synchronous standby.
+/// Removes `standby_cluster` from the region's dynamic config and turns on strict quorum
+/// commit (`ANY 1` of the local standbys); waits for a leader and a quorum standby.
 async fn promote(r: &RegionHosts) -> Result<((String, Option<i64>), String), Msg> {
     let before = positions(r).await;
     let at = before.as_ref().map(|p| p.0.clone()).unwrap_or_default();
-    r.patch_config(json!({ "standby_cluster": null, "synchronous_mode": true, "synchronous_mode_strict": true })).await?;
-    let c = r.wait_roles(&["leader", "sync_standby"], PROMOTE_WAIT_MS_MAX).await?;
+    r.patch_config(json!({ "standby_cluster": null, "synchronous_mode": "quorum", "synchronous_mode_strict": true, "synchronous_node_count": 1 })).await?;
+    let c = r.wait_roles(&["leader", crate::deploy::render::QUORUM_STANDBY_ROLE], PROMOTE_WAIT_MS_MAX).await?;
     Ok(((at, before.map(|p| p.1)), c.summary()))
 }
 
