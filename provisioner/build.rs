@@ -29,7 +29,8 @@ fn main() {
         let src = bin_dir.join(b);
         std::fs::copy(&src, out.join(b)).unwrap_or_else(|e| panic!("cannot copy {}: {e}", src.display()));
         // Its own `--version`, so `provision version` can show it without running it.
-        let v = Command::new(&src).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
+        let v =
+            Command::new(&src).arg("--version").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string()).unwrap_or_default();
         std::fs::write(out.join(format!("{b}.version")), v).expect("write version");
         // Its sha256, hashed here once instead of at every `provision` run (and per host).
         let bytes = std::fs::read(&src).expect("read engine binary");

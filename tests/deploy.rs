@@ -35,14 +35,18 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     wait_for("two quorum standbys", Duration::from_secs(60), || {
         psql(&leader, &su, "postgres", "select count(*) from pg_stat_replication where sync_state = 'quorum'") == "2"
     });
-    let quorum = psql(&leader, &su, "postgres", "select string_agg(application_name, ',') from pg_stat_replication where sync_state = 'quorum'");
+    let quorum =
+        psql(&leader, &su, "postgres", "select string_agg(application_name, ',') from pg_stat_replication where sync_state = 'quorum'");
     assert!(quorum.split(',').all(|n| n.starts_with(&format!("{PRIMARY}-"))), "the quorum standbys of {leader} are {quorum:?}");
 
     // DR region: a standby leader streams from the primary region, lag <= 1 MB.
     let ddb = ips(DR, &p.name, "db").await;
     let dr_leader = ddb
         .iter()
-        .find(|ip| psql(ip, &su, "postgres", "select status from pg_stat_wal_receiver") == "streaming" && psql(ip, &su, "postgres", "select sender_host from pg_stat_wal_receiver").starts_with("10.30."))
+        .find(|ip| {
+            psql(ip, &su, "postgres", "select status from pg_stat_wal_receiver") == "streaming"
+                && psql(ip, &su, "postgres", "select sender_host from pg_stat_wal_receiver").starts_with("10.30.")
+        })
         .expect("a DR standby leader streaming from the primary region")
         .clone();
 
@@ -53,7 +57,12 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let api_key = v["api_key"].as_str().unwrap().to_string();
-    let (code, body) = http("POST", &format!("{base}/admin/deposits"), &[("X-Admin-Token", admin.trim())], Some(r#"{"deposit_id":"d-4242","user_id":4242,"asset":"USD","amount_minor":1000000}"#));
+    let (code, body) = http(
+        "POST",
+        &format!("{base}/admin/deposits"),
+        &[("X-Admin-Token", admin.trim())],
+        Some(r#"{"deposit_id":"d-4242","user_id":4242,"asset":"USD","amount_minor":1000000}"#),
+    );
     assert_eq!(code, 200, "{body}");
     let order = r#"{"market":"BTC-USD","client_order_id":"deploy-test-1","side":"buy","type":"limit","price_ticks":100,"qty_lots":5,"quote_budget_minor":0}"#;
     let (code, body) = http("POST", &format!("{base}/v1/orders"), &[("X-API-Key", &api_key)], Some(order));
@@ -79,8 +88,12 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     // secrets and configs.
     let users = ssh(&key, gw, "ps -eo user=,comm= | awk '$2 ~ /^engine-/ {print $1}' | sort | uniq -c | awk '{print $2\":\"$1}'");
     assert_eq!(users.trim(), "exchange:5", "engine processes by user on {gw}");
-    let modes = ssh(&key, gw, &format!("stat -c '%a %U %n' /etc/{p}/secrets /etc/{p}/secrets/admin_token /etc/{p}/gateway.toml", p = p.name));
-    assert_eq!(modes.trim(), format!("710 root /etc/{p}/secrets\n600 exchange /etc/{p}/secrets/admin_token\n600 exchange /etc/{p}/gateway.toml", p = p.name));
+    let modes =
+        ssh(&key, gw, &format!("stat -c '%a %U %n' /etc/{p}/secrets /etc/{p}/secrets/admin_token /etc/{p}/gateway.toml", p = p.name));
+    assert_eq!(
+        modes.trim(),
+        format!("710 root /etc/{p}/secrets\n600 exchange /etc/{p}/secrets/admin_token\n600 exchange /etc/{p}/gateway.toml", p = p.name)
+    );
 
     // `up` again uploads nothing: the binaries on an app host keep their inode and mtime.
     let stat = |ip: &str| ssh(&key, ip, &format!("stat -c '%i %Y' /opt/{}/bin/engine-node /etc/{}/gateway.toml", p.name, p.name));
@@ -93,22 +106,43 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     // bastion's own log shows a forward to each of them.
     let bastion = common::bastion::Bastion::start(&key.with_extension("pub"));
     let plain = std::fs::read_to_string(p.config()).unwrap();
-    std::fs::write(p.config(), plain.replace("ssh_user = \"root\"\n", &format!("ssh_user = \"root\"\nbastion = \"127.0.0.1:{}\"\n", bastion.port))).unwrap();
+    std::fs::write(
+        p.config(),
+        plain.replace("ssh_user = \"root\"\n", &format!("ssh_user = \"root\"\nbastion = \"127.0.0.1:{}\"\n", bastion.port)),
+    )
+    .unwrap();
     p.ok(&["deploy"]);
     let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
-    let gateways_up = status["live"].as_array().unwrap().iter().flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default()).filter(|g| g["http_status"] == 200).count();
+    let gateways_up = status["live"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default())
+        .filter(|g| g["http_status"] == 200)
+        .count();
     assert_eq!(gateways_up, 3, "status through the bastion: {status}");
     // A replay lag in seconds for exactly the standbys PostgreSQL reports as streaming, on
     // every DB host of both regions: the primary's two local standbys and the DR standby
     // leader (on the primary's leader), the DR replicas (on their upstream).
     let streaming = || -> Vec<String> {
-        let mut v: Vec<String> = [pdb.clone(), ddb.clone()].concat().iter().flat_map(|ip| psql(ip, &su, "postgres", "select application_name from pg_stat_replication").lines().map(str::to_string).collect::<Vec<_>>()).collect();
+        let mut v: Vec<String> = [pdb.clone(), ddb.clone()]
+            .concat()
+            .iter()
+            .flat_map(|ip| {
+                psql(ip, &su, "postgres", "select application_name from pg_stat_replication")
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         v.sort();
         v
     };
     wait_for("5 standbys streaming", Duration::from_secs(60), || streaming().len() == 5);
     let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
-    let mut in_status: Vec<String> = (0..2).flat_map(|i| status["live"][i]["replay_lag_s"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()).collect();
+    let mut in_status: Vec<String> = (0..2)
+        .flat_map(|i| status["live"][i]["replay_lag_s"].as_object().map(|m| m.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        .collect();
     in_status.sort();
     assert_eq!(in_status, streaming(), "replay lags in status: {status}");
     let mut all_hosts = [ips(PRIMARY, &p.name, "app").await, pdb.clone(), ips(DR, &p.name, "app").await, ddb.clone()].concat();

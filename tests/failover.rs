@@ -25,7 +25,12 @@ async fn states(region: &str, project: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string())).filter(|s| s != "terminated").collect()
+    r.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))
+        .filter(|s| s != "terminated")
+        .collect()
 }
 
 struct Secrets {
@@ -40,7 +45,8 @@ fn secrets(p: &Project) -> Secrets {
 }
 
 fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
-    let (code, body) = http("POST", &format!("http://{gw}:8080/admin/users"), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
+    let (code, body) =
+        http("POST", &format!("http://{gw}:8080/admin/users"), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
     assert_eq!(code, 200, "{body}");
     let key = serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string();
     let dep = format!(r#"{{"deposit_id":"d-{user_id}","user_id":{user_id},"asset":"USD","amount_minor":1000000000000}}"#);
@@ -48,7 +54,6 @@ fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
     assert_eq!(code, 200, "{body}");
     key
 }
-
 
 /// A child process that is killed (by its PID) when the test ends, also on failure.
 struct Reaped(std::process::Child);
@@ -116,13 +121,20 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     tokio::time::sleep(Duration::from_secs(3)).await;
     let health = |ip: &str| {
         assert_local(ip);
-        let out = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "--max-time", "0.3", "-w", "%{http_code}", &format!("http://{ip}:8080/health")]).output().unwrap();
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--max-time", "0.3", "-w", "%{http_code}", &format!("http://{ip}:8080/health")])
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0)
     };
     for ip in &pgw {
         lab.ctl(&["fault", "isolate", ip]);
     }
-    let all_down = || std::thread::scope(|sc| pgw.iter().map(|ip| sc.spawn(move || health(ip))).collect::<Vec<_>>().into_iter().all(|h| h.join().unwrap() != 200));
+    let all_down = || {
+        std::thread::scope(|sc| {
+            pgw.iter().map(|ip| sc.spawn(move || health(ip))).collect::<Vec<_>>().into_iter().all(|h| h.join().unwrap() != 200)
+        })
+    };
     let cut = Instant::now();
     wait_for("the primary gateways cut off", Duration::from_secs(10), all_down);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -130,7 +142,11 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     eprintln!("blip: primary gateways unreachable for about {} ms", cut.elapsed().as_millis());
     wait_for("the primary gateways back", Duration::from_secs(10), || pgw.iter().all(|ip| health(ip) == 200));
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(watch.0.try_wait().unwrap().is_none(), "watch exited after a short blip: {}", std::fs::read_to_string(&watch_log).unwrap_or_default());
+    assert!(
+        watch.0.try_wait().unwrap().is_none(),
+        "watch exited after a short blip: {}",
+        std::fs::read_to_string(&watch_log).unwrap_or_default()
+    );
     assert_eq!(records(&p).await.0, pgw, "a short blip must not fail over");
 
     let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "unplanned");
@@ -160,7 +176,11 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert!(!after.is_empty(), "no order acknowledged through the API name after the failover");
     assert!(after.iter().all(|c| found.contains(*c)), "orders acked after the failover are missing");
     let lost = acked.iter().filter(|(c, _)| !found.contains(c)).count();
-    eprintln!("unplanned: watch failed over {} ms after the blackout; {lost} of {} acked orders not in DR (async RPO)", (recovered - blackout).as_millis(), acked.len());
+    eprintln!(
+        "unplanned: watch failed over {} ms after the blackout; {lost} of {} acked orders not in DR (async RPO)",
+        (recovered - blackout).as_millis(),
+        acked.len()
+    );
 
     // A second failover while a region is fenced is refused, and so is `up`.
     let out = p.run(&["failover", "--to", PRIMARY]);
@@ -174,7 +194,10 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let (pgw2, pdb2) = (ips(PRIMARY, &p.name, "app").await, ips(PRIMARY, &p.name, "db").await);
     assert_eq!(records(&p).await, (pgw2.clone(), dgw.clone()), "rebuilt primary region serves again");
     let leader = writable_leader(&pdb2, &s.su).expect("rebuilt primary writable");
-    assert!(orders_of(&leader, &s.su, user).is_superset(&after.iter().map(|c| c.to_string()).collect()), "orders taken in DR came back with the failback");
+    assert!(
+        orders_of(&leader, &s.su, user).is_superset(&after.iter().map(|c| c.to_string()).collect()),
+        "orders taken in DR came back with the failback"
+    );
     wait_for("DR streams from the rebuilt primary", Duration::from_secs(60), || streams_from(&ddb, &s.su, "10.70."));
 
     // --- A planned drill passes, and the orders it counts are in the primary DB. ---
@@ -184,8 +207,13 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert_eq!(drill["ok"], true, "{drill}");
     assert_eq!(records(&p).await.0, pgw2, "the drill failed back");
     let leader = writable_leader(&pdb2, &s.su).expect("primary writable after the drill");
-    let drill_orders: u64 = psql(&leader, &s.su, "exchange", "select count(*) from orders where client_order_id like 'drill-%'").parse().unwrap();
-    assert!(drill_orders >= drill["orders_acked"].as_u64().unwrap() && drill_orders > 0, "{drill_orders} drill orders in the DB, report says {}", drill["orders_acked"]);
+    let drill_orders: u64 =
+        psql(&leader, &s.su, "exchange", "select count(*) from orders where client_order_id like 'drill-%'").parse().unwrap();
+    assert!(
+        drill_orders >= drill["orders_acked"].as_u64().unwrap() && drill_orders > 0,
+        "{drill_orders} drill orders in the DB, report says {}",
+        drill["orders_acked"]
+    );
 
     // --- Teardown and recreate. ---
     p.ok(&["down"]);

@@ -79,7 +79,8 @@ async fn setup() -> World {
     let base = format!("http://{}:8080", apps[0]);
     let mut keys = Vec::new();
     for (user, asset) in [(7001, "USD"), (7002, "BTC")] {
-        let (code, body) = http("POST", &format!("{base}/admin/users"), &[("X-Admin-Token", &admin)], Some(&format!(r#"{{"user_id":{user}}}"#)));
+        let (code, body) =
+            http("POST", &format!("{base}/admin/users"), &[("X-Admin-Token", &admin)], Some(&format!(r#"{{"user_id":{user}}}"#)));
         assert_eq!(code, 200, "{body}");
         keys.push(serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string());
         let dep = format!(r#"{{"deposit_id":"f-{user}","user_id":{user},"asset":"{asset}","amount_minor":1000000000000000}}"#);
@@ -123,15 +124,28 @@ async fn case(w: &World, name: &str, fault: Fault) {
         return;
     }
     eprintln!("fault case {name}: start");
-    let load = RetryLoad::start(w.apps.clone(), w.keys.clone(), &format!("{}", name.replace('#', "-")), 6);
-    wait_for("orders acknowledged before the fault", Duration::from_secs(60), || load.acked_after(Instant::now() - Duration::from_secs(2)) > 0);
+    let load = RetryLoad::start(w.apps.clone(), w.keys.clone(), &name.replace('#', "-"), 6);
+    wait_for("orders acknowledged before the fault", Duration::from_secs(60), || {
+        load.acked_after(Instant::now() - Duration::from_secs(2)) > 0
+    });
     tokio::time::sleep(Duration::from_secs(3)).await;
     inject(w, fault).await;
     let healed = Instant::now();
-    wait_for(&format!("{name}: orders acknowledged again after the heal"), Duration::from_secs(180), || load.acked_after(Instant::now()) > 0 || load.acked_after(healed + Duration::from_secs(1)) > 0);
+    let t0 = Instant::now();
+    while load.acked_after(healed + Duration::from_secs(1)) == 0 && t0.elapsed() < Duration::from_secs(180) {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let recovered = load.acked_after(healed + Duration::from_secs(1)) > 0;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let sent = load.stop().await;
     let leader = wait_leader(w, Duration::from_secs(120));
+    if !recovered {
+        let lost = check_primary(w, &leader, &sent, name);
+        panic!(
+            "{name}: no order acknowledged within 180 s of the heal; the writable leader {leader} lacks {lost} acknowledged orders\n{}",
+            cluster_views(w)
+        );
+    }
     let lost = check_primary(w, &leader, &sent, name);
     let converged = converge(w, &leader, name);
     let acked = sent.iter().filter(|s| s.ack.is_some()).count();
@@ -172,13 +186,20 @@ fn check_primary(w: &World, leader: &str, sent: &[Sent], name: &str) -> usize {
         let Some((_, acked_status)) = &s.ack else { continue };
         match in_db.get(&s.cid) {
             None => lost.push(s.cid.clone()),
-            Some(v) => assert!(acked_status != "filled" || v[0] == "filled", "{name}: {} acknowledged filled, {} in the primary", s.cid, v[0]),
+            Some(v) => {
+                assert!(acked_status != "filled" || v[0] == "filled", "{name}: {} acknowledged filled, {} in the primary", s.cid, v[0])
+            }
         }
     }
     if !lost.is_empty() {
         eprintln!("{name}: {} acknowledged orders missing from the primary {leader}, e.g. {:?}", lost.len(), &lost[..lost.len().min(10)]);
     }
-    let unbalanced = psql(leader, &w.su, "exchange", "select count(*) from (select asset from balances group by asset having sum(available + held) <> 0) t");
+    let unbalanced = psql(
+        leader,
+        &w.su,
+        "exchange",
+        "select count(*) from (select asset from balances group by asset having sum(available + held) <> 0) t",
+    );
     assert_eq!(unbalanced, "0", "{name}: balances not conserved on {leader}");
     lost.len()
 }
@@ -204,7 +225,12 @@ fn converge(w: &World, leader: &str, name: &str) -> Instant {
 }
 
 fn cluster_views(w: &World) -> String {
-    w.pdb.iter().chain(w.ddb.iter()).map(|ip| format!("{ip}: {}", http("GET", &format!("http://{ip}:{}/cluster", w.patroni_port), &[], None).1)).collect::<Vec<_>>().join("\n")
+    w.pdb
+        .iter()
+        .chain(w.ddb.iter())
+        .map(|ip| format!("{ip}: {}", http("GET", &format!("http://{ip}:{}/cluster", w.patroni_port), &[], None).1))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn patroni_role(w: &World, ip: &str) -> String {
@@ -249,9 +275,20 @@ async fn hang_leader_patroni(w: &World) {
 /// Every matching node of the region killed at once: nothing but the hosts' supervisor brings
 /// them back (no `provision deploy`).
 async fn kill_matching_nodes(w: &World) {
+    const MATCHING_PIDS: &str = "for p in $(pgrep -x engine-node); do tr '\\0' ' ' < /proc/$p/cmdline | grep -q node-matching.toml && echo $p; done";
+    let mut killed = Vec::new();
     for ip in &w.apps {
-        let out = sh(w, ip, "for p in $(pgrep -x engine-node); do tr '\\0' ' ' < /proc/$p/cmdline | grep -q node-matching.toml && kill -9 $p && echo $p; done");
-        assert!(!out.trim().is_empty(), "no matching node killed on {ip}");
+        let pids = sh(w, ip, MATCHING_PIDS);
+        assert!(!pids.trim().is_empty(), "no matching node on {ip}");
+        sh(w, ip, &format!("kill -9 {}", pids.split_whitespace().collect::<Vec<_>>().join(" ")));
+        killed.push((ip.clone(), pids));
+    }
+    // Nothing but each host's supervisor starts them again.
+    for (ip, old) in &killed {
+        wait_for(&format!("a new matching node on {ip}"), Duration::from_secs(30), || {
+            let now = sh(w, ip, MATCHING_PIDS);
+            !now.trim().is_empty() && now != *old
+        });
     }
 }
 
@@ -283,10 +320,26 @@ async fn asymmetric(w: &World, leader_side: bool) {
     let leader = wait_leader(w, Duration::from_secs(60));
     let others: Vec<&String> = w.pdb.iter().filter(|ip| **ip != leader).collect();
     let (host, rules): (&str, Vec<String>) = if leader_side {
-        (&leader, others.iter().flat_map(|o| [format!("OUTPUT -d {o} -p tcp --dport 5432 -j DROP"), format!("INPUT -s {o} -p tcp --dport 5432 -j DROP")]).collect())
+        (
+            &leader,
+            others
+                .iter()
+                .flat_map(|o| [format!("OUTPUT -d {o} -p tcp --dport 5432 -j DROP"), format!("INPUT -s {o} -p tcp --dport 5432 -j DROP")])
+                .collect(),
+        )
     } else {
         let ports = ["2379", "2380"];
-        (&leader, others.iter().flat_map(|o| ports.iter().flat_map(move |p| [format!("INPUT -s {o} -p tcp --dport {p} -j DROP"), format!("OUTPUT -d {o} -p tcp --dport {p} -j DROP")])).collect())
+        (
+            &leader,
+            others
+                .iter()
+                .flat_map(|o| {
+                    ports.iter().flat_map(move |p| {
+                        [format!("INPUT -s {o} -p tcp --dport {p} -j DROP"), format!("OUTPUT -d {o} -p tcp --dport {p} -j DROP")]
+                    })
+                })
+                .collect(),
+        )
     };
     for r in &rules {
         sh(w, host, &format!("iptables -I {r}"));

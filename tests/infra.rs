@@ -30,7 +30,8 @@ struct Inst {
 
 async fn instances(region: &str, project: &str) -> Vec<Inst> {
     let c = ec2(region).await;
-    let live = Filter::builder().name("instance-state-name").values("pending").values("running").values("stopping").values("stopped").build();
+    let live =
+        Filter::builder().name("instance-state-name").values("pending").values("running").values("stopping").values("stopped").build();
     let r = c.describe_instances().filters(tag_filter(project)).filters(live).send().await.unwrap();
     let mut v: Vec<Inst> = r
         .reservations()
@@ -69,10 +70,21 @@ async fn ec2_counts(region: &str, project: &str) -> BTreeMap<&'static str, usize
 }
 
 /// The project's health checks (by CallerReference), the zone, and the API name's records.
-async fn route53_state(project: &str) -> (Vec<aws_sdk_route53::types::HealthCheck>, Option<String>, Vec<aws_sdk_route53::types::ResourceRecordSet>) {
+async fn route53_state(
+    project: &str,
+) -> (Vec<aws_sdk_route53::types::HealthCheck>, Option<String>, Vec<aws_sdk_route53::types::ResourceRecordSet>) {
     let r = route53().await;
     let prefix = format!("provision:{project}:");
-    let checks: Vec<_> = r.list_health_checks().send().await.unwrap().health_checks().iter().filter(|h| h.caller_reference().starts_with(&prefix)).cloned().collect();
+    let checks: Vec<_> = r
+        .list_health_checks()
+        .send()
+        .await
+        .unwrap()
+        .health_checks()
+        .iter()
+        .filter(|h| h.caller_reference().starts_with(&prefix))
+        .cloned()
+        .collect();
     let zone_name = format!("{project}.test.internal.");
     let zones = r.list_hosted_zones_by_name().dns_name(&zone_name).send().await.unwrap();
     let zone = zones.hosted_zones().iter().find(|z| z.name() == zone_name).map(|z| z.id().trim_start_matches("/hostedzone/").to_string());
@@ -97,7 +109,9 @@ async fn assert_nothing_left(project: &str) {
 
 /// What `compact` must give, checked through the API.
 async fn assert_compact(project: &str) {
-    for (region, region_role, vpc, peer) in [(PRIMARY, "primary", "10.50.0.0/16", "10.60.0.0/16"), (DR, "dr", "10.60.0.0/16", "10.50.0.0/16")] {
+    for (region, region_role, vpc, peer) in
+        [(PRIMARY, "primary", "10.50.0.0/16", "10.60.0.0/16"), (DR, "dr", "10.60.0.0/16", "10.50.0.0/16")]
+    {
         let inst = instances(region, project).await;
         let by_role = |r: &str| inst.iter().filter(|i| i.role == r).cloned().collect::<Vec<_>>();
         let (app, db) = (by_role("app"), by_role("db"));
@@ -113,7 +127,11 @@ async fn assert_compact(project: &str) {
 
         let c = ec2(region).await;
         let counts = ec2_counts(region, project).await;
-        assert_eq!((counts["vpc"], counts["subnet"], counts["igw"], counts["route_table"], counts["security_group"], counts["key_pair"]), (1, 3, 1, 1, 2, 1), "{region}: {counts:?}");
+        assert_eq!(
+            (counts["vpc"], counts["subnet"], counts["igw"], counts["route_table"], counts["security_group"], counts["key_pair"]),
+            (1, 3, 1, 1, 2, 1),
+            "{region}: {counts:?}"
+        );
 
         // Security groups: exactly the template's rules.
         let sgs = c.describe_security_groups().filters(tag_filter(project)).send().await.unwrap();
@@ -163,7 +181,10 @@ async fn assert_compact(project: &str) {
     assert_eq!((calc, http.len()), (2, 6), "health checks: {checks:?}");
     for h in &http {
         let c = h.health_check_config().unwrap();
-        assert_eq!((c.port(), c.resource_path(), c.request_interval(), c.failure_threshold()), (Some(8080), Some("/health"), Some(10), Some(3)));
+        assert_eq!(
+            (c.port(), c.resource_path(), c.request_interval(), c.failure_threshold()),
+            (Some(8080), Some("/health"), Some(10), Some(3))
+        );
     }
     let mut failover: Vec<(String, Vec<String>)> = records
         .iter()
@@ -229,8 +250,10 @@ async fn standard_up_and_down() {
         for i in &inst {
             *per_role.entry(i.role.clone()).or_default() += 1;
         }
-        let want: BTreeMap<String, usize> =
-            [("matching", 3), ("otc", 3), ("contract", 3), ("wallet", 3), ("gateway", 2), ("db", 3)].into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let want: BTreeMap<String, usize> = [("matching", 3), ("otc", 3), ("contract", 3), ("wallet", 3), ("gateway", 2), ("db", 3)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         assert_eq!(per_role, want, "{region}");
         for role in ["matching", "otc", "contract", "wallet"] {
             let azs: BTreeSet<String> = inst.iter().filter(|i| i.role == role).map(|i| i.az.clone()).collect();
@@ -250,7 +273,8 @@ async fn interrupted_up_converges_without_duplicates() {
     let _turn = serial();
     let p = Project::new("kil", "compact");
     for kill_after_ms in [80u64, 200, 350, 600] {
-        let mut child = p.cmd(&["up", "--infra-only"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child =
+            p.cmd(&["up", "--infra-only"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(kill_after_ms));
         let _ = child.kill();
         let _ = child.wait();

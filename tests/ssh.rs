@@ -100,7 +100,16 @@ impl Sshd {
         let extra: String = self.extra_host_keys.iter().map(|k| format!("HostKey {d}/{k}\n")).collect();
         std::fs::write(self.path("sshd_config"), cfg + &extra + extra_config).unwrap();
         let log = std::fs::File::create(self.path("sshd.log")).unwrap();
-        let child = Command::new(SSHD).arg("-D").arg("-e").arg("-f").arg(self.path("sshd_config")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = Command::new(SSHD)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(self.path("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         self.child = Some(child);
         // Ready when it answers with an SSH banner.
         let started = Instant::now();
@@ -115,7 +124,11 @@ impl Sshd {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("sshd exited with {status}: {}", std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default());
             }
-            assert!(started.elapsed() < Duration::from_millis(READY_TIMEOUT_MS), "sshd not ready: {}", std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default());
+            assert!(
+                started.elapsed() < Duration::from_millis(READY_TIMEOUT_MS),
+                "sshd not ready: {}",
+                std::fs::read_to_string(self.path("sshd.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -135,7 +148,8 @@ impl Drop for Sshd {
 }
 
 fn connect(sshd: &Sshd) -> Session {
-    Session::connect(&sshd.config(), &sshd.target()).unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", std::fs::read_to_string(sshd.path("sshd.log")).unwrap_or_default()))
+    Session::connect(&sshd.config(), &sshd.target())
+        .unwrap_or_else(|e| panic!("{e}\nsshd log:\n{}", std::fs::read_to_string(sshd.path("sshd.log")).unwrap_or_default()))
 }
 
 #[test]
@@ -221,7 +235,12 @@ fn host_key_is_pinned_and_a_changed_key_is_refused() {
     assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err:?}");
     let msg = err.to_string();
     let name = format!("[127.0.0.1]:{}", sshd.port);
-    for needle in [format!("127.0.0.1:{}", sshd.port), "HOST KEY CHANGED".into(), kh.display().to_string(), format!("ssh-keygen -R '{name}' -f {}", kh.display())] {
+    for needle in [
+        format!("127.0.0.1:{}", sshd.port),
+        "HOST KEY CHANGED".into(),
+        kh.display().to_string(),
+        format!("ssh-keygen -R '{name}' -f {}", kh.display()),
+    ] {
         assert!(msg.contains(&needle), "{needle:?} missing from: {msg}");
     }
     assert_eq!(std::fs::read_to_string(&kh).unwrap(), pinned, "the pin is not replaced");
@@ -256,7 +275,10 @@ fn upload_skips_unchanged_and_replaces_atomically() {
     std::thread::sleep(Duration::from_millis(20));
     assert_eq!(s.upload(&v1, dest_s, 0o640, true).unwrap(), Upload::Unchanged);
     let meta = std::fs::metadata(&dest).unwrap();
-    assert_eq!((meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.ctime_nsec()), (meta1.ino(), meta1.mtime(), meta1.mtime_nsec(), meta1.ctime_nsec()));
+    assert_eq!(
+        (meta.ino(), meta.mtime(), meta.mtime_nsec(), meta.ctime_nsec()),
+        (meta1.ino(), meta1.mtime(), meta1.mtime_nsec(), meta1.ctime_nsec())
+    );
 
     // Same content, new mode: chmod only.
     assert_eq!(s.upload(&v1, dest_s, 0o600, false).unwrap(), Upload::ModeChanged);
@@ -399,9 +421,11 @@ async fn fleet_runs_hosts_in_parallel_and_reports_each() {
     let outs: Vec<Option<&str>> = results.iter().map(|r| r.result.as_ref().ok().map(|s| s.as_str())).collect();
     assert_eq!(outs, [Some("host 0\n"), Some("host 1\n"), None]);
     let err = results[2].result.as_ref().unwrap_err();
-    assert!(matches!(err, SshError::Panicked { .. }) && err.to_string().contains("boom") && err.host() == servers[2].target().to_string(), "{err}");
+    assert!(
+        matches!(err, SshError::Panicked { .. }) && err.to_string().contains("boom") && err.host() == servers[2].target().to_string(),
+        "{err}"
+    );
 }
-
 
 #[test]
 fn the_ed25519_host_key_is_pinned_when_the_host_has_several() {
@@ -451,7 +475,8 @@ fn a_bastion_carries_the_connection_and_both_host_keys_are_pinned() {
     let jump = Jump { host: "127.0.0.1".into(), port: bastion.port, user: "root".into() };
     let target = target_sshd.target().via(Some(jump));
 
-    let mut s = Session::connect(&cfg, &target).unwrap_or_else(|e| panic!("{e}\nbastion log:\n{}", std::fs::read_to_string(bastion.path("sshd.log")).unwrap_or_default()));
+    let mut s = Session::connect(&cfg, &target)
+        .unwrap_or_else(|e| panic!("{e}\nbastion log:\n{}", std::fs::read_to_string(bastion.path("sshd.log")).unwrap_or_default()));
     assert_eq!(s.pin(), Pin::Pinned);
     let out = s.exec("printf '%s' \"$SSH_CONNECTION\"; head -c 3000000 /dev/zero | wc -c", false).unwrap();
     assert!(out.success(), "{out:?}");

@@ -28,7 +28,15 @@ fn flow(n: usize) -> Vec<Op> {
                 let off: i64 = rng.gen_range(-50..=50);
                 let price = 10_000 + off;
                 let kind = if rng.gen_bool(0.1) { OrderKind::Ioc } else { OrderKind::Limit };
-                Op::Place(NewOrder { id: 0, user_id: rng.gen_range(1..1000), side, kind, price_ticks: price, qty_lots: rng.gen_range(1..=100), quote_budget: 0 })
+                Op::Place(NewOrder {
+                    id: 0,
+                    user_id: rng.gen_range(1..1000),
+                    side,
+                    kind,
+                    price_ticks: price,
+                    qty_lots: rng.gen_range(1..=100),
+                    quote_budget: 0,
+                })
             }
         })
         .collect()

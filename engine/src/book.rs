@@ -320,13 +320,7 @@ impl Book {
         }
         match o.kind {
             OrderKind::Limit | OrderKind::PostOnly => {
-                self.restore(Resting {
-                    id: o.id,
-                    user_id: o.user_id,
-                    side: o.side,
-                    price_ticks: o.price_ticks,
-                    remaining_qty: remaining,
-                });
+                self.restore(Resting { id: o.id, user_id: o.user_id, side: o.side, price_ticks: o.price_ticks, remaining_qty: remaining });
                 debug_assert!(!self.is_crossed());
                 PlaceResult { status: PlaceStatus::Open, filled_qty: filled, remaining_qty: remaining }
             }

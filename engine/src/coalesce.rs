@@ -94,18 +94,19 @@ async fn send(g: &Gateway, partition: &str, items: Vec<Item>) {
     let (orders, replies): (Vec<BatchItem>, Vec<oneshot::Sender<Outcome>>) = items.into_iter().map(|i| (i.order, i.reply)).unzip();
     let n = orders.len();
     let url = format!("http://{}/v1/orders/batch", node.peer.addr);
-    let answers: Option<Vec<Answer>> = match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&PlaceBatch { orders }).send().await {
-        Err(e) => {
-            tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
-            node.alive.store(false, Ordering::SeqCst);
-            None
-        }
-        Ok(r) if r.status().is_success() => r.json().await.ok(),
-        Ok(r) => {
-            tracing::warn!(node = %node.peer.node_id, status = %r.status(), "batch call refused");
-            None
-        }
-    };
+    let answers: Option<Vec<Answer>> =
+        match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&PlaceBatch { orders }).send().await {
+            Err(e) => {
+                tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
+                node.alive.store(false, Ordering::SeqCst);
+                None
+            }
+            Ok(r) if r.status().is_success() => r.json().await.ok(),
+            Ok(r) => {
+                tracing::warn!(node = %node.peer.node_id, status = %r.status(), "batch call refused");
+                None
+            }
+        };
     let Some(answers) = answers.filter(|a| a.len() == n) else {
         return;
     };

@@ -463,8 +463,9 @@ type S = State<Arc<Gateway>>;
 async fn health(State(g): S) -> Response {
     match g.unhealthy_reason() {
         None => (StatusCode::OK, Json(json!({"status": "ok", "region": g.cfg.region}))).into_response(),
-        Some(r) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "region": g.cfg.region, "reason": r})))
-            .into_response(),
+        Some(r) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "region": g.cfg.region, "reason": r}))).into_response()
+        }
     }
 }
 
@@ -765,14 +766,7 @@ async fn set_mode(State(g): S, h: HeaderMap, body: Bytes) -> Response {
         let mut results = Vec::new();
         for n in &g.nodes {
             let url = format!("http://{}/admin/mode", n.peer.addr);
-            let ok = g
-                .http
-                .post(&url)
-                .header(ADMIN_HEADER, &g.admin_token)
-                .json(&m)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
+            let ok = g.http.post(&url).header(ADMIN_HEADER, &g.admin_token).json(&m).send().await.is_ok_and(|r| r.status().is_success());
             results.push(json!({"node_id": n.peer.node_id, "ok": ok}));
         }
         tracing::info!(mode = ?m.mode, "region mode change requested");

@@ -40,8 +40,6 @@ pub async fn post(tx: &Transaction<'_>, reference: &str, moves: &[Move<'_>]) -> 
 
 /// Checks that `owner` has `amount` available (locking the row). False if not.
 pub async fn has_available(tx: &Transaction<'_>, owner: i64, asset: &str, amount: i64) -> Result<bool, tokio_postgres::Error> {
-    let row = tx
-        .query_opt("SELECT available FROM balances WHERE owner_id = $1 AND asset = $2 FOR UPDATE", &[&owner, &asset])
-        .await?;
+    let row = tx.query_opt("SELECT available FROM balances WHERE owner_id = $1 AND asset = $2 FOR UPDATE", &[&owner, &asset]).await?;
     Ok(row.is_some_and(|r| r.get::<_, i64>(0) >= amount))
 }

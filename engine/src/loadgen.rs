@@ -56,11 +56,7 @@ impl std::fmt::Display for Report {
 }
 
 fn client(concurrency: usize) -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("http client")
+    reqwest::Client::builder().pool_max_idle_per_host(concurrency).timeout(Duration::from_secs(30)).build().expect("http client")
 }
 
 /// Creates and funds the users; returns their API keys.

@@ -20,14 +20,14 @@ mod market;
 mod sql;
 
 pub use market::Core;
-pub use sql::{order_by_client_id, order_by_id, order_json};
 use sql::*;
+pub use sql::{order_by_client_id, order_by_id, order_json};
 
 use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Job, LeadError, LeaderCtx, Logic};
-use crate::settle::{self, Asset, Fees, Postings};
 use crate::perp::{PerpMarket, Position};
+use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -54,8 +54,17 @@ pub type SpotLogic = MarketLogic<SpotMarket>;
 pub type PerpLogic = MarketLogic<PerpMarket>;
 
 const ALL_SQL: &[&str] = &[
-    SQL_NEW_IDS, SQL_KNOWN, SQL_FUNDS, SQL_NEW_ORDERS, SQL_LEDGER, SQL_UPDATE_ORDERS, SQL_FILLS, SQL_BALANCE_ROWS,
-    SQL_APPLY_BALANCES, SQL_POSITIONS, crate::partition::SQL_FENCE,
+    SQL_NEW_IDS,
+    SQL_KNOWN,
+    SQL_FUNDS,
+    SQL_NEW_ORDERS,
+    SQL_LEDGER,
+    SQL_UPDATE_ORDERS,
+    SQL_FILLS,
+    SQL_BALANCE_ROWS,
+    SQL_APPLY_BALANCES,
+    SQL_POSITIONS,
+    crate::partition::SQL_FENCE,
 ];
 
 pub struct MarketLogic<C: Core> {
@@ -127,8 +136,17 @@ impl PerpLogic {
 
 impl<C: Core> MarketLogic<C> {
     pub fn new(symbol: &str, base: &str, quote: &str, make: Box<dyn Fn() -> C + Send + Sync>) -> Self {
-        MarketLogic { symbol: symbol.into(), base: base.into(), quote: quote.into(), market: make(), make, batches: 0, known_checks_left: 0, funds: HashMap::new(),
-            id_pool: Default::default() }
+        MarketLogic {
+            symbol: symbol.into(),
+            base: base.into(),
+            quote: quote.into(),
+            market: make(),
+            make,
+            batches: 0,
+            known_checks_left: 0,
+            funds: HashMap::new(),
+            id_pool: Default::default(),
+        }
     }
 
     /// The asset of this market called `name` (a perpetual's base is its quote).
@@ -479,7 +497,8 @@ impl<C: Core> Logic for MarketLogic<C> {
                 quote_budget: r.get(6),
             };
             if status == "open" {
-                let rest = Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
+                let rest =
+                    Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
                 self.market.restore(rest, qty, filled, r.get(8));
             } else {
                 let (asset, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;

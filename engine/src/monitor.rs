@@ -30,9 +30,7 @@ fn read_cpu() -> Option<CpuSample> {
 
 fn mem_used_percent() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let get = |k: &str| {
-        s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok())
-    };
+    let get = |k: &str| s.lines().find(|l| l.starts_with(k)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
     let total = get("MemTotal:")?;
     let avail = get("MemAvailable:")?;
     Some(100.0 * (total - avail) / total)
@@ -146,8 +144,7 @@ async fn run(node: Arc<Node>) {
         for (name, v, _) in &sample {
             node.metrics.set(format!("engine_monitor_{name}{{node=\"{nid}\"}}"), if v.is_finite() { *v } else { 1e9 });
         }
-        let breaches: Vec<String> =
-            sample.iter().filter(|(_, v, lim)| v > lim).map(|(n, v, lim)| format!("{n}={v:.1}>{lim}")).collect();
+        let breaches: Vec<String> = sample.iter().filter(|(_, v, lim)| v > lim).map(|(n, v, lim)| format!("{n}={v:.1}>{lim}")).collect();
         if breaches.is_empty() {
             breach = 0;
             clean += 1;

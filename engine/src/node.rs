@@ -68,8 +68,7 @@ pub fn default_db_sessions(cfg: &NodeConfig) -> usize {
 
 /// This node's preference rank for partition `p` among the nodes of its module.
 fn rank(cfg: &NodeConfig, p: usize) -> u32 {
-    let mut ids: Vec<&str> =
-        cfg.peers.iter().filter(|x| x.module == cfg.module).map(|x| x.node_id.as_str()).collect();
+    let mut ids: Vec<&str> = cfg.peers.iter().filter(|x| x.module == cfg.module).map(|x| x.node_id.as_str()).collect();
     if !ids.contains(&cfg.node_id.as_str()) {
         ids.push(&cfg.node_id);
     }
@@ -113,8 +112,9 @@ impl Node {
             Module::Wallet => {
                 for s in 0..ex.wallet_shards {
                     let node_id = cfg.node_id.clone();
-                    let h = partition::spawn(state.clone(), format!("wallet/{s}"), rank(&cfg, s as usize), move || {
-                        WalletLogic { shard: s as i32, node_id: node_id.clone() }
+                    let h = partition::spawn(state.clone(), format!("wallet/{s}"), rank(&cfg, s as usize), move || WalletLogic {
+                        shard: s as i32,
+                        node_id: node_id.clone(),
                     });
                     wallet.push(h);
                 }
@@ -213,10 +213,8 @@ impl Node {
             self.metrics.set(format!("engine_partition_leader{{node=\"{n}\",partition=\"{}\"}}", label(&s.key)), v);
         }
         self.metrics.set(format!("engine_node_active{{node=\"{n}\"}}"), if self.state.is_active() { 1.0 } else { 0.0 });
-        self.metrics.set(
-            format!("engine_node_isolated{{node=\"{n}\"}}"),
-            if self.state.isolated.load(Ordering::SeqCst) { 1.0 } else { 0.0 },
-        );
+        self.metrics
+            .set(format!("engine_node_isolated{{node=\"{n}\"}}"), if self.state.isolated.load(Ordering::SeqCst) { 1.0 } else { 0.0 });
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
@@ -267,9 +265,7 @@ impl Node {
             .ok_or_else(|| ApiError::not_leader("wallet (not a wallet node)"))
     }
     fn otc_shard(&self, user_id: i64) -> Result<&PartitionHandle<OtcCmd>, ApiError> {
-        self.otc
-            .get(shard_of(user_id, self.cfg.exchange.otc_shards) as usize)
-            .ok_or_else(|| ApiError::not_leader("otc (not an otc node)"))
+        self.otc.get(shard_of(user_id, self.cfg.exchange.otc_shards) as usize).ok_or_else(|| ApiError::not_leader("otc (not an otc node)"))
     }
 }
 
@@ -397,10 +393,7 @@ async fn book_of(n: &Node, h: &HeaderMap, part: Option<&PartitionHandle<SpotCmd>
             return Err(ApiError::not_leader(&part.state.key));
         }
         let (reply, rx) = tokio::sync::oneshot::channel();
-        part.tx
-            .send(partition::Job { cmd: SpotCmd::Book { levels }, reply })
-            .await
-            .map_err(|_| ApiError::not_leader(&part.state.key))?;
+        part.tx.send(partition::Job { cmd: SpotCmd::Book { levels }, reply }).await.map_err(|_| ApiError::not_leader(&part.state.key))?;
         rx.await.map_err(|_| ApiError::unavailable("leader changed"))?
     }
     .await;

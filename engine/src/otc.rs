@@ -51,10 +51,8 @@ impl OtcLogic {
                 if let Some(r) = tx.query_opt(&sql, &[user_id, client_id]).await? {
                     Ok(quote_json(&r))
                 } else {
-                    let reference: Option<i64> = tx
-                        .query_opt("SELECT price_ticks FROM otc_reference WHERE market = $1", &[market])
-                        .await?
-                        .map(|r| r.get(0));
+                    let reference: Option<i64> =
+                        tx.query_opt("SELECT price_ticks FROM otc_reference WHERE market = $1", &[market]).await?.map(|r| r.get(0));
                     match reference {
                         None => Err(ApiError::conflict("no_reference_price", format!("no OTC price for {market}"))),
                         Some(p) => {
@@ -114,12 +112,7 @@ impl OtcLogic {
         ledger::post(
             tx,
             &reference,
-            &[
-                (buyer, &m.quote, -n, 0),
-                (seller, &m.quote, n, 0),
-                (seller, &m.base, -qty, 0),
-                (buyer, &m.base, qty, 0),
-            ],
+            &[(buyer, &m.quote, -n, 0), (seller, &m.quote, n, 0), (seller, &m.base, -qty, 0), (buyer, &m.base, qty, 0)],
         )
         .await?;
         tx.execute("UPDATE otc_quotes SET status = 'accepted' WHERE quote_id = $1", &[&quote_id]).await?;

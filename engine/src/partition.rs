@@ -128,11 +128,7 @@ pub trait Logic: Send + 'static {
     /// Rebuilds in-memory state from the DB right after taking the partition.
     fn load(&mut self, ctx: &mut LeaderCtx) -> impl Future<Output = Result<(), LeadError>> + Send;
     /// Executes a batch; must answer every job it commits. An error steps down.
-    fn run_batch(
-        &mut self,
-        ctx: &mut LeaderCtx,
-        jobs: Vec<Job<Self::Cmd>>,
-    ) -> impl Future<Output = Result<(), LeadError>> + Send;
+    fn run_batch(&mut self, ctx: &mut LeaderCtx, jobs: Vec<Job<Self::Cmd>>) -> impl Future<Output = Result<(), LeadError>> + Send;
     /// Called about once a second while leading.
     fn tick(&mut self, _ctx: &mut LeaderCtx) -> impl Future<Output = Result<(), LeadError>> + Send {
         async { Ok(()) }

@@ -102,7 +102,17 @@ impl PerpMarket {
 
     /// Applies one side of a fill to its order's held funds and its owner's position.
     #[allow(clippy::too_many_arguments)]
-    fn settle_side(&mut self, held: &mut Held, limit: i64, side: Side, q: i64, price: i64, fee_bps: u32, out: &mut Postings, reference: &str) -> Result<i64, SettleError> {
+    fn settle_side(
+        &mut self,
+        held: &mut Held,
+        limit: i64,
+        side: Side,
+        q: i64,
+        price: i64,
+        fee_bps: u32,
+        out: &mut Postings,
+        reference: &str,
+    ) -> Result<i64, SettleError> {
         let limit_notional = settle::notional(limit, q)?;
         let fee = settle::fee(limit_notional, fee_bps);
         let r = initial_margin(limit_notional, self.im_bps);

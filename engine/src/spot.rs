@@ -2,7 +2,7 @@
 //! Pure, no IO: the partition leader feeds it orders whose reservation is committed and
 //! writes back the order updates, fills and postings it produces.
 
-use crate::book::{Book, IdMap, Fill, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
+use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
 use crate::settle::{self, Asset, Fees, Held, Postings, SettleError};
 
 /// Final or current state of an order, as stored in the `orders` table.

@@ -60,9 +60,7 @@ impl WalletLogic {
                     let r = format!("deposit:{deposit_id}");
                     ledger::post(&tx, &r, &[(WORLD, asset, -amount_minor, 0), (*user_id, asset, *amount_minor, 0)]).await?;
                 }
-                let row = tx
-                    .query_one("SELECT user_id, asset, amount_minor FROM deposits WHERE deposit_id = $1", &[deposit_id])
-                    .await?;
+                let row = tx.query_one("SELECT user_id, asset, amount_minor FROM deposits WHERE deposit_id = $1", &[deposit_id]).await?;
                 Ok(json!({"deposit_id": deposit_id, "user_id": row.get::<_, i64>(0), "asset": row.get::<_, &str>(1),
                           "amount_minor": row.get::<_, i64>(2), "status": "credited"}))
             }

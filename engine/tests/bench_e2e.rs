@@ -120,12 +120,7 @@ async fn bench_leader_failover() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
     }
     gaps.sort();
-    println!(
-        "FAILOVER: {} kills: p50 {} ms, max {} ms",
-        gaps.len(),
-        gaps[gaps.len() / 2].as_millis(),
-        gaps.last().unwrap().as_millis()
-    );
+    println!("FAILOVER: {} kills: p50 {} ms, max {} ms", gaps.len(), gaps[gaps.len() / 2].as_millis(), gaps.last().unwrap().as_millis());
     if std::env::var("NODE_LOG").is_ok() {
         c.dump_logs();
     }

@@ -102,8 +102,13 @@ async fn failover_keeps_every_acknowledged_order() {
     }
     eprintln!("GATEWAY: dead node noticed within {} ms", killed_at.elapsed().as_millis());
     // Deposit to a user of wallet/1 right after the kill: the gateway must route around.
-    let (s, v) = post(&gw, "/admin/deposits", &[("x-admin-token", ADMIN_TOKEN)],
-        json!({"deposit_id": "after-kill", "user_id": 13, "asset": "USD", "amount_minor": 5})).await;
+    let (s, v) = post(
+        &gw,
+        "/admin/deposits",
+        &[("x-admin-token", ADMIN_TOKEN)],
+        json!({"deposit_id": "after-kill", "user_id": 13, "asset": "USD", "amount_minor": 5}),
+    )
+    .await;
     let wallet_back = killed_at.elapsed();
     assert_eq!(s, 200, "deposit after wallet leader kill: {v}");
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -118,8 +123,12 @@ async fn failover_keeps_every_acknowledged_order() {
         panic!("BTC-USD never served again after the kill");
     };
     let gap = first_after - killed_at;
-    eprintln!("FAILOVER: next acknowledged BTC-USD order {} ms after kill -9; wallet deposit {} ms; {} acks",
-        gap.as_millis(), wallet_back.as_millis(), acks.len());
+    eprintln!(
+        "FAILOVER: next acknowledged BTC-USD order {} ms after kill -9; wallet deposit {} ms; {} acks",
+        gap.as_millis(),
+        wallet_back.as_millis(),
+        acks.len()
+    );
     assert!(gap < Duration::from_secs(10), "failover took {gap:?}");
     assert!(acks.len() > 50, "too little load got through: {}", acks.len());
 
@@ -217,7 +226,13 @@ async fn perpetuals(gw: &str) {
     // C cannot afford the initial margin of 10 lots at 100.
     let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kc)], order("pc1", "buy", 100)).await;
     assert_eq!((s, v["status"].as_str(), v["reason"].as_str()), (200, Some("rejected"), Some("insufficient_funds")), "{v}");
-    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kc)], json!({"market": "BTC-PERP", "client_order_id": "m", "side": "buy", "type": "market", "qty_lots": 1})).await;
+    let (s, v) = post(
+        gw,
+        "/v1/contract/orders",
+        &[("x-api-key", &kc)],
+        json!({"market": "BTC-PERP", "client_order_id": "m", "side": "buy", "type": "market", "qty_lots": 1}),
+    )
+    .await;
     assert_eq!(s, 400, "{v}");
 }
 
@@ -232,7 +247,9 @@ async fn otc(gw: &str) {
     let admin = [("x-admin-token", ADMIN_TOKEN)];
     let (s, v) = post(gw, "/admin/otc/reference", &admin, json!({"market": "BTC-USD", "price_ticks": 1000})).await;
     assert_eq!(s, 200, "{v}");
-    let (s, q) = post(gw, "/v1/otc/quotes", &[("x-api-key", &k)], json!({"client_id": "q1", "market": "BTC-USD", "side": "buy", "qty_lots": 5})).await;
+    let (s, q) =
+        post(gw, "/v1/otc/quotes", &[("x-api-key", &k)], json!({"client_id": "q1", "market": "BTC-USD", "side": "buy", "qty_lots": 5}))
+            .await;
     assert_eq!(s, 200, "{q}");
     assert_eq!(q["price_ticks"], 1002, "reference + 20 bps spread");
     let id = q["quote_id"].as_i64().unwrap();
@@ -241,8 +258,12 @@ async fn otc(gw: &str) {
         assert_eq!((s, v["status"].as_str()), (200, Some("accepted")), "{v}");
     }
     let (_, v) = get(gw, "/v1/balances", &[("x-api-key", &k)]).await;
-    let bal: std::collections::HashMap<String, i64> = v["balances"].as_array().unwrap().iter()
-        .map(|b| (b["asset"].as_str().unwrap().to_string(), b["available_minor"].as_i64().unwrap())).collect();
+    let bal: std::collections::HashMap<String, i64> = v["balances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["asset"].as_str().unwrap().to_string(), b["available_minor"].as_i64().unwrap()))
+        .collect();
     assert_eq!((bal["BTC"], bal["USD"]), (5, 100_000 - 5 * 1002), "settled once: {v}");
 }
 
@@ -258,6 +279,7 @@ async fn withdrawals(gw: &str, key: &str) {
     assert_eq!((s, v["status"].as_str()), (200, Some("approved")), "{v}");
     let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("completed")), "{v}");
-    let (s, v) = post(gw, "/v1/withdrawals", &[("x-api-key", key)], json!({"client_id": "w2", "asset": "ETH", "amount_minor": 1_000_000_000})).await;
+    let (s, v) =
+        post(gw, "/v1/withdrawals", &[("x-api-key", key)], json!({"client_id": "w2", "asset": "ETH", "amount_minor": 1_000_000_000})).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("rejected")), "{v}");
 }

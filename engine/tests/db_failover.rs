@@ -31,7 +31,8 @@ async fn nodes_follow_db_failover_without_losing_acknowledged_orders() {
     back.expect("region healthy on the new primary");
     // Trading resumes on the new primary (retrying until the nodes have re-taken leadership).
     loop {
-        let body = json!({"market": "BTC-USD", "client_order_id": "after", "side": "buy", "type": "limit", "price_ticks": 1, "qty_lots": 1});
+        let body =
+            json!({"market": "BTC-USD", "client_order_id": "after", "side": "buy", "type": "limit", "price_ticks": 1, "qty_lots": 1});
         let (s, v) = post(&gw, "/v1/orders", &[("x-api-key", &key)], body).await;
         if s == 200 {
             break;
@@ -44,6 +45,10 @@ async fn nodes_follow_db_failover_without_losing_acknowledged_orders() {
     for (cid, id) in &acked {
         assert!(rows.lines().any(|l| l == format!("{cid}={id}")), "acknowledged order {cid} lost in the DB failover");
     }
-    let sums = c.env.pg.psql(c.env.pg.standby_port, "exchange", "SELECT count(*) FROM (SELECT asset FROM balances GROUP BY asset HAVING sum(available + held) <> 0) t");
+    let sums = c.env.pg.psql(
+        c.env.pg.standby_port,
+        "exchange",
+        "SELECT count(*) FROM (SELECT asset FROM balances GROUP BY asset HAVING sum(available + held) <> 0) t",
+    );
     assert_eq!(sums.trim(), "0", "conservation broken after failover");
 }

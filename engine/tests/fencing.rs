@@ -16,7 +16,8 @@ async fn superseded_leader_cannot_commit() {
     let gw = c.gw.clone();
     let key = create_user(&gw, 50).await;
     deposit(&gw, "fence-usd", 50, "USD", 1_000_000).await;
-    let order = |cid: &str| json!({"market": "BTC-USD", "client_order_id": cid, "side": "buy", "type": "limit", "price_ticks": 100, "qty_lots": 1});
+    let order =
+        |cid: &str| json!({"market": "BTC-USD", "client_order_id": cid, "side": "buy", "type": "limit", "price_ticks": 100, "qty_lots": 1});
     let (s, v) = post(&gw, "/v1/orders", &[("x-api-key", &key)], order("fence-1")).await;
     assert_eq!(s, 200, "{v}");
 
@@ -36,9 +37,7 @@ async fn superseded_leader_cannot_commit() {
     assert_eq!(s, 200, "the order must be taken by a new leadership: {v}");
     assert_eq!(v["status"], "open", "{v}");
 
-    let stale = c.env.pg.sql(&format!(
-        "SELECT count(*) FROM ledger WHERE id > {ledger_before} AND ref LIKE 'batch:BTC-USD:{epoch}:%'"
-    ));
+    let stale = c.env.pg.sql(&format!("SELECT count(*) FROM ledger WHERE id > {ledger_before} AND ref LIKE 'batch:BTC-USD:{epoch}:%'"));
     assert_eq!(stale.trim(), "0", "the superseded leader (epoch {epoch}) committed a batch");
     let newer = c.env.pg.sql(&format!("SELECT count(*) FROM ledger WHERE id > {ledger_before} AND ref LIKE 'batch:BTC-USD:%'"));
     assert!(newer.trim().parse::<i64>().unwrap() > 0, "the order's reservation must be in the ledger");

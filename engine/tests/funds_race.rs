@@ -46,13 +46,8 @@ async fn concurrent_markets_never_overspend_a_balance() {
     let (available, held) = row.trim().split_once(' ').map(|(a, h)| (a.parse::<i64>().unwrap(), h.parse::<i64>().unwrap())).unwrap();
     assert!(available >= 0, "negative balance: {row}");
     assert_eq!(available + held, funds, "dollars appeared or vanished: {row}");
-    let held_by_orders: i64 = c
-        .env
-        .pg
-        .sql("SELECT coalesce(sum(held_minor), 0) FROM orders WHERE user_id = 40 AND status = 'open'")
-        .trim()
-        .parse()
-        .unwrap();
+    let held_by_orders: i64 =
+        c.env.pg.sql("SELECT coalesce(sum(held_minor), 0) FROM orders WHERE user_id = 40 AND status = 'open'").trim().parse().unwrap();
     assert_eq!(held, held_by_orders, "held funds differ from what open orders hold");
     let db_open: usize = c.env.pg.sql("SELECT count(*) FROM orders WHERE user_id = 40 AND status = 'open'").trim().parse().unwrap();
     assert_eq!(db_open, open, "acknowledged open orders differ from the DB");

@@ -16,10 +16,19 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
     ];
     leaf.prop_recursive(3, 16, 6, |inner| {
         let keys = prop_oneof![
-            Just("market".to_string()), Just("client_order_id".to_string()), Just("side".to_string()),
-            Just("type".to_string()), Just("price_ticks".to_string()), Just("qty_lots".to_string()),
-            Just("quote_budget_minor".to_string()), Just("asset".to_string()), Just("amount_minor".to_string()),
-            Just("client_id".to_string()), Just("deposit_id".to_string()), Just("user_id".to_string()), "[a-z]{1,5}",
+            Just("market".to_string()),
+            Just("client_order_id".to_string()),
+            Just("side".to_string()),
+            Just("type".to_string()),
+            Just("price_ticks".to_string()),
+            Just("qty_lots".to_string()),
+            Just("quote_budget_minor".to_string()),
+            Just("asset".to_string()),
+            Just("amount_minor".to_string()),
+            Just("client_id".to_string()),
+            Just("deposit_id".to_string()),
+            Just("user_id".to_string()),
+            "[a-z]{1,5}",
         ];
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
@@ -33,7 +42,15 @@ fn check_all(bytes: &[u8], ex: &ExchangeConfig) {
         if p.validate(ex).is_ok() {
             assert!(p.qty_lots > 0 && p.qty_lots <= rq::MAX_QTY);
             let reserve = engine::settle::reservation(
-                &engine::book::NewOrder { id: 1, user_id: 1, side: p.side, kind: p.kind, price_ticks: p.price_ticks, qty_lots: p.qty_lots, quote_budget: p.quote_budget_minor },
+                &engine::book::NewOrder {
+                    id: 1,
+                    user_id: 1,
+                    side: p.side,
+                    kind: p.kind,
+                    price_ticks: p.price_ticks,
+                    qty_lots: p.qty_lots,
+                    quote_budget: p.quote_budget_minor,
+                },
                 engine::settle::Fees { maker_bps: 10, taker_bps: 20 },
             );
             assert!(reserve.is_ok(), "validated order overflows its reservation");

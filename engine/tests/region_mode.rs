@@ -38,7 +38,8 @@ async fn standby_rejects_writes_then_becomes_active() {
     let _gw_proc = env.spawn_gateway(&gcfg);
     let gw = format!("http://{}", gcfg.listen);
     let user = [("x-api-key", key)];
-    let order = |cid: &str| json!({"market": "BTC-USD", "client_order_id": cid, "side": "buy", "type": "limit", "price_ticks": 100, "qty_lots": 1});
+    let order =
+        |cid: &str| json!({"market": "BTC-USD", "client_order_id": cid, "side": "buy", "type": "limit", "price_ticks": 100, "qty_lots": 1});
 
     // Standby: up and warm, reads work, writes are refused with a clear error.
     let t = Instant::now();
@@ -54,7 +55,8 @@ async fn standby_rejects_writes_then_becomes_active() {
     tokio::time::sleep(Duration::from_millis(500)).await; // gateway has probed the nodes
     let (s, v) = post(&gw, "/v1/orders", &user, order("s1")).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("region_standby")), "{v}");
-    let (s, v) = post(&format!("http://{}", peers[0].addr), "/v1/orders", &[("x-admin-token", ADMIN_TOKEN), ("x-user-id", "20")], order("s1")).await;
+    let (s, v) =
+        post(&format!("http://{}", peers[0].addr), "/v1/orders", &[("x-admin-token", ADMIN_TOKEN), ("x-user-id", "20")], order("s1")).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("region_standby")), "node itself: {v}");
     let (s, v) = get(&gw, "/health", &[]).await;
     assert_eq!(s, 503, "{v}");
@@ -104,7 +106,16 @@ async fn standby_rejects_writes_then_becomes_active() {
         "{\"market\":\"BTC-USD\",\"client_order_id\":\"x\",\"side\":\"buy\",\"type\":\"limit\",\"price_ticks\":1,\"qty_lots\":1,\"extra\":1}",
         "\u{0}\u{1}\u{2}", "{\"deposit_id\":\"d\",\"user_id\":-1,\"asset\":\"USD\",\"amount_minor\":1}",
     ];
-    let paths = ["/v1/orders", "/v1/orders/cancel", "/v1/withdrawals", "/v1/otc/quotes", "/admin/deposits", "/admin/users", "/admin/mode", "/admin/otc/reference"];
+    let paths = [
+        "/v1/orders",
+        "/v1/orders/cancel",
+        "/v1/withdrawals",
+        "/v1/otc/quotes",
+        "/admin/deposits",
+        "/admin/users",
+        "/admin/mode",
+        "/admin/otc/reference",
+    ];
     let client = http();
     for p in paths {
         for b in bodies {

@@ -24,16 +24,60 @@ pub enum IpRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
-    CreateVpc { region: String, key: String, cidr: String },
-    CreateSubnet { region: String, key: String, vpc: Ref, cidr: String, az: String },
-    CreateInternetGateway { region: String, key: String },
-    AttachInternetGateway { region: String, igw: Ref, vpc: Ref },
-    CreateRouteTable { region: String, key: String, vpc: Ref },
-    CreateRoute { region: String, route_table: Ref, cidr: String, target: Ref, replace: bool },
-    AssociateRouteTable { region: String, route_table: Ref, subnet: Ref },
-    CreateSecurityGroup { region: String, key: String, name: String, vpc: Ref },
-    AuthorizeIngress { region: String, sg: Ref, rules: Vec<Rule> },
-    RevokeIngress { region: String, sg: String, rules: Vec<Rule> },
+    CreateVpc {
+        region: String,
+        key: String,
+        cidr: String,
+    },
+    CreateSubnet {
+        region: String,
+        key: String,
+        vpc: Ref,
+        cidr: String,
+        az: String,
+    },
+    CreateInternetGateway {
+        region: String,
+        key: String,
+    },
+    AttachInternetGateway {
+        region: String,
+        igw: Ref,
+        vpc: Ref,
+    },
+    CreateRouteTable {
+        region: String,
+        key: String,
+        vpc: Ref,
+    },
+    CreateRoute {
+        region: String,
+        route_table: Ref,
+        cidr: String,
+        target: Ref,
+        replace: bool,
+    },
+    AssociateRouteTable {
+        region: String,
+        route_table: Ref,
+        subnet: Ref,
+    },
+    CreateSecurityGroup {
+        region: String,
+        key: String,
+        name: String,
+        vpc: Ref,
+    },
+    AuthorizeIngress {
+        region: String,
+        sg: Ref,
+        rules: Vec<Rule>,
+    },
+    RevokeIngress {
+        region: String,
+        sg: String,
+        rules: Vec<Rule>,
+    },
     ImportKeyPair {
         region: String,
         key: String,
@@ -41,28 +85,119 @@ pub enum Action {
         #[serde(skip)]
         public_key: String,
     },
-    RunInstance { region: String, region_role: String, host: HostSpec, ami: String, subnet: Ref, sg: Ref, key_name: String },
-    StartInstances { region: String, ids: Vec<String> },
-    CreatePeering { region: String, key: String, vpc: Ref, peer_region: String, peer_vpc: Ref },
-    AcceptPeering { region: String, peering: Ref },
-    CreateZone { name: String },
-    CreateHttpCheck { key: String, ip: IpRef, port: u16, path: String, request_interval_s: i32, failure_threshold: i32 },
-    UpdateHttpCheck { key: String, id: String, ip: IpRef, port: u16, path: String },
-    CreateRegionCheck { key: String, children: Vec<Ref>, healthy_children_min: i32 },
-    UpdateRegionCheck { key: String, id: String, children: Vec<Ref>, healthy_children_min: i32 },
-    UpsertRecord { zone: Ref, name: String, spec: RecordSpec, ips: Vec<IpRef>, check: Ref, ttl_s: i64 },
+    RunInstance {
+        region: String,
+        region_role: String,
+        host: HostSpec,
+        ami: String,
+        subnet: Ref,
+        sg: Ref,
+        key_name: String,
+    },
+    StartInstances {
+        region: String,
+        ids: Vec<String>,
+    },
+    CreatePeering {
+        region: String,
+        key: String,
+        vpc: Ref,
+        peer_region: String,
+        peer_vpc: Ref,
+    },
+    AcceptPeering {
+        region: String,
+        peering: Ref,
+    },
+    CreateZone {
+        name: String,
+    },
+    CreateHttpCheck {
+        key: String,
+        ip: IpRef,
+        port: u16,
+        path: String,
+        request_interval_s: i32,
+        failure_threshold: i32,
+    },
+    UpdateHttpCheck {
+        key: String,
+        id: String,
+        ip: IpRef,
+        port: u16,
+        path: String,
+    },
+    CreateRegionCheck {
+        key: String,
+        children: Vec<Ref>,
+        healthy_children_min: i32,
+    },
+    UpdateRegionCheck {
+        key: String,
+        id: String,
+        children: Vec<Ref>,
+        healthy_children_min: i32,
+    },
+    UpsertRecord {
+        zone: Ref,
+        name: String,
+        spec: RecordSpec,
+        ips: Vec<IpRef>,
+        check: Ref,
+        ttl_s: i64,
+    },
 
-    DeleteRecord { zone_id: String, record: RecordFound },
-    DeleteCheck { key: String, id: String },
-    DeleteZone { id: String, name: String },
-    TerminateInstances { region: String, ids: Vec<String>, keys: Vec<String> },
-    DeletePeering { region: String, id: String },
-    DeleteRouteTable { region: String, id: String, associations: Vec<String> },
-    DeleteInternetGateway { region: String, id: String, attached_vpc: Option<String> },
-    DeleteSecurityGroup { region: String, id: String, key: String },
-    DeleteSubnet { region: String, id: String, key: String },
-    DeleteVpc { region: String, id: String, key: String },
-    DeleteKeyPair { region: String, id: String, name: String },
+    DeleteRecord {
+        zone_id: String,
+        record: RecordFound,
+    },
+    DeleteCheck {
+        key: String,
+        id: String,
+    },
+    DeleteZone {
+        id: String,
+        name: String,
+    },
+    TerminateInstances {
+        region: String,
+        ids: Vec<String>,
+        keys: Vec<String>,
+    },
+    DeletePeering {
+        region: String,
+        id: String,
+    },
+    DeleteRouteTable {
+        region: String,
+        id: String,
+        associations: Vec<String>,
+    },
+    DeleteInternetGateway {
+        region: String,
+        id: String,
+        attached_vpc: Option<String>,
+    },
+    DeleteSecurityGroup {
+        region: String,
+        id: String,
+        key: String,
+    },
+    DeleteSubnet {
+        region: String,
+        id: String,
+        key: String,
+    },
+    DeleteVpc {
+        region: String,
+        id: String,
+        key: String,
+    },
+    DeleteKeyPair {
+        region: String,
+        id: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -116,16 +251,39 @@ impl Action {
     pub fn change(&self) -> Change {
         use Action::*;
         match self {
-            CreateVpc { .. } | CreateSubnet { .. } | CreateInternetGateway { .. } | CreateRouteTable { .. }
-            | CreateSecurityGroup { .. } | ImportKeyPair { .. } | RunInstance { .. } | CreatePeering { .. }
-            | CreateZone { .. } | CreateHttpCheck { .. } | CreateRegionCheck { .. } => Change::Create,
-            DeleteRecord { .. } | DeleteCheck { .. } | DeleteZone { .. } | TerminateInstances { .. }
-            | DeletePeering { .. } | DeleteRouteTable { .. } | DeleteInternetGateway { .. }
-            | DeleteSecurityGroup { .. } | DeleteSubnet { .. } | DeleteVpc { .. } | DeleteKeyPair { .. } => Change::Delete,
-            CreateRoute { replace: false, .. } | AssociateRouteTable { .. } | AttachInternetGateway { .. }
-            | AuthorizeIngress { .. } | AcceptPeering { .. } | UpsertRecord { .. } => Change::Create,
-            CreateRoute { replace: true, .. } | RevokeIngress { .. } | StartInstances { .. }
-            | UpdateHttpCheck { .. } | UpdateRegionCheck { .. } => Change::Update,
+            CreateVpc { .. }
+            | CreateSubnet { .. }
+            | CreateInternetGateway { .. }
+            | CreateRouteTable { .. }
+            | CreateSecurityGroup { .. }
+            | ImportKeyPair { .. }
+            | RunInstance { .. }
+            | CreatePeering { .. }
+            | CreateZone { .. }
+            | CreateHttpCheck { .. }
+            | CreateRegionCheck { .. } => Change::Create,
+            DeleteRecord { .. }
+            | DeleteCheck { .. }
+            | DeleteZone { .. }
+            | TerminateInstances { .. }
+            | DeletePeering { .. }
+            | DeleteRouteTable { .. }
+            | DeleteInternetGateway { .. }
+            | DeleteSecurityGroup { .. }
+            | DeleteSubnet { .. }
+            | DeleteVpc { .. }
+            | DeleteKeyPair { .. } => Change::Delete,
+            CreateRoute { replace: false, .. }
+            | AssociateRouteTable { .. }
+            | AttachInternetGateway { .. }
+            | AuthorizeIngress { .. }
+            | AcceptPeering { .. }
+            | UpsertRecord { .. } => Change::Create,
+            CreateRoute { replace: true, .. }
+            | RevokeIngress { .. }
+            | StartInstances { .. }
+            | UpdateHttpCheck { .. }
+            | UpdateRegionCheck { .. } => Change::Update,
         }
     }
 

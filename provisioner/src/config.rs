@@ -238,9 +238,7 @@ impl Config {
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (file, src) = match path {
             Some(p) => (p.to_path_buf(), read(p)?),
-            None if Path::new("regions.toml").exists() => {
-                (PathBuf::from("regions.toml"), read(Path::new("regions.toml"))?)
-            }
+            None if Path::new("regions.toml").exists() => (PathBuf::from("regions.toml"), read(Path::new("regions.toml"))?),
             None => (PathBuf::from("<embedded regions.toml>"), EMBEDDED_REGIONS_TOML.to_string()),
         };
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -314,7 +312,11 @@ impl Validator<'_> {
             Some(e) => {
                 if let Some(u) = &e.url {
                     if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(self.err(&["endpoint", "url"], format!("{u:?} is not an http(s) URL"), "use e.g. \"http://127.0.0.1:4566\""));
+                        return Err(self.err(
+                            &["endpoint", "url"],
+                            format!("{u:?} is not an http(s) URL"),
+                            "use e.g. \"http://127.0.0.1:4566\"",
+                        ));
                     }
                 }
                 (e.url.clone(), e.health_target)
@@ -329,7 +331,11 @@ impl Validator<'_> {
             return Err(self.err(&["engine", "gateway_probe_interval_ms"], "must be 50..=10000 ms", "use e.g. 200"));
         }
         if let Some(u) = raw.engine.webhook_urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-            return Err(self.err(&["engine", "webhook_urls"], format!("{u:?} is not an http(s) URL"), "use e.g. \"https://ops.example/hook\""));
+            return Err(self.err(
+                &["engine", "webhook_urls"],
+                format!("{u:?} is not an http(s) URL"),
+                "use e.g. \"https://ops.example/hook\"",
+            ));
         }
         Ok(Config {
             file: self.file.to_string(),
@@ -416,7 +422,11 @@ impl Validator<'_> {
             ));
         }
         if r.azs.len() < 2 {
-            return Err(self.err(&at("azs"), format!("{} availability zone(s); at least 2 are needed", r.azs.len()), "list 2-4 zones, e.g. [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]"));
+            return Err(self.err(
+                &at("azs"),
+                format!("{} availability zone(s); at least 2 are needed", r.azs.len()),
+                "list 2-4 zones, e.g. [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]",
+            ));
         }
         if r.azs.len() > 4 {
             return Err(self.err(&at("azs"), "more than 4 availability zones: subnets would not fit the VPC", "list at most 4 zones"));
@@ -442,10 +452,18 @@ impl Validator<'_> {
         let bastion = self.bastion(&idx, r)?;
         match &r.ami {
             Ami::Id { id } if !id.starts_with("ami-") => {
-                return Err(self.err(&at("ami"), format!("{id:?} is not an AMI id"), "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }"));
+                return Err(self.err(
+                    &at("ami"),
+                    format!("{id:?} is not an AMI id"),
+                    "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }",
+                ));
             }
             Ami::Filter { name, owner } if name.is_empty() || owner.is_empty() => {
-                return Err(self.err(&at("ami"), "empty name filter or owner", "give both, e.g. ami = { name = \"ubuntu/images/*\", owner = \"099720109477\" }"));
+                return Err(self.err(
+                    &at("ami"),
+                    "empty name filter or owner",
+                    "give both, e.g. ami = { name = \"ubuntu/images/*\", owner = \"099720109477\" }",
+                ));
             }
             _ => {}
         }
@@ -477,7 +495,11 @@ impl Validator<'_> {
         };
         let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
         let Some(port) = port.filter(|_| host_ok) else {
-            return Err(self.err(&at("bastion"), format!("{b:?} is not host or host:port"), "write e.g. bastion = \"bastion.example.com\" or \"203.0.113.10:2222\""));
+            return Err(self.err(
+                &at("bastion"),
+                format!("{b:?} is not host or host:port"),
+                "write e.g. bastion = \"bastion.example.com\" or \"203.0.113.10:2222\"",
+            ));
         };
         if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(self.err(&at("bastion_user"), "not a user name", "use e.g. \"ec2-user\""));
@@ -486,9 +508,8 @@ impl Validator<'_> {
     }
 
     fn cidr(&self, path: &[&str], s: &str) -> Result<Ipv4Net, ConfigError> {
-        let net: Ipv4Net = s.parse().map_err(|_| {
-            self.err(path, format!("{s:?} is not an IPv4 CIDR"), "write it as a.b.c.d/n, e.g. \"10.10.0.0/16\"")
-        })?;
+        let net: Ipv4Net =
+            s.parse().map_err(|_| self.err(path, format!("{s:?} is not an IPv4 CIDR"), "write it as a.b.c.d/n, e.g. \"10.10.0.0/16\""))?;
         if net.trunc() != net {
             return Err(self.err(path, format!("{s:?} has host bits set"), format!("use the network address: \"{}\"", net.trunc())));
         }
@@ -512,9 +533,8 @@ fn is_region_name(s: &str) -> bool {
 
 fn is_dns_name(s: &str) -> bool {
     s.contains('.')
-        && s.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-')
-        })
+        && s.split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !l.starts_with('-'))
 }
 
 fn expand_home(p: &str) -> PathBuf {

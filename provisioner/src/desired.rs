@@ -45,12 +45,7 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
             crate::config::RegionRole::Primary => (Failover::Primary, "primary"),
             crate::config::RegionRole::Dr => (Failover::Secondary, "secondary"),
         };
-        records.push(RecordSpec {
-            set_identifier: format!("{}-{}", cfg.project, ident),
-            failover,
-            region: r.name.clone(),
-            check_key,
-        });
+        records.push(RecordSpec { set_identifier: format!("{}-{}", cfg.project, ident), failover, region: r.name.clone(), check_key });
     }
 
     Desired {
@@ -70,12 +65,8 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
 
 fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -> DesiredRegion {
     let n = &r.name;
-    let subnet_nets: Vec<Ipv4Net> = r
-        .vpc_cidr
-        .subnets(r.vpc_cidr.prefix_len() + SUBNET_PREFIX_EXTRA)
-        .expect("validated prefix")
-        .take(r.azs.len())
-        .collect();
+    let subnet_nets: Vec<Ipv4Net> =
+        r.vpc_cidr.subnets(r.vpc_cidr.prefix_len() + SUBNET_PREFIX_EXTRA).expect("validated prefix").take(r.azs.len()).collect();
     assert_eq!(subnet_nets.len(), r.azs.len(), "config validation keeps azs <= 4");
     let subnets: Vec<SubnetSpec> = r
         .azs

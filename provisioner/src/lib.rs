@@ -4,22 +4,22 @@
 //! -> `exec` (runs a plan's steps) -> `cloud` (the only module that talks to AWS).
 
 pub mod action;
+pub mod cloud;
 pub mod config;
+pub mod deploy;
 pub mod desired;
+pub mod drill;
+pub mod exec;
+pub mod failover;
+pub mod keys;
 pub mod locate;
 pub mod model;
-pub mod plan;
-pub mod roles;
-pub mod teardown;
-pub mod template;
-pub mod cloud;
-pub mod exec;
-pub mod keys;
 pub mod ops;
+pub mod plan;
 pub mod progress;
 pub mod render;
+pub mod roles;
 pub mod ssh;
-pub mod deploy;
-pub mod failover;
-pub mod drill;
+pub mod teardown;
+pub mod template;
 pub mod watch;

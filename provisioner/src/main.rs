@@ -198,7 +198,9 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Drill { db_leader: true, lab, orders_per_s, report, .. } => {
             let (cfg, tpl) = load()?;
-            let lab = lab.as_deref().ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
+            let lab = lab
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
             let r = provisioner::drill::db_leader::drill_db_leader(&cfg, &tpl, lab, *orders_per_s, false).await?;
             if let Some(path) = report {
                 std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
@@ -225,7 +227,13 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Watch { interval_ms, failures, auto_failover, duration_s } => {
             let (cfg, tpl) = load()?;
-            let opts = provisioner::watch::WatchOpts { interval_ms: *interval_ms, failures_min: *failures, auto_failover: *auto_failover, duration_s: *duration_s, quiet: false };
+            let opts = provisioner::watch::WatchOpts {
+                interval_ms: *interval_ms,
+                failures_min: *failures,
+                auto_failover: *auto_failover,
+                duration_s: *duration_s,
+                quiet: false,
+            };
             let r = provisioner::watch::run(&cfg, &tpl, &opts, json).await?;
             if json {
                 // JSON Lines: the summary is the last line.

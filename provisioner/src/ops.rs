@@ -72,7 +72,11 @@ impl PlanReport {
             create: p.count(Change::Create),
             update: p.count(Change::Update),
             delete: p.count(Change::Delete),
-            steps: p.steps.iter().map(|s| StepView { change: s.action.change(), scope: s.action.scope().to_string(), what: s.action.describe() }).collect(),
+            steps: p
+                .steps
+                .iter()
+                .map(|s| StepView { change: s.action.change(), scope: s.action.scope().to_string(), what: s.action.describe() })
+                .collect(),
             notes: p.notes.clone(),
         }
     }
@@ -283,7 +287,11 @@ pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error>
     let observed = cloud.observe(cfg).await?;
     let cfg = &roles::effective(cfg, &observed.marks);
     let mut dns = dns_answer(cfg, &observed);
-    dns.push(format!("primary role: {} ({})", cfg.active().name, if cfg.active.is_some() { "moved there by a failover" } else { "as configured" }));
+    dns.push(format!(
+        "primary role: {} ({})",
+        cfg.active().name,
+        if cfg.active.is_some() { "moved there by a failover" } else { "as configured" }
+    ));
     if let Some(f) = &observed.marks.fence {
         dns.push(format!("{} is FENCED since {} (unix ms): run `provision failback` to rebuild it", f.region, f.at_unix_ms));
     }
@@ -301,7 +309,11 @@ pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error>
 fn dns_answer(cfg: &Config, o: &Observed) -> Vec<String> {
     let region_of = |ips: &[String]| -> String {
         for r in &o.regions {
-            if ips.iter().any(|ip| r.instances.iter().any(|i| i.attrs.private_ip.as_deref() == Some(ip.as_str()) || i.attrs.public_ip.as_deref() == Some(ip.as_str()))) {
+            if ips.iter().any(|ip| {
+                r.instances
+                    .iter()
+                    .any(|i| i.attrs.private_ip.as_deref() == Some(ip.as_str()) || i.attrs.public_ip.as_deref() == Some(ip.as_str()))
+            }) {
                 return r.name.clone();
             }
         }
@@ -310,7 +322,13 @@ fn dns_answer(cfg: &Config, o: &Observed) -> Vec<String> {
     let mut out = Vec::new();
     for failover in ["PRIMARY", "SECONDARY"] {
         if let Some(r) = o.records.iter().find(|r| r.failover.as_deref() == Some(failover)) {
-            out.push(format!("{failover} {} -> {} ({}), health check {}", r.name, r.ips.join(", "), region_of(&r.ips), r.health_check_id.as_deref().unwrap_or("-")));
+            out.push(format!(
+                "{failover} {} -> {} ({}), health check {}",
+                r.name,
+                r.ips.join(", "),
+                region_of(&r.ips),
+                r.health_check_id.as_deref().unwrap_or("-")
+            ));
         }
     }
     match o.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")) {

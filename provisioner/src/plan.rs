@@ -9,10 +9,23 @@ use crate::teardown::{teardown_steps, Teardown};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
-    #[error("{resource} in {region} has {field} {have}, but the config asks for {want}; {fix}")]
-    Immutable { region: String, resource: String, field: &'static str, have: String, want: String, fix: String },
-    #[error("no AMI matches the config in {region}; fix `ami` for that region in the config (name filter + owner, or an id that exists there)")]
+    #[error("{} in {} has {} {}, but the config asks for {}; {}", .0.resource, .0.region, .0.field, .0.have, .0.want, .0.fix)]
+    Immutable(Box<ImmutableChange>),
+    #[error(
+        "no AMI matches the config in {region}; fix `ami` for that region in the config (name filter + owner, or an id that exists there)"
+    )]
     NoAmi { region: String },
+}
+
+/// A change the config asks for that the resource cannot take in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImmutableChange {
+    pub region: String,
+    pub resource: String,
+    pub field: &'static str,
+    pub have: String,
+    pub want: String,
+    pub fix: String,
 }
 
 /// A resource reference plus the step (if any) that creates it in this plan.
@@ -67,13 +80,18 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
         let igw_found = pick(&or.igws, &dr.igw_key);
         let igw = match igw_found {
             Some(f) => Have::found(&f.id),
-            None => Have::made(&dr.igw_key, p.push(Action::CreateInternetGateway { region: region.clone(), key: dr.igw_key.clone() }, vec![])),
+            None => {
+                Have::made(&dr.igw_key, p.push(Action::CreateInternetGateway { region: region.clone(), key: dr.igw_key.clone() }, vec![]))
+            }
         };
         let attached = matches!((igw_found, &vpc.r), (Some(f), Ref::Id(v)) if f.attrs.attached_vpc.as_deref() == Some(v.as_str()));
         let igw_ready = if attached {
             igw.clone()
         } else {
-            let s = p.push(Action::AttachInternetGateway { region: region.clone(), igw: igw.r.clone(), vpc: vpc.r.clone() }, after(&[&igw, &vpc]));
+            let s = p.push(
+                Action::AttachInternetGateway { region: region.clone(), igw: igw.r.clone(), vpc: vpc.r.clone() },
+                after(&[&igw, &vpc]),
+            );
             Have { r: igw.r.clone(), step: Some(s) }
         };
 
@@ -87,7 +105,13 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
                     Have::found(&f.id)
                 }
                 None => {
-                    let a = Action::CreateSubnet { region: region.clone(), key: sn.key.clone(), vpc: vpc.r.clone(), cidr: sn.cidr.clone(), az: sn.az.clone() };
+                    let a = Action::CreateSubnet {
+                        region: region.clone(),
+                        key: sn.key.clone(),
+                        vpc: vpc.r.clone(),
+                        cidr: sn.cidr.clone(),
+                        az: sn.az.clone(),
+                    };
                     Have::made(&sn.key, p.push(a, after(&[&vpc])))
                 }
             };
@@ -100,15 +124,22 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
             Some(f) => Have::found(&f.id),
             None => Have::made(
                 &dr.route_table_key,
-                p.push(Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() }, after(&[&vpc])),
+                p.push(
+                    Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() },
+                    after(&[&vpc]),
+                ),
             ),
         };
         route(&mut p, &region, &rt, rt_found, "0.0.0.0/0", &igw_ready);
-        let associated: BTreeSet<&str> = rt_found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
+        let associated: BTreeSet<&str> =
+            rt_found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
         for sn in subnets.values() {
             let done = matches!(&sn.r, Ref::Id(id) if associated.contains(id.as_str()));
             if !done {
-                p.push(Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() }, after(&[&rt, sn]));
+                p.push(
+                    Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() },
+                    after(&[&rt, sn]),
+                );
             }
         }
         route_tables.push((region.clone(), rt, rt_found.cloned(), dr.peer_cidr.clone()));
@@ -120,7 +151,12 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
             let h = match found {
                 Some(f) => Have::found(&f.id),
                 None => {
-                    let a = Action::CreateSecurityGroup { region: region.clone(), key: sg.key.clone(), name: sg.name.clone(), vpc: vpc.r.clone() };
+                    let a = Action::CreateSecurityGroup {
+                        region: region.clone(),
+                        key: sg.key.clone(),
+                        name: sg.name.clone(),
+                        vpc: vpc.r.clone(),
+                    };
                     Have::made(&sg.key, p.push(a, after(&[&vpc])))
                 }
             };
@@ -205,8 +241,12 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
 
     // Peering between the two VPCs, requested from the primary region, accepted in the DR one.
     let (prim, dr) = (&d.regions[0], &d.regions[1]);
-    let live: Vec<Found<PeeringAttrs>> =
-        o.peerings.iter().filter(|f| matches!(f.attrs.status.as_str(), "active" | "pending-acceptance" | "initiating-request" | "provisioning")).cloned().collect();
+    let live: Vec<Found<PeeringAttrs>> = o
+        .peerings
+        .iter()
+        .filter(|f| matches!(f.attrs.status.as_str(), "active" | "pending-acceptance" | "initiating-request" | "provisioning"))
+        .cloned()
+        .collect();
     let peering_found = pick(&live, &d.peering_key);
     let (pv, dv) = (&vpcs[&prim.name], &vpcs[&dr.name]);
     let peering = match peering_found {
@@ -219,9 +259,18 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
             }
         }
         None => {
-            let a = Action::CreatePeering { region: prim.name.clone(), key: d.peering_key.clone(), vpc: pv.r.clone(), peer_region: dr.name.clone(), peer_vpc: dv.r.clone() };
+            let a = Action::CreatePeering {
+                region: prim.name.clone(),
+                key: d.peering_key.clone(),
+                vpc: pv.r.clone(),
+                peer_region: dr.name.clone(),
+                peer_vpc: dv.r.clone(),
+            };
             let c = Have::made(&d.peering_key, p.push(a, after(&[pv, dv])));
-            Have { r: c.r.clone(), step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: c.r.clone() }, after(&[&c]))) }
+            Have {
+                r: c.r.clone(),
+                step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: c.r.clone() }, after(&[&c]))),
+            }
         }
     };
     for (region, rt, rt_found, peer_cidr) in &route_tables {
@@ -266,10 +315,21 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
         let refs: Vec<Ref> = kids.iter().map(|h| h.r.clone()).collect();
         let h = match pick(&o.checks, &c.key) {
             Some(f) => {
-                let ids: Vec<String> = refs.iter().map(|r| match r { Ref::Id(i) => i.clone(), Ref::Key(k) => k.clone() }).collect();
+                let ids: Vec<String> = refs
+                    .iter()
+                    .map(|r| match r {
+                        Ref::Id(i) => i.clone(),
+                        Ref::Key(k) => k.clone(),
+                    })
+                    .collect();
                 let want = CheckAttrs::Calculated { children: sorted(ids), healthy_children_min: c.healthy_children_min };
                 if f.attrs != want || kids.iter().any(|k| k.step.is_some()) {
-                    let a = Action::UpdateRegionCheck { key: c.key.clone(), id: f.id.clone(), children: refs, healthy_children_min: c.healthy_children_min };
+                    let a = Action::UpdateRegionCheck {
+                        key: c.key.clone(),
+                        id: f.id.clone(),
+                        children: refs,
+                        healthy_children_min: c.healthy_children_min,
+                    };
                     Have { r: Ref::Id(f.id.clone()), step: Some(p.push(a, after(&kids))) }
                 } else {
                     Have::found(&f.id)
@@ -334,7 +394,13 @@ fn route(p: &mut Plan, region: &str, rt: &Have, found: Option<&Found<RouteTableA
     let current = found.and_then(|f| f.attrs.routes.get(cidr));
     let ok = matches!((current, &target.r), (Some(t), Ref::Id(id)) if t == id) && target.step.is_none();
     if !ok {
-        let a = Action::CreateRoute { region: region.to_string(), route_table: rt.r.clone(), cidr: cidr.to_string(), target: target.r.clone(), replace: current.is_some() };
+        let a = Action::CreateRoute {
+            region: region.to_string(),
+            route_table: rt.r.clone(),
+            cidr: cidr.to_string(),
+            target: target.r.clone(),
+            replace: current.is_some(),
+        };
         p.push(a, after(&[rt, target]));
     }
 }
@@ -343,23 +409,19 @@ fn immutable(region: &str, key: &str, field: &'static str, have: &str, want: &st
     if have == want {
         return Ok(());
     }
-    Err(PlanError::Immutable {
+    Err(PlanError::Immutable(Box::new(ImmutableChange {
         region: region.to_string(),
         resource: key.to_string(),
         field,
         have: have.to_string(),
         want: want.to_string(),
         fix: "it cannot change in place: restore the old value, or run `provision down` then `up` to rebuild".into(),
-    })
+    })))
 }
 
 /// Resources whose key is not wanted, plus every duplicate of a wanted key but the one kept.
 fn extras<A: Clone>(found: &[Found<A>], wanted: impl Fn(&str) -> bool) -> Vec<Found<A>> {
-    found
-        .iter()
-        .filter(|f| !wanted(&f.key) || pick(found, &f.key).map(|k| &k.id) != Some(&f.id))
-        .cloned()
-        .collect()
+    found.iter().filter(|f| !wanted(&f.key) || pick(found, &f.key).map(|k| &k.id) != Some(&f.id)).cloned().collect()
 }
 
 fn ip_text(ip: &IpRef) -> String {

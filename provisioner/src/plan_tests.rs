@@ -16,7 +16,11 @@ fn want() -> Desired {
 
 fn observed_with_ami(d: &Desired) -> Observed {
     Observed {
-        regions: d.regions.iter().map(|r| ObservedRegion { name: r.name.clone(), ami_id: Some("ami-1".into()), ..Default::default() }).collect(),
+        regions: d
+            .regions
+            .iter()
+            .map(|r| ObservedRegion { name: r.name.clone(), ami_id: Some("ami-1".into()), ..Default::default() })
+            .collect(),
         ..Default::default()
     }
 }
@@ -82,7 +86,12 @@ fn security_group_drift_is_authorized_and_revoked() {
     rules.push(Rule { port: 3306, cidr: "0.0.0.0/0".into() });
     o.regions[0].sgs.push(Found { key: sg.key.clone(), id: "sg-1".into(), attrs: SgAttrs { rules } });
     let p = plan_up(&d, &o).unwrap();
-    let auth: Vec<&Action> = p.steps.iter().map(|s| &s.action).filter(|a| matches!(a, Action::AuthorizeIngress { sg: crate::action::Ref::Id(id), .. } if id == "sg-1")).collect();
+    let auth: Vec<&Action> = p
+        .steps
+        .iter()
+        .map(|s| &s.action)
+        .filter(|a| matches!(a, Action::AuthorizeIngress { sg: crate::action::Ref::Id(id), .. } if id == "sg-1"))
+        .collect();
     assert!(matches!(auth.as_slice(), [Action::AuthorizeIngress { rules, .. }] if rules == &vec![missing]));
     let revoke: Vec<&Action> = p.steps.iter().map(|s| &s.action).filter(|a| matches!(a, Action::RevokeIngress { .. })).collect();
     assert!(matches!(revoke.as_slice(), [Action::RevokeIngress { sg, rules, .. }] if sg == "sg-1" && rules[0].port == 3306));
@@ -97,7 +106,13 @@ fn duplicate_instances_keep_the_lowest_id_and_terminate_the_rest() {
         o.regions[0].instances.push(Found {
             key: h.key.clone(),
             id: id.into(),
-            attrs: InstanceAttrs { state: "running".into(), instance_type: h.instance_type.clone(), az: h.az.clone(), private_ip: Some("10.10.0.9".into()), public_ip: None },
+            attrs: InstanceAttrs {
+                state: "running".into(),
+                instance_type: h.instance_type.clone(),
+                az: h.az.clone(),
+                private_ip: Some("10.10.0.9".into()),
+                public_ip: None,
+            },
         });
     }
     let p = plan_up(&d, &o).unwrap();
@@ -122,9 +137,20 @@ fn teardown_removes_dependents_before_what_they_depend_on() {
         zone: Some(ZoneFound { id: "Z1".into(), name: "z.".into(), ours: true }),
         checks: vec![
             Found { key: "c1".into(), id: "h1".into(), attrs: CheckAttrs::Http { ip: "1.1.1.1".into(), port: 1, path: "/".into() } },
-            Found { key: "c2".into(), id: "h2".into(), attrs: CheckAttrs::Calculated { children: vec!["h1".into()], healthy_children_min: 1 } },
+            Found {
+                key: "c2".into(),
+                id: "h2".into(),
+                attrs: CheckAttrs::Calculated { children: vec!["h1".into()], healthy_children_min: 1 },
+            },
         ],
-        records: vec![RecordFound { name: "a.z.".into(), set_identifier: "p-primary".into(), failover: None, ips: vec![], health_check_id: Some("h2".into()), ttl_s: Some(10) }],
+        records: vec![RecordFound {
+            name: "a.z.".into(),
+            set_identifier: "p-primary".into(),
+            failover: None,
+            ips: vec![],
+            health_check_id: Some("h2".into()),
+            ttl_s: Some(10),
+        }],
         ..Default::default()
     };
     let p = plan_down(&o);

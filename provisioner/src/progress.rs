@@ -25,7 +25,11 @@ impl Progress {
             return;
         }
         let b = ProgressBar::new(total);
-        b.set_style(ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}").expect("static template").progress_chars("=> "));
+        b.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
         b.set_prefix(self.verb);
         *self.bar.lock().expect("progress lock") = Some(b);
     }

@@ -106,7 +106,9 @@ pub fn status(r: &crate::ops::StatusReport) -> String {
     for c in &o.checks {
         let what = match &c.attrs {
             CheckAttrs::Http { ip, port, path } => format!("HTTP {ip}:{port}{path}"),
-            CheckAttrs::Calculated { children, healthy_children_min } => format!("healthy while {healthy_children_min} of {} children are", children.len()),
+            CheckAttrs::Calculated { children, healthy_children_min } => {
+                format!("healthy while {healthy_children_min} of {} children are", children.len())
+            }
         };
         let _ = writeln!(s, "health check {} ({}): {what}", c.key, c.id);
     }
@@ -166,7 +168,12 @@ pub fn failover(r: &crate::failover::FailoverReport) -> String {
         r.rto_ms as f64 / 1000.0
     );
     for st in &r.steps {
-        s.push_str(&format!("  {:>7} ms  {}{}\n", st.duration_ms, st.step, if st.detail.is_empty() { String::new() } else { format!(": {}", st.detail) }));
+        s.push_str(&format!(
+            "  {:>7} ms  {}{}\n",
+            st.duration_ms,
+            st.step,
+            if st.detail.is_empty() { String::new() } else { format!(": {}", st.detail) }
+        ));
     }
     s.push_str(&format!("  RPO: {}\n", r.rpo.summary));
     if !r.fenced_instances.is_empty() {
@@ -197,15 +204,12 @@ pub fn failback(r: &crate::failover::ladder::FailbackReport) -> String {
 }
 
 pub fn drill(r: &crate::drill::DrillReport) -> String {
-    let mut s = format!(
-        "drill ({}) {} -> {} -> {}: {}\n",
-        r.kind,
-        r.from,
-        r.to,
-        r.from,
-        if r.ok { "PASSED" } else { "FAILED" }
-    );
-    s.push_str(&format!("  RTO (ladder): {:.1} s; client-visible (longest time without an ack): {:.1} s\n", r.rto_ms as f64 / 1000.0, r.client_rto_ms as f64 / 1000.0));
+    let mut s = format!("drill ({}) {} -> {} -> {}: {}\n", r.kind, r.from, r.to, r.from, if r.ok { "PASSED" } else { "FAILED" });
+    s.push_str(&format!(
+        "  RTO (ladder): {:.1} s; client-visible (longest time without an ack): {:.1} s\n",
+        r.rto_ms as f64 / 1000.0,
+        r.client_rto_ms as f64 / 1000.0
+    ));
     s.push_str(&format!("  RPO: {} acknowledged order(s) missing of {}; {}\n", r.orders_missing, r.orders_acked, r.rpo.summary));
     s.push_str(&format!("  client errors: {}\n", crate::drill::errors_line(&r.load.errors)));
     for st in &r.steps {

@@ -105,7 +105,9 @@ pub fn teardown_steps(t: &Teardown, p: &mut Plan, barrier: &[usize]) {
         after_inst.extend(&inst);
         let mut before_vpc = after_inst.clone();
         for sg in &r.sgs {
-            before_vpc.push(p.push(Action::DeleteSecurityGroup { region: region.clone(), id: sg.id.clone(), key: sg.key.clone() }, after_inst.clone()));
+            before_vpc.push(
+                p.push(Action::DeleteSecurityGroup { region: region.clone(), id: sg.id.clone(), key: sg.key.clone() }, after_inst.clone()),
+            );
         }
         let mut rt_steps = Vec::new();
         for rt in &r.route_tables {
@@ -119,10 +121,12 @@ pub fn teardown_steps(t: &Teardown, p: &mut Plan, barrier: &[usize]) {
         let mut after_rt = after_inst.clone();
         after_rt.extend(&rt_steps);
         for sn in &r.subnets {
-            before_vpc.push(p.push(Action::DeleteSubnet { region: region.clone(), id: sn.id.clone(), key: sn.key.clone() }, after_rt.clone()));
+            before_vpc
+                .push(p.push(Action::DeleteSubnet { region: region.clone(), id: sn.id.clone(), key: sn.key.clone() }, after_rt.clone()));
         }
         for igw in &r.igws {
-            let a = Action::DeleteInternetGateway { region: region.clone(), id: igw.id.clone(), attached_vpc: igw.attrs.attached_vpc.clone() };
+            let a =
+                Action::DeleteInternetGateway { region: region.clone(), id: igw.id.clone(), attached_vpc: igw.attrs.attached_vpc.clone() };
             before_vpc.push(p.push(a, after_rt.clone()));
         }
         before_vpc.extend(&peering_steps);

@@ -1,8 +1,8 @@
 //! Topology templates (`templates/*.toml`): which hosts a region has, what runs on each,
 //! and the ports every role listens on. Validated like `regions.toml`.
 
-use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{is_name, Config, ConfigError};
 use crate::locate::{locate, Loc};
@@ -13,10 +13,8 @@ pub const NODES_PER_MODULE_MIN: u32 = 3;
 pub const DB_HOSTS: u32 = 3;
 pub const HOSTS_PER_GROUP_MAX: u32 = 64;
 
-const BUILTIN: [(&str, &str); 2] = [
-    ("compact", include_str!("../../templates/compact.toml")),
-    ("standard", include_str!("../../templates/standard.toml")),
-];
+const BUILTIN: [(&str, &str); 2] =
+    [("compact", include_str!("../../templates/compact.toml")), ("standard", include_str!("../../templates/standard.toml"))];
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -108,18 +106,30 @@ impl Template {
         for (i, g) in self.hosts.iter().enumerate() {
             let idx = i.to_string();
             if !is_name(&g.role) || g.role.len() > 16 || !roles.insert(g.role.as_str()) {
-                return Err(err(&["hosts", &idx, "role"], format!("{:?} is not a unique role name", g.role), "use a short unique lowercase name per host group"));
+                return Err(err(
+                    &["hosts", &idx, "role"],
+                    format!("{:?} is not a unique role name", g.role),
+                    "use a short unique lowercase name per host group",
+                ));
             }
             if g.count == 0 || g.count > HOSTS_PER_GROUP_MAX {
                 return Err(err(&["hosts", &idx, "count"], format!("{} hosts", g.count), "use 1..=64 hosts per group"));
             }
             for m in &g.modules {
                 if !MODULES.contains(&m.as_str()) {
-                    return Err(err(&["hosts", &idx, "modules"], format!("unknown module {m:?}"), "modules are: matching, otc, contract, wallet"));
+                    return Err(err(
+                        &["hosts", &idx, "modules"],
+                        format!("unknown module {m:?}"),
+                        "modules are: matching, otc, contract, wallet",
+                    ));
                 }
             }
             if g.database && (!g.modules.is_empty() || g.gateway) {
-                return Err(err(&["hosts", &idx, "database"], "database hosts carry nothing else".into(), "put modules and gateways on other host groups"));
+                return Err(err(
+                    &["hosts", &idx, "database"],
+                    "database hosts carry nothing else".into(),
+                    "put modules and gateways on other host groups",
+                ));
             }
         }
         for m in MODULES {
@@ -130,7 +140,11 @@ impl Template {
                     Some(i) => vec!["hosts", i, "count"],
                     None => vec!["hosts"],
                 };
-                return Err(err(&path, format!("module {m:?} has {nodes} node(s) per region; at least {NODES_PER_MODULE_MIN} are needed"), "raise `count` of the host groups that carry it, or add it to another group"));
+                return Err(err(
+                    &path,
+                    format!("module {m:?} has {nodes} node(s) per region; at least {NODES_PER_MODULE_MIN} are needed"),
+                    "raise `count` of the host groups that carry it, or add it to another group",
+                ));
             }
             if !self.ports.modules.contains_key(m) {
                 return Err(err(&["ports", "modules"], format!("no port for module {m:?}"), "add it under [ports.modules]"));
@@ -138,7 +152,11 @@ impl Template {
         }
         let db: u32 = self.hosts.iter().filter(|g| g.database).map(|g| g.count).sum();
         if db != DB_HOSTS {
-            return Err(err(&["hosts"], format!("{db} database host(s) per region; exactly {DB_HOSTS} are needed (Patroni + etcd quorum)"), "have one host group with database = true and count = 3"));
+            return Err(err(
+                &["hosts"],
+                format!("{db} database host(s) per region; exactly {DB_HOSTS} are needed (Patroni + etcd quorum)"),
+                "have one host group with database = true and count = 3",
+            ));
         }
         if !self.hosts.iter().any(|g| g.gateway) {
             return Err(err(&["hosts"], "no gateway host".into(), "set gateway = true on at least one host group"));
@@ -190,4 +208,3 @@ impl Template {
 pub fn builtin_names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
 }
-

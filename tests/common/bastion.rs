@@ -34,7 +34,16 @@ impl Bastion {
         );
         std::fs::write(d.join("sshd_config"), cfg).unwrap();
         let log = std::fs::File::create(d.join("sshd.log")).unwrap();
-        let child = Command::new("/usr/sbin/sshd").arg("-D").arg("-e").arg("-f").arg(d.join("sshd_config")).stdin(Stdio::null()).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
         let b = Bastion { dir, port, child };
         let started = Instant::now();
         loop {

@@ -128,7 +128,8 @@ pub async fn ips(region: &str, project: &str, role: &str) -> Vec<String> {
         .send()
         .await
         .unwrap();
-    let mut v: Vec<String> = r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
+    let mut v: Vec<String> =
+        r.reservations().iter().flat_map(|r| r.instances()).filter_map(|i| i.private_ip_address().map(str::to_string)).collect();
     v.sort();
     v
 }
@@ -150,7 +151,6 @@ pub fn lab_namespaces(prefix: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.starts_with(&format!("{prefix}-"))).map(str::to_string).collect()
 }
 
-
 /// The DB host of `region` that is a writable primary, if any.
 pub fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
     dbs.iter().find(|ip| psql(ip, su, "postgres", "select pg_is_in_recovery()") == "f").cloned()
@@ -159,10 +159,13 @@ pub fn writable_leader(dbs: &[String], su: &str) -> Option<String> {
 /// Whether one of `dbs` (the region's standby leader; its replicas stream from it) streams
 /// from an address in the other region (`prefix`, e.g. "10.80.").
 pub fn streams_from(dbs: &[String], su: &str, prefix: &str) -> bool {
-    dbs.iter().any(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'").starts_with(prefix))
+    dbs.iter()
+        .any(|ip| psql(ip, su, "postgres", "select sender_host from pg_stat_wal_receiver where status = 'streaming'").starts_with(prefix))
 }
 
 pub fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
-    psql(leader, su, "exchange", &format!("select client_order_id from orders where user_id = {user_id}")).lines().map(str::to_string).collect()
+    psql(leader, su, "exchange", &format!("select client_order_id from orders where user_id = {user_id}"))
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
-

@@ -80,7 +80,13 @@ impl Load {
                 };
                 assert_local(&t);
                 let cid = format!("{prefix}-{n}");
-                let r = client.post(format!("http://{t}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(order(&cid)).send().await;
+                let r = client
+                    .post(format!("http://{t}:8080/v1/orders"))
+                    .header("X-API-Key", &key)
+                    .header("Content-Type", "application/json")
+                    .body(order(&cid))
+                    .send()
+                    .await;
                 if r.is_ok_and(|r| r.status().is_success()) {
                     a.lock().unwrap().push((cid, Instant::now()));
                 }
@@ -102,7 +108,6 @@ impl Load {
         v
     }
 }
-
 
 /// The longest time without an acknowledged order, and when it started: the outage clients saw.
 pub fn longest_gap(acked: &[(String, Instant)]) -> Option<(Instant, Duration)> {
@@ -151,13 +156,21 @@ impl RetryLoad {
                         s.push(Sent { cid: cid.clone(), ack: None });
                         s.len() - 1
                     };
-                    let body = format!(r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"{side}","type":"limit","price_ticks":100,"qty_lots":1}}"#);
+                    let body = format!(
+                        r#"{{"market":"BTC-USD","client_order_id":"{cid}","side":"{side}","type":"limit","price_ticks":100,"qty_lots":1}}"#
+                    );
                     // The same order again until it is acknowledged: a lost answer is retried, never dropped.
                     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                         attempt += 1;
                         let gw = &gws[attempt % gws.len()];
                         assert_local(gw);
-                        let r = client.post(format!("http://{gw}:8080/v1/orders")).header("X-API-Key", &key).header("Content-Type", "application/json").body(body.clone()).send().await;
+                        let r = client
+                            .post(format!("http://{gw}:8080/v1/orders"))
+                            .header("X-API-Key", &key)
+                            .header("Content-Type", "application/json")
+                            .body(body.clone())
+                            .send()
+                            .await;
                         if let Ok(r) = r {
                             if r.status().is_success() {
                                 let v: serde_json::Value = r.json().await.unwrap_or_default();

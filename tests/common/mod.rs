@@ -19,10 +19,14 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// LocalStack's cross-region VPC peering is not safe with several projects changing at once
 /// (a peering of one project went missing while another's was deleted): tests that build
-/// infrastructure take turns.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+/// infrastructure take turns. The turn is held for the whole test, across its awaits: each
+/// `#[tokio::test]` runs on a runtime of its own, so no other task of that runtime waits for it.
+pub fn serial() -> Turn {
+    Turn(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
+
+/// One test's turn (see `serial`); released on drop.
+pub struct Turn(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
 
 /// A unique, valid project name for one test.
 pub fn project(prefix: &str) -> String {
@@ -106,7 +110,12 @@ impl Project {
     /// Runs and asserts success, printing the output if not.
     pub fn ok(&self, args: &[&str]) -> Output {
         let out = self.run(args);
-        assert!(out.status.success(), "provision {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "provision {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 }

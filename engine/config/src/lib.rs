@@ -413,8 +413,7 @@ macro_rules! toml_io {
                 toml::to_string(self).map_err(|e| ConfigError(format!("cannot serialize config: {e}")))
             }
             pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-                let s = std::fs::read_to_string(path)
-                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                let s = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
                 Self::from_toml_str(&s)
             }
         }

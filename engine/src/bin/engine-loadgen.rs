@@ -32,11 +32,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    let markets = a
-        .markets
-        .split(',')
-        .filter_map(|m| m.split_once(':').map(|(s, b)| (s.to_string(), b.to_string())))
-        .collect::<Vec<_>>();
+    let markets = a.markets.split(',').filter_map(|m| m.split_once(':').map(|(s, b)| (s.to_string(), b.to_string()))).collect::<Vec<_>>();
     anyhow::ensure!(!markets.is_empty(), "no markets");
     let cfg = engine::loadgen::LoadConfig {
         gateway: a.gateway.trim_end_matches('/').to_string(),

@@ -49,7 +49,11 @@ impl Conn {
     async fn exchange(&mut self, path: &str, headers: &[(&str, &str)], body: &str) -> io::Result<(u16, Vec<u8>)> {
         self.connect().await?;
         let stream = self.stream.as_mut().expect("connected");
-        let mut req = format!("POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n", self.authority, body.len());
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+            self.authority,
+            body.len()
+        );
         for (k, v) in headers {
             req.push_str(k);
             req.push_str(": ");
@@ -90,11 +94,8 @@ fn parse_head(buf: &[u8]) -> io::Result<Option<(u16, usize, usize)>> {
     };
     let head = std::str::from_utf8(&buf[..end]).map_err(|_| bad("response head is not UTF-8"))?;
     let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| bad("bad status line"))?;
+    let status =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse::<u16>().ok()).ok_or_else(|| bad("bad status line"))?;
     let mut len = None;
     for l in lines {
         if let Some((k, v)) = l.split_once(':') {

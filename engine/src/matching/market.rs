@@ -34,7 +34,14 @@ impl Core for SpotMarket {
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
         SpotMarket::restore(self, r, qty, filled, held_minor)
     }
-    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+    fn place(
+        &mut self,
+        o: NewOrder,
+        reserved: i64,
+        u: &mut Vec<OrderUpdate>,
+        f: &mut Vec<FeeFill>,
+        p: &mut Postings,
+    ) -> Result<OrderUpdate, SettleError> {
         SpotMarket::place(self, o, reserved, u, f, p)
     }
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
@@ -52,7 +59,14 @@ impl Core for PerpMarket {
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
         PerpMarket::restore(self, r, qty, filled, held_minor)
     }
-    fn place(&mut self, o: NewOrder, reserved: i64, u: &mut Vec<OrderUpdate>, f: &mut Vec<FeeFill>, p: &mut Postings) -> Result<OrderUpdate, SettleError> {
+    fn place(
+        &mut self,
+        o: NewOrder,
+        reserved: i64,
+        u: &mut Vec<OrderUpdate>,
+        f: &mut Vec<FeeFill>,
+        p: &mut Postings,
+    ) -> Result<OrderUpdate, SettleError> {
         PerpMarket::place(self, o, reserved, u, f, p)
     }
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {

@@ -8,11 +8,13 @@ use serde_json::{json, Value};
 pub(super) const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
 /// Orders already placed under the batch's (user, client id) pairs, in any market.
 /// The columns `row_json` reads, then the user (at `KNOWN_USER_COL`).
-pub(super) const SQL_KNOWN: &str = "SELECT o.market, o.order_id, o.client_order_id, o.status, o.filled_qty, o.qty_lots, o.reason, o.user_id \
+pub(super) const SQL_KNOWN: &str =
+    "SELECT o.market, o.order_id, o.client_order_id, o.status, o.filled_qty, o.qty_lots, o.reason, o.user_id \
      FROM orders o JOIN unnest($1::bigint[], $2::text[]) AS t(u, c) ON o.user_id = t.u AND o.client_order_id = t.c";
 pub(super) const SQL_FUNDS: &str = "SELECT owner_id, asset, available FROM balances WHERE (owner_id, asset) IN \
      (SELECT * FROM unnest($1::bigint[], $2::text[]))";
-pub(super) const SQL_NEW_ORDERS: &str = "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, \
+pub(super) const SQL_NEW_ORDERS: &str =
+    "INSERT INTO orders (order_id, market, seq, user_id, client_order_id, side, kind, price_ticks, qty_lots, \
        quote_budget, filled_qty, held_minor, status, reason) \
      SELECT i, $1, s, u, c, sd, k, p, q, b, f, h, st, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::int2[], \
        $7::int2[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::text[], $14::text[]) \
@@ -24,13 +26,15 @@ pub(super) const SQL_UPDATE_ORDERS: &str = "UPDATE orders o SET filled_qty = t.f
 pub(super) const SQL_FILLS: &str = "INSERT INTO fills (market, maker_order_id, taker_order_id, maker_user_id, taker_user_id, price_ticks, qty_lots, maker_fee, taker_fee) \
      SELECT $1, * FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])";
 /// Creates missing rows first: a CHECK applies to the proposed row of an upsert.
-pub(super) const SQL_BALANCE_ROWS: &str = "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
+pub(super) const SQL_BALANCE_ROWS: &str =
+    "INSERT INTO balances (owner_id, asset) SELECT * FROM unnest($1::bigint[], $2::text[]) ORDER BY 1, 2 \
      ON CONFLICT (owner_id, asset) DO NOTHING";
 pub(super) const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b.available + t.da, held = b.held + t.dh \
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
      WHERE b.owner_id = t.o AND b.asset = t.a RETURNING b.owner_id, b.asset, b.available";
 
-pub(super) const SQL_POSITIONS: &str = "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
+pub(super) const SQL_POSITIONS: &str =
+    "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
      SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \
      ON CONFLICT (user_id, market) DO UPDATE SET size_lots = excluded.size_lots, entry_cost_minor = excluded.entry_cost_minor, \
        margin_minor = excluded.margin_minor, realized_pnl_minor = excluded.realized_pnl_minor";
@@ -48,22 +52,15 @@ pub async fn order_by_client_id(c: &tokio_postgres::Client, user_id: i64, cid: &
 
 /// Reads a user's order by id.
 pub async fn order_by_id(c: &tokio_postgres::Client, user_id: i64, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
-    let sql = "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2";
+    let sql =
+        "SELECT market, order_id, client_order_id, status, filled_qty, qty_lots, reason FROM orders WHERE user_id = $1 AND order_id = $2";
     Ok(c.query_opt(sql, &[&user_id, &id]).await?.map(|r| row_json(&r)))
 }
 
 /// An order row (market, order_id, client_order_id, status, filled_qty, qty_lots, reason
 /// first) as the API shows it.
 pub(super) fn row_json(r: &tokio_postgres::Row) -> Value {
-    order_json(
-        r.get::<_, &str>(0),
-        r.get(1),
-        r.get::<_, &str>(2),
-        r.get::<_, &str>(3),
-        r.get(4),
-        r.get(5),
-        r.get::<_, Option<&str>>(6),
-    )
+    order_json(r.get::<_, &str>(0), r.get(1), r.get::<_, &str>(2), r.get::<_, &str>(3), r.get(4), r.get(5), r.get::<_, Option<&str>>(6))
 }
 
 pub(super) const KNOWN_USER_COL: usize = 7;
@@ -106,8 +103,20 @@ impl<'a> NewRows<'a> {
 
     pub(super) fn params<'s>(&'s self, market: &'s String) -> [&'s (dyn tokio_postgres::types::ToSql + Sync); 14] {
         [
-            market, &self.ids, &self.seqs, &self.users, &self.cids, &self.sides, &self.kinds, &self.prices, &self.qtys,
-            &self.budgets, &self.filled, &self.held, &self.status, &self.reasons,
+            market,
+            &self.ids,
+            &self.seqs,
+            &self.users,
+            &self.cids,
+            &self.sides,
+            &self.kinds,
+            &self.prices,
+            &self.qtys,
+            &self.budgets,
+            &self.filled,
+            &self.held,
+            &self.status,
+            &self.reasons,
         ]
     }
 }

@@ -41,7 +41,11 @@ fn role(pid: u32) -> String {
     let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let word = title.split_whitespace().nth(1).unwrap_or("?").to_string();
     const ROLES: &[&str] = &["walsender", "walreceiver", "walwriter", "startup", "checkpointer", "background", "autovacuum", "logical"];
-    if ROLES.contains(&word.as_str()) { word } else { "sessions".into() }
+    if ROLES.contains(&word.as_str()) {
+        word
+    } else {
+        "sessions".into()
+    }
 }
 
 pub fn sample(groups: &[Group]) -> Sample {

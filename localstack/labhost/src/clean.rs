@@ -39,13 +39,7 @@ pub async fn owned_netns(names: &Names) -> Result<Vec<String>, CleanError> {
 pub async fn owned_links(names: &Names) -> Result<Vec<String>, CleanError> {
     let out = cmd::run("ip", &["-j", "link", "show"]).await?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| CleanError::Parse(e.to_string()))?;
-    Ok(v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str())
-        .filter(|n| names.owns_link(n))
-        .map(str::to_string)
-        .collect())
+    Ok(v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str()).filter(|n| names.owns_link(n)).map(str::to_string).collect())
 }
 
 pub async fn clean(names: &Names) -> Result<CleanReport, CleanError> {

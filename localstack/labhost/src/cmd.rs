@@ -33,23 +33,14 @@ pub async fn run_with_stdin(program: &str, args: &[&str], stdin: Option<&str>) -
         .map_err(|source| CmdError::Spawn { cmd: cmd.clone(), source })?;
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("piped stdin");
-        pipe.write_all(input.as_bytes())
-            .await
-            .map_err(|source| CmdError::Spawn { cmd: cmd.clone(), source })?;
+        pipe.write_all(input.as_bytes()).await.map_err(|source| CmdError::Spawn { cmd: cmd.clone(), source })?;
         drop(pipe);
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| CmdError::Spawn { cmd: cmd.clone(), source })?;
+    let out = child.wait_with_output().await.map_err(|source| CmdError::Spawn { cmd: cmd.clone(), source })?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     } else {
-        Err(CmdError::Failed {
-            cmd,
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(CmdError::Failed { cmd, status: out.status.to_string(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() })
     }
 }
 

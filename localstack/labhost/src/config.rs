@@ -52,46 +52,25 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
         Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
-                path: path.display().to_string(),
-                source,
-            },
+            ConfigError::Parse { source, .. } => ConfigError::Parse { path: path.display().to_string(), source },
             other => other,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            path: "<string>".into(),
-            source,
-        })?;
-        let valid_project = !raw.project.is_empty()
-            && raw
-                .project
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        let raw: RawConfig = toml::from_str(text).map_err(|source| ConfigError::Parse { path: "<string>".into(), source })?;
+        let valid_project =
+            !raw.project.is_empty() && raw.project.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !valid_project {
-            return Err(ConfigError::Invalid(format!(
-                "project {:?} must be lowercase letters, digits, '-'",
-                raw.project
-            )));
+            return Err(ConfigError::Invalid(format!("project {:?} must be lowercase letters, digits, '-'", raw.project)));
         }
         if raw.regions.is_empty() {
             return Err(ConfigError::Invalid("no [[region]]".into()));
         }
-        let regions: Vec<RegionConfig> = raw
-            .regions
-            .into_iter()
-            .map(|r| RegionConfig {
-                name: r.name,
-                vpc_cidr: r.vpc_cidr.trunc(),
-            })
-            .collect();
+        let regions: Vec<RegionConfig> =
+            raw.regions.into_iter().map(|r| RegionConfig { name: r.name, vpc_cidr: r.vpc_cidr.trunc() }).collect();
         for (i, a) in regions.iter().enumerate() {
             if a.vpc_cidr.prefix_len() > 28 {
                 return Err(ConfigError::Invalid(format!("{} is too small", a.vpc_cidr)));
@@ -105,15 +84,8 @@ impl Config {
                 }
             }
         }
-        let endpoint_url = raw
-            .endpoint
-            .and_then(|e| e.url)
-            .unwrap_or_else(|| DEFAULT_ENDPOINT_URL.to_string());
-        Ok(Config {
-            project: raw.project,
-            endpoint_url,
-            regions,
-        })
+        let endpoint_url = raw.endpoint.and_then(|e| e.url).unwrap_or_else(|| DEFAULT_ENDPOINT_URL.to_string());
+        Ok(Config { project: raw.project, endpoint_url, regions })
     }
 
     /// Directories each host sees as its own (bind mounts onto a per-host tree). `/root` too:

@@ -10,12 +10,12 @@ use crate::names::{self, Names};
 use crate::net::{self, NetError};
 use crate::plan::{self, gateway, Skipped, Step};
 use crate::status::{HostStatus, RegionStatus, SkippedStatus, StateDir, Status, StatusError};
-use std::sync::Arc;
-use tokio::task::JoinSet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -120,7 +120,11 @@ impl Daemon {
     /// LocalStack pays for each DescribeInstances, so an idle emulator polls at the slower rate.
     fn next_poll_ms(&self) -> u64 {
         let recent = self.last_change.elapsed() < Duration::from_millis(FAST_POLL_WINDOW_MS);
-        if recent { self.poll_interval_ms.min(FAST_POLL_INTERVAL_MS) } else { self.poll_interval_ms }
+        if recent {
+            self.poll_interval_ms.min(FAST_POLL_INTERVAL_MS)
+        } else {
+            self.poll_interval_ms
+        }
     }
 
     async fn start(opts: RunOptions, state: StateDir) -> Result<Self, DaemonError> {
@@ -247,8 +251,7 @@ impl Daemon {
             self.seen_generation = faults.generation;
         }
         let list_start = std::time::Instant::now();
-        let listings =
-            futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
+        let listings = futures::future::join_all((0..self.config.regions.len()).map(|i| self.ec2.instances(i))).await;
         let mut listed = BTreeSet::new();
         let mut instances: Vec<Instance> = Vec::new();
         for (i, l) in listings.into_iter().enumerate() {
@@ -305,13 +308,7 @@ impl Daemon {
             self.inflight.spawn(async move {
                 let start = std::time::Instant::now();
                 let result = env.run_steps(&p.id, &p.steps).await;
-                HostDone {
-                    id: p.id,
-                    steps: step_names(&p.steps),
-                    target,
-                    result,
-                    elapsed_ms: start.elapsed().as_millis() as u64,
-                }
+                HostDone { id: p.id, steps: step_names(&p.steps), target, result, elapsed_ms: start.elapsed().as_millis() as u64 }
             });
         }
         if converged && net_ok && listed.len() == self.config.regions.len() {

@@ -27,15 +27,11 @@ impl Ec2 {
                 .region(aws_config::Region::new(r.name.clone()))
                 .endpoint_url(endpoint_url)
                 .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .operation_timeout(Duration::from_millis(API_TIMEOUT_MS))
-                        .build(),
+                    aws_config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_millis(API_TIMEOUT_MS)).build(),
                 )
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-                loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                    "test", "test", None, None, "labhost",
-                ));
+                loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "labhost"));
             }
             let conf = loader.load().await;
             clients.push((r.name.clone(), Client::new(&conf)));
@@ -61,10 +57,7 @@ impl Ec2 {
             for res in page.reservations() {
                 for inst in res.instances() {
                     let Some(id) = inst.instance_id() else { continue };
-                    let state = inst
-                        .state()
-                        .and_then(|s| s.name())
-                        .and_then(|n| InstanceState::parse(n.as_str()));
+                    let state = inst.state().and_then(|s| s.name()).and_then(|n| InstanceState::parse(n.as_str()));
                     let Some(state) = state else { continue };
                     out.push(Instance {
                         id: id.to_string(),

@@ -45,14 +45,22 @@ pub enum Fault {
 }
 
 pub fn pair(a: &str, b: &str) -> (String, String) {
-    if a <= b { (a.to_string(), b.to_string()) } else { (b.to_string(), a.to_string()) }
+    if a <= b {
+        (a.to_string(), b.to_string())
+    } else {
+        (b.to_string(), a.to_string())
+    }
 }
 
 impl Faults {
     /// Adds (`on`) or removes a fault. Returns whether anything changed.
     pub fn set(&mut self, fault: &Fault, on: bool) -> bool {
         fn toggle<T: Ord + Clone>(set: &mut BTreeSet<T>, v: &T, on: bool) -> bool {
-            if on { set.insert(v.clone()) } else { set.remove(v) }
+            if on {
+                set.insert(v.clone())
+            } else {
+                set.remove(v)
+            }
         }
         let changed = match fault {
             Fault::PowerOff { host } => toggle(&mut self.powered_off, host, on),
@@ -108,10 +116,7 @@ impl FaultStore {
     pub fn load(&self) -> Result<Faults, FaultError> {
         let p = self.path();
         match std::fs::read(&p) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| FaultError::Corrupt {
-                path: p.display().to_string(),
-                source,
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| FaultError::Corrupt { path: p.display().to_string(), source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Faults::default()),
             Err(e) => Err(self.io(&p)(e)),
         }
@@ -120,12 +125,7 @@ impl FaultStore {
     /// Loads, lets `f` change the faults, saves atomically; all under an exclusive lock.
     pub fn update<R>(&self, f: impl FnOnce(&mut Faults) -> R) -> Result<(Faults, R), FaultError> {
         let lock_path = self.dir.join("faults.lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(self.io(&lock_path))?;
+        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(self.io(&lock_path))?;
         lock.lock().map_err(self.io(&lock_path))?;
         let mut faults = self.load()?;
         let r = f(&mut faults);

@@ -6,9 +6,9 @@ use crate::hostfiles::{self, backing_name};
 use crate::model::HostSpec;
 use crate::names::Names;
 use crate::plan::{gateway, Step};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::ffi::CString;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -92,15 +92,10 @@ impl HostEnv {
         let veth = self.names.veth(&spec.id);
         let region = &self.regions[spec.region_index];
         let bridge = self.names.bridge(spec.region_index);
-        let root_batch = format!(
-            "netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\nlink set {veth} master {bridge} up\n"
-        );
+        let root_batch =
+            format!("netns add {ns}\nlink add {veth} type veth peer name eth0 netns {ns}\nlink set {veth} master {bridge} up\n");
         cmd::run_with_stdin("ip", &["-batch", "-"], Some(&root_batch)).await?;
-        let batch = format!(
-            "addr add {}/{} dev eth0\nlink set lo up\n",
-            spec.ip,
-            region.vpc_cidr.prefix_len()
-        );
+        let batch = format!("addr add {}/{} dev eth0\nlink set lo up\n", spec.ip, region.vpc_cidr.prefix_len());
         cmd::run_with_stdin("ip", &["-n", &ns, "-batch", "-"], Some(&batch)).await?;
         Ok(())
     }
@@ -119,12 +114,7 @@ impl HostEnv {
         let netns_file = std::fs::File::open(&netns_path).map_err(io(&netns_path))?;
         let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname)?;
         let mut command = std::process::Command::new("/bin/sh");
-        command
-            .arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR))
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .process_group(0);
+        command.arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR)).stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
         // SAFETY: the closure only makes raw syscalls on data prepared before fork (no allocation).
         unsafe { command.pre_exec(move || setup.enter()) };
         let mut child = tokio::process::Command::from(command)
@@ -234,9 +224,7 @@ struct NamespaceSetup {
 
 impl NamespaceSetup {
     fn new(netns: std::fs::File, host_dir: &Path, private_dirs: &[String], hostname: &str) -> Result<Self, HostError> {
-        let c = |s: &str| {
-            CString::new(s).map_err(|e| HostError::Io { path: s.to_string(), source: std::io::Error::other(e) })
-        };
+        let c = |s: &str| CString::new(s).map_err(|e| HostError::Io { path: s.to_string(), source: std::io::Error::other(e) });
         let binds = hostfiles::bind_mounts(private_dirs)
             .into_iter()
             .map(|(src, dst)| Ok((c(&src)?, c(&dst)?)))
@@ -246,7 +234,11 @@ impl NamespaceSetup {
 
     fn enter(&self) -> std::io::Result<()> {
         fn check(rc: libc::c_int) -> std::io::Result<()> {
-            if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+            if rc == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
         }
         let null = std::ptr::null::<libc::c_char>();
         let in_host = c"/run/labhost";
@@ -255,13 +247,7 @@ impl NamespaceSetup {
             check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
             check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWPID))?;
             check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
-            check(libc::mount(
-                c"labhost-run".as_ptr(),
-                c"/run".as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                c"mode=0755,size=64m".as_ptr().cast(),
-            ))?;
+            check(libc::mount(c"labhost-run".as_ptr(), c"/run".as_ptr(), c"tmpfs".as_ptr(), 0, c"mode=0755,size=64m".as_ptr().cast()))?;
             check(libc::mkdir(in_host.as_ptr(), 0o755))?;
             check(libc::mkdir(c"/run/sshd".as_ptr(), 0o755))?;
             check(libc::mount(self.host_dir.as_ptr(), in_host.as_ptr(), null, libc::MS_BIND, std::ptr::null()))?;

@@ -41,10 +41,7 @@ fn quote(s: &str) -> String {
 /// Sources go through [`IN_HOST_DIR`], which is mounted first, so that a state dir under a
 /// private path (e.g. /tmp) stays reachable.
 pub fn bind_mounts(private_dirs: &[String]) -> Vec<(String, String)> {
-    private_dirs
-        .iter()
-        .map(|d| (format!("{IN_HOST_DIR}/root/{}", backing_name(d)), d.clone()))
-        .collect()
+    private_dirs.iter().map(|d| (format!("{IN_HOST_DIR}/root/{}", backing_name(d)), d.clone())).collect()
 }
 
 /// The host's boot script, run by `/bin/sh` after the emulator has entered the host's

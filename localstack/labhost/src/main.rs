@@ -118,8 +118,7 @@ fn print(output: Output, value: &serde_json::Value, text: impl FnOnce() -> Strin
 }
 
 fn init_logging(output: Output) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match output {
@@ -160,7 +159,11 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Stop => {
             let was = control::stop(&state)?;
             print(output, &serde_json::json!({"ok": true, "was_running": was}), || {
-                if was { "labhost: stopped".into() } else { "labhost: not running".into() }
+                if was {
+                    "labhost: stopped".into()
+                } else {
+                    "labhost: not running".into()
+                }
             });
         }
         Command::Status => {

@@ -78,19 +78,14 @@ impl Names {
 
 /// `i-` followed by hex digits, as EC2 and LocalStack issue them.
 pub fn is_instance_id(s: &str) -> bool {
-    s.strip_prefix("i-")
-        .map(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit()))
-        .unwrap_or(false)
+    s.strip_prefix("i-").map(|h| (8..=17).contains(&h.len()) && h.chars().all(|c| c.is_ascii_hexdigit())).unwrap_or(false)
 }
 
 /// True for any labhost-shaped bridge (`<2-4 letters>br<digits>`), whatever its prefix.
 pub fn is_any_labhost_bridge(ifname: &str) -> bool {
     let letters = ifname.chars().take_while(|c| c.is_ascii_lowercase()).count();
     let rest = &ifname[letters..];
-    (4..=6).contains(&letters)
-        && ifname[..letters].ends_with("br")
-        && !rest.is_empty()
-        && rest.chars().all(|c| c.is_ascii_digit())
+    (4..=6).contains(&letters) && ifname[..letters].ends_with("br") && !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -47,12 +47,7 @@ pub fn check_no_overlap(regions: &[RegionConfig], addrs: &[(String, Ipv4Net)]) -
         for (ifname, addr) in addrs {
             let net = addr.trunc();
             if r.vpc_cidr.contains(&net.network()) || net.contains(&r.vpc_cidr.network()) {
-                return Err(NetError::Overlap {
-                    cidr: r.vpc_cidr,
-                    region: r.name.clone(),
-                    ifname: ifname.clone(),
-                    addr: *addr,
-                });
+                return Err(NetError::Overlap { cidr: r.vpc_cidr, region: r.name.clone(), ifname: ifname.clone(), addr: *addr });
             }
         }
     }
@@ -103,11 +98,7 @@ pub async fn restore_ip_forward(names: &Names) -> Result<Option<String>, NetErro
 async fn other_emulators_present() -> bool {
     let Ok(out) = cmd::run("ip", &["-j", "link", "show", "type", "bridge"]).await else { return true };
     let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|l| l["ifname"].as_str())
-        .any(crate::names::is_any_labhost_bridge)
+    v.as_array().into_iter().flatten().filter_map(|l| l["ifname"].as_str()).any(crate::names::is_any_labhost_bridge)
 }
 
 pub fn read_ip_forward() -> Result<bool, NetError> {
@@ -135,13 +126,7 @@ pub fn render_chains(names: &Names, regions: &[RegionConfig], partitions: &BTree
     }
     for (i, ri) in regions.iter().enumerate() {
         for (j, rj) in regions.iter().enumerate() {
-            s += &format!(
-                "-A {fwd} -i {} -o {} -s {} -d {} -j ACCEPT\n",
-                names.bridge(i),
-                names.bridge(j),
-                ri.vpc_cidr,
-                rj.vpc_cidr
-            );
+            s += &format!("-A {fwd} -i {} -o {} -s {} -d {} -j ACCEPT\n", names.bridge(i), names.bridge(j), ri.vpc_cidr, rj.vpc_cidr);
         }
     }
     s += &format!("-A {fwd} -i {any_br} -j DROP\n-A {fwd} -o {any_br} -j DROP\n");
@@ -152,11 +137,7 @@ pub fn render_chains(names: &Names, regions: &[RegionConfig], partitions: &BTree
     s
 }
 
-pub async fn apply_chains(
-    names: &Names,
-    regions: &[RegionConfig],
-    partitions: &BTreeSet<(String, String)>,
-) -> Result<(), NetError> {
+pub async fn apply_chains(names: &Names, regions: &[RegionConfig], partitions: &BTreeSet<(String, String)>) -> Result<(), NetError> {
     let payload = render_chains(names, regions, partitions);
     cmd::run_with_stdin("iptables-restore", &["--noflush"], Some(&payload)).await?;
     for (parent, chain) in [("FORWARD", names.forward_chain()), ("INPUT", names.input_chain())] {
@@ -177,9 +158,7 @@ pub async fn remove_chains(names: &Names) -> Vec<String> {
             }
             removed.push(format!("iptables {parent} -j {chain}"));
         }
-        if cmd::succeeds("iptables", &["-w", "-F", &chain]).await
-            && cmd::succeeds("iptables", &["-w", "-X", &chain]).await
-        {
+        if cmd::succeeds("iptables", &["-w", "-F", &chain]).await && cmd::succeeds("iptables", &["-w", "-X", &chain]).await {
             removed.push(format!("iptables chain {chain}"));
         }
     }

@@ -51,10 +51,8 @@ pub fn desired_hosts(
     let mut hosts = Vec::new();
     let mut skipped = Vec::new();
     for inst in sorted {
-        let exists = matches!(
-            inst.state,
-            InstanceState::Pending | InstanceState::Running | InstanceState::Stopping | InstanceState::Stopped
-        );
+        let exists =
+            matches!(inst.state, InstanceState::Pending | InstanceState::Running | InstanceState::Stopping | InstanceState::Stopped);
         if !exists {
             continue;
         }
@@ -79,18 +77,10 @@ pub fn desired_hosts(
             skipped.push(skip(&format!("private IP {ip} already used by another instance")));
             continue;
         }
-        let powered = inst.state == InstanceState::Running
-            && !faults.powered_off.contains(&inst.id)
-            && !faults.blackout.contains(&region.name);
-        let authorized_key = inst
-            .key_name
-            .as_ref()
-            .and_then(|k| keys.get(&(inst.region_index, k.clone())).cloned().flatten());
-        let hostname = inst
-            .private_dns
-            .clone()
-            .filter(|d| !d.is_empty() && d.len() <= 64)
-            .unwrap_or_else(|| inst.id.clone());
+        let powered =
+            inst.state == InstanceState::Running && !faults.powered_off.contains(&inst.id) && !faults.blackout.contains(&region.name);
+        let authorized_key = inst.key_name.as_ref().and_then(|k| keys.get(&(inst.region_index, k.clone())).cloned().flatten());
+        let hostname = inst.private_dns.clone().filter(|d| !d.is_empty() && d.len() <= 64).unwrap_or_else(|| inst.id.clone());
         hosts.push(HostSpec {
             id: inst.id.clone(),
             region_index: inst.region_index,
@@ -106,11 +96,7 @@ pub fn desired_hosts(
 
 /// Steps turning `current` into `desired`. Hosts of regions not in `listed_regions`
 /// (their listing failed this round) are left alone.
-pub fn reconcile(
-    desired: &[HostSpec],
-    current: &BTreeMap<String, HostSpec>,
-    listed_regions: &BTreeSet<usize>,
-) -> Vec<HostPlan> {
+pub fn reconcile(desired: &[HostSpec], current: &BTreeMap<String, HostSpec>, listed_regions: &BTreeSet<usize>) -> Vec<HostPlan> {
     let mut plans = Vec::new();
     let desired_ids: BTreeSet<&str> = desired.iter().map(|h| h.id.as_str()).collect();
     for (id, cur) in current {
@@ -197,10 +183,8 @@ mod tests {
 
     #[test]
     fn duplicate_ip_keeps_one() {
-        let insts = vec![
-            inst("i-00000002", 0, InstanceState::Running, "10.110.1.4"),
-            inst("i-00000001", 0, InstanceState::Running, "10.110.1.4"),
-        ];
+        let insts =
+            vec![inst("i-00000002", 0, InstanceState::Running, "10.110.1.4"), inst("i-00000001", 0, InstanceState::Running, "10.110.1.4")];
         let (hosts, skipped) = desired_hosts(&regions(), &insts, &Faults::default(), &keys());
         assert_eq!(hosts.len(), 1);
         assert_eq!(hosts[0].id, "i-00000001");
@@ -229,12 +213,8 @@ mod tests {
 
     #[test]
     fn reconcile_creates_powers_and_destroys() {
-        let (desired, _) = desired_hosts(
-            &regions(),
-            &[inst("i-00000001", 0, InstanceState::Running, "10.110.1.4")],
-            &Faults::default(),
-            &keys(),
-        );
+        let (desired, _) =
+            desired_hosts(&regions(), &[inst("i-00000001", 0, InstanceState::Running, "10.110.1.4")], &Faults::default(), &keys());
         let listed: BTreeSet<usize> = [0, 1].into();
         let plans = reconcile(&desired, &BTreeMap::new(), &listed);
         assert_eq!(plans.len(), 1);

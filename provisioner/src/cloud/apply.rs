@@ -57,7 +57,13 @@ impl Cloud {
         let made = |id: Option<&str>| Ok(Some(Created { id: id.unwrap_or_default().to_string(), ..Default::default() }));
         match a {
             CreateVpc { region, key, cidr } => {
-                let r = self.ec2(region)?.create_vpc().cidr_block(cidr).tag_specifications(tags::spec(ResourceType::Vpc, p, key, key, &[])).send().await;
+                let r = self
+                    .ec2(region)?
+                    .create_vpc()
+                    .cidr_block(cidr)
+                    .tag_specifications(tags::spec(ResourceType::Vpc, p, key, key, &[]))
+                    .send()
+                    .await;
                 let r = r.map_err(|e| self.err("CreateVpc", key, region, e))?;
                 made(r.vpc().and_then(|v| v.vpc_id()))
             }
@@ -305,7 +311,12 @@ impl Cloud {
             UpsertRecord { zone, name, spec, ips, check, ttl_s } => {
                 let zone = self.id(zone, out, "global")?;
                 let values = ips.iter().map(|i| self.ip(i, out, use_public_ip)).collect::<Result<Vec<_>, _>>()?;
-                let target = super::RecordTarget { set_identifier: spec.set_identifier.clone(), failover: spec.failover, ips: values, health_check_id: self.id(check, out, "global")? };
+                let target = super::RecordTarget {
+                    set_identifier: spec.set_identifier.clone(),
+                    failover: spec.failover,
+                    ips: values,
+                    health_check_id: self.id(check, out, "global")?,
+                };
                 let set = super::failover::failover_set(name, &target, *ttl_s)?;
                 self.change_record(&zone, ChangeAction::Upsert, set, name).await?;
                 Ok(None)
@@ -322,7 +333,9 @@ impl Cloud {
                     b = b.health_check_id(h);
                 }
                 let set = b
-                    .set_resource_records(Some(record.ips.iter().map(|v| ResourceRecord::builder().value(v).build().expect("value set")).collect()))
+                    .set_resource_records(Some(
+                        record.ips.iter().map(|v| ResourceRecord::builder().value(v).build().expect("value set")).collect(),
+                    ))
                     .build()
                     .map_err(|e| other(&record.name, "global", e.to_string()))?;
                 self.change_record(zone_id, ChangeAction::Delete, set, &record.name).await?;

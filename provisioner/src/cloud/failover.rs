@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, ResourceRecordSetFailover, RrType, Tag as R53Tag, TagResourceType};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, ResourceRecordSetFailover, RrType, Tag as R53Tag, TagResourceType,
+};
 
 use super::{Cloud, CloudError};
 use crate::model::{Failover, Marks};
@@ -56,8 +58,10 @@ impl Cloud {
             .send()
             .await
             .map_err(|e| self.err("ListTagsForResource", zone_id, "global", e))?;
-        let tags: BTreeMap<String, String> =
-            r.resource_tag_set().map(|s| s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect()).unwrap_or_default();
+        let tags: BTreeMap<String, String> = r
+            .resource_tag_set()
+            .map(|s| s.tags().iter().filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string()))).collect())
+            .unwrap_or_default();
         Ok(crate::roles::from_tags(&self.project, &tags))
     }
 
@@ -107,7 +111,12 @@ impl Cloud {
             .send()
             .await
             .map_err(|e| self.err("CreateTags", &ids.join(","), region, e))?;
-        c.stop_instances().set_instance_ids(Some(ids.to_vec())).force(true).send().await.map_err(|e| self.err("StopInstances", &ids.join(","), region, e))?;
+        c.stop_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .force(true)
+            .send()
+            .await
+            .map_err(|e| self.err("StopInstances", &ids.join(","), region, e))?;
         self.wait_instances(region, ids, &["stopped"]).await
     }
 
@@ -117,7 +126,11 @@ impl Cloud {
             return Ok(());
         }
         let c = self.ec2(region)?;
-        c.terminate_instances().set_instance_ids(Some(ids.to_vec())).send().await.map_err(|e| self.err("TerminateInstances", &ids.join(","), region, e))?;
+        c.terminate_instances()
+            .set_instance_ids(Some(ids.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.err("TerminateInstances", &ids.join(","), region, e))?;
         self.wait_instances(region, ids, &["terminated"]).await
     }
 
@@ -127,7 +140,11 @@ impl Cloud {
         let mut batch = ChangeBatch::builder().comment(format!("provision failover: {}", self.project));
         for t in targets {
             let set = failover_set(name, t, ttl_s)?;
-            let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build().map_err(|e| other(name, "global", e.to_string()))?;
+            let change = Change::builder()
+                .action(ChangeAction::Upsert)
+                .resource_record_set(set)
+                .build()
+                .map_err(|e| other(name, "global", e.to_string()))?;
             batch = batch.changes(change);
         }
         let batch = batch.build().map_err(|e| other(name, "global", e.to_string()))?;

@@ -33,7 +33,13 @@ pub fn calculated_healthy(children: &[Option<bool>], healthy_children_min: i32) 
 impl Cloud {
     /// The latest status text of each Route53 checker of one (non-calculated) health check.
     async fn check_observations(&self, check_id: &str) -> Result<Vec<String>, CloudError> {
-        let r = self.r53.get_health_check_status().health_check_id(check_id).send().await.map_err(|e| self.err("GetHealthCheckStatus", check_id, "global", e))?;
+        let r = self
+            .r53
+            .get_health_check_status()
+            .health_check_id(check_id)
+            .send()
+            .await
+            .map_err(|e| self.err("GetHealthCheckStatus", check_id, "global", e))?;
         Ok(r.health_check_observations().iter().filter_map(|o| o.status_report()?.status().map(str::to_string)).collect())
     }
 

@@ -52,11 +52,8 @@ impl Cloud {
         }
         // Route53 is global; its API lives in us-east-1.
         let r53 = aws_sdk_route53::Client::new(&sdk_config(cfg, "us-east-1").await);
-        let endpoint = cfg
-            .endpoint_url
-            .clone()
-            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
-            .unwrap_or_else(|| "AWS (default endpoints)".into());
+        let endpoint =
+            cfg.endpoint_url.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()).unwrap_or_else(|| "AWS (default endpoints)".into());
         let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis());
         Cloud { project: cfg.project.clone(), endpoint, ec2, r53, run_id }
     }

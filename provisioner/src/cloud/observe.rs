@@ -65,27 +65,52 @@ impl Cloud {
         let (vpcs, subnets, igws, rts, sgs, kps, inst, ami_id) = tokio::try_join!(
             async { c.describe_vpcs().filters(f()).send().await.map_err(|x| self.err(&e("DescribeVpcs"), "VPCs", region, x)) },
             async { c.describe_subnets().filters(f()).send().await.map_err(|x| self.err("DescribeSubnets", "subnets", region, x)) },
-            async { c.describe_internet_gateways().filters(f()).send().await.map_err(|x| self.err("DescribeInternetGateways", "internet gateways", region, x)) },
-            async { c.describe_route_tables().filters(f()).send().await.map_err(|x| self.err("DescribeRouteTables", "route tables", region, x)) },
-            async { c.describe_security_groups().filters(f()).send().await.map_err(|x| self.err("DescribeSecurityGroups", "security groups", region, x)) },
+            async {
+                c.describe_internet_gateways()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(|x| self.err("DescribeInternetGateways", "internet gateways", region, x))
+            },
+            async {
+                c.describe_route_tables().filters(f()).send().await.map_err(|x| self.err("DescribeRouteTables", "route tables", region, x))
+            },
+            async {
+                c.describe_security_groups()
+                    .filters(f())
+                    .send()
+                    .await
+                    .map_err(|x| self.err("DescribeSecurityGroups", "security groups", region, x))
+            },
             async { c.describe_key_pairs().filters(f()).send().await.map_err(|x| self.err("DescribeKeyPairs", "key pairs", region, x)) },
             self.observe_instances(region),
             self.resolve_ami(region, ami),
         )?;
         let mut o = ObservedRegion { name: region.to_string(), ami_id, instances: inst, ..Default::default() };
         for v in vpcs.vpcs() {
-            o.vpcs.push(Found { key: tags::key(v.tags()), id: v.vpc_id().unwrap_or_default().into(), attrs: VpcAttrs { cidr: v.cidr_block().unwrap_or_default().into() } });
+            o.vpcs.push(Found {
+                key: tags::key(v.tags()),
+                id: v.vpc_id().unwrap_or_default().into(),
+                attrs: VpcAttrs { cidr: v.cidr_block().unwrap_or_default().into() },
+            });
         }
         for s in subnets.subnets() {
             o.subnets.push(Found {
                 key: tags::key(s.tags()),
                 id: s.subnet_id().unwrap_or_default().into(),
-                attrs: SubnetAttrs { cidr: s.cidr_block().unwrap_or_default().into(), az: s.availability_zone().unwrap_or_default().into() },
+                attrs: SubnetAttrs {
+                    cidr: s.cidr_block().unwrap_or_default().into(),
+                    az: s.availability_zone().unwrap_or_default().into(),
+                },
             });
         }
         for g in igws.internet_gateways() {
             let attached_vpc = g.attachments().iter().find_map(|a| a.vpc_id().map(str::to_string));
-            o.igws.push(Found { key: tags::key(g.tags()), id: g.internet_gateway_id().unwrap_or_default().into(), attrs: IgwAttrs { attached_vpc } });
+            o.igws.push(Found {
+                key: tags::key(g.tags()),
+                id: g.internet_gateway_id().unwrap_or_default().into(),
+                attrs: IgwAttrs { attached_vpc },
+            });
         }
         for t in rts.route_tables() {
             let mut attrs = RouteTableAttrs::default();
@@ -130,7 +155,10 @@ impl Cloud {
 
     pub(crate) async fn observe_instances(&self, region: &str) -> Result<Vec<Found<InstanceAttrs>>, CloudError> {
         let c = self.ec2(region)?;
-        let states = Filter::builder().name("instance-state-name").set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec())).build();
+        let states = Filter::builder()
+            .name("instance-state-name")
+            .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
+            .build();
         let mut out = Vec::new();
         let mut next: Option<String> = None;
         for _page in 0..100 {
@@ -170,7 +198,12 @@ impl Cloud {
             Ami::Filter { name, owner } => c.describe_images().owners(owner).filters(Filter::builder().name("name").values(name).build()),
         };
         match req.send().await {
-            Ok(r) => Ok(r.images().iter().max_by(|a, b| a.creation_date().cmp(&b.creation_date())).and_then(|i| i.image_id()).map(str::to_string)),
+            Ok(r) => Ok(r
+                .images()
+                .iter()
+                .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
+                .and_then(|i| i.image_id())
+                .map(str::to_string)),
             Err(e) => {
                 let err = self.err("DescribeImages", "AMI", region, e);
                 match err {
@@ -209,7 +242,13 @@ impl Cloud {
 
     pub(crate) async fn observe_zone(&self, zone: &str) -> Result<Option<ZoneFound>, CloudError> {
         let want = format!("{}.", zone.trim_end_matches('.'));
-        let r = self.r53.list_hosted_zones_by_name().dns_name(&want).send().await.map_err(|e| self.err("ListHostedZonesByName", &want, "global", e))?;
+        let r = self
+            .r53
+            .list_hosted_zones_by_name()
+            .dns_name(&want)
+            .send()
+            .await
+            .map_err(|e| self.err("ListHostedZonesByName", &want, "global", e))?;
         let Some(z) = r.hosted_zones().iter().find(|z| z.name() == want) else { return Ok(None) };
         let ours = z.caller_reference().starts_with(&self.caller_prefix());
         Ok(Some(ZoneFound { id: strip_zone(z.id()), name: want, ours }))
@@ -220,7 +259,13 @@ impl Cloud {
         let mut out = Vec::new();
         let mut marker: Option<String> = None;
         for _page in 0..100 {
-            let r = self.r53.list_health_checks().set_marker(marker.clone()).send().await.map_err(|e| self.err("ListHealthChecks", "health checks", "global", e))?;
+            let r = self
+                .r53
+                .list_health_checks()
+                .set_marker(marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err("ListHealthChecks", "health checks", "global", e))?;
             for h in r.health_checks() {
                 let Some(rest) = h.caller_reference().strip_prefix(&prefix) else { continue };
                 let key = rest.rsplit_once(':').map(|(k, _)| k).unwrap_or(rest).to_string();

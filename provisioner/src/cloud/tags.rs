@@ -5,11 +5,8 @@ use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use crate::model::{TAG_KEY, TAG_PROJECT};
 
 pub fn spec(rt: ResourceType, project: &str, key: &str, name: &str, extra: &[(&str, String)]) -> TagSpecification {
-    let mut b = TagSpecification::builder()
-        .resource_type(rt)
-        .tags(tag(TAG_PROJECT, project))
-        .tags(tag(TAG_KEY, key))
-        .tags(tag("Name", name));
+    let mut b =
+        TagSpecification::builder().resource_type(rt).tags(tag(TAG_PROJECT, project)).tags(tag(TAG_KEY, key)).tags(tag("Name", name));
     for (k, v) in extra {
         b = b.tags(tag(k, v));
     }

@@ -6,8 +6,8 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 use super::inventory::{Host, Inventory};
-use super::render::Paths;
 use super::local_route_guard;
+use super::render::Paths;
 use crate::config::Config;
 use crate::ssh::{Fleet, SshConfig, Target};
 use crate::template::Template;
@@ -37,19 +37,33 @@ pub struct GatewayLive {
 }
 
 pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionLive> {
-    let ssh = SshConfig { attempts_max: 1, connect_timeout_ms: 3_000, command_timeout_ms: 10_000, ..SshConfig::new(
-        inv.hosts.first().map(|h| h.ssh_user.clone()).unwrap_or_else(|| "root".into()),
-        crate::keys::private_key_path(cfg),
-        crate::keys::key_dir(cfg).join("known_hosts"),
-    ) };
+    let ssh = SshConfig {
+        attempts_max: 1,
+        connect_timeout_ms: 3_000,
+        command_timeout_ms: 10_000,
+        ..SshConfig::new(
+            inv.hosts.first().map(|h| h.ssh_user.clone()).unwrap_or_else(|| "root".into()),
+            crate::keys::private_key_path(cfg),
+            crate::keys::key_dir(cfg).join("known_hosts"),
+        )
+    };
     let fleet = Fleet::new(ssh, 16);
     // On a local cloud, only hosts that are on this machine (one route check each).
     let reachable: Vec<Host> = inv.hosts.iter().filter(|h| cfg.endpoint_url.is_none() || local_route_guard(h).is_ok()).cloned().collect();
     let lag_s = replay_lags(cfg, tpl, &reachable, &fleet).await;
     let mut out = Vec::new();
     for r in &cfg.regions {
-        let replay_lag_s = inv.db(&r.name).iter().filter_map(|h| lag_s.get(&h.patroni_member()).map(|l| (h.patroni_member(), *l))).collect();
-        let mut live = RegionLive { region: r.name.clone(), patroni: None, gateways: vec![], partition_leaders: vec![], replay_lag_s, unreachable: vec![], db_alerts: vec![] };
+        let replay_lag_s =
+            inv.db(&r.name).iter().filter_map(|h| lag_s.get(&h.patroni_member()).map(|l| (h.patroni_member(), *l))).collect();
+        let mut live = RegionLive {
+            region: r.name.clone(),
+            patroni: None,
+            gateways: vec![],
+            partition_leaders: vec![],
+            replay_lag_s,
+            unreachable: vec![],
+            db_alerts: vec![],
+        };
         let hosts: Vec<&Host> = reachable.iter().filter(|h| h.region == r.name).collect();
         let db: Vec<_> = hosts.iter().filter(|h| h.database).collect();
         let patroni_port = tpl.ports.patroni_rest;
@@ -71,7 +85,8 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
         }
         let apps: Vec<_> = hosts.iter().filter(|h| h.gateway || !h.modules.is_empty()).collect();
         let targets: Vec<Target> = apps.iter().map(|h| h.ssh_target()).collect();
-        let ports: Vec<(bool, Vec<u16>)> = apps.iter().map(|h| (h.gateway, h.modules.iter().map(|m| tpl.ports.modules[m]).collect())).collect();
+        let ports: Vec<(bool, Vec<u16>)> =
+            apps.iter().map(|h| (h.gateway, h.modules.iter().map(|m| tpl.ports.modules[m]).collect())).collect();
         let inputs: Vec<(Target, (bool, Vec<u16>))> = targets.into_iter().zip(ports).collect();
         let res = fleet
             .run_with(inputs, move |s, (gateway, node_ports): (bool, Vec<u16>)| {
@@ -83,7 +98,10 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
                 };
                 let mut leaders = Vec::new();
                 for port in node_ports {
-                    let o = s.exec(&format!("curl -s --max-time 3 http://{ip}:{port}/metrics | grep '^engine_partition_leader' | grep ' 1$'"), false)?;
+                    let o = s.exec(
+                        &format!("curl -s --max-time 3 http://{ip}:{port}/metrics | grep '^engine_partition_leader' | grep ' 1$'"),
+                        false,
+                    )?;
                     leaders.extend(o.stdout.lines().map(str::to_string));
                 }
                 Ok((health, leaders))
@@ -94,7 +112,11 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
                 Ok((health, leaders)) => {
                     if let Some(text) = health {
                         let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-                        live.gateways.push(GatewayLive { host: h.name.clone(), http_status: code.trim().parse().unwrap_or(0), body: body.to_string() });
+                        live.gateways.push(GatewayLive {
+                            host: h.name.clone(),
+                            http_status: code.trim().parse().unwrap_or(0),
+                            body: body.to_string(),
+                        });
                     }
                     live.partition_leaders.extend(leaders.into_iter().map(|l| l.trim_end_matches(" 1").to_string()));
                 }
@@ -118,12 +140,15 @@ pub const MEMBER_LAG_BYTES_MAX: u64 = 1_048_576;
 pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<String> {
     let members = cluster.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
     let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let leaders: Vec<&serde_json::Value> = members.iter().filter(|m| matches!(s(m, "role").as_str(), "leader" | "standby_leader")).collect();
+    let leaders: Vec<&serde_json::Value> =
+        members.iter().filter(|m| matches!(s(m, "role").as_str(), "leader" | "standby_leader")).collect();
     let mut out = Vec::new();
     match leaders.as_slice() {
         [] => out.push("no leader".to_string()),
         [_] => {}
-        many => out.push(format!("SPLIT BRAIN: {} leaders ({})", many.len(), many.iter().map(|m| s(m, "name")).collect::<Vec<_>>().join(", "))),
+        many => {
+            out.push(format!("SPLIT BRAIN: {} leaders ({})", many.len(), many.iter().map(|m| s(m, "name")).collect::<Vec<_>>().join(", ")))
+        }
     }
     let Some(leader) = leaders.first() else { return out };
     let leader_tl = leader.get("timeline").and_then(|t| t.as_u64());
@@ -141,7 +166,9 @@ pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<String> {
             }
         }
         match m.get("lag") {
-            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|b| b > MEMBER_LAG_BYTES_MAX) => out.push(format!("{name} lags the leader by {n} bytes")),
+            Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|b| b > MEMBER_LAG_BYTES_MAX) => {
+                out.push(format!("{name} lags the leader by {n} bytes"))
+            }
             Some(serde_json::Value::String(x)) => out.push(format!("{name} lag is {x}")),
             _ => {}
         }
@@ -154,11 +181,19 @@ pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<String> {
 /// primary region's leader). Member names are unique across regions, so one map serves both.
 async fn replay_lags(cfg: &Config, tpl: &Template, reachable: &[Host], fleet: &Fleet) -> BTreeMap<String, f64> {
     let db: Vec<Target> = reachable.iter().filter(|h| h.database).map(Host::ssh_target).collect();
-    let cmd = Paths::new(&cfg.project).psql(tpl.ports.postgres, "postgres", "select application_name, coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication");
+    let cmd = Paths::new(&cfg.project).psql(
+        tpl.ports.postgres,
+        "postgres",
+        "select application_name, coalesce(extract(epoch from replay_lag), 0) from pg_stat_replication",
+    );
     let res = fleet.run(&db, move |s| s.exec(&crate::ssh::sudo_wrap(s.user(), &cmd), false).map(|o| o.stdout)).await;
     res.into_iter()
         .filter_map(|r| r.result.ok())
-        .flat_map(|text| text.lines().filter_map(|l| l.split_once('|').and_then(|(n, v)| Some((n.to_string(), v.trim().parse::<f64>().ok()?)))).collect::<Vec<_>>())
+        .flat_map(|text| {
+            text.lines()
+                .filter_map(|l| l.split_once('|').and_then(|(n, v)| Some((n.to_string(), v.trim().parse::<f64>().ok()?))))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 

@@ -125,6 +125,8 @@ impl Deployer {
             self.phase(&format!("etcd quorum in {region}"), &db, |r, s, h| r.wait_etcd(s, h)).await?;
             let rs = restart.clone();
             self.phase(&format!("patroni in {region}"), &db, move |r, s, h| r.start(s, h, "patroni", &rs)).await?;
+            let rs = restart.clone();
+            self.phase(&format!("pg-fence in {region}"), &db, move |r, s, h| r.start(s, h, "pg-fence", &rs)).await?;
             let members = db.len();
             self.phase(&format!("database cluster in {region}"), &db[..1], move |r, s, h| r.wait_cluster(s, h, members)).await?;
             if region == cfg.active().name {
@@ -226,7 +228,10 @@ pub(crate) fn lab_route(ip: &str) -> Result<(), String> {
     let out = std::process::Command::new("ip").args(["route", "get", ip]).output();
     let route = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     if route.is_empty() || route.contains(" via ") {
-        return Err(format!("no lab host answers for {ip} on this machine (route: {:?}); start the lab hosts first: localstack/labhost.sh start", route.trim()));
+        return Err(format!(
+            "no lab host answers for {ip} on this machine (route: {:?}); start the lab hosts first: localstack/labhost.sh start",
+            route.trim()
+        ));
     }
     Ok(())
 }

@@ -70,7 +70,10 @@ mod tests {
         assert_eq!(packages_for(&req, &[]), Vec::<&str>::new());
         assert_eq!(packages_for(&req, &["etcd", "/usr/lib/postgresql/15/bin/postgres"]), vec!["etcd-server", "postgresql-15"]);
         assert!(!required(false).iter().any(|(n, _)| *n == "etcd"), "app hosts need no database packages");
-        assert!(PATRONI_BIN.contains(&format!("patroni-{PATRONI_VERSION}/")) && INSTALL_PATRONI_SH.contains(&format!("version={PATRONI_VERSION}\n")));
+        assert!(
+            PATRONI_BIN.contains(&format!("patroni-{PATRONI_VERSION}/"))
+                && INSTALL_PATRONI_SH.contains(&format!("version={PATRONI_VERSION}\n"))
+        );
         assert!(check_command(&req).contains("/usr/lib/postgresql/15/bin/postgres"));
     }
 }

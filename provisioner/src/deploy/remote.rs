@@ -60,7 +60,9 @@ impl Remote {
             Some(svc) => {
                 let cmd = format!("tail -n 20 /var/log/{}/{svc}.log 2>/dev/null", self.project);
                 match s.exec(&cmd, Self::sudo(s)) {
-                    Ok(o) if !o.stdout.trim().is_empty() => format!("\n  last lines of /var/log/{}/{svc}.log on {}:\n{}", self.project, h.name, indent(&o.stdout)),
+                    Ok(o) if !o.stdout.trim().is_empty() => {
+                        format!("\n  last lines of /var/log/{}/{svc}.log on {}:\n{}", self.project, h.name, indent(&o.stdout))
+                    }
                     _ => String::new(),
                 }
             }
@@ -79,7 +81,13 @@ impl Remote {
         let req = super::prereq::required(h.database);
         let user = s.exec(&super::prereq::service_user_command(), Self::sudo(s))?;
         if !user.success() {
-            return Err(self.fail(s, h, "service user", format!("cannot create the service user {}: {}", super::prereq::SERVICE_USER, user.stderr.trim()), None));
+            return Err(self.fail(
+                s,
+                h,
+                "service user",
+                format!("cannot create the service user {}: {}", super::prereq::SERVICE_USER, user.stderr.trim()),
+                None,
+            ));
         }
         let out = s.exec(&super::prereq::check_command(&req), false)?;
         let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
@@ -89,7 +97,13 @@ impl Remote {
             if !have {
                 let r = s.exec(&format!("sh -c {}", shell_quote(super::prereq::INSTALL_PATRONI_SH)), Self::sudo(s))?;
                 if !r.success() {
-                    return Err(self.fail(s, h, "install Patroni", format!("templates/db/install-patroni.sh failed: {}", r.stderr.trim()), None));
+                    return Err(self.fail(
+                        s,
+                        h,
+                        "install Patroni",
+                        format!("templates/db/install-patroni.sh failed: {}", r.stderr.trim()),
+                        None,
+                    ));
                 }
                 installed.push(format!("patroni=={}", super::prereq::PATRONI_VERSION));
             }
@@ -101,7 +115,13 @@ impl Remote {
         let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
         if !r.success() {
             let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            return Err(self.fail(s, h, "install prerequisites", format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")), None));
+            return Err(self.fail(
+                s,
+                h,
+                "install prerequisites",
+                format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")),
+                None,
+            ));
         }
         installed.extend(pkgs.into_iter().map(str::to_string));
         Ok(installed)
@@ -159,7 +179,13 @@ impl Remote {
     }
 
     /// Starts a service, or restarts it when its files changed in this run.
-    pub fn start(&self, s: &mut Session, h: &HostPlanView, svc: &str, restart: &Arc<BTreeMap<String, Vec<String>>>) -> Result<(), DeployError> {
+    pub fn start(
+        &self,
+        s: &mut Session,
+        h: &HostPlanView,
+        svc: &str,
+        restart: &Arc<BTreeMap<String, Vec<String>>>,
+    ) -> Result<(), DeployError> {
         let again = restart.get(&h.ssh_ip).is_some_and(|v| v.iter().any(|x| x == svc));
         let running = s.exec(&format!("{}/svc status {svc}", self.paths().opt_bin), Self::sudo(s))?.success();
         if again && running && svc == "patroni" {
@@ -181,7 +207,8 @@ impl Remote {
     }
 
     pub fn wait_etcd(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
-        let cmd = format!("ETCDCTL_API=3 etcdctl --command-timeout=2s --endpoints=http://{}:{} endpoint health", h.private_ip, self.etcd_client);
+        let cmd =
+            format!("ETCDCTL_API=3 etcdctl --command-timeout=2s --endpoints=http://{}:{} endpoint health", h.private_ip, self.etcd_client);
         self.wait(s, h, "etcd healthy", ETCD_WAIT_MS_MAX, "etcd", |s| Ok(s.exec(&cmd, false)?.success()))
     }
 
@@ -197,7 +224,10 @@ impl Remote {
             let body: serde_json::Value = serde_json::from_str(&s.exec(&cmd, false)?.stdout).unwrap_or_default();
             let members = body.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
             let running = |role: &str| {
-                members.iter().any(|m| m.get("role").and_then(|r| r.as_str()) == Some(role) && matches!(m.get("state").and_then(|x| x.as_str()), Some("running" | "streaming")))
+                members.iter().any(|m| {
+                    m.get("role").and_then(|r| r.as_str()) == Some(role)
+                        && matches!(m.get("state").and_then(|x| x.as_str()), Some("running" | "streaming"))
+                })
             };
             // Every member running, not just the roles: clients read from any of them.
             let all_running = members.len() == members_min
@@ -208,7 +238,10 @@ impl Remote {
 
     /// The engine's role and database, created on the primary's leader (idempotent).
     pub fn ensure_engine_role(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
-        let is_leader = s.exec(&format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{}/primary", h.private_ip, self.patroni_rest), false)?;
+        let is_leader = s.exec(
+            &format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{}/primary", h.private_ip, self.patroni_rest),
+            false,
+        )?;
         if is_leader.stdout.trim() != "200" {
             return Ok(());
         }
@@ -249,7 +282,9 @@ impl Remote {
         for m in &h.modules {
             let port = self.module_ports.get(m).copied().unwrap_or_default();
             let cmd = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{port}/internal/ping", h.private_ip);
-            self.wait(s, h, &format!("node-{m} answering"), HEALTH_WAIT_MS_MAX, &format!("node-{m}"), |s| Ok(s.exec(&cmd, false)?.stdout.trim() == "200"))?;
+            self.wait(s, h, &format!("node-{m} answering"), HEALTH_WAIT_MS_MAX, &format!("node-{m}"), |s| {
+                Ok(s.exec(&cmd, false)?.stdout.trim() == "200")
+            })?;
         }
         Ok(())
     }

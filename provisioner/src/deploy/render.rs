@@ -60,7 +60,10 @@ pub fn render(template: &str, src: &str, vars: &BTreeMap<&str, String>) -> Resul
     let mut rest = src;
     while let Some(start) = rest.find("{{") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").map(|e| start + e).ok_or_else(|| RenderError { template: template.into(), name: "<unclosed>".into() })?;
+        let end = rest[start..]
+            .find("}}")
+            .map(|e| start + e)
+            .ok_or_else(|| RenderError { template: template.into(), name: "<unclosed>".into() })?;
         let name = rest[start + 2..end].trim();
         let v = vars.get(name).ok_or_else(|| RenderError { template: template.into(), name: name.into() })?;
         out.push_str(v);
@@ -87,7 +90,11 @@ impl Paths {
     /// The command that runs `sql` on this host's PostgreSQL as `postgres`, through the unix
     /// socket patroni.yml puts in `<var_lib>/pg`: unaligned, tuples only, columns split by `|`.
     pub fn psql(&self, port: u16, db: &str, sql: &str) -> String {
-        format!("runuser -u postgres -- psql -h {}/pg -p {port} -d {db} -qAtX -v ON_ERROR_STOP=1 -c {}", self.var_lib, crate::ssh::shell_quote(sql))
+        format!(
+            "runuser -u postgres -- psql -h {}/pg -p {port} -d {db} -qAtX -v ON_ERROR_STOP=1 -c {}",
+            self.var_lib,
+            crate::ssh::shell_quote(sql)
+        )
     }
 }
 
@@ -218,13 +225,16 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
         restarting(patroni, &["patroni"]),
         file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose()),
         restarting(service("etcd", "root", &format!("mkdir -p {}/etcd", p.var_lib), &etcd_cmd, &p), &["etcd"]),
-        restarting(service(
-            "patroni",
-            "postgres",
-            &format!("mkdir -p {pg_dir} && chown postgres:postgres {pg_dir} && chmod 0700 {pg_dir}"),
-            &format!("{} {}/patroni.yml", super::prereq::PATRONI_BIN, p.etc),
-            &p,
-        ), &["patroni"]),
+        restarting(
+            service(
+                "patroni",
+                "postgres",
+                &format!("mkdir -p {pg_dir} && chown postgres:postgres {pg_dir} && chmod 0700 {pg_dir}"),
+                &format!("{} {}/patroni.yml", super::prereq::PATRONI_BIN, p.etc),
+                &p,
+            ),
+            &["patroni"],
+        ),
         restarting(file(format!("{}/pg-fence.py", p.etc), 0o700, render("db/pg-fence.py", PG_FENCE_PY, &fence_vars)?), &["pg-fence"]),
         restarting(service("pg-fence", "root", "", &format!("/usr/bin/python3 -u {}/pg-fence.py", p.etc), &p), &["pg-fence"]),
     ])
@@ -234,7 +244,8 @@ fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
     let p = Paths::new(&ctx.cfg.project);
     // Every limit not set here (timeouts, reconnect backoff, session bound) keeps the default
     // engine-config defines for it: a document with only the required fields gets them.
-    let mut db: DbConfig = toml::from_str("hosts = []\ndbname = \"\"\nuser = \"\"").expect("engine-config defaults every optional DB field");
+    let mut db: DbConfig =
+        toml::from_str("hosts = []\ndbname = \"\"\nuser = \"\"").expect("engine-config defaults every optional DB field");
     db.hosts = ctx.inv.db(region).iter().map(|d| format!("{}:{}", d.private_ip, ctx.tpl.ports.postgres)).collect();
     db.dbname = DB_NAME.into();
     db.user = DB_ENGINE_USER.into();
@@ -262,7 +273,11 @@ fn peers(ctx: &Ctx, region: &str) -> Vec<PeerConfig> {
     let mut v = Vec::new();
     for h in ctx.inv.in_region(region) {
         for m in &h.modules {
-            v.push(PeerConfig { node_id: node_id(h, m), module: module_of(m), addr: format!("{}:{}", h.private_ip, ctx.tpl.ports.modules[m]) });
+            v.push(PeerConfig {
+                node_id: node_id(h, m),
+                module: module_of(m),
+                addr: format!("{}:{}", h.private_ip, ctx.tpl.ports.modules[m]),
+            });
         }
     }
     v
@@ -330,7 +345,10 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
         let path = format!("{}/gateway.toml", p.etc);
         let toml = c.to_toml_string().map_err(|e| RenderError { template: "engine GatewayConfig".into(), name: e.to_string() })?;
         files.push(restarting(owned(file(path.clone(), 0o600, toml)), &["gateway"]));
-        files.push(restarting(service("gateway", SERVICE_USER, "", &format!("{}/engine-gateway --config {path}", p.opt_bin), &p), &["gateway"]));
+        files.push(restarting(
+            service("gateway", SERVICE_USER, "", &format!("{}/engine-gateway --config {path}", p.opt_bin), &p),
+            &["gateway"],
+        ));
     }
     Ok(files)
 }

@@ -36,12 +36,23 @@ pub struct DbLeaderReport {
     pub load: LoadStats,
 }
 
-pub async fn drill_db_leader(cfg: &Config, tpl: &Template, lab: &str, orders_per_s: u32, quiet: bool) -> Result<DbLeaderReport, DrillError> {
+pub async fn drill_db_leader(
+    cfg: &Config,
+    tpl: &Template,
+    lab: &str,
+    orders_per_s: u32,
+    quiet: bool,
+) -> Result<DbLeaderReport, DrillError> {
     let w = failover::ladder::look(cfg, tpl).await?;
     let region = w.cfg.active().name.clone();
     let hosts = failover::ladder::region_hosts(&w, tpl, &region);
     let leader = hosts.leader().await.map_err(|e| step_err("find the DB leader", e))?;
-    let leader_ip = hosts.db.iter().find(|h| h.patroni_member() == leader.name).map(|h| h.private_ip.clone()).ok_or_else(|| step_err("find the DB leader", "leader is not a known host"))?;
+    let leader_ip = hosts
+        .db
+        .iter()
+        .find(|h| h.patroni_member() == leader.name)
+        .map(|h| h.private_ip.clone())
+        .ok_or_else(|| step_err("find the DB leader", "leader is not a known host"))?;
 
     let cloud = Arc::new(Cloud::connect(cfg).await);
     let answer = load::api_answer(&cloud, cfg).await;
@@ -49,7 +60,8 @@ pub async fn drill_db_leader(cfg: &Config, tpl: &Template, lab: &str, orders_per
     let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
     let user_id = 800_000_000 + (now_ms() % 100_000_000) as i64;
     let port = tpl.ports.gateway_http;
-    let user = load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
+    let user =
+        load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
 
     let ld = Load::start(cloud, cfg.clone(), port, &user, format!("dbloss-{user_id}"), orders_per_s);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -72,7 +84,10 @@ pub async fn drill_db_leader(cfg: &Config, tpl: &Template, lab: &str, orders_per
     let (acked, stats) = ld.stop().await;
 
     let new = hosts.leader().await.map_err(|e| step_err("find the new leader", e))?;
-    let out = hosts.sql_on(&new.name, &format!("SELECT client_order_id FROM orders WHERE user_id = {user_id}")).await.map_err(|e| step_err("verify", e))?;
+    let out = hosts
+        .sql_on(&new.name, &format!("SELECT client_order_id FROM orders WHERE user_id = {user_id}"))
+        .await
+        .map_err(|e| step_err("verify", e))?;
     let found: std::collections::BTreeSet<&str> = out.lines().map(str::trim).collect();
     let missing: Vec<String> = acked.iter().filter(|c| !found.contains(c.as_str())).cloned().collect();
     run_lab(lab, "heal all").map_err(|e| step_err("heal", e))?;

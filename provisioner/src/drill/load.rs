@@ -63,12 +63,25 @@ pub async fn api_answer(cloud: &Cloud, cfg: &Config) -> Vec<String> {
 /// Creates the drill's user and funds it through an admin call on `gateway`.
 pub async fn make_user(gateway: &str, admin_token: &str, user_id: i64) -> Result<DrillUser, String> {
     let c = http();
-    let r = c.post(format!("{gateway}/admin/users")).header("X-Admin-Token", admin_token).json(&json!({ "user_id": user_id })).send().await.map_err(|e| e.to_string())?;
+    let r = c
+        .post(format!("{gateway}/admin/users"))
+        .header("X-Admin-Token", admin_token)
+        .json(&json!({ "user_id": user_id }))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     let status = r.status().as_u16();
     let v: serde_json::Value = r.json().await.unwrap_or_default();
     let api_key = v["api_key"].as_str().ok_or_else(|| format!("POST /admin/users -> {status} {v}"))?.to_string();
-    let deposit = json!({ "deposit_id": format!("drill-{user_id}"), "user_id": user_id, "asset": "USD", "amount_minor": 1_000_000_000_000i64 });
-    let r = c.post(format!("{gateway}/admin/deposits")).header("X-Admin-Token", admin_token).json(&deposit).send().await.map_err(|e| e.to_string())?;
+    let deposit =
+        json!({ "deposit_id": format!("drill-{user_id}"), "user_id": user_id, "asset": "USD", "amount_minor": 1_000_000_000_000i64 });
+    let r = c
+        .post(format!("{gateway}/admin/deposits"))
+        .header("X-Admin-Token", admin_token)
+        .json(&deposit)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
     if !r.status().is_success() {
         return Err(format!("POST /admin/deposits -> {}", r.status()));
     }
@@ -122,7 +135,8 @@ impl Load {
                     let cid = format!("{prefix}-{n}");
                     // IOC: each order is committed and acknowledged like any other, but none rests in the book, so
                     // drills do not grow the state a new partition leader has to load.
-                    let body = json!({"market": MARKET, "client_order_id": cid, "side": "buy", "type": "ioc", "price_ticks": 100, "qty_lots": 1});
+                    let body =
+                        json!({"market": MARKET, "client_order_id": cid, "side": "buy", "type": "ioc", "price_ticks": 100, "qty_lots": 1});
                     let (shared, c, key) = (shared.clone(), c.clone(), key.clone());
                     tokio::spawn(async move {
                         let r = c.post(format!("http://{target}:{port}/v1/orders")).header("X-API-Key", key).json(&body).send().await;
@@ -138,7 +152,9 @@ impl Load {
                                 }
                             }
                             Ok(r) => *s.stats.errors.entry(format!("HTTP {}", r.status().as_u16())).or_default() += 1,
-                            Err(e) => *s.stats.errors.entry(if e.is_timeout() { "timeout".into() } else { "connect".into() }).or_default() += 1,
+                            Err(e) => {
+                                *s.stats.errors.entry(if e.is_timeout() { "timeout".into() } else { "connect".into() }).or_default() += 1
+                            }
                         }
                     });
                 }

@@ -99,11 +99,17 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
     };
     let world = failover::ladder::look(cfg, tpl).await?;
     if let Some(f) = &world.observed.marks.fence {
-        return Err(DrillError::Refused { reason: format!("{} is fenced by an earlier failover", f.region), fix: "run `provision failback` first".into() });
+        return Err(DrillError::Refused {
+            reason: format!("{} is fenced by an earlier failover", f.region),
+            fix: "run `provision failback` first".into(),
+        });
     }
     let (from, to) = (world.cfg.active().name.clone(), world.cfg.passive().name.clone());
     if from != cfg.primary().name {
-        return Err(DrillError::Refused { reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name), fix: "run `provision failback` first".into() });
+        return Err(DrillError::Refused {
+            reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name),
+            fix: "run `provision failback` first".into(),
+        });
     }
 
     // Setup: a funded user of its own, created through the primary region's gateway.
@@ -117,7 +123,8 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
     }
     let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
     let user_id = 900_000_000 + (now_ms() % 100_000_000) as i64;
-    let user: DrillUser = load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
+    let user: DrillUser =
+        load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
     timed("setup", s, format!("user {user_id} funded"));
 
     // Load, then the failover under it.
@@ -139,7 +146,8 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         ld.mark();
     }
     let s = Instant::now();
-    let fo = failover::failover(cfg, tpl, &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, quiet: opts.quiet }).await;
+    let fo =
+        failover::failover(cfg, tpl, &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, quiet: opts.quiet }).await;
     let fo = match fo {
         Ok(r) => r,
         Err(e) => {
@@ -161,7 +169,9 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         run_lab(lab, "heal all").map_err(|e| step_err("heal", e))?;
     }
     let s = Instant::now();
-    let fb = failover::failback(cfg, tpl, &failover::Opts { to: cfg.primary().name.clone(), planned: true, force: false, quiet: opts.quiet }).await?;
+    let fb =
+        failover::failback(cfg, tpl, &failover::Opts { to: cfg.primary().name.clone(), planned: true, force: false, quiet: opts.quiet })
+            .await?;
     timed("failback", s, fb.rebuild.clone());
     let s = Instant::now();
     let home = orders_in(cfg, tpl, &from, user_id).await.map_err(|e| step_err("verify after failback", e))?;
@@ -204,7 +214,10 @@ async fn orders_in(cfg: &Config, tpl: &Template, region: &str, user_id: i64) -> 
     let w = failover::ladder::look(cfg, tpl).await.map_err(|e| e.to_string())?;
     let r = failover::ladder::region_hosts(&w, tpl, region);
     let leader = r.leader().await.map_err(|e| e.to_string())?;
-    let out = r.sql_on(&leader.name, &format!("SELECT client_order_id FROM orders WHERE user_id = {user_id}")).await.map_err(|e| e.to_string())?;
+    let out = r
+        .sql_on(&leader.name, &format!("SELECT client_order_id FROM orders WHERE user_id = {user_id}"))
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(out.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())
 }
 

@@ -130,7 +130,11 @@ impl RegionHosts {
         let port = self.patroni_port;
         self.on_any(&self.db, move |s, h| {
             let out = s.exec(&format!("curl -s --max-time 2 http://{}:{port}/cluster", h.private_ip), false)?;
-            ClusterView::parse(&out.stdout).ok_or_else(|| HostError::Refused { host: h.name.clone(), what: "read Patroni /cluster".into(), detail: out.stdout.chars().take(200).collect() })
+            ClusterView::parse(&out.stdout).ok_or_else(|| HostError::Refused {
+                host: h.name.clone(),
+                what: "read Patroni /cluster".into(),
+                detail: out.stdout.chars().take(200).collect(),
+            })
         })
         .await
     }
@@ -174,14 +178,23 @@ impl RegionHosts {
     /// The leading member: `leader` in a normal cluster, `standby_leader` in a standby one.
     pub async fn leader(&self) -> Result<Member, HostError> {
         let c = self.cluster().await?;
-        c.with_role("leader").or_else(|| c.with_role("standby_leader")).cloned().ok_or_else(|| HostError::NoHost { region: self.region.clone(), detail: format!("no running leader: {}", c.summary()) })
+        c.with_role("leader")
+            .or_else(|| c.with_role("standby_leader"))
+            .cloned()
+            .ok_or_else(|| HostError::NoHost { region: self.region.clone(), detail: format!("no running leader: {}", c.summary()) })
     }
 
     /// The leader's WAL position: written (primary) or replayed (standby).
     pub async fn leader_lsn(&self) -> Result<(Member, u64, String), HostError> {
         let m = self.leader().await?;
-        let text = self.sql_on(&m.name, "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END").await?;
-        let n = lsn_bytes(&text).ok_or_else(|| HostError::Refused { host: m.name.clone(), what: "read WAL position".into(), detail: text.clone() })?;
+        let text = self
+            .sql_on(&m.name, "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END")
+            .await?;
+        let n = lsn_bytes(&text).ok_or_else(|| HostError::Refused {
+            host: m.name.clone(),
+            what: "read WAL position".into(),
+            detail: text.clone(),
+        })?;
         Ok((m, n, text))
     }
 
@@ -202,7 +215,12 @@ impl RegionHosts {
                 Err(e) => e.to_string(),
             };
             if t0.elapsed() > Duration::from_millis(wait_ms_max) {
-                return Err(HostError::Timeout { region: self.region.clone(), what: "a running standby leader in recovery".into(), waited_ms: wait_ms_max, last });
+                return Err(HostError::Timeout {
+                    region: self.region.clone(),
+                    what: "a running standby leader in recovery".into(),
+                    waited_ms: wait_ms_max,
+                    last,
+                });
             }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
@@ -218,7 +236,12 @@ impl RegionHosts {
                 Err(e) => e.to_string(),
             };
             if t0.elapsed() > Duration::from_millis(wait_ms_max) {
-                return Err(HostError::Timeout { region: self.region.clone(), what: format!("Patroni roles {}", roles.join(" + ")), waited_ms: wait_ms_max, last });
+                return Err(HostError::Timeout {
+                    region: self.region.clone(),
+                    what: format!("Patroni roles {}", roles.join(" + ")),
+                    waited_ms: wait_ms_max,
+                    last,
+                });
             }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
@@ -259,9 +282,15 @@ impl RegionHosts {
         let jobs: Vec<(Target, String)> = targets.into_iter().zip(ips).collect();
         let res = self
             .fleet
-            .run_with(jobs, move |s, ip| Ok(s.exec(&format!("curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' http://{ip}:{port}/health"), false)?.stdout))
+            .run_with(jobs, move |s, ip| {
+                Ok(s.exec(&format!("curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' http://{ip}:{port}/health"), false)?.stdout)
+            })
             .await;
-        self.gateways.iter().zip(res).map(|(g, r)| (g.name.clone(), r.result.ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0))).collect()
+        self.gateways
+            .iter()
+            .zip(res)
+            .map(|(g, r)| (g.name.clone(), r.result.ok().and_then(|c| c.trim().parse().ok()).unwrap_or(0)))
+            .collect()
     }
 
     /// Waits until every gateway of the region answers `/health` 200.
@@ -274,7 +303,12 @@ impl RegionHosts {
             }
             if t0.elapsed() > Duration::from_millis(wait_ms_max) {
                 let last = h.iter().map(|(n, c)| format!("{n}: {c}")).collect::<Vec<_>>().join(", ");
-                return Err(HostError::Timeout { region: self.region.clone(), what: "every gateway /health 200".into(), waited_ms: wait_ms_max, last });
+                return Err(HostError::Timeout {
+                    region: self.region.clone(),
+                    what: "every gateway /health 200".into(),
+                    waited_ms: wait_ms_max,
+                    last,
+                });
             }
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }

@@ -41,7 +41,11 @@ pub(crate) struct World {
 pub(crate) async fn look(cfg: &Config, tpl: &Template) -> Result<World, FailoverError> {
     let cloud = Cloud::connect(cfg).await;
     let (observed, unreachable) = cloud.observe_partial(cfg).await?;
-    let zone_id = observed.zone.as_ref().map(|z| z.id.clone()).ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))?;
+    let zone_id = observed
+        .zone
+        .as_ref()
+        .map(|z| z.id.clone())
+        .ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))?;
     let eff = roles::effective(cfg, &observed.marks);
     let material = crate::keys::existing_public_key(cfg)?.unwrap_or_default();
     let (inv, missing) = inventory_partial(&eff, &desired(&eff, tpl, &material), &observed);
@@ -66,7 +70,10 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failo
     // Checked before the first API call.
     if cfg.region(&to).is_none() {
         let names: Vec<&str> = cfg.regions.iter().map(|r| r.name.as_str()).collect();
-        return Err(refused(format!("--to {to:?} is not a region of this project ({})", cfg.file), format!("use one of: {}", names.join(", "))));
+        return Err(refused(
+            format!("--to {to:?} is not a region of this project ({})", cfg.file),
+            format!("use one of: {}", names.join(", ")),
+        ));
     }
     let w = look(cfg, tpl).await?;
     let from = w.cfg.active().name.clone();
@@ -86,7 +93,10 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failo
     }
     let (old, new) = (region_hosts(&w, tpl, &from), region_hosts(&w, tpl, &to));
     if new.db.is_empty() || new.gateways.is_empty() {
-        return Err(refused(format!("{to} has no running DB or gateway host to take the primary role"), "run `provision status`; `provision up` rebuilds missing hosts"));
+        return Err(refused(
+            format!("{to} has no running DB or gateway host to take the primary role"),
+            "run `provision status`; `provision up` rebuilds missing hosts",
+        ));
     }
     if opts.planned {
         planned(&w, tpl, &old, &new, opts).await
@@ -95,7 +105,14 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failo
     }
 }
 
-async fn unplanned(w: &World, tpl: &Template, old: &RegionHosts, new: &RegionHosts, opts: &Opts, resuming: bool) -> Result<FailoverReport, FailoverError> {
+async fn unplanned(
+    w: &World,
+    tpl: &Template,
+    old: &RegionHosts,
+    new: &RegionHosts,
+    opts: &Opts,
+    resuming: bool,
+) -> Result<FailoverReport, FailoverError> {
     let t0 = Instant::now();
     let mut tl = Timeline::new("failover", opts.quiet);
     let mut report = report(old, new, false);
@@ -133,10 +150,16 @@ async fn unplanned(w: &World, tpl: &Template, old: &RegionHosts, new: &RegionHos
 
 async fn planned(w: &World, tpl: &Template, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -> Result<FailoverReport, FailoverError> {
     if let Some((r, e)) = w.unreachable.first() {
-        return Err(refused(format!("a planned switchover needs both regions, and {r}'s EC2 API does not answer: {e}"), "use `provision failover --to <region>` (unplanned) if that region is lost"));
+        return Err(refused(
+            format!("a planned switchover needs both regions, and {r}'s EC2 API does not answer: {e}"),
+            "use `provision failover --to <region>` (unplanned) if that region is lost",
+        ));
     }
     if old.db.is_empty() || old.gateways.is_empty() {
-        return Err(refused(format!("{} has no running DB or gateway host", old.region), "use an unplanned failover if that region is lost"));
+        return Err(refused(
+            format!("{} has no running DB or gateway host", old.region),
+            "use an unplanned failover if that region is lost",
+        ));
     }
     let mut tl = Timeline::new("switchover", opts.quiet);
     let mut report = report(old, new, true);
@@ -239,7 +262,13 @@ async fn fence(w: &World, region: &str, force: bool) -> Result<((Vec<String>, St
     let ids: Vec<String> = w
         .observed
         .region(region)
-        .map(|r| r.instances.iter().filter(|i| matches!(i.attrs.state.as_str(), "pending" | "running" | "stopping")).map(|i| i.id.clone()).collect())
+        .map(|r| {
+            r.instances
+                .iter()
+                .filter(|i| matches!(i.attrs.state.as_str(), "pending" | "running" | "stopping"))
+                .map(|i| i.id.clone())
+                .collect()
+        })
         .unwrap_or_default();
     w.cloud.fence_instances(region, &ids, at).await?;
     let note = format!("{region}: {} instance(s) stopped through EC2 and tagged {}", ids.len(), crate::model::TAG_FENCED);
@@ -251,7 +280,10 @@ async fn fence(w: &World, region: &str, force: bool) -> Result<((Vec<String>, St
 async fn promote(r: &RegionHosts) -> Result<((String, Option<i64>), String), Msg> {
     let before = positions(r).await;
     let at = before.as_ref().map(|p| p.0.clone()).unwrap_or_default();
-    r.patch_config(json!({ "standby_cluster": null, "synchronous_mode": "quorum", "synchronous_mode_strict": true, "synchronous_node_count": 1 })).await?;
+    r.patch_config(
+        json!({ "standby_cluster": null, "synchronous_mode": "quorum", "synchronous_mode_strict": true, "synchronous_node_count": 1 }),
+    )
+    .await?;
     let c = r.wait_roles(&["leader", crate::deploy::render::QUORUM_STANDBY_ROLE], PROMOTE_WAIT_MS_MAX).await?;
     Ok(((at, before.map(|p| p.1)), c.summary()))
 }
@@ -271,7 +303,8 @@ async fn flip(w: &World, tpl: &Template, active: &str, fence: Option<Fence>) -> 
     let d = desired(&after, tpl, &w.material);
     let mut targets = Vec::new();
     for rs in &d.records {
-        let check = pick(&w.observed.checks, &rs.check_key).ok_or_else(|| Msg(format!("health check {} not found; run `provision up`", rs.check_key)))?;
+        let check = pick(&w.observed.checks, &rs.check_key)
+            .ok_or_else(|| Msg(format!("health check {} not found; run `provision up`", rs.check_key)))?;
         let region = d.regions.iter().find(|r| r.name == rs.region).expect("record of a desired region");
         let observed = w.observed.region(&rs.region);
         let mut ips: Vec<String> = region
@@ -279,16 +312,29 @@ async fn flip(w: &World, tpl: &Template, active: &str, fence: Option<Fence>) -> 
             .iter()
             .filter(|h| h.gateway)
             .filter_map(|h| observed.and_then(|o| pick(&o.instances, &h.key)))
-            .filter_map(|f| if w.cfg.health_target == HealthTarget::PublicIp { f.attrs.public_ip.clone() } else { f.attrs.private_ip.clone() })
+            .filter_map(
+                |f| if w.cfg.health_target == HealthTarget::PublicIp { f.attrs.public_ip.clone() } else { f.attrs.private_ip.clone() },
+            )
             .collect();
         if ips.is_empty() {
             // The region's API did not answer: keep the addresses its record already has.
-            ips = w.observed.records.iter().find(|r| r.health_check_id.as_deref() == Some(check.id.as_str())).map(|r| r.ips.clone()).unwrap_or_default();
+            ips = w
+                .observed
+                .records
+                .iter()
+                .find(|r| r.health_check_id.as_deref() == Some(check.id.as_str()))
+                .map(|r| r.ips.clone())
+                .unwrap_or_default();
         }
         if ips.is_empty() {
             return Err(Msg(format!("no gateway address known for {}", rs.region)));
         }
-        targets.push(RecordTarget { set_identifier: rs.set_identifier.clone(), failover: rs.failover, ips, health_check_id: check.id.clone() });
+        targets.push(RecordTarget {
+            set_identifier: rs.set_identifier.clone(),
+            failover: rs.failover,
+            ips,
+            health_check_id: check.id.clone(),
+        });
     }
     let change = w.cloud.flip_records(&w.zone_id, &d.record_name, d.record_ttl_s, &targets).await?;
     w.cloud.wait_insync(&change).await?;
@@ -408,18 +454,29 @@ pub async fn failback(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<Failb
     let passive = w.cfg.passive().name.clone();
     let fenced = w.observed.marks.fence.clone();
     if let Some(f) = &fenced {
-        w.cloud.ec2_answers(&f.region).await.map_err(|e| refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers"))?;
+        w.cloud.ec2_answers(&f.region).await.map_err(|e| {
+            refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers")
+        })?;
         let ids: Vec<String> = w.observed.region(&f.region).map(|r| r.instances.iter().map(|i| i.id.clone()).collect()).unwrap_or_default();
         let addrs: Vec<crate::ssh::Target> = w
             .observed
             .region(&f.region)
-            .map(|r| r.instances.iter().flat_map(|i| [i.attrs.private_ip.clone(), i.attrs.public_ip.clone()]).flatten().map(|ip| crate::ssh::Target::new(ip, 22)).collect())
+            .map(|r| {
+                r.instances
+                    .iter()
+                    .flat_map(|i| [i.attrs.private_ip.clone(), i.attrs.public_ip.clone()])
+                    .flatten()
+                    .map(|ip| crate::ssh::Target::new(ip, 22))
+                    .collect()
+            })
             .unwrap_or_default();
         if !opts.quiet {
             eprintln!("failback: terminating {} fenced instance(s) in {} (their data may hold writes the survivors never saw: a fresh clone, not pg_rewind)", ids.len(), f.region);
         }
         w.cloud.terminate(&f.region, &ids).await?;
-        crate::ssh::KnownHosts::new(crate::keys::key_dir(cfg).join("known_hosts")).forget(&addrs).map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
+        crate::ssh::KnownHosts::new(crate::keys::key_dir(cfg).join("known_hosts"))
+            .forget(&addrs)
+            .map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
         w.cloud.set_marks(&w.zone_id, &Marks { active: w.observed.marks.active.clone(), fence: None }).await?;
     }
     // Also when an earlier failback stopped between the termination and the rebuild.

@@ -40,7 +40,9 @@ pub struct Opts {
 pub enum FailoverError {
     #[error("refused: {reason}\n  fix: {fix}")]
     Refused { reason: String, fix: String },
-    #[error("step `{step}` failed (done before it: {done}; every step is safe to repeat: fix the cause below, then re-run the same command)")]
+    #[error(
+        "step `{step}` failed (done before it: {done}; every step is safe to repeat: fix the cause below, then re-run the same command)"
+    )]
     Step {
         step: String,
         #[source]
@@ -116,7 +118,12 @@ impl Timeline {
             Ok((v, detail)) => {
                 let ms = t0.elapsed().as_millis() as u64;
                 if !self.quiet {
-                    eprintln!("{}: {name}: done in {} ms{}", self.verb, ms, if detail.is_empty() { String::new() } else { format!(" ({detail})") });
+                    eprintln!(
+                        "{}: {name}: done in {} ms{}",
+                        self.verb,
+                        ms,
+                        if detail.is_empty() { String::new() } else { format!(" ({detail})") }
+                    );
                 }
                 self.steps.push(StepTime { step: name.to_string(), duration_ms: ms, detail });
                 Ok(v)

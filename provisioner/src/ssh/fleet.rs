@@ -85,7 +85,11 @@ impl Fleet {
                 .await;
                 let result = joined.unwrap_or_else(|e| {
                     let message = match e.try_into_panic() {
-                        Ok(p) => p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "panic".into()),
+                        Ok(p) => p
+                            .downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "panic".into()),
                         Err(e) => e.to_string(),
                     };
                     Err(SshError::Panicked { host: target.to_string(), message })

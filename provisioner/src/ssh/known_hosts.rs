@@ -84,13 +84,7 @@ impl KnownHosts {
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| io(&e))?;
         }
-        let mut file = std::fs::OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(&self.path)
-            .map_err(|e| io(&e))?;
+        let mut file = std::fs::OpenOptions::new().read(true).append(true).create(true).mode(0o600).open(&self.path).map_err(|e| io(&e))?;
         file.lock().map_err(|e| io(&e))?;
         let mut text = String::new();
         file.read_to_string(&mut text).map_err(|e| io(&e))?;

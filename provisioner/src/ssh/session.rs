@@ -79,7 +79,12 @@ impl BoundedBuf {
 /// Reads two non-blocking readers (a command's stdout and stderr) to their ends, alternating so
 /// that neither can fill the channel window while we wait on the other. Sleeps 1..10 ms when
 /// neither has data. Errors with `TimedOut` once `deadline` has passed.
-pub(crate) fn drain_both(a: &mut impl Read, b: &mut impl Read, bytes_max: usize, deadline: Instant) -> std::io::Result<(BoundedBuf, BoundedBuf)> {
+pub(crate) fn drain_both(
+    a: &mut impl Read,
+    b: &mut impl Read,
+    bytes_max: usize,
+    deadline: Instant,
+) -> std::io::Result<(BoundedBuf, BoundedBuf)> {
     const IDLE_SLEEP_MAX_US: u64 = 10_000;
     let mut bufs = [BoundedBuf::new(bytes_max), BoundedBuf::new(bytes_max)];
     let mut done = [false, false];
@@ -198,7 +203,8 @@ impl Session {
 
     fn attempt(cfg: &SshConfig, target: &Target) -> Result<Session, Attempt> {
         let host = target.to_string();
-        let mut sess = ssh2::Session::new().map_err(|e| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::Handshake, message: e.to_string() }))?;
+        let mut sess = ssh2::Session::new()
+            .map_err(|e| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::Handshake, message: e.to_string() }))?;
         sess.set_timeout(timeout_u32(cfg.connect_timeout_ms));
         // Prefer ed25519 host keys so the key pinned on first contact is the one offered later
         // (libssh2 drops the names it does not support).
@@ -226,9 +232,9 @@ impl Session {
         };
         sess.handshake().map_err(|e| Attempt::Retry(Step::Handshake, e.to_string()))?;
 
-        let (key_blob, _) = sess
-            .host_key()
-            .ok_or_else(|| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::HostKey, message: "the host sent no host key".into() }))?;
+        let (key_blob, _) = sess.host_key().ok_or_else(|| {
+            Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::HostKey, message: "the host sent no host key".into() })
+        })?;
         let pin = KnownHosts::new(&cfg.known_hosts_path).check_or_pin(target, key_blob).map_err(Attempt::Fatal)?;
 
         let refused = |message: String| {
@@ -302,7 +308,12 @@ impl Session {
     /// `sudo -n sh -c '<cmd>'`. A non-zero exit is not an error here (see [`Session::exec_ok`]).
     pub fn exec(&mut self, cmd: &str, sudo: bool) -> Result<Output, SshError> {
         let command = if sudo { sudo_wrap(&self.user, cmd) } else { cmd.to_string() };
-        let timeout = |what: &str| SshError::Timeout { host: self.host.clone(), step: Step::Exec, what: what.to_string(), timeout_ms: self.command_timeout_ms };
+        let timeout = |what: &str| SshError::Timeout {
+            host: self.host.clone(),
+            step: Step::Exec,
+            what: what.to_string(),
+            timeout_ms: self.command_timeout_ms,
+        };
         let deadline = Instant::now() + Duration::from_millis(self.command_timeout_ms);
         let mut ch = self.sess.channel_session().map_err(|e| self.step_err(Step::Exec, e))?;
         ch.exec(&command).map_err(|e| self.step_err(Step::Exec, format!("`{cmd}`: {e}")))?;
@@ -315,10 +326,20 @@ impl Session {
             Ok(both) => both,
             Err(e) => {
                 let _ = ch.close();
-                return Err(if Instant::now() >= deadline { timeout(cmd) } else { self.step_err(Step::Exec, format!("`{cmd}`: reading output: {e}")) });
+                return Err(if Instant::now() >= deadline {
+                    timeout(cmd)
+                } else {
+                    self.step_err(Step::Exec, format!("`{cmd}`: reading output: {e}"))
+                });
             }
         };
-        ch.wait_close().map_err(|e| if Instant::now() >= deadline { timeout(cmd) } else { self.step_err(Step::Exec, format!("`{cmd}`: {e}")) })?;
+        ch.wait_close().map_err(|e| {
+            if Instant::now() >= deadline {
+                timeout(cmd)
+            } else {
+                self.step_err(Step::Exec, format!("`{cmd}`: {e}"))
+            }
+        })?;
         let signal = ch.exit_signal().ok().and_then(|s| s.exit_signal);
         let exit_code = if signal.is_some() { -1 } else { ch.exit_status().map_err(|e| self.step_err(Step::Exec, e))? };
         Ok(Output {

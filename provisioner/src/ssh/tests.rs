@@ -116,7 +116,14 @@ fn known_hosts_pins_then_matches_then_refuses_a_changed_key() {
     let err = kh.check_or_pin(&t, &key_b).unwrap_err();
     assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err:?}");
     let msg = err.to_string();
-    for needle in ["10.10.0.5", "HOST KEY CHANGED", path.to_str().unwrap(), "ssh-keygen -R '10.10.0.5' -f", &fingerprint_sha256(&key_a), &fingerprint_sha256(&key_b)] {
+    for needle in [
+        "10.10.0.5",
+        "HOST KEY CHANGED",
+        path.to_str().unwrap(),
+        "ssh-keygen -R '10.10.0.5' -f",
+        &fingerprint_sha256(&key_a),
+        &fingerprint_sha256(&key_b),
+    ] {
         assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
     }
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "a refused key is not written");
@@ -191,7 +198,8 @@ impl std::io::Read for Trickle {
 fn drain_both_reads_two_streams_keeps_the_first_bytes_and_honours_the_deadline() {
     let trickle = |chunks: Vec<Vec<u8>>| Trickle { chunks, blocked_next: false };
     let far = Instant::now() + Duration::from_secs(60);
-    let (out, err) = drain_both(&mut trickle(vec![b"hello ".to_vec(), b"world".to_vec()]), &mut trickle(vec![vec![7u8; 100_000]]), 1000, far).unwrap();
+    let (out, err) =
+        drain_both(&mut trickle(vec![b"hello ".to_vec(), b"world".to_vec()]), &mut trickle(vec![vec![7u8; 100_000]]), 1000, far).unwrap();
     assert_eq!((out.kept.as_slice(), out.truncated), (&b"hello world"[..], false));
     assert_eq!((err.kept.len(), err.truncated), (1000, true));
     let (out, err) = drain_both(&mut trickle(vec![]), &mut trickle(vec![vec![1u8; 1000]]), 1000, far).unwrap();
@@ -222,7 +230,8 @@ fn upload_probe_parsing() {
 
 #[test]
 fn errors_name_the_host() {
-    let e = SshError::Unreachable { host: "127.0.0.1:1".into(), attempts: 3, elapsed_ms: 10, step: Step::Connect, message: "refused".into() };
+    let e =
+        SshError::Unreachable { host: "127.0.0.1:1".into(), attempts: 3, elapsed_ms: 10, step: Step::Connect, message: "refused".into() };
     assert_eq!(e.host(), "127.0.0.1:1");
     assert_eq!(e.to_string(), "127.0.0.1:1: unreachable: 3 attempts over 10 ms failed; last at tcp connect: refused");
 }
@@ -248,7 +257,14 @@ fn install_script_verifies_then_renames_into_place() {
     std::fs::write(&dest, b"old").unwrap();
     let staging = d.join("app $x.conf.tmp-1");
     std::fs::write(&staging, b"new").unwrap();
-    let (code, _) = run_install(&install_script(staging.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o640, &sha256_hex(b"new"), false));
+    let (code, _) = run_install(&install_script(
+        staging.to_str().unwrap(),
+        staging.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        0o640,
+        &sha256_hex(b"new"),
+        false,
+    ));
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&dest).unwrap(), b"new");
     assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o640);
@@ -262,7 +278,14 @@ fn install_script_copies_when_sent_elsewhere_and_creates_the_directory() {
     std::fs::write(&sent, b"payload").unwrap();
     let dest = dir.path().join("etc/app/f");
     let staging = dir.path().join("etc/app/f.tmp-1");
-    let (code, _) = run_install(&install_script(sent.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o755, &sha256_hex(b"payload"), true));
+    let (code, _) = run_install(&install_script(
+        sent.to_str().unwrap(),
+        staging.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        0o755,
+        &sha256_hex(b"payload"),
+        true,
+    ));
     assert_eq!(code, 0);
     assert_eq!(std::fs::read(&dest).unwrap(), b"payload");
     assert_eq!(std::fs::metadata(&dest).unwrap().permissions().mode() & 0o7777, 0o755);
@@ -277,7 +300,14 @@ fn install_script_refuses_a_corrupt_file_and_leaves_the_old_one() {
     std::fs::write(&dest, b"old").unwrap();
     let staging = dir.path().join("f.tmp-1");
     std::fs::write(&staging, b"garbled").unwrap();
-    let (code, stdout) = run_install(&install_script(staging.to_str().unwrap(), staging.to_str().unwrap(), dest.to_str().unwrap(), 0o644, &sha256_hex(b"intended"), false));
+    let (code, stdout) = run_install(&install_script(
+        staging.to_str().unwrap(),
+        staging.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        0o644,
+        &sha256_hex(b"intended"),
+        false,
+    ));
     assert_eq!((code, stdout.trim()), (CORRUPT_EXIT, sha256_hex(b"garbled").as_str()));
     assert_eq!(std::fs::read(&dest).unwrap(), b"old");
     assert_eq!(names_in(dir.path()), ["f"], "staging removed");

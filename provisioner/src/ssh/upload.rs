@@ -145,7 +145,12 @@ impl Session {
         let deadline = Instant::now() + Duration::from_millis(self.command_timeout_ms());
         let err = |s: &Session, what: &str, e: &dyn std::fmt::Display| {
             if Instant::now() >= deadline {
-                SshError::Timeout { host: s.host().to_string(), step: Step::Upload, what: format!("scp {remote_path}"), timeout_ms: s.command_timeout_ms() }
+                SshError::Timeout {
+                    host: s.host().to_string(),
+                    step: Step::Upload,
+                    what: format!("scp {remote_path}"),
+                    timeout_ms: s.command_timeout_ms(),
+                }
             } else {
                 s.step_err(Step::Upload, format!("scp {remote_path}: {what}: {e}"))
             }

@@ -57,6 +57,10 @@ pub struct Policy {
     /// Consecutive failed probes (from each vantage point) before the primary counts as dead.
     pub failures_min: u32,
     pub auto_failover: bool,
+    /// How long a primary region that still answers (its gateways say 503: a commit stall,
+    /// a DB failover inside the region) is left to recover by itself before it counts as
+    /// lost. A region that answers nothing is not given this time.
+    pub in_region_recovery_ms_max: u64,
 }
 
 /// What a region looks like this tick.
@@ -188,12 +192,24 @@ pub fn decide(t: &mut Tracker, tick: &Tick, policy: &Policy) -> Vec<Decision> {
         let now = state_of(p, is_primary);
         let before = t.state(&region);
         if now != before {
-            out.push(Decision::Transition { region: region.clone(), aspect: Aspect::Region, from: before.to_string(), to: now.to_string(), reason: describe(p) });
+            out.push(Decision::Transition {
+                region: region.clone(),
+                aspect: Aspect::Region,
+                from: before.to_string(),
+                to: now.to_string(),
+                reason: describe(p),
+            });
             t.state.insert(region.clone(), now);
         }
         let db_before = t.db.get(&region).cloned().unwrap_or_else(|| "unknown".into());
         if p.db_leader != db_before {
-            out.push(Decision::Transition { region: region.clone(), aspect: Aspect::Db, from: db_before, to: p.db_leader.clone(), reason: describe(p) });
+            out.push(Decision::Transition {
+                region: region.clone(),
+                aspect: Aspect::Db,
+                from: db_before,
+                to: p.db_leader.clone(),
+                reason: describe(p),
+            });
             t.db.insert(region.clone(), p.db_leader.clone());
         }
         let n = t.failures_here.entry(region.clone()).or_insert(0);
@@ -240,6 +256,16 @@ fn ladder(t: &Tracker, tick: &Tick, policy: &Policy, here: u32, dr: &Probe) -> R
     if here < n {
         return Rung::Hold(format!("primary {p} failed {here}/{n} probes from here: waiting"));
     }
+    let first = t.first_failure_unix_ms.get(p).copied().unwrap_or(tick.at_unix_ms);
+    let unhealthy_ms = tick.at_unix_ms.saturating_sub(first);
+    let answers = tick.probes.iter().find(|x| &x.region == p).is_some_and(Probe::reachable);
+    if answers && unhealthy_ms < policy.in_region_recovery_ms_max {
+        return Rung::Hold(format!(
+            "primary {p} answers but cannot serve for {} s (a DB failover or commit stall inside the region): it has {} s to recover before it counts as lost",
+            unhealthy_ms / 1000,
+            policy.in_region_recovery_ms_max / 1000
+        ));
+    }
     if !policy.auto_failover {
         return Rung::Hold(format!(
             "primary {p} failed {n}/{n} probes from here ({second}/{n} from the second vantage point); auto-failover is off: `provision failover --to {}` if it is lost",
@@ -250,15 +276,26 @@ fn ladder(t: &Tracker, tick: &Tick, policy: &Policy, here: u32, dr: &Probe) -> R
         return Rung::Hold(format!("primary {p} failed {n}/{n} probes from here, but the second vantage point did not answer: not failing over without confirmation"));
     }
     if second < n {
-        return Rung::Hold(format!("primary {p} failed {n}/{n} probes from here but only {second}/{n} from the second vantage point: not failing over"));
+        return Rung::Hold(format!(
+            "primary {p} failed {n}/{n} probes from here but only {second}/{n} from the second vantage point: not failing over"
+        ));
     }
     if dr.gateways_ok > 0 || dr.db_writable == Some(true) {
-        return Rung::Hold(format!("DR {} already serves (gateways {}/{} healthy, db: {}): a failover happened elsewhere? not failing over; restart the watch", tick.dr, dr.gateways_ok, dr.gateways_total, dr.db_leader));
+        return Rung::Hold(format!(
+            "DR {} already serves (gateways {}/{} healthy, db: {}): a failover happened elsewhere? not failing over; restart the watch",
+            tick.dr, dr.gateways_ok, dr.gateways_total, dr.db_leader
+        ));
     }
     if !dr.reachable() {
-        return Rung::Hold(format!("primary {p} is down from both vantage points, but DR {} did not answer this tick: not failing over to it", tick.dr));
+        return Rung::Hold(format!(
+            "primary {p} is down from both vantage points, but DR {} did not answer this tick: not failing over to it",
+            tick.dr
+        ));
     }
-    Rung::FailOver(format!("primary {p} failed {here} consecutive probes from here and {second} from the second vantage point; DR {} answers", tick.dr))
+    Rung::FailOver(format!(
+        "primary {p} failed {here} consecutive probes from here and {second} from the second vantage point; DR {} answers",
+        tick.dr
+    ))
 }
 
 #[cfg(test)]
@@ -267,7 +304,7 @@ mod tests {
 
     const P: &str = "us-east-1";
     const D: &str = "us-west-2";
-    const POLICY: Policy = Policy { failures_min: 3, auto_failover: true };
+    const POLICY: Policy = Policy { failures_min: 3, auto_failover: true, in_region_recovery_ms_max: 60_000 };
 
     fn primary(ok: usize) -> Probe {
         Probe {
@@ -394,6 +431,27 @@ mod tests {
     }
 
     #[test]
+    fn a_primary_that_answers_503_gets_time_to_recover_in_region() {
+        // Its gateways answer 503 and Patroni answers: a DB failover inside the region.
+        let answering = |i: u64| {
+            let mut k = tick(i, 0, Some(false), true);
+            k.probes[0].gateways_answered = 3;
+            k.probes[0].db_answered = true;
+            k
+        };
+        let mut t = Tracker::default();
+        decide(&mut t, &tick(0, 3, Some(true), true), &POLICY);
+        let mut all = Vec::new();
+        for i in 1..=60 {
+            all.extend(decide(&mut t, &answering(i), &POLICY));
+        }
+        assert_eq!(failovers(&all), 0, "{:?}", holds(&all));
+        assert!(holds(&all).last().unwrap().contains("has 60 s to recover"), "{:?}", holds(&all));
+        let d = decide(&mut t, &answering(61), &POLICY);
+        assert_eq!(failovers(&d), 1, "still unhealthy after 60 s: lost");
+    }
+
+    #[test]
     fn recovery_resets_the_counts() {
         let mut t = Tracker::default();
         for i in 0..2 {
@@ -430,7 +488,10 @@ mod tests {
         assert!(down.iter().any(|d| matches!(d, Decision::Transition { aspect: Aspect::Db, to, .. } if to == "no answer")));
         let again = decide(&mut t, &tick(4, 0, Some(true), false), &POLICY);
         assert!(region_changes(&again).is_empty());
-        assert_eq!(region_changes(&decide(&mut t, &tick(5, 3, Some(true), true), &POLICY)), vec![format!("{P}: unreachable -> healthy"), format!("{D}: unreachable -> standby")]);
+        assert_eq!(
+            region_changes(&decide(&mut t, &tick(5, 3, Some(true), true), &POLICY)),
+            vec![format!("{P}: unreachable -> healthy"), format!("{D}: unreachable -> standby")]
+        );
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub const INTERVAL_MS_DEFAULT: u64 = 1_000;
 pub const FAILURES_MIN_DEFAULT: u32 = 2;
 /// Bound on each direct HTTP probe.
 const PROBE_TIMEOUT_MS: u64 = 500;
+/// A primary region that answers but cannot serve is left this long to recover inside the
+/// region before `--auto-failover` counts it as lost: a Patroni failover takes ttl (20 s) plus
+/// the promotion and the engines' re-leading (21.7-24.9 s measured), a commit stall until
+/// Patroni replaces a standby about as long. Twice the worst case seen.
+pub const IN_REGION_RECOVERY_MS_MAX: u64 = 60_000;
 /// Bound on the second vantage point's SSH connect (each step) and its command.
 const VANTAGE_CONNECT_TIMEOUT_MS: u64 = 800;
 const VANTAGE_COMMAND_TIMEOUT_MS: u64 = 1_500;
@@ -61,7 +66,13 @@ pub struct WatchOpts {
 
 impl Default for WatchOpts {
     fn default() -> Self {
-        WatchOpts { interval_ms: INTERVAL_MS_DEFAULT, failures_min: FAILURES_MIN_DEFAULT, auto_failover: false, duration_s: None, quiet: false }
+        WatchOpts {
+            interval_ms: INTERVAL_MS_DEFAULT,
+            failures_min: FAILURES_MIN_DEFAULT,
+            auto_failover: false,
+            duration_s: None,
+            quiet: false,
+        }
     }
 }
 
@@ -138,8 +149,16 @@ struct RegionTargets {
 
 enum Vantage {
     /// A DR lab host curls the primary's gateways; the next host is tried after a failure.
-    LabHost { fleet: Fleet, hosts: Vec<Host>, next: usize, primary_ips: Vec<String>, port: u16 },
-    Route53 { check: Found<CheckAttrs> },
+    LabHost {
+        fleet: Fleet,
+        hosts: Vec<Host>,
+        next: usize,
+        primary_ips: Vec<String>,
+        port: u16,
+    },
+    Route53 {
+        check: Found<CheckAttrs>,
+    },
     Nowhere,
 }
 
@@ -147,7 +166,10 @@ impl Vantage {
     fn describe(&self) -> String {
         match self {
             Vantage::LabHost { hosts, .. } => {
-                format!("SSH to a DR lab host ({}) curling the primary's gateways' /health", hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", "))
+                format!(
+                    "SSH to a DR lab host ({}) curling the primary's gateways' /health",
+                    hosts.iter().map(|h| h.name.as_str()).collect::<Vec<_>>().join(", ")
+                )
             }
             Vantage::Route53 { check, .. } => format!("Route53 checkers of the primary region's health check {}", check.id),
             Vantage::Nowhere => "none".into(),
@@ -167,7 +189,8 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     let (primary, dr) = (w.cfg.active().name.clone(), w.cfg.passive().name.clone());
     let local = cfg.endpoint_url.is_some();
     let mut notes = Vec::new();
-    let mut policy = Policy { failures_min: opts.failures_min, auto_failover: opts.auto_failover };
+    let mut policy =
+        Policy { failures_min: opts.failures_min, auto_failover: opts.auto_failover, in_region_recovery_ms_max: IN_REGION_RECOVERY_MS_MAX };
     if let Some(f) = &w.observed.marks.fence {
         policy.auto_failover = false;
         notes.push(format!("{} is fenced (since unix ms {}): auto-failover is off until `provision failback`", f.region, f.at_unix_ms));
@@ -176,9 +199,18 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     let mut hosts = w.hosts.clone();
     if !hosts.iter().any(|h| h.region == primary && h.gateway) {
         // No running gateway known (the region's EC2 API did not answer): probe what clients reach.
-        let ips: Vec<String> = w.observed.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")).map(|r| r.ips.clone()).unwrap_or_default();
-        let extra: Vec<Host> = ips.into_iter().enumerate().map(|(i, ip)| record_host(&primary, i, ip)).filter(|h| !local || crate::deploy::local_route_guard(h).is_ok()).collect();
-        notes.push(format!("no running gateway of {primary} is known to EC2; probing the PRIMARY record's {} address(es) instead", extra.len()));
+        let ips: Vec<String> =
+            w.observed.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")).map(|r| r.ips.clone()).unwrap_or_default();
+        let extra: Vec<Host> = ips
+            .into_iter()
+            .enumerate()
+            .map(|(i, ip)| record_host(&primary, i, ip))
+            .filter(|h| !local || crate::deploy::local_route_guard(h).is_ok())
+            .collect();
+        notes.push(format!(
+            "no running gateway of {primary} is known to EC2; probing the PRIMARY record's {} address(es) instead",
+            extra.len()
+        ));
         hosts.extend(extra);
     }
     if local {
@@ -187,7 +219,11 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     }
     let targets: Vec<RegionTargets> = [&primary, &dr].iter().map(|r| region_targets(&hosts, tpl, r)).collect();
     let mut vantage = vantage(cfg, tpl, &w, &hosts, &primary, &dr, local);
-    let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_millis(PROBE_TIMEOUT_MS)).connect_timeout(Duration::from_millis(PROBE_TIMEOUT_MS)).build()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
+        .connect_timeout(Duration::from_millis(PROBE_TIMEOUT_MS))
+        .build()?;
 
     let mut report = WatchReport {
         primary: primary.clone(),
@@ -218,7 +254,10 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, json: bool) -> 
     for n in &report.notes {
         out.note(n);
     }
-    out.note(&format!("watching {primary} (primary) and {dr} (DR) every {} ms; second vantage point: {}", opts.interval_ms, report.second_vantage));
+    out.note(&format!(
+        "watching {primary} (primary) and {dr} (DR) every {} ms; second vantage point: {}",
+        opts.interval_ms, report.second_vantage
+    ));
 
     let urls = w.cfg.engine.webhook_urls.clone();
     let mut posts: JoinSet<()> = JoinSet::new();
@@ -333,8 +372,14 @@ fn region_targets(hosts: &[Host], tpl: &Template, region: &str) -> RegionTargets
     let in_region = || hosts.iter().filter(move |h| h.region == region);
     RegionTargets {
         region: region.to_string(),
-        gateways: in_region().filter(|h| h.gateway).map(|h| (h.name.clone(), format!("http://{}:{}/health", h.ssh_ip, tpl.ports.gateway_http))).collect(),
-        patroni: in_region().filter(|h| h.database).map(|h| format!("http://{}:{}/cluster", h.private_ip, tpl.ports.patroni_rest)).collect(),
+        gateways: in_region()
+            .filter(|h| h.gateway)
+            .map(|h| (h.name.clone(), format!("http://{}:{}/health", h.ssh_ip, tpl.ports.gateway_http)))
+            .collect(),
+        patroni: in_region()
+            .filter(|h| h.database)
+            .map(|h| format!("http://{}:{}/cluster", h.private_ip, tpl.ports.patroni_rest))
+            .collect(),
     }
 }
 
@@ -407,7 +452,9 @@ fn vantage_verdict(out: &str) -> Option<bool> {
 }
 
 async fn probe_region(client: &reqwest::Client, t: &RegionTargets) -> Probe {
-    let gateways = futures::future::join_all(t.gateways.iter().map(|(_, url)| async move { client.get(url).send().await.map(|r| r.status().as_u16()).ok() }));
+    let gateways = futures::future::join_all(
+        t.gateways.iter().map(|(_, url)| async move { client.get(url).send().await.map(|r| r.status().as_u16()).ok() }),
+    );
     let patroni = futures::future::join_all(t.patroni.iter().map(|url| async move {
         let r = client.get(url).send().await.ok()?;
         r.json::<Value>().await.ok()

@@ -272,16 +272,17 @@ impl Emulator {
 
     /// Runs a control subcommand (`fault ...`, `heal ...`, `status`) with --output json.
     pub fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .args(["--state-dir", self.state().to_str().unwrap(), "--output", "json"])
-            .args(args)
-            .output()
-            .unwrap()
+        Command::new(bin()).args(["--state-dir", self.state().to_str().unwrap(), "--output", "json"]).args(args).output().unwrap()
     }
 
     pub fn ctl_ok(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ctl(args);
-        assert!(out.status.success(), "labhost {args:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "labhost {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -313,9 +314,7 @@ impl Emulator {
 impl Drop for Emulator {
     fn drop(&mut self) {
         self.stop();
-        let _ = Command::new(bin())
-            .args(["--state-dir", self.state().to_str().unwrap(), "clean", "--prefix", PREFIX])
-            .output();
+        let _ = Command::new(bin()).args(["--state-dir", self.state().to_str().unwrap(), "clean", "--prefix", PREFIX]).output();
     }
 }
 
