@@ -12,6 +12,9 @@ use crate::ssh::{shell_quote, Session};
 use crate::template::Template;
 
 const ETCD_WAIT_MS_MAX: u64 = 90_000;
+/// A split brain or diverged timeline that lasts this long is reported, not waited out
+/// (a replica's timeline lags its new leader's for a moment after every failover).
+const DIVERGED_FOR_MS_MAX: u64 = 30_000;
 const CLUSTER_WAIT_MS_MAX: u64 = 240_000;
 const HEALTH_WAIT_MS_MAX: u64 = 180_000;
 const POLL_MS: u64 = 500;
@@ -220,8 +223,28 @@ impl Remote {
             RegionRole::Dr => &["standby_leader"],
         };
         let what = format!("Patroni cluster with {} and all {members_min} members running", want.join(" and "));
+        let mut diverged_since: Option<Instant> = None;
         self.wait(s, h, &what, CLUSTER_WAIT_MS_MAX, "patroni", |s| {
             let body: serde_json::Value = serde_json::from_str(&s.exec(&cmd, false)?.stdout).unwrap_or_default();
+            // A diverged cluster is not waited out, and not repaired here: rewinding or
+            // re-cloning a member can throw away acknowledged writes (issue 13).
+            let bad: Vec<String> = super::live::cluster_alerts(&body)
+                .into_iter()
+                .filter(|a| a.starts_with("SPLIT BRAIN") || a.starts_with("DIVERGED"))
+                .collect();
+            if bad.is_empty() {
+                diverged_since = None;
+            } else if diverged_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(DIVERGED_FOR_MS_MAX) {
+                let msg = format!(
+                    "the database cluster of {} diverged ({}); deploy will not rewind, re-clone or restart any member, \
+                     because that can discard acknowledged writes. Find the member with the newest acknowledged writes \
+                     (compare the orders tables), make it the leader (`patronictl failover`), then re-clone the others \
+                     (`patronictl reinit`); `provision status` shows the cluster",
+                    h.region,
+                    bad.join("; ")
+                );
+                return Err(self.fail(s, h, "database cluster", msg, Some("patroni")));
+            }
             let members = body.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
             let running = |role: &str| {
                 members.iter().any(|m| {

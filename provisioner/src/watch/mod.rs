@@ -482,6 +482,11 @@ fn db_summary(c: &Value) -> (Option<bool>, String, Option<u64>) {
     let members = c.get("members").and_then(Value::as_array).cloned().unwrap_or_default();
     let running = |m: &Value| matches!(m["state"].as_str(), Some("running" | "streaming"));
     let lag = members.iter().filter_map(|m| m["lag"].as_u64()).max();
+    // Two leaders is said at once (a transition, posted to the webhooks); a member briefly on
+    // an older timeline after a failover is normal, so that is left to `status`.
+    if let Some(split) = crate::deploy::live::cluster_alerts(c).into_iter().find(|a| a.starts_with("SPLIT BRAIN")) {
+        return (None, split, lag);
+    }
     if let Some(m) = members.iter().find(|m| m["role"] == "leader" && running(m)) {
         return (Some(true), format!("leader {}", m["name"].as_str().unwrap_or("?")), lag);
     }
@@ -571,6 +576,11 @@ mod tests {
         assert_eq!(db_summary(&s), (Some(false), "standby_leader db-3".into(), None));
         let none: Value = serde_json::from_str(r#"{"members":[{"name":"db-0","role":"leader","state":"stopped"}]}"#).unwrap();
         assert_eq!(db_summary(&none).0, None);
+        let two: Value = serde_json::from_str(
+            r#"{"members":[{"name":"db-0","role":"leader","state":"running"},{"name":"db-1","role":"leader","state":"running"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(db_summary(&two).1, "SPLIT BRAIN: 2 leaders (db-0, db-1)");
     }
 
     #[test]
