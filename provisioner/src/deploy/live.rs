@@ -78,7 +78,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
             match res.into_iter().next().map(|r| r.result) {
                 Some(Ok(body)) => {
                     live.patroni = serde_json::from_str(&body).ok();
-                    live.db_alerts = live.patroni.as_ref().map(cluster_alerts).unwrap_or_default();
+                    live.db_alerts = live.patroni.as_ref().map(cluster_alerts).unwrap_or_default().into_iter().map(|a| a.text).collect();
                 }
                 _ => live.unreachable.push(d.name.clone()),
             }
@@ -133,43 +133,71 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
 /// `maximum_lag_on_failover` (1 MiB) is the point where it would no longer promote it.
 pub const MEMBER_LAG_BYTES_MAX: u64 = 1_048_576;
 
+/// What `cluster_alerts` found wrong with a region's Patroni cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    NoLeader,
+    /// More than one leader.
+    SplitBrain,
+    /// A member on another timeline than the leader's.
+    Diverged,
+    /// A member that is not running or streaming.
+    NotFollowing,
+    /// A member further behind than `MEMBER_LAG_BYTES_MAX`, or of unknown lag.
+    Lagging,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub text: String,
+}
+
+impl Alert {
+    /// Two leaders or two timelines: acknowledged writes may sit where the leader does not.
+    pub fn is_divergence(&self) -> bool {
+        matches!(self.kind, AlertKind::SplitBrain | AlertKind::Diverged)
+    }
+}
+
 /// Pure: what is wrong with a region's Patroni cluster, from its `/cluster` document. A
 /// cluster that diverged (two leaders, or members on a timeline the leader does not descend
 /// from, as in issue 13) is reported here, never repaired: rewinding or re-cloning a member
 /// can throw away acknowledged writes, so it is the operator's decision.
-pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<String> {
+pub fn cluster_alerts(cluster: &serde_json::Value) -> Vec<Alert> {
     let members = cluster.get("members").and_then(|m| m.as_array()).cloned().unwrap_or_default();
     let s = |m: &serde_json::Value, k: &str| m.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-    let leaders: Vec<&serde_json::Value> =
-        members.iter().filter(|m| matches!(s(m, "role").as_str(), "leader" | "standby_leader")).collect();
+    let is_leader = |m: &serde_json::Value| matches!(s(m, "role").as_str(), "leader" | "standby_leader");
+    let leaders: Vec<&serde_json::Value> = members.iter().filter(|m| is_leader(m)).collect();
     let mut out = Vec::new();
+    let mut push = |kind, text: String| out.push(Alert { kind, text });
     match leaders.as_slice() {
-        [] => out.push("no leader".to_string()),
+        [] => push(AlertKind::NoLeader, "no leader".to_string()),
         [_] => {}
         many => {
-            out.push(format!("SPLIT BRAIN: {} leaders ({})", many.len(), many.iter().map(|m| s(m, "name")).collect::<Vec<_>>().join(", ")))
+            let names: Vec<String> = many.iter().map(|m| s(m, "name")).collect();
+            push(AlertKind::SplitBrain, format!("SPLIT BRAIN: {} leaders ({})", many.len(), names.join(", ")))
         }
     }
     let Some(leader) = leaders.first() else { return out };
     let leader_tl = leader.get("timeline").and_then(|t| t.as_u64());
-    for m in members.iter().filter(|m| !matches!(s(m, "role").as_str(), "leader" | "standby_leader")) {
-        let name = s(m, "name");
-        let state = s(m, "state");
+    for m in members.iter().filter(|m| !is_leader(m)) {
+        let (name, state) = (s(m, "name"), s(m, "state"));
         if !matches!(state.as_str(), "running" | "streaming") {
-            out.push(format!("{name} is {state}, not following the leader {}", s(leader, "name")));
+            push(AlertKind::NotFollowing, format!("{name} is {state}, not following the leader {}", s(leader, "name")));
             continue;
         }
         if let (Some(lt), Some(t)) = (leader_tl, m.get("timeline").and_then(|t| t.as_u64())) {
             if t != lt {
-                out.push(format!("DIVERGED: {name} is on timeline {t}, the leader {} on {lt}", s(leader, "name")));
+                push(AlertKind::Diverged, format!("DIVERGED: {name} is on timeline {t}, the leader {} on {lt}", s(leader, "name")));
                 continue;
             }
         }
         match m.get("lag") {
             Some(serde_json::Value::Number(n)) if n.as_u64().is_some_and(|b| b > MEMBER_LAG_BYTES_MAX) => {
-                out.push(format!("{name} lags the leader by {n} bytes"))
+                push(AlertKind::Lagging, format!("{name} lags the leader by {n} bytes"))
             }
-            Some(serde_json::Value::String(x)) => out.push(format!("{name} lag is {x}")),
+            Some(serde_json::Value::String(x)) => push(AlertKind::Lagging, format!("{name} lag is {x}")),
             _ => {}
         }
     }
@@ -199,10 +227,14 @@ async fn replay_lags(cfg: &Config, tpl: &Template, reachable: &[Host], fleet: &F
 
 #[cfg(test)]
 mod tests {
-    use super::cluster_alerts;
+    use super::{cluster_alerts, AlertKind};
 
     fn alerts(json: &str) -> Vec<String> {
-        cluster_alerts(&serde_json::from_str(json).unwrap())
+        cluster_alerts(&serde_json::from_str(json).unwrap()).into_iter().map(|a| a.text).collect()
+    }
+
+    fn kinds(json: &str) -> Vec<AlertKind> {
+        cluster_alerts(&serde_json::from_str(json).unwrap()).into_iter().map(|a| a.kind).collect()
     }
 
     #[test]
@@ -224,6 +256,7 @@ mod tests {
         assert_eq!(a.len(), 2, "{a:?}");
         assert!(a[0].starts_with("DIVERGED: db-1 is on timeline 4"), "{a:?}");
         assert!(a[1].contains("db-2 is starting"), "{a:?}");
+        assert_eq!(kinds(bad), vec![AlertKind::Diverged, AlertKind::NotFollowing]);
         let two = r#"{"members":[{"name":"a","role":"leader","state":"running"},{"name":"b","role":"leader","state":"running"}]}"#;
         assert!(alerts(two)[0].starts_with("SPLIT BRAIN: 2 leaders"));
         assert_eq!(alerts(r#"{"members":[]}"#), vec!["no leader".to_string()]);

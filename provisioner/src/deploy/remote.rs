@@ -228,10 +228,7 @@ impl Remote {
             let body: serde_json::Value = serde_json::from_str(&s.exec(&cmd, false)?.stdout).unwrap_or_default();
             // A diverged cluster is not waited out, and not repaired here: rewinding or
             // re-cloning a member can throw away acknowledged writes (issue 13).
-            let bad: Vec<String> = super::live::cluster_alerts(&body)
-                .into_iter()
-                .filter(|a| a.starts_with("SPLIT BRAIN") || a.starts_with("DIVERGED"))
-                .collect();
+            let bad: Vec<String> = super::live::cluster_alerts(&body).into_iter().filter(|a| a.is_divergence()).map(|a| a.text).collect();
             if bad.is_empty() {
                 diverged_since = None;
             } else if diverged_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(DIVERGED_FOR_MS_MAX) {

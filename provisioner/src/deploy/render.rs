@@ -202,21 +202,15 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
         ("synchronous_mode_strict", (h.region_role == RegionRole::Primary).to_string()),
         ("ttl_s", PATRONI_TTL_S.to_string()),
         ("patroni_version", super::prereq::PATRONI_VERSION.to_string()),
+        // pg-fence.py (rendered from the same map)
+        ("etcd_urls", peers.iter().map(|d| format!("http://{}:{}", d.private_ip, ports.etcd_client)).collect::<Vec<_>>().join(",")),
+        ("data_dir", format!("{}/pg/data", p.var_lib)),
+        ("margin_s", FENCE_MARGIN_S.to_string()),
         ("standby_cluster", standby),
         ("superuser_password", ctx.secrets.db_superuser_password.expose().to_string()),
         ("replication_password", ctx.secrets.db_replication_password.expose().to_string()),
         ("cidr_a", cfg.regions[0].vpc_cidr.to_string()),
         ("cidr_b", cfg.regions[1].vpc_cidr.to_string()),
-    ]);
-    let fence_vars = BTreeMap::from([
-        ("project", cfg.project.clone()),
-        ("region", h.region.clone()),
-        ("scope", format!("{}-{}", cfg.project, h.region)),
-        ("name", h.patroni_member()),
-        ("etcd_urls", peers.iter().map(|d| format!("http://{}:{}", d.private_ip, ports.etcd_client)).collect::<Vec<_>>().join(",")),
-        ("data_dir", format!("{}/pg/data", p.var_lib)),
-        ("ttl_s", PATRONI_TTL_S.to_string()),
-        ("margin_s", FENCE_MARGIN_S.to_string()),
     ]);
     let mut patroni = file(format!("{}/patroni.yml", p.etc), 0o600, render("db/patroni.yml", PATRONI_YML, &vars)?);
     patroni.owner = Some("postgres".into());
@@ -235,7 +229,7 @@ pub fn db_files(ctx: &Ctx, h: &Host) -> Result<Vec<FileSpec>, RenderError> {
             ),
             &["patroni"],
         ),
-        restarting(file(format!("{}/pg-fence.py", p.etc), 0o700, render("db/pg-fence.py", PG_FENCE_PY, &fence_vars)?), &["pg-fence"]),
+        restarting(file(format!("{}/pg-fence.py", p.etc), 0o700, render("db/pg-fence.py", PG_FENCE_PY, &vars)?), &["pg-fence"]),
         restarting(service("pg-fence", "root", "", &format!("/usr/bin/python3 -u {}/pg-fence.py", p.etc), &p), &["pg-fence"]),
     ])
 }

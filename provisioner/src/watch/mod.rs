@@ -484,8 +484,8 @@ fn db_summary(c: &Value) -> (Option<bool>, String, Option<u64>) {
     let lag = members.iter().filter_map(|m| m["lag"].as_u64()).max();
     // Two leaders is said at once (a transition, posted to the webhooks); a member briefly on
     // an older timeline after a failover is normal, so that is left to `status`.
-    if let Some(split) = crate::deploy::live::cluster_alerts(c).into_iter().find(|a| a.starts_with("SPLIT BRAIN")) {
-        return (None, split, lag);
+    if let Some(split) = crate::deploy::live::cluster_alerts(c).into_iter().find(|a| a.kind == crate::deploy::live::AlertKind::SplitBrain) {
+        return (None, split.text, lag);
     }
     if let Some(m) = members.iter().find(|m| m["role"] == "leader" && running(m)) {
         return (Some(true), format!("leader {}", m["name"].as_str().unwrap_or("?")), lag);
