@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::model::{HostSpec, RecordFound, RecordSpec, Rule};
+use crate::model::{Address, HostSpec, RecordFound, RecordSpec, Rule};
 
 /// A resource: an id that exists, or the key of one that an earlier step of this plan creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -13,12 +13,12 @@ pub enum Ref {
     Key(String),
 }
 
-/// An IP address: known now, or that of an instance an earlier step creates.
+/// An IP address: known now, or the given address of an instance an earlier step creates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IpRef {
     Known(String),
-    OfInstance(String),
+    OfInstance { key: String, address: Address },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -365,7 +365,7 @@ fn r(x: &Ref) -> &str {
 fn ip_text(x: &IpRef) -> String {
     match x {
         IpRef::Known(ip) => ip.clone(),
-        IpRef::OfInstance(k) => format!("<ip of {k}>"),
+        IpRef::OfInstance { key, .. } => format!("<ip of {key}>"),
     }
 }
 

@@ -22,7 +22,6 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
 
     let mut http_checks = Vec::new();
     let mut region_checks = Vec::new();
-    let mut records = Vec::new();
     for r in &regions {
         let mut children = Vec::new();
         for h in r.hosts.iter().filter(|h| h.gateway) {
@@ -38,14 +37,7 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
                 failure_threshold: 3,
             });
         }
-        let check_key = format!("{}/check/region", r.name);
-        region_checks.push(RegionCheckSpec { key: check_key.clone(), region: r.name.clone(), children, healthy_children_min: 1 });
-        // The PRIMARY record follows the primary role, wherever a failover put it.
-        let (failover, ident) = match cfg.role_now(&r.name) {
-            crate::config::RegionRole::Primary => (Failover::Primary, "primary"),
-            crate::config::RegionRole::Dr => (Failover::Secondary, "secondary"),
-        };
-        records.push(RecordSpec { set_identifier: format!("{}-{}", cfg.project, ident), failover, region: r.name.clone(), check_key });
+        region_checks.push(RegionCheckSpec { key: region_check_key(&r.name), region: r.name.clone(), children, healthy_children_min: 1 });
     }
 
     Desired {
@@ -56,11 +48,38 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
         zone_name: cfg.dns.zone.trim_end_matches('.').to_string(),
         record_name: cfg.dns.api_record.trim_end_matches('.').to_string(),
         record_ttl_s: cfg.dns.record_ttl_s,
-        use_public_ip: cfg.health_target == HealthTarget::PublicIp,
+        address: match cfg.health_target {
+            HealthTarget::PublicIp => Address::Public,
+            HealthTarget::PrivateIp => Address::Private,
+        },
         http_checks,
         region_checks,
-        records,
+        records: records(cfg),
     }
+}
+
+fn region_check_key(region: &str) -> String {
+    format!("{region}/check/region")
+}
+
+/// The failover records: the PRIMARY follows the primary role, wherever a failover put it
+/// (`cfg.with_active(..)` gives the records after a move).
+pub fn records(cfg: &Config) -> Vec<RecordSpec> {
+    cfg.regions
+        .iter()
+        .map(|r| {
+            let (failover, ident) = match cfg.role_now(&r.name) {
+                crate::config::RegionRole::Primary => (Failover::Primary, "primary"),
+                crate::config::RegionRole::Dr => (Failover::Secondary, "secondary"),
+            };
+            RecordSpec {
+                set_identifier: format!("{}-{}", cfg.project, ident),
+                failover,
+                region: r.name.clone(),
+                check_key: region_check_key(&r.name),
+            }
+        })
+        .collect()
 }
 
 fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -> DesiredRegion {

@@ -38,7 +38,7 @@ enum State {
     Skipped,
 }
 
-pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnError, use_public_ip: bool, progress: &Progress) -> Outcome {
+pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnError, progress: &Progress) -> Outcome {
     assert!(concurrency > 0, "concurrency must be at least 1");
     let n = plan.steps.len();
     let mut state = vec![State::Waiting; n];
@@ -66,7 +66,7 @@ pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnErr
             let action = &plan.steps[i].action;
             tracing::info!(step = i, scope = action.scope(), what = %action.describe(), "applying");
             let snapshot = outputs.clone();
-            running.push(async move { (i, cloud.apply(action, &snapshot, use_public_ip).await) });
+            running.push(async move { (i, cloud.apply(action, &snapshot).await) });
         }
         let Some((i, result)) = running.next().await else { break };
         let action = &plan.steps[i].action;

@@ -19,6 +19,7 @@ pub mod plan;
 pub mod progress;
 pub mod render;
 pub mod roles;
+pub mod situation;
 pub mod ssh;
 pub mod teardown;
 pub mod template;

@@ -185,14 +185,13 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         Cmd::Failover { to, planned, force } => {
             let (cfg, tpl) = load()?;
             let opts = provisioner::failover::Opts { to: to.clone(), planned: *planned, force: *force, quiet: false };
-            let r = provisioner::failover::failover(&cfg, &tpl, &opts).await?;
+            let r = ops::failover(&cfg, &tpl, &opts).await?;
             print(json, &r, || render::failover(&r));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Failback => {
             let (cfg, tpl) = load()?;
-            let opts = provisioner::failover::Opts { to: cfg.primary().name.clone(), planned: true, force: false, quiet: false };
-            let r = provisioner::failover::failback(&cfg, &tpl, &opts).await?;
+            let r = ops::failback(&cfg, &tpl, false).await?;
             print(json, &r, || render::failback(&r));
             Ok(ExitCode::SUCCESS)
         }
@@ -201,7 +200,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             let lab = lab
                 .as_deref()
                 .ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
-            let r = provisioner::drill::db_leader::drill_db_leader(&cfg, &tpl, lab, *orders_per_s, false).await?;
+            let r = ops::drill_db_leader(&cfg, &tpl, lab, *orders_per_s).await?;
             if let Some(path) = report {
                 std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
             }
@@ -218,7 +217,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 load_after_s: *load_s,
                 quiet: false,
             };
-            let r = provisioner::drill::drill(&cfg, &tpl, &opts).await?;
+            let r = ops::drill(&cfg, &tpl, &opts).await?;
             if let Some(path) = report {
                 std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
             }
@@ -234,7 +233,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
                 duration_s: *duration_s,
                 quiet: false,
             };
-            let r = provisioner::watch::run(&cfg, &tpl, &opts, json).await?;
+            let r = ops::watch(&cfg, &tpl, &opts, &render::WatchPrinter { json, quiet: false }).await?;
             if json {
                 // JSON Lines: the summary is the last line.
                 let mut v = serde_json::to_value(&r)?;

@@ -114,6 +114,35 @@ impl Failover {
     }
 }
 
+/// Which of an instance's addresses the records, health checks and SSH use: decided once, in
+/// `desired` (from `health_target`), and carried in the data from there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Address {
+    Private,
+    Public,
+}
+
+impl Address {
+    pub fn pick(self, private: Option<&String>, public: Option<&String>) -> Option<String> {
+        match self {
+            Address::Private => private.cloned(),
+            Address::Public => public.cloned(),
+        }
+    }
+
+    pub fn of(self, a: &InstanceAttrs) -> Option<String> {
+        self.pick(a.private_ip.as_ref(), a.public_ip.as_ref())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Address::Private => "private",
+            Address::Public => "public",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Desired {
     pub project: String,
@@ -124,7 +153,8 @@ pub struct Desired {
     pub zone_name: String,
     pub record_name: String,
     pub record_ttl_s: i64,
-    pub use_public_ip: bool,
+    /// Which address of a host the records, health checks and SSH use.
+    pub address: Address,
     pub http_checks: Vec<HttpCheckSpec>,
     pub region_checks: Vec<RegionCheckSpec>,
     pub records: Vec<RecordSpec>,

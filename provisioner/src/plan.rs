@@ -201,8 +201,7 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
                             h.key, f.id, f.attrs.instance_type, h.instance_type
                         ));
                     }
-                    let ip = if d.use_public_ip { f.attrs.public_ip.clone() } else { f.attrs.private_ip.clone() };
-                    ips.insert(h.key.clone(), (IpRef::Known(ip.unwrap_or_default()), None));
+                    ips.insert(h.key.clone(), (IpRef::Known(d.address.of(&f.attrs).unwrap_or_default()), None));
                 }
                 None => {
                     let ami = or.ami_id.clone().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
@@ -217,7 +216,7 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
                         key_name: dr.key_pair_name.clone(),
                     };
                     let s = p.push(a, after(&[sn, sg, &kp]));
-                    ips.insert(h.key.clone(), (IpRef::OfInstance(h.key.clone()), Some(s)));
+                    ips.insert(h.key.clone(), (IpRef::OfInstance { key: h.key.clone(), address: d.address }, Some(s)));
                 }
             }
         }
@@ -427,7 +426,7 @@ fn extras<A: Clone>(found: &[Found<A>], wanted: impl Fn(&str) -> bool) -> Vec<Fo
 fn ip_text(ip: &IpRef) -> String {
     match ip {
         IpRef::Known(s) => s.clone(),
-        IpRef::OfInstance(k) => k.clone(),
+        IpRef::OfInstance { key, .. } => key.clone(),
     }
 }
 

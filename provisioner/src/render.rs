@@ -5,6 +5,7 @@ use std::fmt::Write;
 use crate::action::Change;
 use crate::model::CheckAttrs;
 use crate::ops::{ApplyReport, PlanReport};
+use crate::watch::decide::{Aspect, Decision};
 
 pub fn plan(r: &PlanReport) -> String {
     let mut s = String::new();
@@ -188,7 +189,7 @@ pub fn failover(r: &crate::failover::FailoverReport) -> String {
     s
 }
 
-pub fn failback(r: &crate::failover::ladder::FailbackReport) -> String {
+pub fn failback(r: &crate::failover::FailbackReport) -> String {
     let mut s = format!("failback: rebuild: {}", r.rebuild);
     if r.rebuild_ms > 0 {
         s.push_str(&format!(" ({:.1} s)", r.rebuild_ms as f64 / 1000.0));
@@ -284,4 +285,64 @@ pub fn up_all(r: &crate::ops::FullUpReport) -> String {
         }
     }
     s
+}
+
+/// `watch`'s lines as they happen: JSON Lines on stdout, or text on stderr.
+pub struct WatchPrinter {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+impl crate::watch::Sink for WatchPrinter {
+    fn note(&self, at: u64, text: &str) {
+        if self.json {
+            println!("{}", serde_json::json!({ "event": "note", "at_unix_ms": at, "note": text }));
+        } else if !self.quiet {
+            eprintln!("watch: {} {text}", clock(at));
+        }
+    }
+
+    fn decision(&self, at: u64, d: &Decision) {
+        if self.json {
+            let mut v = serde_json::to_value(d).unwrap_or(serde_json::Value::Null);
+            v["at_unix_ms"] = serde_json::json!(at);
+            println!("{v}");
+            return;
+        }
+        if self.quiet {
+            return;
+        }
+        match d {
+            Decision::Transition { region, aspect, from, to, reason } => {
+                let what = if *aspect == Aspect::Db { format!("{region} db") } else { region.clone() };
+                eprintln!("watch: {} {what}: {from} -> {to} ({reason})", clock(at));
+            }
+            Decision::FailOver { from, to, reason } => eprintln!("watch: {} FAILOVER {from} -> {to} ({reason})", clock(at)),
+            Decision::Hold { reason } => eprintln!("watch: {} hold: {reason}", clock(at)),
+        }
+    }
+
+    fn failover(&self, at: u64, r: &crate::failover::FailoverReport) {
+        if self.json {
+            println!("{}", serde_json::json!({ "event": "failover_report", "at_unix_ms": at, "report": r }));
+        } else if !self.quiet {
+            eprint!("{}", failover(r));
+        }
+    }
+}
+
+/// `HH:MM:SS.mmm` UTC.
+fn clock(unix_ms: u64) -> String {
+    let s = (unix_ms / 1000) % 86_400;
+    format!("{:02}:{:02}:{:02}.{:03}Z", s / 3600, (s / 60) % 60, s % 60, unix_ms % 1000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_is_utc_time_of_day() {
+        assert_eq!(clock(86_400_000 + 3_723_045), "01:02:03.045Z");
+    }
 }

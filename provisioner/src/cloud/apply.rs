@@ -40,18 +40,18 @@ impl Cloud {
         }
     }
 
-    fn ip(&self, r: &IpRef, out: &Outputs, public: bool) -> Result<String, CloudError> {
+    fn ip(&self, r: &IpRef, out: &Outputs) -> Result<String, CloudError> {
         match r {
             IpRef::Known(ip) => Ok(ip.clone()),
-            IpRef::OfInstance(k) => {
-                let c = out.get(k).ok_or_else(|| other(k, "global", "instance not created by an earlier step"))?;
-                let ip = if public { c.public_ip.clone() } else { c.private_ip.clone() };
-                ip.ok_or_else(|| other(k, "global", if public { "instance has no public IP" } else { "instance has no private IP" }))
+            IpRef::OfInstance { key, address } => {
+                let c = out.get(key).ok_or_else(|| other(key, "global", "instance not created by an earlier step"))?;
+                let ip = address.pick(c.private_ip.as_ref(), c.public_ip.as_ref());
+                ip.ok_or_else(|| other(key, "global", format!("instance has no {} IP", address.as_str())))
             }
         }
     }
 
-    pub async fn apply(&self, a: &Action, out: &Outputs, use_public_ip: bool) -> Result<Option<Created>, CloudError> {
+    pub async fn apply(&self, a: &Action, out: &Outputs) -> Result<Option<Created>, CloudError> {
         use Action::*;
         let p = self.project.as_str();
         let made = |id: Option<&str>| Ok(Some(Created { id: id.unwrap_or_default().to_string(), ..Default::default() }));
@@ -265,7 +265,7 @@ impl Cloud {
             CreateHttpCheck { key, ip, port, path, request_interval_s, failure_threshold } => {
                 let cfg = HealthCheckConfig::builder()
                     .r#type(HealthCheckType::Http)
-                    .ip_address(self.ip(ip, out, use_public_ip)?)
+                    .ip_address(self.ip(ip, out)?)
                     .port(i32::from(*port))
                     .resource_path(path)
                     .request_interval(*request_interval_s)
@@ -278,7 +278,7 @@ impl Cloud {
                 self.r53
                     .update_health_check()
                     .health_check_id(id)
-                    .ip_address(self.ip(ip, out, use_public_ip)?)
+                    .ip_address(self.ip(ip, out)?)
                     .port(i32::from(*port))
                     .resource_path(path)
                     .send()
@@ -310,7 +310,7 @@ impl Cloud {
             }
             UpsertRecord { zone, name, spec, ips, check, ttl_s } => {
                 let zone = self.id(zone, out, "global")?;
-                let values = ips.iter().map(|i| self.ip(i, out, use_public_ip)).collect::<Result<Vec<_>, _>>()?;
+                let values = ips.iter().map(|i| self.ip(i, out)).collect::<Result<Vec<_>, _>>()?;
                 let target = super::RecordTarget {
                     set_identifier: spec.set_identifier.clone(),
                     failover: spec.failover,

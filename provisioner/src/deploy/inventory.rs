@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, HealthTarget, RegionRole};
+use crate::config::{Config, RegionRole};
 use crate::model::{pick, Desired, Observed};
 
 #[derive(Debug, Clone, Serialize)]
@@ -58,10 +58,7 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
                 missing.push(MissingHost { key: h.key.clone() });
                 continue;
             };
-            let ssh_ip = match cfg.health_target {
-                HealthTarget::PrivateIp => private_ip.clone(),
-                HealthTarget::PublicIp => f.attrs.public_ip.clone().unwrap_or_else(|| private_ip.clone()),
-            };
+            let ssh_ip = d.address.of(&f.attrs).unwrap_or_else(|| private_ip.clone());
             hosts.push(Host {
                 key: h.key.clone(),
                 name: format!("{}-{}", h.role, h.index),

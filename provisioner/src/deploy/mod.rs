@@ -75,7 +75,6 @@ pub struct Deployer {
 impl Deployer {
     pub fn new(cfg: &Config, tpl: &Template, inv: Inventory, quiet: bool) -> Result<Deployer, DeployError> {
         let secrets = secrets::ensure(cfg)?;
-        crate::keys::ensure_public_key(cfg)?;
         let ctx = Ctx { cfg, tpl, inv: &inv, secrets: &secrets, dr_mode: engine_config::RegionMode::Standby };
         let base = render::base_files(&ctx)?;
         let mut plans = BTreeMap::new();

@@ -43,7 +43,7 @@ pub async fn drill_db_leader(
     orders_per_s: u32,
     quiet: bool,
 ) -> Result<DbLeaderReport, DrillError> {
-    let w = failover::ladder::look(cfg, tpl).await?;
+    let w = failover::look(cfg, tpl).await?;
     let region = w.cfg.active().name.clone();
     let hosts = failover::ladder::region_hosts(&w, tpl, &region);
     let leader = hosts.leader().await.map_err(|e| step_err("find the DB leader", e))?;

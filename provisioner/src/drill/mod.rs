@@ -15,8 +15,7 @@ use serde::Serialize;
 use self::load::{DrillUser, Load, LoadStats};
 use crate::cloud::Cloud;
 use crate::config::Config;
-use crate::failover::ladder::FailbackReport;
-use crate::failover::{self, FailoverError, FailoverReport, StepTime};
+use crate::failover::{self, FailbackReport, FailoverError, FailoverReport, StepTime};
 use crate::template::Template;
 
 const SAMPLE_MAX: usize = 20;
@@ -78,7 +77,13 @@ pub(crate) fn step_err(step: &str, detail: impl ToString) -> DrillError {
     DrillError::Step { step: step.into(), detail: detail.to_string() }
 }
 
-pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<DrillReport, DrillError> {
+/// `failback` is the command that moves the primary role home (it rebuilds a fenced region
+/// with `up`, which sits above this module).
+pub async fn drill<F, Fut>(cfg: &Config, tpl: &Template, opts: &DrillOpts, failback: F) -> Result<DrillReport, DrillError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<FailbackReport, FailoverError>>,
+{
     let t0 = Instant::now();
     let mut steps = Vec::new();
     let mut timed = |name: &str, since: Instant, detail: String| {
@@ -97,7 +102,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         }
         (None, false) => None,
     };
-    let world = failover::ladder::look(cfg, tpl).await?;
+    let world = failover::look(cfg, tpl).await?;
     if let Some(f) = &world.observed.marks.fence {
         return Err(DrillError::Refused {
             reason: format!("{} is fenced by an earlier failover", f.region),
@@ -146,8 +151,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         ld.mark();
     }
     let s = Instant::now();
-    let fo =
-        failover::failover(cfg, tpl, &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, quiet: opts.quiet }).await;
+    let fo = failover::run(cfg, tpl, &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, quiet: opts.quiet }).await;
     let fo = match fo {
         Ok(r) => r,
         Err(e) => {
@@ -169,9 +173,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
         run_lab(lab, "heal all").map_err(|e| step_err("heal", e))?;
     }
     let s = Instant::now();
-    let fb =
-        failover::failback(cfg, tpl, &failover::Opts { to: cfg.primary().name.clone(), planned: true, force: false, quiet: opts.quiet })
-            .await?;
+    let fb = failback().await?;
     timed("failback", s, fb.rebuild.clone());
     let s = Instant::now();
     let home = orders_in(cfg, tpl, &from, user_id).await.map_err(|e| step_err("verify after failback", e))?;
@@ -211,7 +213,7 @@ pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<Dri
 
 /// The drill user's client order ids committed in `region`'s database (read on its leader).
 async fn orders_in(cfg: &Config, tpl: &Template, region: &str, user_id: i64) -> Result<BTreeSet<String>, String> {
-    let w = failover::ladder::look(cfg, tpl).await.map_err(|e| e.to_string())?;
+    let w = failover::look(cfg, tpl).await.map_err(|e| e.to_string())?;
     let r = failover::ladder::region_hosts(&w, tpl, region);
     let leader = r.leader().await.map_err(|e| e.to_string())?;
     let out = r

@@ -5,8 +5,10 @@
 //! replayed the old one's last WAL, promote, activate, flip: zero loss, and going back needs
 //! no rebuild.
 
+mod failback;
 pub mod hosts;
 pub mod ladder;
+mod rungs;
 pub mod webhook;
 
 use std::time::Instant;
@@ -15,8 +17,13 @@ use serde::Serialize;
 
 use self::hosts::HostError;
 use crate::cloud::CloudError;
+use crate::config::Config;
+use crate::keys::KeyUse;
+use crate::situation::{Look, LookError, Situation};
+use crate::template::Template;
 
-pub use ladder::{failback, failover};
+pub use failback::{needs_rebuild, unfence, FailbackReport};
+pub use ladder::{check_target, failover};
 
 /// Bounds on each wait of the ladder.
 pub const PROMOTE_WAIT_MS_MAX: u64 = 90_000;
@@ -53,8 +60,46 @@ pub enum FailoverError {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    /// `failback`'s rebuild of the fenced region (`up` + `deploy`) failed.
     #[error(transparent)]
-    Up(#[from] Box<crate::ops::Error>),
+    Rebuild(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<LookError> for FailoverError {
+    fn from(e: LookError) -> FailoverError {
+        match e {
+            LookError::Cloud(e) => FailoverError::Cloud(e),
+            LookError::Key(e) => FailoverError::Key(e),
+        }
+    }
+}
+
+pub(crate) fn refused(reason: impl Into<String>, fix: impl Into<String>) -> FailoverError {
+    FailoverError::Refused { reason: reason.into(), fix: fix.into() }
+}
+
+/// The look every regional command starts from: partial (a dead region's API is expected),
+/// and refused when the project has no hosted zone yet.
+pub async fn look(cfg: &Config, tpl: &Template) -> Result<Situation, FailoverError> {
+    let s = Situation::look(cfg, tpl, Look::Partial, KeyUse::Read).await?;
+    zone_id(&s)?;
+    Ok(s)
+}
+
+/// A fresh look, then the ladder: what `failover --to` and `watch --auto-failover` run.
+pub async fn run(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<FailoverReport, FailoverError> {
+    check_target(cfg, &opts.to)?;
+    let s = look(cfg, tpl).await?;
+    failover(&s, tpl, opts).await
+}
+
+/// The project's hosted zone, where the failover marks live.
+pub(crate) fn zone_id(s: &Situation) -> Result<&str, FailoverError> {
+    s.observed
+        .zone
+        .as_ref()
+        .map(|z| z.id.as_str())
+        .ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,7 +151,7 @@ impl Timeline {
     }
 
     /// Runs one named step, records its duration and what it did.
-    pub async fn step<T, E>(&mut self, name: &str, f: impl std::future::Future<Output = Result<(T, String), E>>) -> Result<T, FailoverError>
+    pub async fn step<T, E>(&mut self, name: &str, f: impl std::future::Future<Output = Result<Rung<T>, E>>) -> Result<T, FailoverError>
     where
         E: std::error::Error + Send + Sync + 'static,
     {
@@ -115,7 +160,7 @@ impl Timeline {
         }
         let t0 = Instant::now();
         match f.await {
-            Ok((v, detail)) => {
+            Ok(Rung { value: v, detail }) => {
                 let ms = t0.elapsed().as_millis() as u64;
                 if !self.quiet {
                     eprintln!(
@@ -137,6 +182,24 @@ impl Timeline {
             return "nothing".into();
         }
         self.steps.iter().map(|s| s.step.as_str()).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// What a step made, and one line for the timeline about what it did.
+pub(crate) struct Rung<T> {
+    pub value: T,
+    pub detail: String,
+}
+
+impl<T> Rung<T> {
+    pub fn new(value: T, detail: impl Into<String>) -> Rung<T> {
+        Rung { value, detail: detail.into() }
+    }
+}
+
+impl Rung<()> {
+    pub fn done(detail: impl Into<String>) -> Rung<()> {
+        Rung { value: (), detail: detail.into() }
     }
 }
 

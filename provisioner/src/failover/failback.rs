@@ -1,0 +1,51 @@
+//! The fenced region's side of `failback`: its instances terminated, their host keys
+//! forgotten, the fence mark cleared. `ops::failback` then rebuilds it (`up` + `deploy`) and
+//! moves the primary role home with a planned switchover.
+
+use super::*;
+use crate::model::Marks;
+use crate::situation::Situation;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailbackReport {
+    /// "fresh clone on new instances" when the region was fenced, else "none".
+    pub rebuild: String,
+    pub rebuild_ms: u64,
+    pub switchover: Option<FailoverReport>,
+    pub notes: Vec<String>,
+}
+
+/// Terminates a fenced region's instances (their data may hold writes the survivors never
+/// saw: the region is rebuilt from a fresh clone, not rewound), forgets their host keys and
+/// clears the fence. Nothing to do when no region is fenced.
+pub async fn unfence(w: &Situation, quiet: bool) -> Result<(), FailoverError> {
+    let Some(f) = &w.observed.marks.fence else { return Ok(()) };
+    let zone_id = zone_id(w)?;
+    w.cloud.ec2_answers(&f.region).await.map_err(|e| {
+        refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers")
+    })?;
+    let instances = w.observed.region(&f.region).map(|r| r.instances.as_slice()).unwrap_or_default();
+    let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
+    let addrs: Vec<crate::ssh::Target> = instances
+        .iter()
+        .flat_map(|i| [i.attrs.private_ip.clone(), i.attrs.public_ip.clone()])
+        .flatten()
+        .map(|ip| crate::ssh::Target::new(ip, 22))
+        .collect();
+    if !quiet {
+        eprintln!("failback: terminating {} fenced instance(s) in {} (their data may hold writes the survivors never saw: a fresh clone, not pg_rewind)", ids.len(), f.region);
+    }
+    w.cloud.terminate(&f.region, &ids).await?;
+    crate::ssh::KnownHosts::new(crate::keys::key_dir(&w.cfg).join("known_hosts"))
+        .forget(&addrs)
+        .map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
+    w.cloud.set_marks(zone_id, &Marks { active: w.observed.marks.active.clone(), fence: None }).await?;
+    Ok(())
+}
+
+/// The passive region must be rebuilt: it was fenced, or an earlier failback stopped between
+/// the termination and the rebuild (its hosts are missing).
+pub fn needs_rebuild(w: &Situation) -> bool {
+    let prefix = format!("{}/", w.cfg.passive().name);
+    w.observed.marks.fence.is_some() || w.missing.iter().any(|k| k.starts_with(&prefix))
+}
