@@ -1,0 +1,276 @@
+//! The EC2 actions: network, security groups, key pairs, instances, peering, and their removal.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{Filter, InstanceType, IpPermission, IpRange, ResourceType, TagSpecification};
+
+use super::{already_done, other, Created, Outputs};
+use crate::action::Action;
+use crate::cloud::{tags, Cloud, CloudError};
+use crate::model::*;
+
+const INSTANCE_WAIT_MS_MAX: u64 = 300_000;
+const POLL_MS: u64 = 250;
+
+impl Cloud {
+    /// The tags a resource is born with: the project, its logical key and its name.
+    fn born_with(&self, rt: ResourceType, key: &str, name: &str) -> TagSpecification {
+        tags::spec(rt, &self.project, key, name, &[])
+    }
+
+    pub(super) async fn apply_ec2(&self, a: &Action, out: &Outputs) -> Result<Option<Created>, CloudError> {
+        use Action::*;
+        match a {
+            CreateVpc { region, key, cidr } => {
+                let call = self.ec2(region)?.create_vpc().cidr_block(cidr).tag_specifications(self.born_with(ResourceType::Vpc, key, key));
+                self.create("CreateVpc", key, region, call.send(), |r| r.vpc().and_then(|v| v.vpc_id())).await
+            }
+            CreateSubnet { region, key, vpc, cidr, az } => {
+                let call = self
+                    .ec2(region)?
+                    .create_subnet()
+                    .vpc_id(self.id(vpc, out, region)?)
+                    .cidr_block(cidr)
+                    .availability_zone(az)
+                    .tag_specifications(self.born_with(ResourceType::Subnet, key, key));
+                self.create("CreateSubnet", key, region, call.send(), |r| r.subnet().and_then(|s| s.subnet_id())).await
+            }
+            CreateInternetGateway { region, key } => {
+                let call =
+                    self.ec2(region)?.create_internet_gateway().tag_specifications(self.born_with(ResourceType::InternetGateway, key, key));
+                self.create("CreateInternetGateway", key, region, call.send(), |r| {
+                    r.internet_gateway().and_then(|g| g.internet_gateway_id())
+                })
+                .await
+            }
+            AttachInternetGateway { region, igw, vpc } => {
+                let igw = self.id(igw, out, region)?;
+                let call = self.ec2(region)?.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(self.id(vpc, out, region)?);
+                self.call("AttachInternetGateway", &igw, region, call.send()).await.map(|_| None)
+            }
+            CreateRouteTable { region, key, vpc } => {
+                let call = self.ec2(region)?.create_route_table().vpc_id(self.id(vpc, out, region)?).tag_specifications(self.born_with(
+                    ResourceType::RouteTable,
+                    key,
+                    key,
+                ));
+                self.create("CreateRouteTable", key, region, call.send(), |r| r.route_table().and_then(|t| t.route_table_id())).await
+            }
+            CreateRoute { region, route_table, cidr, target, replace } => {
+                self.route(region, route_table, cidr, target, *replace, out).await
+            }
+            AssociateRouteTable { region, route_table, subnet } => {
+                let rt = self.id(route_table, out, region)?;
+                let call = self.ec2(region)?.associate_route_table().route_table_id(&rt).subnet_id(self.id(subnet, out, region)?);
+                self.call("AssociateRouteTable", &rt, region, call.send()).await.map(|_| None)
+            }
+            CreateSecurityGroup { region, key, name, vpc } => {
+                let call = self
+                    .ec2(region)?
+                    .create_security_group()
+                    .group_name(name)
+                    .description(format!("{}: {key}", self.project))
+                    .vpc_id(self.id(vpc, out, region)?)
+                    .tag_specifications(self.born_with(ResourceType::SecurityGroup, key, name));
+                self.create("CreateSecurityGroup", key, region, call.send(), |r| r.group_id()).await
+            }
+            AuthorizeIngress { region, sg, rules } => {
+                let sg = self.id(sg, out, region)?;
+                let perms: Vec<IpPermission> = rules.iter().map(perm).collect();
+                let call = self.ec2(region)?.authorize_security_group_ingress().group_id(&sg).set_ip_permissions(Some(perms));
+                already_done(self.call("AuthorizeSecurityGroupIngress", &sg, region, call.send()).await, &["InvalidPermission.Duplicate"])
+            }
+            RevokeIngress { region, sg, rules } => {
+                let perms: Vec<IpPermission> = rules.iter().map(perm).collect();
+                let call = self.ec2(region)?.revoke_security_group_ingress().group_id(sg).set_ip_permissions(Some(perms));
+                self.call("RevokeSecurityGroupIngress", sg, region, call.send()).await.map(|_| None)
+            }
+            ImportKeyPair { region, key, name, public_key } => {
+                let call = self
+                    .ec2(region)?
+                    .import_key_pair()
+                    .key_name(name)
+                    .public_key_material(aws_smithy_types::Blob::new(public_key.as_bytes()))
+                    .tag_specifications(self.born_with(ResourceType::KeyPair, key, name));
+                self.create("ImportKeyPair", name, region, call.send(), |r| r.key_pair_id().or(r.key_name())).await
+            }
+            RunInstance { region, region_role, host, ami, subnet, sg, key_name } => {
+                self.run_instance(region, region_role, host, ami, self.id(subnet, out, region)?, self.id(sg, out, region)?, key_name).await
+            }
+            StartInstances { region, ids } => {
+                let call = self.ec2(region)?.start_instances().set_instance_ids(Some(ids.clone()));
+                self.call("StartInstances", &ids.join(","), region, call.send()).await.map(|_| None)
+            }
+            CreatePeering { region, key, vpc, peer_region, peer_vpc } => {
+                let call = self
+                    .ec2(region)?
+                    .create_vpc_peering_connection()
+                    .vpc_id(self.id(vpc, out, region)?)
+                    .peer_vpc_id(self.id(peer_vpc, out, peer_region)?)
+                    .peer_region(peer_region)
+                    .tag_specifications(self.born_with(ResourceType::VpcPeeringConnection, key, key));
+                self.create("CreateVpcPeeringConnection", key, region, call.send(), |r| {
+                    r.vpc_peering_connection().and_then(|c| c.vpc_peering_connection_id())
+                })
+                .await
+            }
+            AcceptPeering { region, peering } => {
+                let id = self.id(peering, out, region)?;
+                let call = self.ec2(region)?.accept_vpc_peering_connection().vpc_peering_connection_id(&id);
+                self.call("AcceptVpcPeeringConnection", &id, region, call.send()).await.map(|_| None)
+            }
+            _ => self.remove_ec2(a).await,
+        }
+    }
+
+    async fn remove_ec2(&self, a: &Action) -> Result<Option<Created>, CloudError> {
+        use Action::*;
+        match a {
+            TerminateInstances { region, ids, .. } => {
+                let call = self.ec2(region)?.terminate_instances().set_instance_ids(Some(ids.clone()));
+                self.delete("TerminateInstances", &ids.join(","), region, call.send()).await?;
+                self.wait_instances(region, ids, &["terminated"]).await?;
+                Ok(None)
+            }
+            DeletePeering { region, id } => {
+                let call = self.ec2(region)?.delete_vpc_peering_connection().vpc_peering_connection_id(id);
+                self.delete("DeleteVpcPeeringConnection", id, region, call.send()).await
+            }
+            DeleteRouteTable { region, id, associations } => {
+                let c = self.ec2(region)?;
+                for a in associations {
+                    self.delete("DisassociateRouteTable", a, region, c.disassociate_route_table().association_id(a).send()).await?;
+                }
+                self.delete("DeleteRouteTable", id, region, c.delete_route_table().route_table_id(id).send()).await
+            }
+            DeleteInternetGateway { region, id, attached_vpc } => {
+                let c = self.ec2(region)?;
+                if let Some(v) = attached_vpc {
+                    let call = c.detach_internet_gateway().internet_gateway_id(id).vpc_id(v);
+                    self.delete("DetachInternetGateway", id, region, call.send()).await?;
+                }
+                self.delete("DeleteInternetGateway", id, region, c.delete_internet_gateway().internet_gateway_id(id).send()).await
+            }
+            DeleteSecurityGroup { region, id, key } => {
+                let call = self.ec2(region)?.delete_security_group().group_id(id);
+                self.delete("DeleteSecurityGroup", &format!("{key} ({id})"), region, call.send()).await
+            }
+            DeleteSubnet { region, id, key } => {
+                let call = self.ec2(region)?.delete_subnet().subnet_id(id);
+                self.delete("DeleteSubnet", &format!("{key} ({id})"), region, call.send()).await
+            }
+            DeleteVpc { region, id, key } => {
+                self.delete("DeleteVpc", &format!("{key} ({id})"), region, self.ec2(region)?.delete_vpc().vpc_id(id).send()).await
+            }
+            DeleteKeyPair { region, name, .. } => {
+                // By name: unique per region, and understood by every EC2 implementation.
+                self.delete("DeleteKeyPair", name, region, self.ec2(region)?.delete_key_pair().key_name(name).send()).await
+            }
+            other_action => unreachable!("not an EC2 action: {}", other_action.describe()),
+        }
+    }
+
+    async fn route(
+        &self,
+        region: &str,
+        route_table: &crate::action::Ref,
+        cidr: &str,
+        target: &crate::action::Ref,
+        replace: bool,
+        out: &Outputs,
+    ) -> Result<Option<Created>, CloudError> {
+        let rt = self.id(route_table, out, region)?;
+        let t = self.id(target, out, region)?;
+        let c = self.ec2(region)?;
+        let what = format!("{rt} {cidr}");
+        let res = if replace {
+            let b = c.replace_route().route_table_id(&rt).destination_cidr_block(cidr);
+            let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
+            self.call("ReplaceRoute", &what, region, b.send()).await
+        } else {
+            let b = c.create_route().route_table_id(&rt).destination_cidr_block(cidr);
+            let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
+            self.call("CreateRoute", &what, region, b.send()).await
+        };
+        already_done(res, &["RouteAlreadyExists"])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_instance(
+        &self,
+        region: &str,
+        region_role: &str,
+        host: &HostSpec,
+        ami: &str,
+        subnet: String,
+        sg: String,
+        key_name: &str,
+    ) -> Result<Option<Created>, CloudError> {
+        let extra = [
+            (TAG_REGION_ROLE, region_role.to_string()),
+            (TAG_ROLE, host.role.clone()),
+            (TAG_MODULES, host.modules.join(",")),
+            (TAG_INDEX, host.index.to_string()),
+            (TAG_GATEWAY, host.gateway.to_string()),
+            (TAG_DATABASE, host.database.to_string()),
+        ];
+        let r = self
+            .ec2(region)?
+            .run_instances()
+            .image_id(ami)
+            .instance_type(InstanceType::from(host.instance_type.as_str()))
+            .min_count(1)
+            .max_count(1)
+            .key_name(key_name)
+            .subnet_id(subnet)
+            .security_group_ids(sg)
+            .client_token(format!("{}-{}", host.key.replace('/', "-"), self.run_id))
+            .tag_specifications(tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra))
+            .send()
+            .await
+            .map_err(|e| self.err("RunInstances", &host.key, region, e))?;
+        let i = r.instances().first().ok_or_else(|| other(&host.key, region, "RunInstances returned no instance"))?;
+        Ok(Some(Created {
+            id: i.instance_id().unwrap_or_default().into(),
+            private_ip: i.private_ip_address().map(str::to_string),
+            public_ip: i.public_ip_address().map(str::to_string),
+        }))
+    }
+
+    /// Waits (bounded) until every instance in `ids` is in one of `states`.
+    pub async fn wait_instances(&self, region: &str, ids: &[String], states: &[&str]) -> Result<(), CloudError> {
+        let c = self.ec2(region)?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(INSTANCE_WAIT_MS_MAX);
+        loop {
+            let r = c
+                .describe_instances()
+                .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
+                .send()
+                .await
+                .map_err(|e| self.err("DescribeInstances", &ids.join(","), region, e))?;
+            let pending: Vec<String> = r
+                .reservations()
+                .iter()
+                .flat_map(|r| r.instances())
+                .filter(|i| !states.contains(&i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or("")))
+                .filter_map(|i| i.instance_id().map(str::to_string))
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(other(&pending.join(","), region, format!("not {} after {} s", states.join("/"), INSTANCE_WAIT_MS_MAX / 1000)));
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
+    }
+}
+
+fn perm(r: &Rule) -> IpPermission {
+    IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(i32::from(r.port))
+        .to_port(i32::from(r.port))
+        .ip_ranges(IpRange::builder().cidr_ip(&r.cidr).build())
+        .build()
+}

@@ -1,0 +1,123 @@
+//! Performs one action: EC2 in `ec2.rs`, Route53 in `route53.rs`. Creations carry their tags
+//! in the same call (TagSpecifications), so an interrupted run leaves nothing that the next
+//! run cannot find.
+
+mod ec2;
+mod route53;
+
+use std::collections::HashMap;
+use std::future::Future;
+
+use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
+
+use super::{Cloud, CloudError};
+use crate::action::{Action, IpRef, Ref};
+
+/// What a creating step made: its id and, for instances, its addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Created {
+    pub id: String,
+    pub private_ip: Option<String>,
+    pub public_ip: Option<String>,
+}
+
+pub type Outputs = HashMap<String, Created>;
+
+fn other(resource: &str, region: &str, message: impl Into<String>) -> CloudError {
+    CloudError::Other { resource: resource.into(), region: region.into(), message: message.into() }
+}
+
+impl Cloud {
+    pub async fn apply(&self, a: &Action, out: &Outputs) -> Result<Option<Created>, CloudError> {
+        use Action::*;
+        match a {
+            CreateZone { .. }
+            | CreateHttpCheck { .. }
+            | UpdateHttpCheck { .. }
+            | CreateRegionCheck { .. }
+            | UpdateRegionCheck { .. }
+            | UpsertRecord { .. }
+            | DeleteRecord { .. }
+            | DeleteCheck { .. }
+            | DeleteZone { .. } => self.apply_route53(a, out).await,
+            _ => self.apply_ec2(a, out).await,
+        }
+    }
+
+    fn id(&self, r: &Ref, out: &Outputs, region: &str) -> Result<String, CloudError> {
+        match r {
+            Ref::Id(id) => Ok(id.clone()),
+            Ref::Key(k) => out.get(k).map(|c| c.id.clone()).ok_or_else(|| other(k, region, "not created by an earlier step")),
+        }
+    }
+
+    fn ip(&self, r: &IpRef, out: &Outputs) -> Result<String, CloudError> {
+        match r {
+            IpRef::Known(ip) => Ok(ip.clone()),
+            IpRef::OfInstance { key, address } => {
+                let c = out.get(key).ok_or_else(|| other(key, "global", "instance not created by an earlier step"))?;
+                let ip = address.pick(c.private_ip.as_ref(), c.public_ip.as_ref());
+                ip.ok_or_else(|| other(key, "global", format!("instance has no {} IP", address.as_str())))
+            }
+        }
+    }
+
+    /// One creating call (its tags already in the request): an error names the operation,
+    /// the resource and the region; the step's output is the id `id` finds in the answer.
+    async fn create<T, E, R>(
+        &self,
+        op: &str,
+        key: &str,
+        region: &str,
+        call: impl Future<Output = Result<T, SdkError<E, R>>>,
+        id: impl FnOnce(&T) -> Option<&str>,
+    ) -> Result<Option<Created>, CloudError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let answer = call.await.map_err(|e| self.err(op, key, region, e))?;
+        Ok(Some(Created { id: id(&answer).unwrap_or_default().to_string(), ..Default::default() }))
+    }
+
+    /// One call whose answer carries nothing the plan needs.
+    async fn call<T, E, R>(
+        &self,
+        op: &str,
+        resource: &str,
+        region: &str,
+        call: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<(), CloudError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        call.await.map(|_| ()).map_err(|e| self.err(op, resource, region, e))
+    }
+
+    /// One deleting call: what is already gone is success, which makes `down` re-runnable.
+    async fn delete<T, E, R>(
+        &self,
+        op: &str,
+        resource: &str,
+        region: &str,
+        call: impl Future<Output = Result<T, SdkError<E, R>>>,
+    ) -> Result<Option<Created>, CloudError>
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match self.call(op, resource, region, call).await {
+            Err(CloudError::Api { code, .. }) if code.contains("NotFound") || code.starts_with("NoSuch") => Ok(None),
+            r => r.map(|_| None),
+        }
+    }
+}
+
+/// An error with one of `codes` means the change is already there.
+fn already_done(r: Result<(), CloudError>, codes: &[&str]) -> Result<Option<Created>, CloudError> {
+    match r {
+        Err(CloudError::Api { code, .. }) if codes.contains(&code.as_str()) => Ok(None),
+        r => r.map(|_| None),
+    }
+}
