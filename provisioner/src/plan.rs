@@ -52,99 +52,145 @@ fn after(deps: &[&Have]) -> Vec<usize> {
 }
 
 pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
-    let mut p = Plan::default();
-    let mut unwanted = Teardown::default();
-    let empty = ObservedRegion::default();
-    let mut vpcs: BTreeMap<String, Have> = BTreeMap::new();
-    let mut ips: BTreeMap<String, (IpRef, Option<usize>)> = BTreeMap::new();
-    let mut route_tables = Vec::new();
-
+    let mut pl = Planner {
+        d,
+        o,
+        p: Plan::default(),
+        unwanted: Teardown::default(),
+        vpcs: BTreeMap::new(),
+        ips: BTreeMap::new(),
+        route_tables: vec![],
+    };
     for dr in &d.regions {
-        let or = o.region(&dr.name).unwrap_or(&empty);
-        let region = dr.name.clone();
+        pl.region(dr)?;
+    }
+    pl.peering();
+    let zone = pl.zone();
+    let checks = pl.checks();
+    pl.records(&zone, &checks);
+    Ok(pl.finish(&checks))
+}
 
-        // VPC
+/// A region's route table, and the peer route it still needs once the peering is known.
+struct RouteTable {
+    region: String,
+    rt: Have,
+    found: Option<Found<RouteTableAttrs>>,
+    peer_cidr: String,
+}
+
+/// The plan as it is built: steps so far, what they make, and what is not wanted.
+struct Planner<'a> {
+    d: &'a Desired,
+    o: &'a Observed,
+    p: Plan,
+    unwanted: Teardown,
+    vpcs: BTreeMap<String, Have>,
+    /// Each host's address as records and checks use it, and the step that makes it known.
+    ips: BTreeMap<String, (IpRef, Option<usize>)>,
+    route_tables: Vec<RouteTable>,
+}
+
+impl Planner<'_> {
+    fn region(&mut self, dr: &DesiredRegion) -> Result<(), PlanError> {
+        let empty = ObservedRegion::default();
+        let or = self.o.region(&dr.name).unwrap_or(&empty);
+        let vpc = self.vpc(dr, or)?;
+        let igw = self.internet_gateway(dr, or, &vpc);
+        let subnets = self.subnets(dr, or, &vpc)?;
+        self.route_table(dr, or, &vpc, &igw, &subnets);
+        let sgs = self.security_groups(dr, or, &vpc);
+        let kp = self.key_pair(dr, or);
+        self.instances(dr, or, &subnets, &sgs, &kp)?;
+        self.unwanted_in(dr, or);
+        Ok(())
+    }
+
+    fn vpc(&mut self, dr: &DesiredRegion, or: &ObservedRegion) -> Result<Have, PlanError> {
         let vpc = match pick(&or.vpcs, &dr.vpc_key) {
             Some(f) => {
-                immutable(&region, &f.key, "cidr", &f.attrs.cidr, &dr.vpc_cidr)?;
+                immutable(&dr.name, &f.key, "cidr", &f.attrs.cidr, &dr.vpc_cidr)?;
                 Have::found(&f.id)
             }
             None => {
-                let s = p.push(Action::CreateVpc { region: region.clone(), key: dr.vpc_key.clone(), cidr: dr.vpc_cidr.clone() }, vec![]);
-                Have::made(&dr.vpc_key, s)
+                let a = Action::CreateVpc { region: dr.name.clone(), key: dr.vpc_key.clone(), cidr: dr.vpc_cidr.clone() };
+                Have::made(&dr.vpc_key, self.p.push(a, vec![]))
             }
         };
-        vpcs.insert(region.clone(), vpc.clone());
+        self.vpcs.insert(dr.name.clone(), vpc.clone());
+        Ok(vpc)
+    }
 
-        // Internet gateway, attached to the VPC.
-        let igw_found = pick(&or.igws, &dr.igw_key);
-        let igw = match igw_found {
+    /// The internet gateway, attached to the VPC; the returned step is the attachment.
+    fn internet_gateway(&mut self, dr: &DesiredRegion, or: &ObservedRegion, vpc: &Have) -> Have {
+        let region = &dr.name;
+        let found = pick(&or.igws, &dr.igw_key);
+        let igw = match found {
             Some(f) => Have::found(&f.id),
-            None => {
-                Have::made(&dr.igw_key, p.push(Action::CreateInternetGateway { region: region.clone(), key: dr.igw_key.clone() }, vec![]))
-            }
+            None => Have::made(
+                &dr.igw_key,
+                self.p.push(Action::CreateInternetGateway { region: region.clone(), key: dr.igw_key.clone() }, vec![]),
+            ),
         };
-        let attached = matches!((igw_found, &vpc.r), (Some(f), Ref::Id(v)) if f.attrs.attached_vpc.as_deref() == Some(v.as_str()));
-        let igw_ready = if attached {
-            igw.clone()
-        } else {
-            let s = p.push(
-                Action::AttachInternetGateway { region: region.clone(), igw: igw.r.clone(), vpc: vpc.r.clone() },
-                after(&[&igw, &vpc]),
-            );
-            Have { r: igw.r.clone(), step: Some(s) }
-        };
+        let attached = matches!((found, &vpc.r), (Some(f), Ref::Id(v)) if f.attrs.attached_vpc.as_deref() == Some(v.as_str()));
+        if attached {
+            return igw;
+        }
+        let a = Action::AttachInternetGateway { region: region.clone(), igw: igw.r.clone(), vpc: vpc.r.clone() };
+        Have { r: igw.r.clone(), step: Some(self.p.push(a, after(&[&igw, vpc]))) }
+    }
 
-        // Subnets
+    fn subnets(&mut self, dr: &DesiredRegion, or: &ObservedRegion, vpc: &Have) -> Result<BTreeMap<String, Have>, PlanError> {
         let mut subnets = BTreeMap::new();
         for sn in &dr.subnets {
             let h = match pick(&or.subnets, &sn.key) {
                 Some(f) => {
-                    immutable(&region, &f.key, "cidr", &f.attrs.cidr, &sn.cidr)?;
-                    immutable(&region, &f.key, "availability zone", &f.attrs.az, &sn.az)?;
+                    immutable(&dr.name, &f.key, "cidr", &f.attrs.cidr, &sn.cidr)?;
+                    immutable(&dr.name, &f.key, "availability zone", &f.attrs.az, &sn.az)?;
                     Have::found(&f.id)
                 }
                 None => {
                     let a = Action::CreateSubnet {
-                        region: region.clone(),
+                        region: dr.name.clone(),
                         key: sn.key.clone(),
                         vpc: vpc.r.clone(),
                         cidr: sn.cidr.clone(),
                         az: sn.az.clone(),
                     };
-                    Have::made(&sn.key, p.push(a, after(&[&vpc])))
+                    Have::made(&sn.key, self.p.push(a, after(&[vpc])))
                 }
             };
             subnets.insert(sn.key.clone(), h);
         }
+        Ok(subnets)
+    }
 
-        // Route table: default route to the IGW, the peer VPC over the peering (added below).
-        let rt_found = pick(&or.route_tables, &dr.route_table_key);
-        let rt = match rt_found {
+    /// The route table: default route to the IGW, every subnet associated; the peer VPC's
+    /// route is added once the peering is planned.
+    fn route_table(&mut self, dr: &DesiredRegion, or: &ObservedRegion, vpc: &Have, igw: &Have, subnets: &BTreeMap<String, Have>) {
+        let region = &dr.name;
+        let found = pick(&or.route_tables, &dr.route_table_key);
+        let rt = match found {
             Some(f) => Have::found(&f.id),
-            None => Have::made(
-                &dr.route_table_key,
-                p.push(
-                    Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() },
-                    after(&[&vpc]),
-                ),
-            ),
+            None => {
+                let a = Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() };
+                Have::made(&dr.route_table_key, self.p.push(a, after(&[vpc])))
+            }
         };
-        route(&mut p, &region, &rt, rt_found, "0.0.0.0/0", &igw_ready);
-        let associated: BTreeSet<&str> =
-            rt_found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
+        route(&mut self.p, region, &rt, found, "0.0.0.0/0", igw);
+        let associated: BTreeSet<&str> = found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
         for sn in subnets.values() {
-            let done = matches!(&sn.r, Ref::Id(id) if associated.contains(id.as_str()));
-            if !done {
-                p.push(
-                    Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() },
-                    after(&[&rt, sn]),
-                );
+            if !matches!(&sn.r, Ref::Id(id) if associated.contains(id.as_str())) {
+                let a = Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() };
+                self.p.push(a, after(&[&rt, sn]));
             }
         }
-        route_tables.push((region.clone(), rt, rt_found.cloned(), dr.peer_cidr.clone()));
+        self.route_tables.push(RouteTable { region: region.clone(), rt, found: found.cloned(), peer_cidr: dr.peer_cidr.clone() });
+    }
 
-        // Security groups and their rules.
+    /// Security groups and their rules: missing rules authorized, extra ones revoked.
+    fn security_groups(&mut self, dr: &DesiredRegion, or: &ObservedRegion, vpc: &Have) -> BTreeMap<String, Have> {
+        let region = &dr.name;
         let mut sgs = BTreeMap::new();
         for sg in &dr.sgs {
             let found = pick(&or.sgs, &sg.key);
@@ -157,7 +203,7 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
                         name: sg.name.clone(),
                         vpc: vpc.r.clone(),
                     };
-                    Have::made(&sg.key, p.push(a, after(&[&vpc])))
+                    Have::made(&sg.key, self.p.push(a, after(&[vpc])))
                 }
             };
             let have: BTreeSet<&Rule> = found.map(|f| f.attrs.rules.iter().collect()).unwrap_or_default();
@@ -165,68 +211,80 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
             let add: Vec<Rule> = want.difference(&have).map(|r| (*r).clone()).collect();
             let remove: Vec<Rule> = have.difference(&want).map(|r| (*r).clone()).collect();
             if !add.is_empty() {
-                p.push(Action::AuthorizeIngress { region: region.clone(), sg: h.r.clone(), rules: add }, after(&[&h]));
+                self.p.push(Action::AuthorizeIngress { region: region.clone(), sg: h.r.clone(), rules: add }, after(&[&h]));
             }
             if let (false, Some(f)) = (remove.is_empty(), found) {
-                p.push(Action::RevokeIngress { region: region.clone(), sg: f.id.clone(), rules: remove }, vec![]);
+                self.p.push(Action::RevokeIngress { region: region.clone(), sg: f.id.clone(), rules: remove }, vec![]);
             }
             sgs.insert(sg.key.clone(), h);
         }
+        sgs
+    }
 
-        // Key pair
-        let kp = match pick(&or.key_pairs, &dr.key_pair_key) {
+    fn key_pair(&mut self, dr: &DesiredRegion, or: &ObservedRegion) -> Have {
+        match pick(&or.key_pairs, &dr.key_pair_key) {
             Some(f) => Have::found(&f.id),
             None => {
                 let a = Action::ImportKeyPair {
-                    region: region.clone(),
+                    region: dr.name.clone(),
                     key: dr.key_pair_key.clone(),
                     name: dr.key_pair_name.clone(),
-                    public_key: d.key_pair_material.clone(),
+                    public_key: self.d.key_pair_material.clone(),
                 };
-                Have::made(&dr.key_pair_key, p.push(a, vec![]))
+                Have::made(&dr.key_pair_key, self.p.push(a, vec![]))
             }
-        };
+        }
+    }
 
-        // Instances
+    /// Missing hosts launched, stopped ones started; each host's address noted for the checks.
+    fn instances(
+        &mut self,
+        dr: &DesiredRegion,
+        or: &ObservedRegion,
+        subnets: &BTreeMap<String, Have>,
+        sgs: &BTreeMap<String, Have>,
+        kp: &Have,
+    ) -> Result<(), PlanError> {
+        let region = &dr.name;
         let mut to_start = Vec::new();
         for h in &dr.hosts {
-            match pick(&or.instances, &h.key) {
-                Some(f) => {
-                    if f.attrs.state == "stopped" || f.attrs.state == "stopping" {
-                        to_start.push(f.id.clone());
-                    }
-                    if f.attrs.instance_type != h.instance_type {
-                        p.notes.push(format!(
-                            "{} ({}) is {}, the config asks for {}: change it with a stop/modify/start, provision does not resize running hosts",
-                            h.key, f.id, f.attrs.instance_type, h.instance_type
-                        ));
-                    }
-                    ips.insert(h.key.clone(), (IpRef::Known(d.address.of(&f.attrs).unwrap_or_default()), None));
-                }
-                None => {
-                    let ami = or.ami_id.clone().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
-                    let (sn, sg) = (&subnets[&h.subnet_key], &sgs[&h.sg_key]);
-                    let a = Action::RunInstance {
-                        region: region.clone(),
-                        region_role: dr.role.as_str().to_string(),
-                        host: h.clone(),
-                        ami,
-                        subnet: sn.r.clone(),
-                        sg: sg.r.clone(),
-                        key_name: dr.key_pair_name.clone(),
-                    };
-                    let s = p.push(a, after(&[sn, sg, &kp]));
-                    ips.insert(h.key.clone(), (IpRef::OfInstance { key: h.key.clone(), address: d.address }, Some(s)));
-                }
+            let Some(f) = pick(&or.instances, &h.key) else {
+                let ami = or.ami_id.clone().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
+                let (sn, sg) = (&subnets[&h.subnet_key], &sgs[&h.sg_key]);
+                let a = Action::RunInstance {
+                    region: region.clone(),
+                    region_role: dr.role.as_str().to_string(),
+                    host: h.clone(),
+                    ami,
+                    subnet: sn.r.clone(),
+                    sg: sg.r.clone(),
+                    key_name: dr.key_pair_name.clone(),
+                };
+                let s = self.p.push(a, after(&[sn, sg, kp]));
+                self.ips.insert(h.key.clone(), (IpRef::OfInstance { key: h.key.clone(), address: self.d.address }, Some(s)));
+                continue;
+            };
+            if f.attrs.state == "stopped" || f.attrs.state == "stopping" {
+                to_start.push(f.id.clone());
             }
+            if f.attrs.instance_type != h.instance_type {
+                self.p.notes.push(format!(
+                    "{} ({}) is {}, the config asks for {}: change it with a stop/modify/start, provision does not resize running hosts",
+                    h.key, f.id, f.attrs.instance_type, h.instance_type
+                ));
+            }
+            self.ips.insert(h.key.clone(), (IpRef::Known(self.d.address.of(&f.attrs).unwrap_or_default()), None));
         }
         if !to_start.is_empty() {
-            p.push(Action::StartInstances { region: region.clone(), ids: to_start }, vec![]);
+            self.p.push(Action::StartInstances { region: region.clone(), ids: to_start }, vec![]);
         }
+        Ok(())
+    }
 
-        // What exists but is not wanted (or is a duplicate) in this region.
+    /// What exists but is not wanted (or is a duplicate) in this region.
+    fn unwanted_in(&mut self, dr: &DesiredRegion, or: &ObservedRegion) {
         let keep_hosts: BTreeSet<&str> = dr.hosts.iter().map(|h| h.key.as_str()).collect();
-        let t = unwanted.region(&region);
+        let t = self.unwanted.region(&dr.name);
         t.instances.extend(extras(&or.instances, |k| keep_hosts.contains(k)));
         let keep_sgs: BTreeSet<&str> = dr.sgs.iter().map(|s| s.key.as_str()).collect();
         t.sgs.extend(extras(&or.sgs, |k| keep_sgs.contains(k)));
@@ -238,127 +296,134 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
         t.key_pairs.extend(extras(&or.key_pairs, |k| k == dr.key_pair_key));
     }
 
-    // Peering between the two VPCs, requested from the primary region, accepted in the DR one.
-    let (prim, dr) = (&d.regions[0], &d.regions[1]);
-    let live: Vec<Found<PeeringAttrs>> = o
-        .peerings
-        .iter()
-        .filter(|f| matches!(f.attrs.status.as_str(), "active" | "pending-acceptance" | "initiating-request" | "provisioning"))
-        .cloned()
-        .collect();
-    let peering_found = pick(&live, &d.peering_key);
-    let (pv, dv) = (&vpcs[&prim.name], &vpcs[&dr.name]);
-    let peering = match peering_found {
-        Some(f) => {
-            let h = Have::found(&f.id);
-            if f.attrs.status == "active" {
-                h
-            } else {
-                Have { r: h.r.clone(), step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: h.r }, vec![])) }
-            }
-        }
-        None => {
-            let a = Action::CreatePeering {
-                region: prim.name.clone(),
-                key: d.peering_key.clone(),
-                vpc: pv.r.clone(),
-                peer_region: dr.name.clone(),
-                peer_vpc: dv.r.clone(),
-            };
-            let c = Have::made(&d.peering_key, p.push(a, after(&[pv, dv])));
-            Have {
-                r: c.r.clone(),
-                step: Some(p.push(Action::AcceptPeering { region: dr.name.clone(), peering: c.r.clone() }, after(&[&c]))),
-            }
-        }
-    };
-    for (region, rt, rt_found, peer_cidr) in &route_tables {
-        route(&mut p, region, rt, rt_found.as_ref(), peer_cidr, &peering);
-    }
-    unwanted.peerings.extend(extras(&o.peerings, |k| k == d.peering_key).into_iter().filter(|f| f.attrs.status != "deleted"));
-
-    // Route53: zone, health checks, failover records.
-    let zone = match &o.zone {
-        Some(z) => Have::found(&z.id),
-        None => Have::made(ZONE_KEY, p.push(Action::CreateZone { name: d.zone_name.clone() }, vec![])),
-    };
-    let mut checks: BTreeMap<String, Have> = BTreeMap::new();
-    for c in &d.http_checks {
-        let (ip, ip_step) = ips[&c.host_key].clone();
-        let h = match pick(&o.checks, &c.key) {
+    /// Peering between the two VPCs, requested from the primary region, accepted in the DR
+    /// one; then each region's route to the other VPC over it.
+    fn peering(&mut self) {
+        let (d, o) = (self.d, self.o);
+        let (prim, dr) = (&d.regions[0], &d.regions[1]);
+        let live: Vec<Found<PeeringAttrs>> = o
+            .peerings
+            .iter()
+            .filter(|f| matches!(f.attrs.status.as_str(), "active" | "pending-acceptance" | "initiating-request" | "provisioning"))
+            .cloned()
+            .collect();
+        let (pv, dv) = (self.vpcs[&prim.name].clone(), self.vpcs[&dr.name].clone());
+        let peering = match pick(&live, &d.peering_key) {
+            Some(f) if f.attrs.status == "active" => Have::found(&f.id),
             Some(f) => {
-                let want = CheckAttrs::Http { ip: ip_text(&ip), port: c.port, path: c.path.clone() };
-                if f.attrs != want {
-                    let a = Action::UpdateHttpCheck { key: c.key.clone(), id: f.id.clone(), ip, port: c.port, path: c.path.clone() };
-                    Have { r: Ref::Id(f.id.clone()), step: Some(p.push(a, ip_step.into_iter().collect())) }
-                } else {
-                    Have::found(&f.id)
-                }
+                let h = Have::found(&f.id);
+                Have { r: h.r.clone(), step: Some(self.p.push(Action::AcceptPeering { region: dr.name.clone(), peering: h.r }, vec![])) }
             }
             None => {
-                let a = Action::CreateHttpCheck {
-                    key: c.key.clone(),
-                    ip,
-                    port: c.port,
-                    path: c.path.clone(),
-                    request_interval_s: c.request_interval_s,
-                    failure_threshold: c.failure_threshold,
+                let a = Action::CreatePeering {
+                    region: prim.name.clone(),
+                    key: d.peering_key.clone(),
+                    vpc: pv.r.clone(),
+                    peer_region: dr.name.clone(),
+                    peer_vpc: dv.r.clone(),
                 };
-                Have::made(&c.key, p.push(a, ip_step.into_iter().collect()))
+                let c = Have::made(&d.peering_key, self.p.push(a, after(&[&pv, &dv])));
+                let accept = Action::AcceptPeering { region: dr.name.clone(), peering: c.r.clone() };
+                Have { r: c.r.clone(), step: Some(self.p.push(accept, after(&[&c]))) }
             }
         };
-        checks.insert(c.key.clone(), h);
+        for t in &self.route_tables {
+            route(&mut self.p, &t.region, &t.rt, t.found.as_ref(), &t.peer_cidr, &peering);
+        }
+        self.unwanted.peerings.extend(extras(&o.peerings, |k| k == d.peering_key).into_iter().filter(|f| f.attrs.status != "deleted"));
     }
-    for c in &d.region_checks {
+
+    /// Route53 health checks: one HTTP check per gateway, one calculated check per region.
+    fn checks(&mut self) -> BTreeMap<String, Have> {
+        let mut checks: BTreeMap<String, Have> = BTreeMap::new();
+        for c in &self.d.http_checks {
+            let h = self.http_check(c);
+            checks.insert(c.key.clone(), h);
+        }
+        for c in &self.d.region_checks {
+            let h = self.region_check(c, &checks);
+            checks.insert(c.key.clone(), h);
+        }
+        checks
+    }
+
+    fn http_check(&mut self, c: &HttpCheckSpec) -> Have {
+        let (ip, ip_step) = self.ips[&c.host_key].clone();
+        let Some(f) = pick(&self.o.checks, &c.key) else {
+            let a = Action::CreateHttpCheck {
+                key: c.key.clone(),
+                ip,
+                port: c.port,
+                path: c.path.clone(),
+                request_interval_s: c.request_interval_s,
+                failure_threshold: c.failure_threshold,
+            };
+            return Have::made(&c.key, self.p.push(a, ip_step.into_iter().collect()));
+        };
+        let want = CheckAttrs::Http { ip: ip_text(&ip), port: c.port, path: c.path.clone() };
+        if f.attrs == want {
+            return Have::found(&f.id);
+        }
+        let a = Action::UpdateHttpCheck { key: c.key.clone(), id: f.id.clone(), ip, port: c.port, path: c.path.clone() };
+        Have { r: Ref::Id(f.id.clone()), step: Some(self.p.push(a, ip_step.into_iter().collect())) }
+    }
+
+    fn region_check(&mut self, c: &RegionCheckSpec, checks: &BTreeMap<String, Have>) -> Have {
         let kids: Vec<&Have> = c.children.iter().map(|k| &checks[k]).collect();
         let refs: Vec<Ref> = kids.iter().map(|h| h.r.clone()).collect();
-        let h = match pick(&o.checks, &c.key) {
-            Some(f) => {
-                let ids: Vec<String> = refs
-                    .iter()
-                    .map(|r| match r {
-                        Ref::Id(i) => i.clone(),
-                        Ref::Key(k) => k.clone(),
-                    })
-                    .collect();
-                let want = CheckAttrs::Calculated { children: sorted(ids), healthy_children_min: c.healthy_children_min };
-                if f.attrs != want || kids.iter().any(|k| k.step.is_some()) {
-                    let a = Action::UpdateRegionCheck {
-                        key: c.key.clone(),
-                        id: f.id.clone(),
-                        children: refs,
-                        healthy_children_min: c.healthy_children_min,
-                    };
-                    Have { r: Ref::Id(f.id.clone()), step: Some(p.push(a, after(&kids))) }
-                } else {
-                    Have::found(&f.id)
-                }
-            }
-            None => {
-                let a = Action::CreateRegionCheck { key: c.key.clone(), children: refs, healthy_children_min: c.healthy_children_min };
-                Have::made(&c.key, p.push(a, after(&kids)))
-            }
+        let Some(f) = pick(&self.o.checks, &c.key) else {
+            let a = Action::CreateRegionCheck { key: c.key.clone(), children: refs, healthy_children_min: c.healthy_children_min };
+            return Have::made(&c.key, self.p.push(a, after(&kids)));
         };
-        checks.insert(c.key.clone(), h);
+        let ids: Vec<String> = refs
+            .iter()
+            .map(|r| match r {
+                Ref::Id(i) => i.clone(),
+                Ref::Key(k) => k.clone(),
+            })
+            .collect();
+        let want = CheckAttrs::Calculated { children: sorted(ids), healthy_children_min: c.healthy_children_min };
+        if f.attrs == want && kids.iter().all(|k| k.step.is_none()) {
+            return Have::found(&f.id);
+        }
+        let a = Action::UpdateRegionCheck {
+            key: c.key.clone(),
+            id: f.id.clone(),
+            children: refs,
+            healthy_children_min: c.healthy_children_min,
+        };
+        Have { r: Ref::Id(f.id.clone()), step: Some(self.p.push(a, after(&kids))) }
     }
-    let mut record_steps = Vec::new();
-    for rs in &d.records {
-        let region = d.regions.iter().find(|r| r.name == rs.region).expect("record of a desired region");
-        let gw: Vec<&(IpRef, Option<usize>)> = region.hosts.iter().filter(|h| h.gateway).map(|h| &ips[&h.key]).collect();
-        let check = &checks[&rs.check_key];
-        let found = o.records.iter().find(|r| r.set_identifier == rs.set_identifier);
-        let want_ips = sorted(gw.iter().map(|(ip, _)| ip_text(ip)).collect());
-        let same = match (found, &check.r) {
-            (Some(f), Ref::Id(cid)) => {
-                f.failover.as_deref() == Some(rs.failover.as_str())
-                    && sorted(f.ips.clone()) == want_ips
-                    && f.health_check_id.as_deref() == Some(cid.as_str())
-                    && f.ttl_s == Some(d.record_ttl_s)
-                    && gw.iter().all(|(_, s)| s.is_none())
+
+    fn zone(&mut self) -> Have {
+        match &self.o.zone {
+            Some(z) => Have::found(&z.id),
+            None => Have::made(ZONE_KEY, self.p.push(Action::CreateZone { name: self.d.zone_name.clone() }, vec![])),
+        }
+    }
+
+    /// The failover records: each upserted unless it already says what we want.
+    fn records(&mut self, zone: &Have, checks: &BTreeMap<String, Have>) {
+        let (d, o) = (self.d, self.o);
+        for rs in &d.records {
+            let region = d.regions.iter().find(|r| r.name == rs.region).expect("record of a desired region");
+            let gw: Vec<(IpRef, Option<usize>)> = region.hosts.iter().filter(|h| h.gateway).map(|h| self.ips[&h.key].clone()).collect();
+            let check = &checks[&rs.check_key];
+            let found = o.records.iter().find(|r| r.set_identifier == rs.set_identifier);
+            let want_ips = sorted(gw.iter().map(|(ip, _)| ip_text(ip)).collect());
+            let same = match (found, &check.r) {
+                (Some(f), Ref::Id(cid)) => {
+                    f.failover.as_deref() == Some(rs.failover.as_str())
+                        && sorted(f.ips.clone()) == want_ips
+                        && f.health_check_id.as_deref() == Some(cid.as_str())
+                        && f.ttl_s == Some(d.record_ttl_s)
+                        && gw.iter().all(|(_, s)| s.is_none())
+                }
+                _ => false,
+            };
+            if same {
+                continue;
             }
-            _ => false,
-        };
-        if !same {
             let mut deps: Vec<usize> = gw.iter().filter_map(|(_, s)| *s).collect();
             deps.extend(zone.step);
             deps.extend(check.step);
@@ -368,25 +433,27 @@ pub fn plan_up(d: &Desired, o: &Observed) -> Result<Plan, PlanError> {
                 zone: zone.r.clone(),
                 name: d.record_name.clone(),
                 spec: rs.clone(),
-                ips: gw.iter().map(|(ip, _)| ip.clone()).collect(),
+                ips: gw.into_iter().map(|(ip, _)| ip).collect(),
                 check: check.r.clone(),
                 ttl_s: d.record_ttl_s,
             };
-            record_steps.push(p.push(a, deps));
+            self.p.push(a, deps);
         }
     }
-    let keep_checks: BTreeSet<&str> = checks.keys().map(String::as_str).collect();
-    for f in extras(&o.checks, |k| keep_checks.contains(k)) {
-        unwanted.checks.push(f);
-    }
-    let keep_records: BTreeSet<&str> = d.records.iter().map(|r| r.set_identifier.as_str()).collect();
-    unwanted.records.extend(o.records.iter().filter(|r| !keep_records.contains(r.set_identifier.as_str())).cloned());
-    unwanted.zone_id = o.zone.as_ref().map(|z| z.id.clone());
 
-    // Removals go last: nothing new depends on them, and records move off old checks first.
-    let barrier: Vec<usize> = (0..p.steps.len()).collect();
-    teardown_steps(&unwanted, &mut p, &barrier);
-    Ok(p)
+    /// Unwanted checks and records join the removals, which go last: nothing new depends on
+    /// them, and records move off old checks first.
+    fn finish(mut self, checks: &BTreeMap<String, Have>) -> Plan {
+        let o = self.o;
+        let keep_checks: BTreeSet<&str> = checks.keys().map(String::as_str).collect();
+        self.unwanted.checks.extend(extras(&o.checks, |k| keep_checks.contains(k)));
+        let keep_records: BTreeSet<&str> = self.d.records.iter().map(|r| r.set_identifier.as_str()).collect();
+        self.unwanted.records.extend(o.records.iter().filter(|r| !keep_records.contains(r.set_identifier.as_str())).cloned());
+        self.unwanted.zone_id = o.zone.as_ref().map(|z| z.id.clone());
+        let barrier: Vec<usize> = (0..self.p.steps.len()).collect();
+        teardown_steps(&self.unwanted, &mut self.p, &barrier);
+        self.p
+    }
 }
 
 fn route(p: &mut Plan, region: &str, rt: &Have, found: Option<&Found<RouteTableAttrs>>, cidr: &str, target: &Have) {
