@@ -128,104 +128,58 @@ fn main() -> ExitCode {
 
 async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
     let json = cli.output == Output::Json;
-    let load = || -> anyhow::Result<(Config, Template)> {
-        let path = if cli.config.as_os_str() == "regions.toml" { None } else { Some(cli.config.as_path()) };
-        let cfg = Config::load(path)?;
-        let tpl = Template::load(&cfg)?;
-        Ok((cfg, tpl))
-    };
+    if let Cmd::Version = &cli.cmd {
+        version(json);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = if cli.config.as_os_str() == "regions.toml" { None } else { Some(cli.config.as_path()) };
+    let cfg = Config::load(path)?;
+    let tpl = Template::load(&cfg)?;
     match &cli.cmd {
-        Cmd::Version => {
-            let bins = provisioner::deploy::embedded::list();
-            if json {
-                println!("{}", serde_json::json!({ "provision": env!("CARGO_PKG_VERSION"), "embedded": bins }));
-            } else {
-                println!("provision {}", env!("CARGO_PKG_VERSION"));
-                for b in bins {
-                    println!("  embedded {} {} ({} bytes) sha256 {}", b.name, b.version, b.bytes, b.sha256);
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Version => unreachable!("handled above"),
         Cmd::Plan => {
-            let (cfg, tpl) = load()?;
             let r = ops::plan(&cfg, &tpl).await?;
             print(json, &r, || render::plan(&r));
             Ok(if r.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
         }
-        Cmd::Up { concurrency, infra_only } => {
-            let (cfg, tpl) = load()?;
-            if *infra_only {
-                let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false, defer_records: false }).await?;
-                print(json, &r, || render::apply(&r));
-                return Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) });
-            }
+        Cmd::Up { concurrency, infra_only: true } => {
+            let r = ops::up(&cfg, &tpl, &Opts { concurrency: *concurrency as usize, quiet: false, defer_records: false }).await?;
+            print(json, &r, || render::apply(&r));
+            Ok(exit(r.ok()))
+        }
+        Cmd::Up { concurrency, infra_only: false } => {
             let r = ops::up_all(&cfg, &tpl, *concurrency as usize, false).await?;
             print(json, &r, || render::up_all(&r));
-            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(exit(r.ok()))
         }
         Cmd::Deploy => {
-            let (cfg, tpl) = load()?;
             let d = ops::deploy(&cfg, &tpl, false).await?;
             print(json, &d, || render::deploy(&d));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Down { concurrency } => {
-            let (cfg, _) = load()?;
             let r = ops::down(&cfg, &Opts { concurrency: *concurrency as usize, quiet: false, defer_records: false }).await?;
             print(json, &r, || render::apply(&r));
-            Ok(if r.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(exit(r.ok()))
         }
         Cmd::Status => {
-            let (cfg, tpl) = load()?;
             let o = ops::status(&cfg, &tpl).await?;
             print(json, &o, || render::status(&o));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Failover { to, planned, force } => {
-            let (cfg, tpl) = load()?;
             let opts = provisioner::failover::Opts { to: to.clone(), planned: *planned, force: *force, quiet: false };
             let r = ops::failover(&cfg, &tpl, &opts).await?;
             print(json, &r, || render::failover(&r));
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Failback => {
-            let (cfg, tpl) = load()?;
             let r = ops::failback(&cfg, &tpl, false).await?;
             print(json, &r, || render::failback(&r));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Drill { db_leader: true, lab, orders_per_s, report, .. } => {
-            let (cfg, tpl) = load()?;
-            let lab = lab
-                .as_deref()
-                .ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
-            let r = ops::drill_db_leader(&cfg, &tpl, lab, *orders_per_s).await?;
-            if let Some(path) = report {
-                std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
-            }
-            print(json, &r, || render::drill_db_leader(&r));
-            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
-        Cmd::Drill { unplanned, lab, orders_per_s, load_s, report, .. } => {
-            let (cfg, tpl) = load()?;
-            let opts = provisioner::drill::DrillOpts {
-                unplanned: *unplanned,
-                lab: lab.clone(),
-                orders_per_s: *orders_per_s,
-                load_before_s: *load_s,
-                load_after_s: *load_s,
-                quiet: false,
-            };
-            let r = ops::drill(&cfg, &tpl, &opts).await?;
-            if let Some(path) = report {
-                std::fs::write(path, serde_json::to_string_pretty(&r)?)?;
-            }
-            print(json, &r, || render::drill(&r));
-            Ok(if r.ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
-        }
+        Cmd::Drill { .. } => drill(&cli.cmd, &cfg, &tpl, json).await,
         Cmd::Watch { interval_ms, failures, auto_failover, duration_s } => {
-            let (cfg, tpl) = load()?;
             let opts = provisioner::watch::WatchOpts {
                 interval_ms: *interval_ms,
                 failures_min: *failures,
@@ -242,8 +196,59 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render::watch(&r));
             }
-            Ok(if r.failover_error.is_some() { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(exit(r.failover_error.is_none()))
         }
+    }
+}
+
+fn version(json: bool) {
+    let bins = provisioner::deploy::embedded::list();
+    if json {
+        println!("{}", serde_json::json!({ "provision": env!("CARGO_PKG_VERSION"), "embedded": bins }));
+        return;
+    }
+    println!("provision {}", env!("CARGO_PKG_VERSION"));
+    for b in bins {
+        println!("  embedded {} {} ({} bytes) sha256 {}", b.name, b.version, b.bytes, b.sha256);
+    }
+}
+
+async fn drill(cmd: &Cmd, cfg: &Config, tpl: &Template, json: bool) -> anyhow::Result<ExitCode> {
+    let Cmd::Drill { unplanned, db_leader, lab, orders_per_s, load_s, report } = cmd else { unreachable!("a drill command") };
+    let write = |text: String| -> anyhow::Result<()> {
+        if let Some(path) = report {
+            std::fs::write(path, text)?;
+        }
+        Ok(())
+    };
+    if *db_leader {
+        let lab = lab
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("--db-leader powers a host off through the lab: pass --lab localstack/labhost.sh"))?;
+        let r = ops::drill_db_leader(cfg, tpl, lab, *orders_per_s).await?;
+        write(serde_json::to_string_pretty(&r)?)?;
+        print(json, &r, || render::drill_db_leader(&r));
+        return Ok(exit(r.ok));
+    }
+    let opts = provisioner::drill::DrillOpts {
+        unplanned: *unplanned,
+        lab: lab.clone(),
+        orders_per_s: *orders_per_s,
+        load_before_s: *load_s,
+        load_after_s: *load_s,
+        quiet: false,
+    };
+    let r = ops::drill(cfg, tpl, &opts).await?;
+    write(serde_json::to_string_pretty(&r)?)?;
+    print(json, &r, || render::drill(&r));
+    Ok(exit(r.ok))
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

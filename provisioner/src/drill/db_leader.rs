@@ -4,14 +4,12 @@
 //! synchronous standby and the engines follow; then checks every acknowledged order in the
 //! new leader's database and powers the old leader back on.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::load::{self, Load, LoadStats};
-use super::{now_ms, run_lab, step_err, DrillError};
-use crate::cloud::Cloud;
+use super::load::{Load, LoadStats};
+use super::{run_lab, step_err, DrillError};
 use crate::config::Config;
 use crate::failover;
 use crate::template::Template;
@@ -54,16 +52,8 @@ pub async fn drill_db_leader(
         .map(|h| h.private_ip.clone())
         .ok_or_else(|| step_err("find the DB leader", "leader is not a known host"))?;
 
-    let cloud = Arc::new(Cloud::connect(cfg).await);
-    let answer = load::api_answer(&cloud, cfg).await;
-    let gw = answer.first().ok_or_else(|| step_err("setup", "the API name has no PRIMARY record; run `provision up`"))?;
-    let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
-    let user_id = 800_000_000 + (now_ms() % 100_000_000) as i64;
-    let port = tpl.ports.gateway_http;
-    let user =
-        load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
-
-    let ld = Load::start(cloud, cfg.clone(), port, &user, format!("dbloss-{user_id}"), orders_per_s);
+    let (cloud, user, user_id) = super::setup_user(cfg, tpl, 800_000_000, false).await?;
+    let ld = Load::start(cloud, cfg.clone(), tpl.ports.gateway_http, &user, format!("dbloss-{user_id}"), orders_per_s);
     tokio::time::sleep(Duration::from_secs(2)).await;
     if !quiet {
         eprintln!("drill: powering off the DB leader {} ({leader_ip}) in {region}", leader.name);

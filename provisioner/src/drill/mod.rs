@@ -92,49 +92,16 @@ where
         }
         steps.push(StepTime { step: name.into(), duration_ms: since.elapsed().as_millis() as u64, detail });
     };
-    let lab = match (&opts.lab, opts.unplanned) {
-        (Some(l), _) => Some(l.clone()),
-        (None, true) => {
-            return Err(DrillError::Refused {
-                reason: "an unplanned drill must black out a region and needs a way to do it".into(),
-                fix: "pass --lab localstack/labhost.sh (lab hosts); on AWS run a planned drill".into(),
-            })
-        }
-        (None, false) => None,
-    };
-    let world = failover::look(cfg, tpl).await?;
-    if let Some(f) = &world.observed.marks.fence {
-        return Err(DrillError::Refused {
-            reason: format!("{} is fenced by an earlier failover", f.region),
-            fix: "run `provision failback` first".into(),
-        });
-    }
-    let (from, to) = (world.cfg.active().name.clone(), world.cfg.passive().name.clone());
-    if from != cfg.primary().name {
-        return Err(DrillError::Refused {
-            reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name),
-            fix: "run `provision failback` first".into(),
-        });
-    }
+    let (lab, from, to) = preflight(cfg, tpl, opts).await?;
 
     // Setup: a funded user of its own, created through the primary region's gateway.
     let s = Instant::now();
-    let cloud = Arc::new(Cloud::connect(cfg).await);
-    let port = tpl.ports.gateway_http;
-    let answer = load::api_answer(&cloud, cfg).await;
-    let gw = answer.first().ok_or_else(|| step_err("setup", "the API name has no PRIMARY record; run `provision up`"))?;
-    if cfg.endpoint_url.is_some() {
-        crate::deploy::lab_route(gw).map_err(|e| step_err("setup", e))?;
-    }
-    let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
-    let user_id = 900_000_000 + (now_ms() % 100_000_000) as i64;
-    let user: DrillUser =
-        load::make_user(&format!("http://{gw}:{port}"), secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
+    let (cloud, user, user_id) = setup_user(cfg, tpl, 900_000_000, cfg.endpoint_url.is_some()).await?;
     timed("setup", s, format!("user {user_id} funded"));
 
     // Load, then the failover under it.
     let s = Instant::now();
-    let ld = Load::start(cloud.clone(), cfg.clone(), port, &user, format!("drill-{user_id}"), opts.orders_per_s);
+    let ld = Load::start(cloud, cfg.clone(), tpl.ports.gateway_http, &user, format!("drill-{user_id}"), opts.orders_per_s);
     tokio::time::sleep(Duration::from_secs(opts.load_before_s)).await;
     let before = ld.stats();
     if before.acked == 0 {
@@ -209,6 +176,58 @@ where
         failback: Some(fb),
         duration_ms: t0.elapsed().as_millis() as u64,
     })
+}
+
+/// The lab command (needed to black out a region) and the regions (from, to): the drill
+/// starts only from the configured layout, with nothing fenced.
+async fn preflight(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<(Option<String>, String, String), DrillError> {
+    let lab = match (&opts.lab, opts.unplanned) {
+        (Some(l), _) => Some(l.clone()),
+        (None, true) => {
+            return Err(DrillError::Refused {
+                reason: "an unplanned drill must black out a region and needs a way to do it".into(),
+                fix: "pass --lab localstack/labhost.sh (lab hosts); on AWS run a planned drill".into(),
+            })
+        }
+        (None, false) => None,
+    };
+    let world = failover::look(cfg, tpl).await?;
+    if let Some(f) = &world.observed.marks.fence {
+        return Err(DrillError::Refused {
+            reason: format!("{} is fenced by an earlier failover", f.region),
+            fix: "run `provision failback` first".into(),
+        });
+    }
+    let (from, to) = (world.cfg.active().name.clone(), world.cfg.passive().name.clone());
+    if from != cfg.primary().name {
+        return Err(DrillError::Refused {
+            reason: format!("{from} holds the primary role, not the configured primary {}", cfg.primary().name),
+            fix: "run `provision failback` first".into(),
+        });
+    }
+    Ok((lab, from, to))
+}
+
+/// A funded user of the drill's own (id `id_base` + a time-derived part), created through
+/// the gateway the API name's PRIMARY record answers; `lab_only`: that gateway must be a lab
+/// host of this machine.
+pub(crate) async fn setup_user(
+    cfg: &Config,
+    tpl: &Template,
+    id_base: i64,
+    lab_only: bool,
+) -> Result<(Arc<Cloud>, DrillUser, i64), DrillError> {
+    let cloud = Arc::new(Cloud::connect(cfg).await);
+    let answer = load::api_answer(&cloud, cfg).await;
+    let gw = answer.first().ok_or_else(|| step_err("setup", "the API name has no PRIMARY record; run `provision up`"))?;
+    if lab_only {
+        crate::deploy::lab_route(gw).map_err(|e| step_err("setup", e))?;
+    }
+    let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
+    let user_id = id_base + (now_ms() % 100_000_000) as i64;
+    let url = format!("http://{gw}:{}", tpl.ports.gateway_http);
+    let user = load::make_user(&url, secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
+    Ok((cloud, user, user_id))
 }
 
 /// The drill user's client order ids committed in `region`'s database (read on its leader).
