@@ -21,6 +21,9 @@ pub enum IpRef {
     OfInstance { key: String, address: Address },
 }
 
+/// The scope of Route53's (global) actions.
+pub const GLOBAL_SCOPE: &str = "global";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
@@ -244,8 +247,13 @@ impl Action {
             | UpsertRecord { .. }
             | DeleteRecord { .. }
             | DeleteCheck { .. }
-            | DeleteZone { .. } => "global",
+            | DeleteZone { .. } => GLOBAL_SCOPE,
         }
+    }
+
+    /// Route53's actions: global, not in one region's API.
+    pub fn is_route53(&self) -> bool {
+        self.scope() == GLOBAL_SCOPE
     }
 
     pub fn change(&self) -> Change {

@@ -29,18 +29,10 @@ fn other(resource: &str, region: &str, message: impl Into<String>) -> CloudError
 
 impl Cloud {
     pub async fn apply(&self, a: &Action, out: &Outputs) -> Result<Option<Created>, CloudError> {
-        use Action::*;
-        match a {
-            CreateZone { .. }
-            | CreateHttpCheck { .. }
-            | UpdateHttpCheck { .. }
-            | CreateRegionCheck { .. }
-            | UpdateRegionCheck { .. }
-            | UpsertRecord { .. }
-            | DeleteRecord { .. }
-            | DeleteCheck { .. }
-            | DeleteZone { .. } => self.apply_route53(a, out).await,
-            _ => self.apply_ec2(a, out).await,
+        if a.is_route53() {
+            self.apply_route53(a, out).await
+        } else {
+            self.apply_ec2(a, out).await
         }
     }
 
