@@ -1,0 +1,277 @@
+//! `regions.toml`: parsing and validation. Everything here is checked before the first
+//! API call; an error names the file, line and column, the field, and how to fix it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::locate::Loc;
+
+mod rules;
+mod toml_error;
+mod validate;
+
+pub use rules::is_name;
+use validate::Validator;
+
+/// The shipped `regions.toml`, used when no file is given and none is in the working directory.
+pub const EMBEDDED_REGIONS_TOML: &str = include_str!("../../../regions.toml");
+
+/// A configuration error: where, which field, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub loc: Option<Loc>,
+    pub field: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.loc {
+            Some(loc) => write!(f, "{}:{}:{}", self.file, loc.line, loc.col)?,
+            None => write!(f, "{}", self.file)?,
+        }
+        if !self.field.is_empty() {
+            write!(f, ": `{}`", self.field)?;
+        }
+        write!(f, ": {}", self.problem)?;
+        if !self.fix.is_empty() {
+            write!(f, "\n  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegionRole {
+    Primary,
+    Dr,
+}
+
+impl RegionRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegionRole::Primary => "primary",
+            RegionRole::Dr => "dr",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthTarget {
+    PrivateIp,
+    PublicIp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub project: String,
+    pub template: String,
+    pub dns: Dns,
+    pub access: Access,
+    pub endpoint: Option<Endpoint>,
+    #[serde(default)]
+    pub engine: EngineSettings,
+    pub region: Vec<Region>,
+}
+
+/// Settings passed into the engine's config files (optional table `[engine]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSettings {
+    /// Upper bound of operations in one group commit.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+    /// How often a gateway probes the engine nodes; a dead node is noticed in about two probes.
+    #[serde(default = "default_probe_ms")]
+    pub gateway_probe_interval_ms: u64,
+    /// Admin webhooks that receive the nodes' isolation events.
+    #[serde(default)]
+    pub webhook_urls: Vec<String>,
+}
+
+fn default_batch_max() -> usize {
+    1024
+}
+
+fn default_probe_ms() -> u64 {
+    200
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { batch_max: default_batch_max(), gateway_probe_interval_ms: default_probe_ms(), webhook_urls: vec![] }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub zone: String,
+    pub api_record: String,
+    #[serde(default = "default_ttl_s")]
+    pub record_ttl_s: i64,
+}
+
+fn default_ttl_s() -> i64 {
+    30
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    pub operator_cidr: String,
+    pub ssh_public_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub url: Option<String>,
+    #[serde(default = "default_health_target")]
+    pub health_target: HealthTarget,
+}
+
+fn default_health_target() -> HealthTarget {
+    HealthTarget::PublicIp
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub role: RegionRole,
+    pub name: String,
+    pub vpc_cidr: String,
+    pub azs: Vec<String>,
+    pub ssh_user: String,
+    /// Optional jump host for this region's hosts: "host" or "host:port", as `bastion_user`
+    /// (default: `ssh_user`).
+    #[serde(default)]
+    pub bastion: Option<String>,
+    #[serde(default)]
+    pub bastion_user: Option<String>,
+    pub ami: Ami,
+    pub instance_types: std::collections::BTreeMap<String, String>,
+}
+
+/// An AMI: a fixed id, or the newest image matching a name filter from an owner.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum Ami {
+    Id { id: String },
+    Filter { name: String, owner: String },
+}
+
+/// A validated configuration. Constructed only by [`Config::parse`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: String,
+    /// The TOML source, kept to point errors found later at a line.
+    pub src: String,
+    /// Directory of the config file; templates are looked up in `<dir>/templates/`.
+    pub dir: PathBuf,
+    pub project: String,
+    pub template: String,
+    pub dns: Dns,
+    pub operator_cidr: Ipv4Net,
+    pub ssh_public_key: Option<PathBuf>,
+    pub endpoint_url: Option<String>,
+    pub health_target: HealthTarget,
+    pub engine: EngineSettings,
+    /// Exactly two: `regions[0]` is the primary, `regions[1]` the DR region, as configured
+    /// (the "home" layout: names, peering direction).
+    pub regions: Vec<RegionConfig>,
+    /// The region that holds the primary role now, when a failover moved it away from
+    /// `regions[0]`. Read from the cloud (tags), never from the file: see [`crate::roles`].
+    pub active: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegionConfig {
+    pub role: RegionRole,
+    pub name: String,
+    pub vpc_cidr: Ipv4Net,
+    pub azs: Vec<String>,
+    pub ssh_user: String,
+    /// Every SSH connection to this region's hosts goes through this bastion when set.
+    pub bastion: Option<crate::ssh::Jump>,
+    pub ami: Ami,
+    pub instance_types: std::collections::BTreeMap<String, String>,
+}
+
+impl Config {
+    pub fn primary(&self) -> &RegionConfig {
+        &self.regions[0]
+    }
+    pub fn dr(&self) -> &RegionConfig {
+        &self.regions[1]
+    }
+    /// The region that serves writes now (the configured primary unless a failover moved it).
+    pub fn active(&self) -> &RegionConfig {
+        self.active.as_deref().and_then(|n| self.region(n)).unwrap_or(self.primary())
+    }
+    /// The region that is the standby now.
+    pub fn passive(&self) -> &RegionConfig {
+        let a = &self.active().name;
+        self.regions.iter().find(|r| &r.name != a).expect("two regions")
+    }
+    /// The role `region` plays now.
+    pub fn role_now(&self, region: &str) -> RegionRole {
+        if self.active().name == region {
+            RegionRole::Primary
+        } else {
+            RegionRole::Dr
+        }
+    }
+    /// This config with the primary role placed on `region` (as the cloud's tags say).
+    pub fn with_active(&self, region: &str) -> Config {
+        let mut c = self.clone();
+        c.active = (region != self.primary().name && self.region(region).is_some()).then(|| region.to_string());
+        c
+    }
+    pub fn region(&self, name: &str) -> Option<&RegionConfig> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// Loads `path`, or the embedded default when `path` is None and `regions.toml` is absent.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (file, src) = match path {
+            Some(p) => (p.to_path_buf(), read(p)?),
+            None if Path::new("regions.toml").exists() => (PathBuf::from("regions.toml"), read(Path::new("regions.toml"))?),
+            None => (PathBuf::from("<embedded regions.toml>"), EMBEDDED_REGIONS_TOML.to_string()),
+        };
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&file.display().to_string(), &dir, &src)
+    }
+
+    /// Parses and validates `src`; `file` is used in error messages only.
+    pub fn parse(file: &str, dir: &Path, src: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError {
+            file: file.to_string(),
+            loc: e.span().map(|s| Loc::of_offset(src, s.start)),
+            field: String::new(),
+            problem: e.message().trim().to_string(),
+            fix: "correct the TOML at that position (see the shipped regions.toml for every field)".into(),
+        })?;
+        let v = Validator { file, src };
+        v.validate(raw, dir)
+    }
+}
+
+fn read(p: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(p).map_err(|e| ConfigError {
+        file: p.display().to_string(),
+        loc: None,
+        field: String::new(),
+        problem: format!("cannot read the file: {e}"),
+        fix: "pass an existing file with --config".into(),
+    })
+}
+

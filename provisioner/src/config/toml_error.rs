@@ -1,0 +1,1 @@
+//! TOML parse errors turned into field paths and words.
