@@ -1,12 +1,14 @@
 //! Every invalid configuration is refused before the first API call, with file:line, the
-//! field and a fix. The endpoint is a closed port: had `provision` called out, the error
-//! would be "cannot reach", not the config error asserted here.
+//! field and a fix. The endpoint is a listener that counts connections: a case passes only
+//! if nothing connected to it.
 
 mod common;
 
 use common::*;
 
-const CLOSED_ENDPOINT: &str = "http://127.0.0.1:9";
+/// Replaced by the port of a listener that counts connections: any count above 0 means
+/// `provision` called out before refusing.
+const ENDPOINT: &str = "http://127.0.0.1:ENDPOINT_PORT";
 
 struct Case {
     name: &'static str,
@@ -14,11 +16,19 @@ struct Case {
     edits: &'static [(&'static str, &'static str)],
     /// A template file to place in templates/, if any.
     template: Option<(&'static str, &'static str)>,
+    /// Files placed next to regions.toml (a name ending in '/' is a directory).
+    files: &'static [(&'static str, &'static str)],
     /// Text on the line the error must point at (in regions.toml or the template).
     line_of: &'static str,
     file: &'static str,
+    /// The field path the message must name.
+    field: &'static str,
     says: &'static [&'static str],
+    /// Text that must not appear (secrets, key material).
+    hides: &'static [&'static str],
 }
+
+const NO_FILES: &[(&str, &str)] = &[];
 
 const TINY_TEMPLATE: &str = r#"description = "too few nodes"
 [[hosts]]
@@ -46,142 +56,579 @@ contract = 7103
 wallet = 7104
 "#;
 
+const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
+
+/// A zone of 4 labels of 63 characters: 255 characters in all.
+const LONG_ZONE_EDIT: &str = "zone = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"";
+
+const LOW_PORT_TEMPLATE: &str = r#"[[hosts]]
+role = "app"
+count = 3
+instance_type = "app"
+modules = ["matching", "otc", "contract", "wallet"]
+gateway = true
+[[hosts]]
+role = "db"
+count = 3
+instance_type = "db"
+database = true
+[ports]
+ssh = 22
+gateway_http = 80
+postgres = 5432
+patroni_rest = 8008
+etcd_client = 2379
+etcd_peer = 2380
+[ports.modules]
+matching = 7101
+otc = 7102
+contract = 7103
+wallet = 7104
+"#;
+
+const TYPO_TEMPLATE: &str = r#"[[hosts]]
+role = "app"
+count = 3
+instance_type = "app"
+modules = ["matching", "otc", "contract", "wallet"]
+gateway = true
+[[hosts]]
+role = "db"
+count = 3
+instance_type = "db"
+database = true
+[ports]
+ssh = 22
+gateway_http = 8080
+postgres = 5432
+patroni_rest = 8008
+etcd_client = 2379
+etcd_peer = 2380
+[ports.modules]
+matching = 7101
+matchng = 7105
+otc = 7102
+contract = 7103
+wallet = 7104
+"#;
+
+/// 3 x 64 app hosts and 3 DB hosts over 3 AZs: 65 per AZ, more than a /26 holds (59).
+const CROWDED_TEMPLATE: &str = r#"[[hosts]]
+role = "app"
+count = 64
+instance_type = "app"
+modules = ["matching", "otc", "contract", "wallet"]
+gateway = true
+[[hosts]]
+role = "app2"
+count = 64
+instance_type = "app"
+modules = ["matching"]
+[[hosts]]
+role = "app3"
+count = 64
+instance_type = "app"
+modules = ["otc"]
+[[hosts]]
+role = "db"
+count = 3
+instance_type = "db"
+database = true
+[ports]
+ssh = 22
+gateway_http = 8080
+postgres = 5432
+patroni_rest = 8008
+etcd_client = 2379
+etcd_peer = 2380
+[ports.modules]
+matching = 7101
+otc = 7102
+contract = 7103
+wallet = 7104
+"#;
+
 const CASES: &[Case] = &[
     Case {
         name: "malformed toml",
         edits: &[("template = \"compact\"", "template = \"compact")],
         template: None,
+        files: NO_FILES,
         line_of: "template = \"compact",
         file: "regions.toml",
+        field: "template",
         says: &["regions.toml:"],
+        hides: &[],
     },
     Case {
         name: "unknown key",
         edits: &[("[dns]", "colour = \"blue\"\n[dns]")],
         template: None,
+        files: NO_FILES,
         line_of: "colour",
         file: "regions.toml",
+        field: "colour",
         says: &["unknown field `colour`"],
+        hides: &[],
     },
     Case {
         name: "unknown key in a region",
         edits: &[("ssh_user = \"root\"\nami", "ssh_usr = \"root\"\nami")],
         template: None,
+        files: NO_FILES,
         line_of: "ssh_usr",
         file: "regions.toml",
+        field: "region.0.ssh_usr",
         says: &["unknown field `ssh_usr`"],
+        hides: &[],
     },
     Case {
         name: "bad bastion",
         edits: &[("ssh_user = \"root\"\nami", "ssh_user = \"root\"\nbastion = \"jump.example.com:99999\"\nami")],
         template: None,
+        files: NO_FILES,
         line_of: "bastion = ",
         file: "regions.toml",
+        field: "region.0.bastion",
         says: &["region.0.bastion", "not host or host:port", "fix:"],
+        hides: &[],
     },
     Case {
         name: "bastion user without a bastion",
         edits: &[("ssh_user = \"root\"\nami", "ssh_user = \"root\"\nbastion_user = \"ec2-user\"\nami")],
         template: None,
+        files: NO_FILES,
         line_of: "bastion_user",
         file: "regions.toml",
+        field: "region.0.bastion_user",
         says: &["region.0.bastion_user", "without a bastion", "fix:"],
+        hides: &[],
     },
     Case {
         name: "overlapping cidrs",
         edits: &[("10.60.0.0/16", "10.50.128.0/17")],
         template: None,
+        files: NO_FILES,
         line_of: "10.50.128.0/17",
         file: "regions.toml",
+        field: "region.1.vpc_cidr",
         says: &["region.1.vpc_cidr", "overlaps", "fix:"],
+        hides: &[],
     },
     Case {
         name: "az outside its region",
         edits: &[("\"us-east-1a\", \"us-east-1b\"", "\"us-east-1a\", \"us-west-2b\"")],
         template: None,
+        files: NO_FILES,
         line_of: "\"us-east-1a\", \"us-west-2b\"",
         file: "regions.toml",
+        field: "region.0.azs",
         says: &["region.0.azs", "not an availability zone of us-east-1", "fix:"],
+        hides: &[],
     },
     Case {
         name: "two primaries",
         edits: &[("role = \"dr\"", "role = \"primary\"")],
         template: None,
+        files: NO_FILES,
         line_of: "role = \"primary\"",
         file: "regions.toml",
+        field: "region.1.role",
         says: &["region.1.role", "exactly one must", "fix:"],
+        hides: &[],
     },
     Case {
         name: "no primary",
         edits: &[("role = \"primary\"", "role = \"dr\"")],
         template: None,
+        files: NO_FILES,
         line_of: "role = \"dr\"",
         file: "regions.toml",
+        field: "region.1.role",
         says: &["0 regions have role = \"primary\"", "fix:"],
+        hides: &[],
     },
     Case {
         name: "unknown template",
         edits: &[("template = \"compact\"", "template = \"huge\"")],
         template: None,
+        files: NO_FILES,
         line_of: "template = \"huge\"",
         file: "regions.toml",
+        field: "template",
         says: &["`template`", "unknown template \"huge\"", "compact, standard"],
+        hides: &[],
     },
     Case {
         name: "bad cidr",
         edits: &[("10.50.0.0/16", "10.50.0.0/33")],
         template: None,
+        files: NO_FILES,
         line_of: "10.50.0.0/33",
         file: "regions.toml",
+        field: "region.0.vpc_cidr",
         says: &["region.0.vpc_cidr", "not an IPv4 CIDR", "fix:"],
+        hides: &[],
     },
     Case {
         name: "host bits set",
         edits: &[("10.50.0.0/16", "10.50.0.1/16")],
         template: None,
+        files: NO_FILES,
         line_of: "10.50.0.1/16",
         file: "regions.toml",
+        field: "region.0.vpc_cidr",
         says: &["host bits", "10.50.0.0/16"],
+        hides: &[],
     },
     Case {
         name: "subnets do not fit the vpc",
         edits: &[("10.50.0.0/16", "10.50.0.0/26")],
         template: None,
+        files: NO_FILES,
         line_of: "10.50.0.0/26",
         file: "regions.toml",
+        field: "region.0.vpc_cidr",
         says: &["region.0.vpc_cidr", "does not fit", "fix:"],
+        hides: &[],
     },
     Case {
         name: "one availability zone",
         edits: &[("[\"us-west-2a\", \"us-west-2b\", \"us-west-2c\"]", "[\"us-west-2a\"]")],
         template: None,
+        files: NO_FILES,
         line_of: "[\"us-west-2a\"]",
         file: "regions.toml",
+        field: "region.1.azs",
         says: &["region.1.azs", "at least 2", "fix:"],
+        hides: &[],
     },
     Case {
         name: "bad operator cidr",
         edits: &[("127.0.0.0/8", "everyone")],
         template: None,
+        files: NO_FILES,
         line_of: "everyone",
         file: "regions.toml",
+        field: "access.operator_cidr",
         says: &["access.operator_cidr", "not an IPv4 CIDR"],
+        hides: &[],
     },
     Case {
         name: "api record outside the zone",
         edits: &[("api_record = \"api.", "api_record = \"api.elsewhere.example\" # ")],
         template: None,
+        files: NO_FILES,
         line_of: "api_record",
         file: "regions.toml",
-        says: &["dns.api_record", "not a name inside the zone"],
+        field: "dns.api_record",
+        says: &["dns.api_record", "not a DNS name inside the zone"],
+        hides: &[],
     },
     Case {
         name: "fewer than 3 nodes per module",
         edits: &[("template = \"compact\"", "template = \"tiny\"")],
+        files: NO_FILES,
         template: Some(("tiny", TINY_TEMPLATE)),
         line_of: "count = 2",
         file: "tiny.toml",
+        field: "hosts.0.count",
         says: &["module \"matching\" has 2 node(s)", "at least 3", "fix:"],
+        hides: &[],
+    },
+    // --- issue 15: accepted although invalid ------------------------------------------------
+    Case {
+        name: "ssh_public_key is a private key",
+        edits: &[("operator_cidr = \"127.0.0.0/8\"", "operator_cidr = \"127.0.0.0/8\"\nssh_public_key = \"id_ed25519\"")],
+        template: None,
+        files: &[("id_ed25519", PRIVATE_KEY)],
+        line_of: "ssh_public_key",
+        file: "regions.toml",
+        field: "access.ssh_public_key",
+        says: &["PRIVATE key", "not shown", ".pub"],
+        hides: &["b3BlbnNzaC1rZXktdjE", "BEGIN OPENSSH"],
+    },
+    Case {
+        name: "ssh_public_key is garbage",
+        edits: &[("operator_cidr = \"127.0.0.0/8\"", "operator_cidr = \"127.0.0.0/8\"\nssh_public_key = \"key.pub\"")],
+        template: None,
+        files: &[("key.pub", "hello, this is not a key\n")],
+        line_of: "ssh_public_key",
+        file: "regions.toml",
+        field: "access.ssh_public_key",
+        says: &["not an OpenSSH public key", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "ssh_public_key is empty",
+        edits: &[("operator_cidr = \"127.0.0.0/8\"", "operator_cidr = \"127.0.0.0/8\"\nssh_public_key = \"key.pub\"")],
+        template: None,
+        files: &[("key.pub", "")],
+        line_of: "ssh_public_key",
+        file: "regions.toml",
+        field: "access.ssh_public_key",
+        says: &["is empty"],
+        hides: &[],
+    },
+    Case {
+        name: "ssh_public_key is a directory",
+        edits: &[("operator_cidr = \"127.0.0.0/8\"", "operator_cidr = \"127.0.0.0/8\"\nssh_public_key = \"keys\"")],
+        template: None,
+        files: &[("keys/", "")],
+        line_of: "ssh_public_key",
+        file: "regions.toml",
+        field: "access.ssh_public_key",
+        says: &["is a directory"],
+        hides: &[],
+    },
+    Case {
+        name: "empty instance type",
+        edits: &[("app = \"t3.medium\"", "app = \"\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "app = \"\"",
+        file: "regions.toml",
+        field: "region.0.instance_types.app",
+        says: &["not an EC2 instance type", "t3.medium"],
+        hides: &[],
+    },
+    Case {
+        name: "ami id not hex",
+        edits: &[(
+            "ami = { name = \"ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*\", owner = \"099720109477\" }",
+            "ami = { id = \"ami-nothex!\" }",
+        )],
+        template: None,
+        files: NO_FILES,
+        line_of: "ami-nothex",
+        file: "regions.toml",
+        field: "region.0.ami",
+        says: &["not an AMI id", "hex"],
+        hides: &[],
+    },
+    Case {
+        name: "ami in neither form",
+        edits: &[(
+            "ami = { name = \"ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*\", owner = \"099720109477\" }",
+            "ami = { id = \"ami-12345678\", owner = \"099720109477\" }",
+        )],
+        template: None,
+        files: NO_FILES,
+        line_of: "ami-12345678",
+        file: "regions.toml",
+        field: "region.0.ami",
+        says: &["{ id = \"ami-…\" }", "{ name = \"…\", owner = \"…\" }"],
+        hides: &["untagged"],
+    },
+    Case {
+        name: "dns label with a trailing hyphen",
+        edits: &[("zone = \"cfgtest.test.internal\"", "zone = \"cfgtest-.test.internal\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "zone = ",
+        file: "regions.toml",
+        field: "dns.zone",
+        says: &["not a DNS name", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "dns name over 253 characters",
+        edits: &[("zone = \"cfgtest.test.internal\"", LONG_ZONE_EDIT)],
+        template: None,
+        files: NO_FILES,
+        line_of: "zone = ",
+        file: "regions.toml",
+        field: "dns.zone",
+        says: &["not a DNS name", "253"],
+        hides: &[],
+    },
+    Case {
+        name: "ssh user longer than linux allows",
+        edits: &[("ssh_user = \"root\"", "ssh_user = \"uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "ssh_user = \"uuu",
+        file: "regions.toml",
+        field: "region.0.ssh_user",
+        says: &["not a Linux user name", "32"],
+        hides: &[],
+    },
+    Case {
+        name: "vpc in loopback",
+        edits: &[("10.50.0.0/16", "127.50.0.0/16")],
+        template: None,
+        files: NO_FILES,
+        line_of: "127.50.0.0/16",
+        file: "regions.toml",
+        field: "region.0.vpc_cidr",
+        says: &["loopback", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "vpc in multicast",
+        edits: &[("10.60.0.0/16", "224.60.0.0/16")],
+        template: None,
+        files: NO_FILES,
+        line_of: "224.60.0.0/16",
+        file: "regions.toml",
+        field: "region.1.vpc_cidr",
+        says: &["multicast"],
+        hides: &[],
+    },
+    Case {
+        name: "cidr with leading zeros",
+        edits: &[("10.50.0.0/16", "10.050.0.0/16")],
+        template: None,
+        files: NO_FILES,
+        line_of: "10.050.0.0/16",
+        file: "regions.toml",
+        field: "region.0.vpc_cidr",
+        says: &["leading zero"],
+        hides: &[],
+    },
+    Case {
+        name: "template port the service user cannot bind",
+        edits: &[("template = \"compact\"", "template = \"lowport\"")],
+        template: Some(("lowport", LOW_PORT_TEMPLATE)),
+        files: NO_FILES,
+        line_of: "gateway_http = 80",
+        file: "lowport.toml",
+        field: "ports.gateway_http",
+        says: &["below 1024", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "more hosts per az than the subnet holds",
+        edits: &[("template = \"compact\"", "template = \"crowded\""), ("10.50.0.0/16", "10.50.0.0/24")],
+        template: Some(("crowded", CROWDED_TEMPLATE)),
+        files: NO_FILES,
+        line_of: "10.50.0.0/24",
+        file: "regions.toml",
+        field: "region.0.vpc_cidr",
+        says: &["usable addresses", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "project name makes the health check CallerReference too long",
+        edits: &[("project = \"cfgtest\"", "project = \"cfgtestcfgtestcfgtestcfg\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "project = ",
+        file: "regions.toml",
+        field: "project",
+        says: &["CallerReference", "64", "shorten the project name"],
+        hides: &[],
+    },
+    Case {
+        name: "endpoint with a path",
+        edits: &[("ENDPOINT_PORT\"", "ENDPOINT_PORT/api\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "url = ",
+        file: "regions.toml",
+        field: "endpoint.url",
+        says: &["path", "scheme://host[:port]"],
+        hides: &[],
+    },
+    Case {
+        name: "endpoint without a host",
+        edits: &[("http://127.0.0.1:ENDPOINT_PORT", "http://:ENDPOINT_PORT")],
+        template: None,
+        files: NO_FILES,
+        line_of: "url = ",
+        file: "regions.toml",
+        field: "endpoint.url",
+        says: &["host"],
+        hides: &[],
+    },
+    Case {
+        name: "endpoint port out of range",
+        edits: &[("http://127.0.0.1:ENDPOINT_PORT", "http://127.0.0.1:70000")],
+        template: None,
+        files: NO_FILES,
+        line_of: "url = ",
+        file: "regions.toml",
+        field: "endpoint.url",
+        says: &["port"],
+        hides: &[],
+    },
+    Case {
+        name: "endpoint with spaces",
+        edits: &[("http://127.0.0.1:ENDPOINT_PORT", "http://127.0.0.1 :ENDPOINT_PORT")],
+        template: None,
+        files: NO_FILES,
+        line_of: "url = ",
+        file: "regions.toml",
+        field: "endpoint.url",
+        says: &["spaces"],
+        hides: &[],
+    },
+    Case {
+        name: "endpoint credentials are never printed",
+        edits: &[("http://127.0.0.1:ENDPOINT_PORT", "http://admin:hunter2@127.0.0.1:ENDPOINT_PORT/x")],
+        template: None,
+        files: NO_FILES,
+        line_of: "url = ",
+        file: "regions.toml",
+        field: "endpoint.url",
+        says: &["***@127.0.0.1"],
+        hides: &["hunter2"],
+    },
+    Case {
+        name: "webhook without a host",
+        edits: &[("[[region]]", "[engine]\nwebhook_urls = [\"https:///hook\"]\n\n[[region]]")],
+        template: None,
+        files: NO_FILES,
+        line_of: "webhook_urls",
+        file: "regions.toml",
+        field: "engine.webhook_urls.0",
+        says: &["no host"],
+        hides: &[],
+    },
+    Case {
+        name: "bastion that starts with a dash",
+        edits: &[("ssh_user = \"root\"\nami", "ssh_user = \"root\"\nbastion = \"-oProxyCommand=touch /tmp/x\"\nami")],
+        template: None,
+        files: NO_FILES,
+        line_of: "bastion = ",
+        file: "regions.toml",
+        field: "region.0.bastion",
+        says: &["not host or host:port"],
+        hides: &[],
+    },
+    Case {
+        name: "misspelt module in the ports table",
+        edits: &[("template = \"compact\"", "template = \"typo\"")],
+        template: Some(("typo", TYPO_TEMPLATE)),
+        files: NO_FILES,
+        line_of: "matchng",
+        file: "typo.toml",
+        field: "ports.modules.matchng",
+        says: &["not a module", "matching, otc, contract and wallet"],
+        hides: &[],
+    },
+    // --- issue 15: refused, now with the field and a fix of its own ---------------------------
+    Case {
+        name: "a type error names the field and what it takes",
+        edits: &[("record_ttl_s = 10", "record_ttl_s = \"10\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "record_ttl_s",
+        file: "regions.toml",
+        field: "dns.record_ttl_s",
+        says: &["whole number", "record_ttl_s = 10"],
+        hides: &["expected i64"],
+    },
+    Case {
+        name: "a misspelt instance_types key is blamed on the user's file",
+        edits: &[("app = \"t3.medium\"", "ap = \"t3.medium\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "ap = \"t3.medium\"",
+        file: "regions.toml",
+        field: "region.0.instance_types",
+        says: &["no instance type for the host group \"app\"", "fix:"],
+        hides: &["built-in"],
     },
 ];
 
@@ -190,24 +637,67 @@ fn line_of(src: &str, needle: &str) -> usize {
     src.lines().collect::<Vec<_>>().iter().rposition(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle:?} not in source")) + 1
 }
 
+/// A listener that counts the connections made to it (and closes each): the "AWS API".
+struct CountingEndpoint {
+    port: u16,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingEndpoint {
+    fn start() -> CountingEndpoint {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(c);
+            }
+        });
+        CountingEndpoint { port, seen }
+    }
+    fn url(&self) -> String {
+        ENDPOINT.replace("ENDPOINT_PORT", &self.port.to_string())
+    }
+    fn calls(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn write_files(dir: &std::path::Path, files: &[(&str, &str)]) {
+    for (name, body) in files {
+        match name.strip_suffix('/') {
+            Some(d) => std::fs::create_dir_all(dir.join(d)).unwrap(),
+            None => std::fs::write(dir.join(name), body).unwrap(),
+        }
+    }
+}
+
 #[test]
 fn every_invalid_config_is_refused_with_location_and_fix_before_any_api_call() {
+    let endpoint = CountingEndpoint::start();
     let mut failures = Vec::new();
     for case in CASES {
         let dir = tempfile::tempdir().unwrap();
-        let mut src = regions_toml("cfgtest", "compact", CLOSED_ENDPOINT);
+        let mut src = regions_toml("cfgtest", "compact", ENDPOINT);
         for (from, to) in case.edits {
             assert!(src.contains(from), "{}: edit {from:?} does not apply", case.name);
             src = src.replacen(from, to, 1);
         }
+        let src = src.replace("ENDPOINT_PORT", &endpoint.port.to_string());
         let cfg = dir.path().join("regions.toml");
         std::fs::write(&cfg, &src).unwrap();
+        write_files(dir.path(), case.files);
         let mut located_src = src.clone();
         if let Some((name, body)) = case.template {
             std::fs::create_dir_all(dir.path().join("templates")).unwrap();
             std::fs::write(dir.path().join("templates").join(format!("{name}.toml")), body).unwrap();
-            located_src = body.to_string();
+            if case.file != "regions.toml" {
+                located_src = body.to_string();
+            }
         }
+        let before = endpoint.calls();
         let out = provision_cmd(&cfg, &["plan"]).output().unwrap();
         let err = stderr(&out);
         let want_loc = format!("{}:{}:", case.file, line_of(&located_src, case.line_of));
@@ -215,41 +705,51 @@ fn every_invalid_config_is_refused_with_location_and_fix_before_any_api_call() {
         if out.status.code() != Some(1) {
             problems.push(format!("exit code {:?}, want 1", out.status.code()));
         }
-        if err.contains("cannot reach") {
-            problems.push("an API call was attempted".to_string());
+        if endpoint.calls() != before || err.contains("cannot reach") {
+            problems.push("an API call was made".to_string());
         }
         if !err.contains(&want_loc) {
             problems.push(format!("no location {want_loc}"));
+        }
+        if !err.contains(&format!(": `{}`:", case.field)) {
+            problems.push(format!("does not name the field `{}`", case.field));
         }
         for s in case.says {
             if !err.contains(s) {
                 problems.push(format!("does not say {s:?}"));
             }
         }
+        for s in case.hides {
+            if err.contains(s) {
+                problems.push(format!("shows {s:?}"));
+            }
+        }
         if !problems.is_empty() {
             failures.push(format!("{}: {}\n---\n{err}", case.name, problems.join("; ")));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), CASES.len(), failures.join("\n\n"));
 }
 
 #[test]
 fn valid_config_reaches_the_endpoint_and_names_it_when_down() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("regions.toml");
-    std::fs::write(&cfg, regions_toml("cfgtest", "compact", CLOSED_ENDPOINT)).unwrap();
+    std::fs::write(&cfg, regions_toml("cfgtest", "compact", "http://127.0.0.1:9")).unwrap();
     let out = provision_cmd(&cfg, &["plan"]).output().unwrap();
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot reach the AWS endpoint http://127.0.0.1:9"), "{err}");
-    assert!(err.contains("localstack/start.sh"), "{err}");
+    // Not LocalStack's port: the fix is the endpoint setting, not "start LocalStack".
+    assert!(err.contains("correct `endpoint.url`"), "{err}");
+    assert!(!err.contains("DispatchFailure") && !err.contains("ConnectorError"), "the SDK's debug text: {err}");
 }
 
 #[test]
 fn failover_commands_refuse_bad_arguments_before_any_api_call() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("regions.toml");
-    std::fs::write(&cfg, regions_toml("cfgtest", "compact", CLOSED_ENDPOINT)).unwrap();
+    std::fs::write(&cfg, regions_toml("cfgtest", "compact", "http://127.0.0.1:9")).unwrap();
     let cases: [(&[&str], &[&str]); 4] = [
         (&["failover", "--to", "eu-nowhere-1"], &["\"eu-nowhere-1\" is not a region", "us-east-1, us-west-2"]),
         (&["drill", "--unplanned"], &["needs a way to do it", "--lab"]),
@@ -265,4 +765,90 @@ fn failover_commands_refuse_bad_arguments_before_any_api_call() {
             assert!(err.contains(s), "{args:?} does not say {s:?}: {err}");
         }
     }
+}
+
+/// Valid edge cases are accepted: the command gets past validation and calls the API.
+#[test]
+fn crlf_bom_and_a_key_next_to_the_config_are_accepted() {
+    let endpoint = CountingEndpoint::start();
+    let key = ssh_key::PrivateKey::random(&mut rand::rngs::OsRng, ssh_key::Algorithm::Ed25519).unwrap();
+    let public = key.public_key().to_openssh().unwrap();
+    let base = regions_toml("cfgtest", "compact", &endpoint.url());
+    let with_key = base.replacen("operator_cidr = \"127.0.0.0/8\"", "operator_cidr = \"127.0.0.0/8\"\nssh_public_key = \"id.pub\"", 1);
+    let cases = [
+        ("crlf line endings", base.replace('\n', "\r\n")),
+        ("a byte order mark", format!("\u{feff}{base}")),
+        ("a relative key path next to the config", with_key),
+    ];
+    for (name, src) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("id.pub"), format!("{public}\n")).unwrap();
+        let cfg = dir.path().join("regions.toml");
+        std::fs::write(&cfg, src).unwrap();
+        let before = endpoint.calls();
+        // Run from elsewhere: a relative key path is the config directory's, not the cwd's.
+        let out = provision_cmd(&cfg, &["plan"]).current_dir("/").output().unwrap();
+        let err = stderr(&out);
+        assert!(endpoint.calls() > before, "{name}: refused before any API call: {err}");
+        assert!(err.contains("cannot reach the AWS endpoint"), "{name}: {err}");
+    }
+}
+
+/// What the file says is echoed short, escaped, and without credentials.
+#[test]
+fn errors_echo_values_short_escaped_and_without_credentials() {
+    let endpoint = CountingEndpoint::start();
+    let base = regions_toml("cfgtest", "compact", &endpoint.url());
+    let huge = "x".repeat(10 << 20);
+    let cases: [(&str, String, &[&str]); 3] = [
+        ("a 10 MB value", base.replacen("project = \"cfgtest\"", &format!("project = \"{huge}\""), 1), &[]),
+        ("an escape sequence", base.replacen("project = \"cfgtest\"", "project = \"\\u001b[2Jx\"", 1), &["\u{1b}"]),
+        (
+            "credentials in a valid endpoint",
+            base.replace(&endpoint.url(), &format!("http://admin:hunter2@127.0.0.1:{}", endpoint.port)),
+            &["hunter2"],
+        ),
+    ];
+    for (name, src, hidden) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("regions.toml");
+        std::fs::write(&cfg, src).unwrap();
+        let out = provision_cmd(&cfg, &["plan"]).output().unwrap();
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}");
+        assert!(err.len() < 4096, "{name}: a {} byte error", err.len());
+        for h in hidden {
+            assert!(!err.contains(h), "{name}: shows {h:?}: {err}");
+        }
+    }
+}
+
+/// The config file itself: an explicit path is never replaced by the default, and a file
+/// that is not text says so.
+#[test]
+fn the_config_file_is_the_one_named_or_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.toml");
+    let out = provision_cmd(&missing, &["plan"]).output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("nope.toml") && err.contains("cannot read"), "{err}");
+    assert!(!err.contains("using the embedded"), "fell back to the embedded config: {err}");
+
+    let latin1 = dir.path().join("latin1.toml");
+    std::fs::write(&latin1, b"project = \"caf\xe9\"\n").unwrap();
+    let err = stderr(&provision_cmd(&latin1, &["plan"]).output().unwrap());
+    assert!(err.contains("not UTF-8") && err.contains("save the file as UTF-8"), "{err}");
+
+    let out = provision_cmd(dir.path(), &["plan"]).output().unwrap();
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    // No --config and no ./regions.toml: the embedded file, and stderr says so.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["plan"])
+        .current_dir(dir.path())
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert!(stderr(&out).contains("using the embedded regions.toml"), "{}", stderr(&out));
 }

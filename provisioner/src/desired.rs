@@ -58,6 +58,46 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
     }
 }
 
+/// What the config and template ask for together that AWS would refuse later: a health
+/// check's CallerReference over 64 characters, more hosts in an AZ than its subnet holds.
+/// Checked before the first API call.
+pub fn check_fits(cfg: &Config, tpl: &Template) -> Result<(), crate::config::ConfigError> {
+    let d = desired(cfg, tpl, "");
+    let keys = d.http_checks.iter().map(|c| &c.key).chain(d.region_checks.iter().map(|c| &c.key));
+    if let Some(key) = keys.max_by_key(|k| k.len()) {
+        let n = caller_reference(&cfg.project, key, &"0".repeat(RUN_ID_CHARS)).len();
+        if n > CALLER_REFERENCE_CHARS_MAX {
+            let allowed = cfg.project.len().saturating_sub(n - CALLER_REFERENCE_CHARS_MAX);
+            return Err(cfg.error_at(
+                &["project"],
+                format!("the health check {key} would get a CallerReference of {n} characters; AWS allows {CALLER_REFERENCE_CHARS_MAX}"),
+                format!("shorten the project name to at most {allowed} characters"),
+            ));
+        }
+    }
+    for r in &d.regions {
+        for sn in &r.subnets {
+            let hosts = r.hosts.iter().filter(|h| h.subnet_key == sn.key).count();
+            let net: Ipv4Net = sn.cidr.parse().expect("desired subnets are CIDRs");
+            let room = (1usize << (32 - net.prefix_len())).saturating_sub(SUBNET_ADDRESSES_RESERVED);
+            if hosts > room {
+                return Err(cfg.error_at(
+                    &["region", &cfg.file_region_index(&r.name), "vpc_cidr"],
+                    format!(
+                        "{hosts} hosts land in {} but its subnet {} has {room} usable addresses (AWS keeps {SUBNET_ADDRESSES_RESERVED})",
+                        sn.az, sn.cidr
+                    ),
+                    "use a larger vpc_cidr (e.g. a /16), more azs, or fewer hosts in the template",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Addresses AWS keeps in every subnet (network, router, DNS, future, broadcast).
+const SUBNET_ADDRESSES_RESERVED: usize = 5;
+
 fn region_check_key(region: &str) -> String {
     format!("{region}/check/region")
 }

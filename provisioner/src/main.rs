@@ -12,9 +12,9 @@ use provisioner::template::Template;
 #[derive(Parser)]
 #[command(name = "provision", version, about = "Builds a two-region, failover-ready exchange on AWS or LocalStack")]
 struct Cli {
-    /// The deployment description.
-    #[arg(long, global = true, default_value = "regions.toml")]
-    config: PathBuf,
+    /// The deployment description [default: ./regions.toml, else the embedded one].
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
     output: Output,
     /// More logs (-v info, -vv debug), on stderr.
@@ -132,9 +132,7 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         version(json);
         return Ok(ExitCode::SUCCESS);
     }
-    let path = if cli.config.as_os_str() == "regions.toml" { None } else { Some(cli.config.as_path()) };
-    let cfg = Config::load(path)?;
-    let tpl = Template::load(&cfg)?;
+    let (cfg, tpl) = ops::load(cli.config.as_deref())?;
     match &cli.cmd {
         Cmd::Version => unreachable!("handled above"),
         Cmd::Plan => {

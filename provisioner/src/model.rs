@@ -114,6 +114,17 @@ impl Failover {
     }
 }
 
+/// AWS's limit on a health check's or hosted zone's CallerReference.
+pub const CALLER_REFERENCE_CHARS_MAX: usize = 64;
+/// A run id is the unix time in ms in hex: 11 digits until the year 2527.
+pub const RUN_ID_CHARS: usize = 11;
+
+/// The CallerReference of a health check or zone `provision` creates: it names the project
+/// and the logical key, so a re-run finds what an interrupted one made.
+pub fn caller_reference(project: &str, key: &str, run_id: &str) -> String {
+    format!("provision:{project}:{key}:{run_id}")
+}
+
 /// Which of an instance's addresses the records, health checks and SSH use: decided once, in
 /// `desired` (from `health_target`), and carried in the data from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,13 +5,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::{is_name, Config, ConfigError};
-use crate::locate::{locate, Loc};
+use crate::locate::locate;
 
 /// Every module the engine has. Each must run on at least [`NODES_PER_MODULE_MIN`] nodes.
 pub const MODULES: [&str; 4] = ["matching", "otc", "contract", "wallet"];
 pub const NODES_PER_MODULE_MIN: u32 = 3;
 pub const DB_HOSTS: u32 = 3;
 pub const HOSTS_PER_GROUP_MAX: u32 = 64;
+/// The lowest port a service that is not root may bind on Linux.
+pub const UNPRIVILEGED_PORT_MIN: u16 = 1024;
 
 const BUILTIN: [(&str, &str); 2] =
     [("compact", include_str!("../../templates/compact.toml")), ("standard", include_str!("../../templates/standard.toml"))];
@@ -77,19 +79,15 @@ impl Template {
                 fix: format!("use one of: {}, or add templates/{}.toml", builtin_names().join(", "), cfg.template),
             });
         };
+        let builtin = !path.exists();
         let t = Template::parse(&file, &src)?;
-        t.check_instance_types(cfg, &file, &src)?;
+        t.check_instance_types(cfg, &file, &src, builtin)?;
         Ok(t)
     }
 
     pub fn parse(file: &str, src: &str) -> Result<Template, ConfigError> {
-        let t: Template = toml::from_str(src).map_err(|e| ConfigError {
-            file: file.to_string(),
-            loc: e.span().map(|s| Loc::of_offset(src, s.start)),
-            field: String::new(),
-            problem: e.message().trim().to_string(),
-            fix: "correct the template at that position (see templates/compact.toml)".into(),
-        })?;
+        let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+        let t: Template = toml::from_str(src).map_err(|e| crate::config::describe_toml_error(file, src, &e, BUILTIN[0].1))?;
         t.validate(file, src)?;
         Ok(t)
     }
@@ -169,11 +167,30 @@ impl Template {
             ("etcd_client".into(), self.ports.etcd_client),
             ("etcd_peer".into(), self.ports.etcd_peer),
         ];
+        for k in self.ports.modules.keys() {
+            if !MODULES.contains(&k.as_str()) {
+                return Err(err(
+                    &["ports", "modules", k],
+                    format!("{} is not a module", crate::config::shown(k)),
+                    "the modules are matching, otc, contract and wallet: correct the key's spelling",
+                ));
+            }
+        }
         ports.extend(self.ports.modules.iter().map(|(k, v)| (format!("modules.{k}"), *v)));
         let mut seen = BTreeMap::new();
         for (name, port) in &ports {
             if *port == 0 {
                 return Err(err(&["ports"], format!("port {name} is 0"), "use a port in 1..=65535"));
+            }
+            // Only sshd runs as root; the engines, PostgreSQL, Patroni and etcd run as users.
+            if name != "ssh" && *port < UNPRIVILEGED_PORT_MIN {
+                let path: Vec<&str> = name.split('.').collect();
+                let path: Vec<&str> = ["ports"].into_iter().chain(path).collect();
+                return Err(err(
+                    &path,
+                    format!("port {port} is below {UNPRIVILEGED_PORT_MIN}: its service runs as an unprivileged user and cannot bind it"),
+                    "use a port from 1024 to 65535",
+                ));
             }
             if let Some(other) = seen.insert(*port, name.clone()) {
                 return Err(err(&["ports"], format!("ports {other} and {name} are both {port}"), "give every role its own port"));
@@ -182,18 +199,29 @@ impl Template {
         Ok(())
     }
 
-    fn check_instance_types(&self, cfg: &Config, file: &str, src: &str) -> Result<(), ConfigError> {
+    /// Every host group's `instance_type` is a key of each region's `instance_types`. The
+    /// error points at the user's file: the template when it is theirs, else regions.toml.
+    fn check_instance_types(&self, cfg: &Config, file: &str, src: &str, builtin: bool) -> Result<(), ConfigError> {
         for (i, g) in self.hosts.iter().enumerate() {
             for r in &cfg.regions {
-                if !r.instance_types.contains_key(&g.instance_type) {
-                    return Err(ConfigError {
-                        file: file.to_string(),
-                        loc: locate(src, &["hosts", &i.to_string(), "instance_type"]),
-                        field: format!("hosts.{i}.instance_type"),
-                        problem: format!("{:?} is not a key of instance_types in region {}", g.instance_type, r.name),
-                        fix: format!("add {} = \"<type>\" to that region's instance_types in {}", g.instance_type, cfg.file),
-                    });
+                if r.instance_types.contains_key(&g.instance_type) {
+                    continue;
                 }
+                let keys: Vec<&str> = r.instance_types.keys().map(String::as_str).collect();
+                let problem = format!(
+                    "region {} has no instance type for the host group {} (instance_type = {}); it has {}",
+                    r.name,
+                    crate::config::shown(&g.role),
+                    crate::config::shown(&g.instance_type),
+                    keys.join(", ")
+                );
+                let fix = format!("add {} = \"<type>\" to that region's instance_types, or correct a misspelt key", g.instance_type);
+                if builtin {
+                    return Err(cfg.error_at(&["region", &cfg.file_region_index(&r.name), "instance_types"], problem, fix));
+                }
+                let path = ["hosts".to_string(), i.to_string(), "instance_type".to_string()];
+                let path: Vec<&str> = path.iter().map(String::as_str).collect();
+                return Err(ConfigError { file: file.to_string(), loc: locate(src, &path), field: path.join("."), problem, fix });
             }
         }
         Ok(())

@@ -14,7 +14,6 @@ use std::time::Duration;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 pub use apply::{Created, Outputs};
 pub use failover::RecordTarget;
@@ -52,8 +51,9 @@ impl Cloud {
         }
         // Route53 is global; its API lives in us-east-1.
         let r53 = aws_sdk_route53::Client::new(&sdk_config(cfg, "us-east-1").await);
-        let endpoint =
-            cfg.endpoint_url.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok()).unwrap_or_else(|| "AWS (default endpoints)".into());
+        let endpoint = cfg.endpoint_url.clone().or_else(|| std::env::var("AWS_ENDPOINT_URL").ok());
+        // Shown in errors: any credentials in the URL are redacted.
+        let endpoint = endpoint.map(|u| crate::config::rules::redact_userinfo(&u)).unwrap_or_else(|| "AWS (default endpoints)".into());
         let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis());
         Cloud { project: cfg.project.clone(), endpoint, ec2, r53, run_id }
     }
@@ -70,28 +70,48 @@ impl Cloud {
     pub(crate) fn err<E, R>(&self, op: &str, resource: &str, region: &str, e: SdkError<E, R>) -> CloudError
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
                 region: region.into(),
-                detail: DisplayErrorContext(&e).to_string(),
-                hint: if self.endpoint.contains("127.0.0.1") || self.endpoint.contains("localhost") {
-                    "\n  fix: start LocalStack with `localstack/start.sh` (install it first with `localstack/install.sh`)".into()
-                } else {
-                    "\n  fix: check network access and the endpoint setting".into()
-                },
+                detail: format!("{op}: {}", root_cause(&e)),
+                hint: self.unreachable_hint(),
             },
             _ => CloudError::Api {
                 op: op.into(),
                 resource: resource.into(),
                 region: region.into(),
                 code: e.code().unwrap_or("Unknown").into(),
-                message: e.message().map(str::to_string).unwrap_or_else(|| DisplayErrorContext(&e).to_string()),
+                message: e.message().map(str::to_string).unwrap_or_else(|| root_cause(&e)),
             },
         }
     }
+}
+
+impl Cloud {
+    fn unreachable_hint(&self) -> String {
+        let local = self.endpoint.contains("127.0.0.1") || self.endpoint.contains("localhost");
+        if local && self.endpoint.trim_end_matches('/').ends_with(":4566") {
+            "\n  fix: start LocalStack with `localstack/start.sh` (install it first with `localstack/install.sh`)".into()
+        } else if local {
+            format!("\n  fix: nothing answers at {}: correct `endpoint.url` in the config (LocalStack listens on :4566, started by `localstack/start.sh`), or start the service that should answer there", self.endpoint)
+        } else {
+            "\n  fix: check network access, credentials and the endpoint setting".into()
+        }
+    }
+}
+
+/// The innermost cause of an SDK error, as one line (not the SDK's nested debug text).
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    let text = cur.to_string();
+    let text = if text.trim().is_empty() { e.to_string() } else { text };
+    crate::config::rules::redact_userinfo(text.lines().next().unwrap_or_default())
 }
 
 async fn sdk_config(cfg: &Config, region: &str) -> aws_config::SdkConfig {

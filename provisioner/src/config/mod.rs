@@ -9,11 +9,12 @@ use serde::Deserialize;
 
 use crate::locate::Loc;
 
-mod rules;
+pub mod rules;
 mod toml_error;
 mod validate;
 
-pub use rules::is_name;
+pub use rules::{is_name, shown};
+pub(crate) use toml_error::describe as describe_toml_error;
 use validate::Validator;
 
 /// The shipped `regions.toml`, used when no file is given and none is in the working directory.
@@ -164,9 +165,30 @@ pub struct Region {
 /// An AMI: a fixed id, or the newest image matching a name filter from an owner.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(untagged, deny_unknown_fields)]
+#[serde(try_from = "RawAmi")]
 pub enum Ami {
     Id { id: String },
     Filter { name: String, owner: String },
+}
+
+/// `ami` as written, so that a wrong shape is told in the file's words.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAmi {
+    id: Option<String>,
+    name: Option<String>,
+    owner: Option<String>,
+}
+
+impl TryFrom<RawAmi> for Ami {
+    type Error = String;
+    fn try_from(r: RawAmi) -> Result<Ami, String> {
+        match r {
+            RawAmi { id: Some(id), name: None, owner: None } => Ok(Ami::Id { id }),
+            RawAmi { id: None, name: Some(name), owner: Some(owner) } => Ok(Ami::Filter { name, owner }),
+            _ => Err(r#"ami takes one of two forms: { id = "ami-…" } or { name = "…", owner = "…" }"#.into()),
+        }
+    }
 }
 
 /// A validated configuration. Constructed only by [`Config::parse`].
@@ -240,12 +262,38 @@ impl Config {
         self.regions.iter().find(|r| r.name == name)
     }
 
-    /// Loads `path`, or the embedded default when `path` is None and `regions.toml` is absent.
+    /// The index of region `name` among the file's `[[region]]` tables (for error paths:
+    /// `regions` is sorted primary first, the file need not be).
+    pub fn file_region_index(&self, name: &str) -> String {
+        let doc = self.src.parse::<toml::Table>().ok();
+        let tables = doc.as_ref().and_then(|d| d.get("region")).and_then(|r| r.as_array());
+        let i = tables.and_then(|a| a.iter().position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name)));
+        i.or_else(|| self.regions.iter().position(|r| r.name == name)).unwrap_or(0).to_string()
+    }
+
+    /// An error found after parsing (with the template, say), located in this file.
+    pub fn error_at(&self, path: &[&str], problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.clone(),
+            loc: crate::locate::locate(&self.src, path),
+            field: path.join("."),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// Loads `path`; without one, `./regions.toml`, or else the embedded default (said on
+    /// stderr). A `path` that cannot be read is an error, never a fallback.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
         let (file, src) = match path {
             Some(p) => (p.to_path_buf(), read(p)?),
             None if Path::new("regions.toml").exists() => (PathBuf::from("regions.toml"), read(Path::new("regions.toml"))?),
-            None => (PathBuf::from("<embedded regions.toml>"), EMBEDDED_REGIONS_TOML.to_string()),
+            None => {
+                eprintln!(
+                    "provision: no --config given and no ./regions.toml: using the embedded regions.toml (LocalStack on this machine)"
+                );
+                (PathBuf::from("<embedded regions.toml>"), EMBEDDED_REGIONS_TOML.to_string())
+            }
         };
         let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&file.display().to_string(), &dir, &src)
@@ -253,25 +301,32 @@ impl Config {
 
     /// Parses and validates `src`; `file` is used in error messages only.
     pub fn parse(file: &str, dir: &Path, src: &str) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(src).map_err(|e| ConfigError {
-            file: file.to_string(),
-            loc: e.span().map(|s| Loc::of_offset(src, s.start)),
-            field: String::new(),
-            problem: e.message().trim().to_string(),
-            fix: "correct the TOML at that position (see the shipped regions.toml for every field)".into(),
-        })?;
+        let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+        let raw: RawConfig = toml::from_str(src).map_err(|e| toml_error::describe_regions(file, src, &e))?;
         let v = Validator { file, src };
         v.validate(raw, dir)
     }
 }
 
 fn read(p: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(p).map_err(|e| ConfigError {
+    let err = |problem: String, fix: &str| ConfigError {
         file: p.display().to_string(),
         loc: None,
         field: String::new(),
-        problem: format!("cannot read the file: {e}"),
-        fix: "pass an existing file with --config".into(),
+        problem,
+        fix: fix.into(),
+    };
+    if p.is_dir() {
+        return Err(err("is a directory".into(), "pass the regions.toml file itself with --config"));
+    }
+    let bytes = std::fs::read(p).map_err(|e| {
+        err(
+            format!("cannot read the file: {e}"),
+            "pass an existing, readable file with --config (without --config, ./regions.toml or the embedded default is used)",
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        err(format!("is not UTF-8 text (byte {at} is not)"), "save the file as UTF-8")
     })
 }
-

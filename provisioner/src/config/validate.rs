@@ -29,7 +29,7 @@ impl Validator<'_> {
         if !is_name(&raw.project) || raw.project.len() > 24 {
             return Err(self.err(
                 &["project"],
-                format!("{:?} is not a valid project name", raw.project),
+                format!("{} is not a valid project name", shown(&raw.project)),
                 "use 1-24 lowercase letters, digits and '-', starting with a letter",
             ));
         }
@@ -38,26 +38,18 @@ impl Validator<'_> {
         }
         self.validate_dns(&raw.dns)?;
         let operator_cidr = self.cidr(&["access", "operator_cidr"], &raw.access.operator_cidr)?;
-        let ssh_public_key = raw.access.ssh_public_key.as_deref().map(expand_home);
-        if let Some(p) = &ssh_public_key {
-            if !p.exists() {
-                return Err(self.err(
-                    &["access", "ssh_public_key"],
-                    format!("{} does not exist", p.display()),
-                    "point it at an existing OpenSSH public key, or remove it to let provision generate one",
-                ));
-            }
-        }
+        let ssh_public_key = match raw.access.ssh_public_key.as_deref() {
+            Some(p) => Some(self.public_key(p, dir)?),
+            None => None,
+        };
         let (endpoint_url, health_target) = match &raw.endpoint {
             Some(e) => {
-                if let Some(u) = &e.url {
-                    if !(u.starts_with("http://") || u.starts_with("https://")) {
-                        return Err(self.err(
-                            &["endpoint", "url"],
-                            format!("{u:?} is not an http(s) URL"),
-                            "use e.g. \"http://127.0.0.1:4566\"",
-                        ));
-                    }
+                if let Some(problem) = e.url.as_deref().and_then(|u| url_problem(u, true)) {
+                    return Err(self.err(
+                        &["endpoint", "url"],
+                        format!("{} {problem}", shown(e.url.as_deref().unwrap_or_default())),
+                        "use scheme://host[:port], e.g. \"http://127.0.0.1:4566\" (LocalStack), or delete [endpoint] for AWS",
+                    ));
                 }
                 (e.url.clone(), e.health_target)
             }
@@ -70,12 +62,14 @@ impl Validator<'_> {
         if !(50..=10_000).contains(&raw.engine.gateway_probe_interval_ms) {
             return Err(self.err(&["engine", "gateway_probe_interval_ms"], "must be 50..=10000 ms", "use e.g. 200"));
         }
-        if let Some(u) = raw.engine.webhook_urls.iter().find(|u| !(u.starts_with("http://") || u.starts_with("https://"))) {
-            return Err(self.err(
-                &["engine", "webhook_urls"],
-                format!("{u:?} is not an http(s) URL"),
-                "use e.g. \"https://ops.example/hook\"",
-            ));
+        for (i, u) in raw.engine.webhook_urls.iter().enumerate() {
+            if let Some(problem) = url_problem(u, false) {
+                return Err(self.err(
+                    &["engine", "webhook_urls", &i.to_string()],
+                    format!("{} {problem}", shown(u)),
+                    "use an http(s) URL with a host, e.g. \"https://ops.example/hook\"",
+                ));
+            }
         }
         Ok(Config {
             file: self.file.to_string(),
@@ -97,13 +91,17 @@ impl Validator<'_> {
     fn validate_dns(&self, dns: &Dns) -> Result<(), ConfigError> {
         let zone = dns.zone.trim_end_matches('.');
         if !is_dns_name(zone) {
-            return Err(self.err(&["dns", "zone"], format!("{:?} is not a DNS name", dns.zone), "use e.g. \"example.com\""));
+            return Err(self.err(
+                &["dns", "zone"],
+                format!("{} is not a DNS name", shown(&dns.zone)),
+                "use labels of letters, digits and '-' (not first or last), at most 63 characters each and 253 in all, e.g. \"example.com\"",
+            ));
         }
         let rec = dns.api_record.trim_end_matches('.');
         if !is_dns_name(rec) || !(rec.ends_with(&format!(".{zone}"))) {
             return Err(self.err(
                 &["dns", "api_record"],
-                format!("{:?} is not a name inside the zone {zone:?}", dns.api_record),
+                format!("{} is not a DNS name inside the zone {}", shown(&dns.api_record), shown(zone)),
                 format!("use a name ending in .{zone}, e.g. \"api.{zone}\""),
             ));
         }
@@ -151,9 +149,16 @@ impl Validator<'_> {
         let idx = i.to_string();
         let at = |f: &'static str| -> Vec<&str> { vec!["region", &idx, f] };
         if !is_region_name(&r.name) {
-            return Err(self.err(&at("name"), format!("{:?} is not an AWS region name", r.name), "use e.g. \"us-east-1\""));
+            return Err(self.err(&at("name"), format!("{} is not an AWS region name", shown(&r.name)), "use e.g. \"us-east-1\""));
         }
         let vpc_cidr = self.cidr(&at("vpc_cidr"), &r.vpc_cidr)?;
+        if let Some(range) = unusable_vpc_range(&vpc_cidr) {
+            return Err(self.err(
+                &at("vpc_cidr"),
+                format!("{vpc_cidr} is in the {range} range, which a VPC cannot route"),
+                "use a private range, e.g. \"10.10.0.0/16\" (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)",
+            ));
+        }
         if !(16..=24).contains(&vpc_cidr.prefix_len()) {
             return Err(self.err(
                 &at("vpc_cidr"),
@@ -178,23 +183,43 @@ impl Validator<'_> {
             if !ok {
                 return Err(self.err(
                     &at("azs"),
-                    format!("{az:?} is not an availability zone of {}", r.name),
+                    format!("{} is not an availability zone of {}", shown(az), r.name),
                     format!("use zones of that region, e.g. \"{}a\"", r.name),
                 ));
             }
             if !seen.insert(az) {
-                return Err(self.err(&at("azs"), format!("{az:?} is listed twice"), "list each zone once"));
+                return Err(self.err(&at("azs"), format!("{} is listed twice", shown(az)), "list each zone once"));
             }
         }
-        if r.ssh_user.is_empty() || !r.ssh_user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(self.err(&at("ssh_user"), "not a user name", "use e.g. \"ubuntu\" or \"root\""));
+        if !is_user_name(&r.ssh_user) {
+            return Err(self.err(
+                &at("ssh_user"),
+                format!("{} is not a Linux user name", shown(&r.ssh_user)),
+                format!("use 1-{USER_NAME_CHARS_MAX} lowercase letters, digits, '_' and '-', starting with a letter, e.g. \"ubuntu\" or \"root\""),
+            ));
+        }
+        for (key, t) in &r.instance_types {
+            if !is_name(key) {
+                return Err(self.err(
+                    &at("instance_types"),
+                    format!("key {} is not a host role name", shown(key)),
+                    "use the template's instance_type names, e.g. app, db",
+                ));
+            }
+            if !is_instance_type(t) {
+                return Err(self.err(
+                    &["region", &idx, "instance_types", key],
+                    format!("{} is not an EC2 instance type", shown(t)),
+                    "write family.size as AWS does, e.g. \"t3.medium\" or \"r6i.large\"",
+                ));
+            }
         }
         let bastion = self.bastion(&idx, r)?;
         match &r.ami {
-            Ami::Id { id } if !id.starts_with("ami-") => {
+            Ami::Id { id } if !is_ami_id(id) => {
                 return Err(self.err(
                     &at("ami"),
-                    format!("{id:?} is not an AMI id"),
+                    format!("{} is not an AMI id (ami- and 8 or 17 hex digits)", shown(id)),
                     "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }",
                 ));
             }
@@ -229,31 +254,62 @@ impl Validator<'_> {
             }
             return Ok(None);
         };
-        let (host, port) = match b.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse::<u16>().ok().filter(|p| *p > 0)),
-            None => (b.as_str(), Some(22)),
-        };
-        let host_ok = !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
-        let Some(port) = port.filter(|_| host_ok) else {
+        let Some((host, port)) = host_port(b) else {
             return Err(self.err(
                 &at("bastion"),
-                format!("{b:?} is not host or host:port"),
-                "write e.g. bastion = \"bastion.example.com\" or \"203.0.113.10:2222\"",
+                format!("{} is not host or host:port", shown(b)),
+                "write a DNS name or IPv4 address and an optional port 1-65535, e.g. bastion = \"bastion.example.com\" or \"203.0.113.10:2222\"",
             ));
         };
-        if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(self.err(&at("bastion_user"), "not a user name", "use e.g. \"ec2-user\""));
+        if !is_user_name(&user) {
+            return Err(self.err(&at("bastion_user"), format!("{} is not a Linux user name", shown(&user)), "use e.g. \"ec2-user\""));
         }
-        Ok(Some(crate::ssh::Jump { host: host.to_string(), port, user }))
+        Ok(Some(crate::ssh::Jump { host, port, user }))
     }
 
     fn cidr(&self, path: &[&str], s: &str) -> Result<Ipv4Net, ConfigError> {
-        let net: Ipv4Net =
-            s.parse().map_err(|_| self.err(path, format!("{s:?} is not an IPv4 CIDR"), "write it as a.b.c.d/n, e.g. \"10.10.0.0/16\""))?;
+        if has_leading_zero(s) {
+            return Err(self.err(
+                path,
+                format!("{} has a leading zero (some tools read it as octal)", shown(s)),
+                "write each number without leading zeros, e.g. \"10.10.0.0/16\"",
+            ));
+        }
+        let net: Ipv4Net = s
+            .parse()
+            .map_err(|_| self.err(path, format!("{} is not an IPv4 CIDR", shown(s)), "write it as a.b.c.d/n, e.g. \"10.10.0.0/16\""))?;
         if net.trunc() != net {
-            return Err(self.err(path, format!("{s:?} has host bits set"), format!("use the network address: \"{}\"", net.trunc())));
+            return Err(self.err(path, format!("{} has host bits set", shown(s)), format!("use the network address: \"{}\"", net.trunc())));
         }
         Ok(net)
     }
-}
 
+    /// The operator's public key file (relative to the config's directory): it must parse as
+    /// one OpenSSH public key. A private key is refused without echoing any of it.
+    fn public_key(&self, p: &str, dir: &Path) -> Result<std::path::PathBuf, ConfigError> {
+        let at = ["access", "ssh_public_key"];
+        let path = expand_home(p);
+        let path = if path.is_relative() { dir.join(path) } else { path };
+        let fix = "point it at an OpenSSH public key file (one line: ssh-ed25519 AAAA… comment, usually ~/.ssh/id_ed25519.pub), or remove it to let provision generate one";
+        let shown_path = shown(&path.display().to_string());
+        if path.is_dir() {
+            return Err(self.err(&at, format!("{shown_path} is a directory"), fix));
+        }
+        let bytes = std::fs::read(&path).map_err(|e| self.err(&at, format!("cannot read {shown_path}: {e}"), fix))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if text.contains("PRIVATE KEY") {
+            return Err(self.err(
+                &at,
+                format!("{shown_path} is a PRIVATE key; it would be uploaded to AWS as key material (its content is not shown)"),
+                "point it at the public half (the .pub file next to it); keep the private key off every config",
+            ));
+        }
+        if text.trim().is_empty() {
+            return Err(self.err(&at, format!("{shown_path} is empty"), fix));
+        }
+        if ssh_key::PublicKey::from_openssh(text.trim()).is_err() {
+            return Err(self.err(&at, format!("{shown_path} is not an OpenSSH public key"), fix));
+        }
+        Ok(path)
+    }
+}

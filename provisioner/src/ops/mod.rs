@@ -18,6 +18,15 @@ pub use crate::situation::{Look, Situation};
 
 pub const CONCURRENCY_DEFAULT: u16 = 32;
 
+/// The config and its template, validated together: everything that can be refused is
+/// refused here, before any command makes its first API call.
+pub fn load(path: Option<&std::path::Path>) -> Result<(crate::config::Config, crate::template::Template), ConfigError> {
+    let cfg = crate::config::Config::load(path)?;
+    let tpl = crate::template::Template::load(&cfg)?;
+    crate::desired::check_fits(&cfg, &tpl)?;
+    Ok((cfg, tpl))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]

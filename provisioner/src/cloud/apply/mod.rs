@@ -66,7 +66,7 @@ impl Cloud {
     ) -> Result<Option<Created>, CloudError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         let answer = call.await.map_err(|e| self.err(op, key, region, e))?;
         Ok(Some(Created { id: id(&answer).unwrap_or_default().to_string(), ..Default::default() }))
@@ -82,7 +82,7 @@ impl Cloud {
     ) -> Result<(), CloudError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         call.await.map(|_| ()).map_err(|e| self.err(op, resource, region, e))
     }
@@ -97,7 +97,7 @@ impl Cloud {
     ) -> Result<Option<Created>, CloudError>
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
+        R: std::fmt::Debug + 'static,
     {
         match self.call(op, resource, region, call).await {
             Err(CloudError::Api { code, .. }) if code.contains("NotFound") || code.starts_with("NoSuch") => Ok(None),

@@ -17,8 +17,7 @@ impl Cloud {
         use Action::*;
         match a {
             CreateZone { name } => {
-                let call =
-                    self.r53.create_hosted_zone().name(name).caller_reference(format!("{}zone:{}", self.caller_prefix(), self.run_id));
+                let call = self.r53.create_hosted_zone().name(name).caller_reference(caller_reference(&self.project, "zone", &self.run_id));
                 let r = call.send().await.map_err(|e| self.err("CreateHostedZone", name, "global", e))?;
                 let id = strip_zone(r.hosted_zone().map(|z| z.id()).unwrap_or_default());
                 self.tag_r53(TagResourceType::Hostedzone, &id, ZONE_KEY).await?;
@@ -92,7 +91,7 @@ impl Cloud {
         let r = self
             .r53
             .create_health_check()
-            .caller_reference(format!("{}{key}:{}", self.caller_prefix(), self.run_id))
+            .caller_reference(caller_reference(&self.project, key, &self.run_id))
             .health_check_config(cfg)
             .send()
             .await
