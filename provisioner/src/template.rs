@@ -100,6 +100,13 @@ impl Template {
             problem,
             fix: fix.to_string(),
         };
+        self.validate_hosts(&err)?;
+        self.validate_modules(&err)?;
+        self.validate_ports(&err)
+    }
+
+    /// Unique role names, counts in range, known modules, database hosts carrying nothing else.
+    fn validate_hosts(&self, err: &impl Fn(&[&str], String, &str) -> ConfigError) -> Result<(), ConfigError> {
         let mut roles = BTreeSet::new();
         for (i, g) in self.hosts.iter().enumerate() {
             let idx = i.to_string();
@@ -130,6 +137,11 @@ impl Template {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Enough nodes of every module, a port for each, 3 DB hosts, a gateway.
+    fn validate_modules(&self, err: &impl Fn(&[&str], String, &str) -> ConfigError) -> Result<(), ConfigError> {
         for m in MODULES {
             let nodes: u32 = self.hosts.iter().filter(|g| g.modules.iter().any(|x| x == m)).map(|g| g.count).sum();
             if nodes < NODES_PER_MODULE_MIN {
@@ -159,6 +171,11 @@ impl Template {
         if !self.hosts.iter().any(|g| g.gateway) {
             return Err(err(&["hosts"], "no gateway host".into(), "set gateway = true on at least one host group"));
         }
+        Ok(())
+    }
+
+    /// Known module names, distinct ports, none below 1024 but SSH's.
+    fn validate_ports(&self, err: &impl Fn(&[&str], String, &str) -> ConfigError) -> Result<(), ConfigError> {
         let mut ports: Vec<(String, u16)> = vec![
             ("ssh".into(), self.ports.ssh),
             ("gateway_http".into(), self.ports.gateway_http),

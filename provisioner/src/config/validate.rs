@@ -151,46 +151,8 @@ impl Validator<'_> {
         if !is_region_name(&r.name) {
             return Err(self.err(&at("name"), format!("{} is not an AWS region name", shown(&r.name)), "use e.g. \"us-east-1\""));
         }
-        let vpc_cidr = self.cidr(&at("vpc_cidr"), &r.vpc_cidr)?;
-        if let Some(range) = unusable_vpc_range(&vpc_cidr) {
-            return Err(self.err(
-                &at("vpc_cidr"),
-                format!("{vpc_cidr} is in the {range} range, which a VPC cannot route"),
-                "use a private range, e.g. \"10.10.0.0/16\" (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)",
-            ));
-        }
-        if !(16..=24).contains(&vpc_cidr.prefix_len()) {
-            return Err(self.err(
-                &at("vpc_cidr"),
-                format!("/{} does not fit one subnet per availability zone", vpc_cidr.prefix_len()),
-                "use a VPC between /16 and /24 (subnets are the VPC split in 4)",
-            ));
-        }
-        if r.azs.len() < 2 {
-            return Err(self.err(
-                &at("azs"),
-                format!("{} availability zone(s); at least 2 are needed", r.azs.len()),
-                "list 2-4 zones, e.g. [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]",
-            ));
-        }
-        if r.azs.len() > 4 {
-            return Err(self.err(&at("azs"), "more than 4 availability zones: subnets would not fit the VPC", "list at most 4 zones"));
-        }
-        let mut seen = BTreeSet::new();
-        for az in &r.azs {
-            let suffix = az.strip_prefix(r.name.as_str());
-            let ok = matches!(suffix, Some(s) if s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase()));
-            if !ok {
-                return Err(self.err(
-                    &at("azs"),
-                    format!("{} is not an availability zone of {}", shown(az), r.name),
-                    format!("use zones of that region, e.g. \"{}a\"", r.name),
-                ));
-            }
-            if !seen.insert(az) {
-                return Err(self.err(&at("azs"), format!("{} is listed twice", shown(az)), "list each zone once"));
-            }
-        }
+        let vpc_cidr = self.vpc_cidr(&idx, r)?;
+        self.azs(&idx, r)?;
         if !is_user_name(&r.ssh_user) {
             return Err(self.err(
                 &at("ssh_user"),
@@ -198,40 +160,9 @@ impl Validator<'_> {
                 format!("use 1-{USER_NAME_CHARS_MAX} lowercase letters, digits, '_' and '-', starting with a letter, e.g. \"ubuntu\" or \"root\""),
             ));
         }
-        for (key, t) in &r.instance_types {
-            if !is_name(key) {
-                return Err(self.err(
-                    &at("instance_types"),
-                    format!("key {} is not a host role name", shown(key)),
-                    "use the template's instance_type names, e.g. app, db",
-                ));
-            }
-            if !is_instance_type(t) {
-                return Err(self.err(
-                    &["region", &idx, "instance_types", key],
-                    format!("{} is not an EC2 instance type", shown(t)),
-                    "write family.size as AWS does, e.g. \"t3.medium\" or \"r6i.large\"",
-                ));
-            }
-        }
+        self.instance_types(&idx, r)?;
         let bastion = self.bastion(&idx, r)?;
-        match &r.ami {
-            Ami::Id { id } if !is_ami_id(id) => {
-                return Err(self.err(
-                    &at("ami"),
-                    format!("{} is not an AMI id (ami- and 8 or 17 hex digits)", shown(id)),
-                    "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }",
-                ));
-            }
-            Ami::Filter { name, owner } if name.is_empty() || owner.is_empty() => {
-                return Err(self.err(
-                    &at("ami"),
-                    "empty name filter or owner",
-                    "give both, e.g. ami = { name = \"ubuntu/images/*\", owner = \"099720109477\" }",
-                ));
-            }
-            _ => {}
-        }
+        self.ami(&idx, &r.ami)?;
         Ok(RegionConfig {
             role: r.role,
             name: r.name.clone(),
@@ -242,6 +173,95 @@ impl Validator<'_> {
             ami: r.ami.clone(),
             instance_types: r.instance_types.clone(),
         })
+    }
+
+    /// A usable private range, between /16 and /24 (subnets are the VPC split in 4).
+    fn vpc_cidr(&self, idx: &str, r: &Region) -> Result<Ipv4Net, ConfigError> {
+        let at = ["region", idx, "vpc_cidr"];
+        let vpc_cidr = self.cidr(&at, &r.vpc_cidr)?;
+        if let Some(range) = unusable_vpc_range(&vpc_cidr) {
+            return Err(self.err(
+                &at,
+                format!("{vpc_cidr} is in the {range} range, which a VPC cannot route"),
+                "use a private range, e.g. \"10.10.0.0/16\" (10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16)",
+            ));
+        }
+        if !(16..=24).contains(&vpc_cidr.prefix_len()) {
+            return Err(self.err(
+                &at,
+                format!("/{} does not fit one subnet per availability zone", vpc_cidr.prefix_len()),
+                "use a VPC between /16 and /24 (subnets are the VPC split in 4)",
+            ));
+        }
+        Ok(vpc_cidr)
+    }
+
+    /// 2 to 4 distinct zones of the region.
+    fn azs(&self, idx: &str, r: &Region) -> Result<(), ConfigError> {
+        let at = ["region", idx, "azs"];
+        if r.azs.len() < 2 {
+            return Err(self.err(
+                &at,
+                format!("{} availability zone(s); at least 2 are needed", r.azs.len()),
+                "list 2-4 zones, e.g. [\"us-east-1a\", \"us-east-1b\", \"us-east-1c\"]",
+            ));
+        }
+        if r.azs.len() > 4 {
+            return Err(self.err(&at, "more than 4 availability zones: subnets would not fit the VPC", "list at most 4 zones"));
+        }
+        let mut seen = BTreeSet::new();
+        for az in &r.azs {
+            let suffix = az.strip_prefix(r.name.as_str());
+            let ok = matches!(suffix, Some(s) if s.len() == 1 && s.chars().all(|c| c.is_ascii_lowercase()));
+            if !ok {
+                return Err(self.err(
+                    &at,
+                    format!("{} is not an availability zone of {}", shown(az), r.name),
+                    format!("use zones of that region, e.g. \"{}a\"", r.name),
+                ));
+            }
+            if !seen.insert(az) {
+                return Err(self.err(&at, format!("{} is listed twice", shown(az)), "list each zone once"));
+            }
+        }
+        Ok(())
+    }
+
+    fn instance_types(&self, idx: &str, r: &Region) -> Result<(), ConfigError> {
+        for (key, t) in &r.instance_types {
+            if !is_name(key) {
+                return Err(self.err(
+                    &["region", idx, "instance_types"],
+                    format!("key {} is not a host role name", shown(key)),
+                    "use the template's instance_type names, e.g. app, db",
+                ));
+            }
+            if !is_instance_type(t) {
+                return Err(self.err(
+                    &["region", idx, "instance_types", key],
+                    format!("{} is not an EC2 instance type", shown(t)),
+                    "write family.size as AWS does, e.g. \"t3.medium\" or \"r6i.large\"",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn ami(&self, idx: &str, ami: &Ami) -> Result<(), ConfigError> {
+        let at = ["region", idx, "ami"];
+        match ami {
+            Ami::Id { id } if !is_ami_id(id) => Err(self.err(
+                &at,
+                format!("{} is not an AMI id (ami- and 8 or 17 hex digits)", shown(id)),
+                "use ami = { id = \"ami-...\" } or ami = { name = \"...*\", owner = \"...\" }",
+            )),
+            Ami::Filter { name, owner } if name.is_empty() || owner.is_empty() => Err(self.err(
+                &at,
+                "empty name filter or owner",
+                "give both, e.g. ami = { name = \"ubuntu/images/*\", owner = \"099720109477\" }",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// `bastion = "host"` or `"host:port"` (port 22 by default), with `bastion_user`.
