@@ -27,27 +27,23 @@ use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::perp::{PerpMarket, Position};
+use crate::protocol::UserOrder;
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Clone)]
-pub struct PlaceReq {
-    pub user_id: i64,
-    pub client_order_id: String,
-    pub side: Side,
-    pub kind: OrderKind,
-    pub price_ticks: i64,
-    pub qty_lots: i64,
-    pub quote_budget: i64,
-}
-
 #[derive(Debug)]
 pub enum SpotCmd {
-    Place(PlaceReq),
-    Cancel { user_id: i64, order_id: i64 },
-    Book { levels: usize },
+    /// A placement, as `MarketKind::normalize` left it.
+    Place(UserOrder),
+    Cancel {
+        user_id: i64,
+        order_id: i64,
+    },
+    Book {
+        levels: usize,
+    },
 }
 
 pub type SpotLogic = MarketLogic<SpotMarket>;
@@ -171,18 +167,18 @@ impl<C: Core> MarketLogic<C> {
     /// a takeover or a duplicate (retries come then); otherwise a duplicate shows up as a
     /// unique violation of the batch's insert, which rolls it back and reloads, and the
     /// next batches look up again.
-    async fn lookup_known(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Known, LeadError> {
+    async fn lookup_known(&self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<Known, LeadError> {
         if self.known_checks_left == 0 || places.is_empty() {
             return Ok(Known::new());
         }
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
-        let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
+        let cids: Vec<&str> = places.iter().map(|(_, p)| p.order.client_order_id.as_str()).collect();
         let rows = ctx.client.query(&ctx.stmts[SQL_KNOWN], &[&users, &cids]).await?;
         Ok(rows.iter().map(|r| ((r.get(KNOWN_USER_COL), r.get(2)), row_json(r))).collect())
     }
 
     /// Reads the available funds of every account the batch's orders reserve from.
-    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<(), LeadError> {
+    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<(), LeadError> {
         let mut pairs = std::collections::BTreeSet::new();
         for (_, p) in places {
             let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
@@ -217,23 +213,23 @@ impl<C: Core> MarketLogic<C> {
     /// that reserves from the known funds (in job order) or is rejected. `None` when an
     /// order would be rejected on funds that were not just read: read them, then decide
     /// again with `fresh_funds`.
-    fn decide(&self, places: &[(usize, PlaceReq)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
+    fn decide(&self, places: &[(usize, UserOrder)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
         let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
         let mut spent: HashMap<(i64, Asset), i64> = HashMap::new();
         for (job, p) in places {
             if !known.is_empty() {
-                if let Some(v) = known.get(&(p.user_id, p.client_order_id.clone())) {
+                if let Some(v) = known.get(&(p.user_id, p.order.client_order_id.clone())) {
                     verdicts.push((*job, Verdict::Known(v.clone())));
                     continue;
                 }
             }
-            if let Some(first) = first_job.get(&(p.user_id, p.client_order_id.as_str())) {
+            if let Some(first) = first_job.get(&(p.user_id, p.order.client_order_id.as_str())) {
                 verdicts.push((*job, Verdict::SameAs(*first)));
                 continue;
             }
-            first_job.insert((p.user_id, p.client_order_id.as_str()), *job);
+            first_job.insert((p.user_id, p.order.client_order_id.as_str()), *job);
             let id = ids[fresh.len()];
             let order = new_order(id, p);
             let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
@@ -250,7 +246,7 @@ impl<C: Core> MarketLogic<C> {
             };
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
             // Order ids come from one sequence in ascending blocks: already in arrival order.
-            fresh.push(Fresh { order, seq: id, client_order_id: p.client_order_id.clone(), asset, reserved, existing: false });
+            fresh.push(Fresh { order, seq: id, client_order_id: p.order.client_order_id.clone(), asset, reserved, existing: false });
         }
         Ok(Some((fresh, verdicts)))
     }
@@ -586,15 +582,16 @@ impl<C: Core> Logic for MarketLogic<C> {
 }
 
 /// The order a placement asks for, under `id`.
-fn new_order(id: i64, p: &PlaceReq) -> NewOrder {
+fn new_order(id: i64, p: &UserOrder) -> NewOrder {
+    let o = &p.order;
     NewOrder {
         id,
         user_id: p.user_id,
-        side: p.side,
-        kind: p.kind,
-        price_ticks: p.price_ticks,
-        qty_lots: p.qty_lots,
-        quote_budget: p.quote_budget,
+        side: o.side,
+        kind: o.kind,
+        price_ticks: o.price_ticks,
+        qty_lots: o.qty_lots,
+        quote_budget: o.quote_budget_minor,
     }
 }
 

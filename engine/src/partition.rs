@@ -10,6 +10,7 @@
 
 use crate::api::{ApiError, Reply};
 use crate::db;
+use crate::protocol::PartitionKey;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -135,9 +136,37 @@ pub trait Logic: Send + 'static {
     }
 }
 
+/// Leader logic that runs each request in a transaction of its own (wallet, OTC).
+pub trait TxLogic: Send + Sync + 'static {
+    type Cmd: Send + Sync + 'static;
+    /// One request in one write transaction (fenced); `Ok(Err(_))` is an answer.
+    fn exec(&self, ctx: &mut LeaderCtx, cmd: &Self::Cmd) -> impl Future<Output = Result<Reply, LeadError>> + Send;
+}
+
+/// Runs the jobs one at a time: a deadlock or serialization failure is tried again (5
+/// attempts in all); a SQL error of the request itself (e.g. a CHECK) is answered
+/// `rejected` and the leader keeps leading; any other error steps down.
+pub async fn run_each<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, jobs: Vec<Job<L::Cmd>>) -> Result<(), LeadError> {
+    for j in jobs {
+        let mut attempt = 0;
+        let reply = loop {
+            attempt += 1;
+            match logic.exec(ctx, &j.cmd).await {
+                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
+                Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
+                    break Err(ApiError::conflict(crate::api::ErrorCode::Rejected, e.to_string()));
+                }
+                r => break r?,
+            }
+        };
+        let _ = j.reply.send(reply);
+    }
+    Ok(())
+}
+
 /// Shared view of one partition, used by the HTTP layer and status reports.
 pub struct PartitionState {
-    pub key: String,
+    pub key: PartitionKey,
     pub leading: AtomicBool,
     pub epoch: AtomicI64,
     /// Since when the leader has been waiting for the DB (a batch, usually its commit, or
@@ -194,7 +223,7 @@ fn lock_sql() -> &'static str {
 /// for the partition (0 = preferred); lower ranks try first, which spreads leaderships.
 pub fn spawn<L: Logic>(
     node: Arc<NodeState>,
-    key: String,
+    key: PartitionKey,
     rank: u32,
     mut make: impl FnMut() -> L + Send + 'static,
 ) -> PartitionHandle<L::Cmd> {
@@ -233,7 +262,7 @@ pub fn spawn<L: Logic>(
                     }
                 },
             };
-            let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key])).await {
+            let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key.as_str()])).await {
                 Ok(r) => r.get(0),
                 Err(e) => {
                     tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
@@ -251,7 +280,7 @@ pub fn spawn<L: Logic>(
             }
             backoff.reset();
             let started = std::time::Instant::now();
-            let r = lead(&node, &st, &key, client, &mut rx, make()).await;
+            let r = lead(&node, &st, key.as_str(), client, &mut rx, make()).await;
             st.leading.store(false, Ordering::SeqCst);
             st.set_in_flight(None);
             match r {
@@ -279,7 +308,7 @@ fn drain_into<C>(rx: &mut mpsc::Receiver<Job<C>>, jobs: &mut Vec<Job<C>>, max: u
     }
 }
 
-fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &str) {
+fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &PartitionKey) {
     while let Ok(j) = rx.try_recv() {
         let _ = j.reply.send(Err(ApiError::not_leader(key)));
     }

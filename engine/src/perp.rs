@@ -12,7 +12,7 @@
 
 use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side, UserId};
 use crate::settle::{self, Asset, Entry, Fees, Held, Postings, SettleError};
-use crate::spot::{FeeFill, OrderUpdate};
+use crate::spot::{canceled, maker_update, taker_update, FeeFill, OrderUpdate};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -188,42 +188,26 @@ impl PerpMarket {
             )?;
             maker.filled += f.qty_lots;
             assert!(maker.filled <= maker.qty, "maker overfilled");
+            maker_update(&f, &mut maker.held, maker.filled, postings, updates);
             if f.maker_done {
                 self.live.remove(&f.maker_order_id);
-                settle::post_release(&mut maker.held, postings, &format!("done:{}", f.maker_order_id));
-                updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: maker.filled, held_minor: 0, status: "filled" });
             } else {
                 self.live.insert(f.maker_order_id, maker);
-                updates.push(OrderUpdate {
-                    order_id: f.maker_order_id,
-                    filled_qty: maker.filled,
-                    held_minor: maker.held.held_minor,
-                    status: "open",
-                });
             }
             fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
         }
         self.fills = fills;
-        let upd = match res.status {
-            PlaceStatus::Open => {
-                self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" }
-            }
-            PlaceStatus::Filled | PlaceStatus::Canceled => {
-                settle::post_release(&mut taker, postings, &format!("done:{}", o.id));
-                let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
-            }
-        };
-        updates.push(upd);
+        let upd = taker_update(&o, &res, &mut taker, postings, updates);
+        if res.status == PlaceStatus::Open {
+            self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
+        }
         Ok(upd)
     }
 
     pub fn cancel(&mut self, id: OrderId, postings: &mut Postings) -> Option<OrderUpdate> {
         self.book.cancel(id)?;
         let mut l = self.live.remove(&id).expect("resting order not tracked");
-        settle::post_release(&mut l.held, postings, &format!("cancel:{id}"));
-        Some(OrderUpdate { order_id: id, filled_qty: l.filled, held_minor: 0, status: "canceled" })
+        Some(canceled(id, &mut l.held, l.filled, postings))
     }
 
     pub fn total_held(&self) -> i64 {

@@ -1,5 +1,6 @@
 //! Request bodies of the REST API, shared by the gateway (which validates them) and the
-//! nodes (which validate again). Unknown fields and out-of-range values are 400s.
+//! nodes (which validate again). Unknown fields and out-of-range values are 400s. The
+//! internal gateway -> node types are in `protocol`.
 
 use crate::api::ApiError;
 use crate::book::{OrderKind, Side};
@@ -26,28 +27,6 @@ pub struct PlaceOrder {
     /// Market buys only: the most quote (incl. fee) to spend.
     #[serde(default)]
     pub quote_budget_minor: i64,
-}
-
-/// Gateway -> node: placements of many users in one call (internal, admin token).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlaceBatch {
-    pub orders: Vec<BatchItem>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchItem {
-    pub user_id: i64,
-    pub order: PlaceOrder,
-}
-
-/// One answer of a batch: the HTTP status and body the single call would have returned.
-/// The gateway reads it as `coalesce::Answer`, keeping the body as raw JSON text.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchReply {
-    pub status: u16,
-    pub body: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,9 +1,9 @@
 //! Wallet leader logic (one partition per user shard): admin deposits, withdrawals
 //! (request -> approve -> complete, or reject; funds held meanwhile) and the heartbeat.
 
-use crate::api::{ApiError, Reply};
+use crate::api::{ApiError, ErrorCode, Reply};
 use crate::ledger::{self, WORLD};
-use crate::partition::{Job, LeadError, LeaderCtx, Logic};
+use crate::partition::{self, Job, LeadError, LeaderCtx, Logic, TxLogic};
 use serde_json::{json, Value};
 
 #[derive(Debug)]
@@ -26,10 +26,6 @@ pub struct WalletLogic {
     pub node_id: String,
 }
 
-pub fn shard_of(user_id: i64, shards: u32) -> u32 {
-    (user_id.rem_euclid(shards.max(1) as i64)) as u32
-}
-
 async fn withdrawal_json(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<Option<Value>, tokio_postgres::Error> {
     let r = tx
         .query_opt(
@@ -44,7 +40,9 @@ async fn withdrawal_json(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Resul
     }))
 }
 
-impl WalletLogic {
+impl TxLogic for WalletLogic {
+    type Cmd = WalletCmd;
+
     async fn exec(&self, ctx: &mut LeaderCtx, cmd: &WalletCmd) -> Result<Reply, LeadError> {
         let fencer = ctx.fencer();
         let tx = ctx.client.transaction().await?;
@@ -126,7 +124,7 @@ impl WalletLogic {
                                 withdrawal_json(&tx, *withdrawal_id).await?.ok_or_else(|| ApiError::not_found("vanished"))
                             }
                             None if already => withdrawal_json(&tx, *withdrawal_id).await?.ok_or_else(|| ApiError::not_found("vanished")),
-                            None => Err(ApiError::conflict("invalid_transition", format!("withdrawal is {status}"))),
+                            None => Err(ApiError::conflict(ErrorCode::InvalidTransition, format!("withdrawal is {status}"))),
                         }
                     }
                 }
@@ -146,22 +144,7 @@ impl Logic for WalletLogic {
     }
 
     async fn run_batch(&mut self, ctx: &mut LeaderCtx, jobs: Vec<Job<WalletCmd>>) -> Result<(), LeadError> {
-        for j in jobs {
-            let mut attempt = 0;
-            let reply = loop {
-                attempt += 1;
-                match self.exec(ctx, &j.cmd).await {
-                    Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
-                    Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
-                        // A SQL error of this request (e.g. a CHECK): report it, keep leading.
-                        break Err(ApiError::conflict("rejected", e.to_string()));
-                    }
-                    r => break r?,
-                }
-            };
-            let _ = j.reply.send(reply);
-        }
-        Ok(())
+        partition::run_each(self, ctx, jobs).await
     }
 
     async fn tick(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
