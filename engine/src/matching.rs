@@ -29,7 +29,7 @@ use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::perp::{PerpMarket, Position};
 use crate::protocol::UserOrder;
 use crate::settle::{self, Asset, Fees, Postings};
-use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
@@ -260,9 +260,7 @@ impl<C: Core> MarketLogic<C> {
         fresh: &[Fresh],
         cancels: &[(i64, i64)],
     ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
-        let mut updates = Vec::new();
-        let mut fills: Vec<FeeFill> = Vec::new();
-        let mut postings = Postings::default();
+        let mut out = Effects::default();
         let mut results = Vec::with_capacity(fresh.len());
         for f in fresh {
             let Some(reserved) = f.reserved else {
@@ -270,27 +268,24 @@ impl<C: Core> MarketLogic<C> {
                 continue;
             };
             if !f.existing {
-                settle::post_reserve(f.order.user_id, f.asset, reserved, &mut postings, "reserve");
+                settle::post_reserve(f.order.user_id, f.asset, reserved, &mut out.postings, "reserve");
             }
-            let u = self
-                .market
-                .place(f.order, reserved, &mut updates, &mut fills, &mut postings)
-                .map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let u = self.market.place(f.order, reserved, &mut out).map_err(|e| LeadError::Invariant(e.to_string()))?;
             results.push(u);
         }
         let mut cancel_results = Vec::with_capacity(cancels.len());
         for (user_id, order_id) in cancels {
             let mine = self.market.book().get(*order_id).is_some_and(|r| r.user_id == *user_id);
-            let u = if mine { self.market.cancel(*order_id, &mut postings) } else { None };
+            let u = if mine { self.market.cancel(*order_id, &mut out.postings) } else { None };
             if let Some(u) = u {
-                updates.push(u);
+                out.updates.push(u);
             }
             cancel_results.push(u);
         }
         // The last update of each order wins: a new order may rest and then fill later in
         // the same batch. New orders are inserted in that state, older ones updated.
         let mut last: BTreeMap<i64, OrderUpdate> = BTreeMap::new();
-        for u in updates.iter().chain(results.iter().filter(|u| u.status == "rejected")) {
+        for u in out.updates.iter().chain(results.iter().filter(|u| u.status == "rejected")) {
             last.insert(u.order_id, *u);
         }
         let mut finals = Vec::with_capacity(fresh.len());
@@ -299,7 +294,7 @@ impl<C: Core> MarketLogic<C> {
             finals.push((f, u));
         }
         let positions = self.market.take_positions();
-        let balances = self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
+        let balances = self.write(ctx, &finals, &last, &out.fills, &out.postings, &positions).await?;
         for (owner, name, available) in balances {
             if let Some(a) = self.asset_of(&name) {
                 self.funds.insert((owner, a), available);

@@ -136,29 +136,34 @@ impl Node {
     }
 
     fn spawn_wallets(&self) -> Vec<PartitionHandle<WalletCmd>> {
-        let shards = 0..self.cfg.exchange.wallet_shards;
-        shards
-            .map(|s| {
-                let node_id = self.cfg.node_id.clone();
-                partition::spawn(self.state.clone(), PartitionKey::wallet(s), rank(&self.cfg, s as usize), move || WalletLogic {
-                    shard: s as i32,
-                    node_id: node_id.clone(),
-                })
-            })
-            .collect()
+        let node_id = self.cfg.node_id.clone();
+        self.spawn_shards(self.cfg.exchange.wallet_shards, PartitionKey::wallet, move |s| WalletLogic {
+            shard: s as i32,
+            node_id: node_id.clone(),
+        })
     }
 
     fn spawn_otc(&self) -> Vec<PartitionHandle<OtcCmd>> {
-        let shards = 0..self.cfg.exchange.otc_shards;
-        shards
+        let ex = self.cfg.exchange.clone();
+        self.spawn_shards(ex.otc_shards, PartitionKey::otc, move |_| OtcLogic {
+            markets: ex.spot_markets.clone(),
+            dealer: ex.otc_dealer_user_id,
+            ttl_ms: ex.otc_quote_ttl_ms,
+            spread_bps: ex.otc_spread_bps,
+        })
+    }
+
+    /// The partition loops of a module sharded by user (`key(shard)`, shard 0..shards).
+    fn spawn_shards<L: partition::Logic>(
+        &self,
+        shards: u32,
+        key: fn(u32) -> PartitionKey,
+        make: impl Fn(u32) -> L + Clone + Send + 'static,
+    ) -> Vec<PartitionHandle<L::Cmd>> {
+        (0..shards)
             .map(|s| {
-                let ex2 = self.cfg.exchange.clone();
-                partition::spawn(self.state.clone(), PartitionKey::otc(s), rank(&self.cfg, s as usize), move || OtcLogic {
-                    markets: ex2.spot_markets.clone(),
-                    dealer: ex2.otc_dealer_user_id,
-                    ttl_ms: ex2.otc_quote_ttl_ms,
-                    spread_bps: ex2.otc_spread_bps,
-                })
+                let make = make.clone();
+                partition::spawn(self.state.clone(), key(s), rank(&self.cfg, s as usize), move || make(s))
             })
             .collect()
     }

@@ -136,22 +136,24 @@ pub trait Logic: Send + 'static {
     }
 }
 
-/// Leader logic that runs each request in a transaction of its own (wallet, OTC).
+/// Leader logic that runs each request in a write transaction of its own (wallet, OTC).
 pub trait TxLogic: Send + Sync + 'static {
     type Cmd: Send + Sync + 'static;
-    /// One request in one write transaction (fenced); `Ok(Err(_))` is an answer.
-    fn exec(&self, ctx: &mut LeaderCtx, cmd: &Self::Cmd) -> impl Future<Output = Result<Reply, LeadError>> + Send;
+    /// One request inside `tx`; `run_each` fences and commits it. `Ok(Err(_))` is an
+    /// answer (committed like any other).
+    fn exec(&self, tx: &Transaction<'_>, cmd: &Self::Cmd) -> impl Future<Output = Result<Reply, LeadError>> + Send;
 }
 
-/// Runs the jobs one at a time: a deadlock or serialization failure is tried again (5
-/// attempts in all); a SQL error of the request itself (e.g. a CHECK) is answered
-/// `rejected` and the leader keeps leading; any other error steps down.
+/// Runs the jobs one at a time, each in its own fenced transaction: a deadlock or
+/// serialization failure is tried again (5 attempts in all); a SQL error of the request
+/// itself (e.g. a CHECK) is answered `rejected` and the leader keeps leading; any other
+/// error steps down.
 pub async fn run_each<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, jobs: Vec<Job<L::Cmd>>) -> Result<(), LeadError> {
     for j in jobs {
         let mut attempt = 0;
         let reply = loop {
             attempt += 1;
-            match logic.exec(ctx, &j.cmd).await {
+            match exec_fenced(logic, ctx, &j.cmd).await {
                 Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
                 Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
                     break Err(ApiError::conflict(crate::api::ErrorCode::Rejected, e.to_string()));
@@ -162,6 +164,15 @@ pub async fn run_each<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, jobs: Vec<Job<
         let _ = j.reply.send(reply);
     }
     Ok(())
+}
+
+async fn exec_fenced<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, cmd: &L::Cmd) -> Result<Reply, LeadError> {
+    let fencer = ctx.fencer();
+    let tx = ctx.client.transaction().await?;
+    let reply = logic.exec(&tx, cmd).await?;
+    fencer.fence(&tx).await?;
+    tx.commit().await?;
+    Ok(reply)
 }
 
 /// Shared view of one partition, used by the HTTP layer and status reports.

@@ -12,7 +12,7 @@
 
 use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side, UserId};
 use crate::settle::{self, Asset, Entry, Fees, Held, Postings, SettleError};
-use crate::spot::{canceled, maker_update, taker_update, FeeFill, OrderUpdate};
+use crate::spot::{canceled, maker_update, taker_update, Effects, FeeFill, OrderUpdate};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,14 +157,7 @@ impl PerpMarket {
         Ok(fee)
     }
 
-    pub fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills_out: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
+    pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         assert!(o.kind != OrderKind::Market, "contract market orders are rejected at validation");
         let mut taker = Held { user_id: o.user_id, side: o.side, asset: Asset::Quote, held_minor: reserved };
         self.fills.clear();
@@ -173,8 +166,16 @@ impl PerpMarket {
         let maker_side = if o.side == Side::Buy { Side::Sell } else { Side::Buy };
         for f in fills.drain(..) {
             let reference = format!("perp-fill:{}:{}", f.taker_order_id, f.maker_order_id);
-            let taker_fee =
-                self.settle_side(&mut taker, o.price_ticks, o.side, f.qty_lots, f.price_ticks, self.fees.taker_bps, postings, &reference)?;
+            let taker_fee = self.settle_side(
+                &mut taker,
+                o.price_ticks,
+                o.side,
+                f.qty_lots,
+                f.price_ticks,
+                self.fees.taker_bps,
+                &mut out.postings,
+                &reference,
+            )?;
             let mut maker = *self.live.get(&f.maker_order_id).expect("maker order not tracked");
             let maker_fee = self.settle_side(
                 &mut maker.held,
@@ -183,21 +184,21 @@ impl PerpMarket {
                 f.qty_lots,
                 f.price_ticks,
                 self.fees.maker_bps,
-                postings,
+                &mut out.postings,
                 &reference,
             )?;
             maker.filled += f.qty_lots;
             assert!(maker.filled <= maker.qty, "maker overfilled");
-            maker_update(&f, &mut maker.held, maker.filled, postings, updates);
+            maker_update(&f, &mut maker.held, maker.filled, out);
             if f.maker_done {
                 self.live.remove(&f.maker_order_id);
             } else {
                 self.live.insert(f.maker_order_id, maker);
             }
-            fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
+            out.fills.push(FeeFill { fill: f, maker_fee, taker_fee });
         }
         self.fills = fills;
-        let upd = taker_update(&o, &res, &mut taker, postings, updates);
+        let upd = taker_update(&o, &res, &mut taker, out);
         if res.status == PlaceStatus::Open {
             self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
         }

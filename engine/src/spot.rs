@@ -21,6 +21,23 @@ struct Live {
     filled: i64,
 }
 
+/// What matching produces, appended to by `place` (spot and perpetual alike): order
+/// updates (the taker and the makers it touched), fills with their fees, and postings.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub updates: Vec<OrderUpdate>,
+    pub fills: Vec<FeeFill>,
+    pub postings: Postings,
+}
+
+impl Effects {
+    pub fn clear(&mut self) {
+        self.updates.clear();
+        self.fills.clear();
+        self.postings.clear();
+    }
+}
+
 /// A fill with its fees, ready to be stored.
 #[derive(Debug, Clone, Copy)]
 pub struct FeeFill {
@@ -52,14 +69,7 @@ impl SpotMarket {
 
     /// Matches an order whose reservation `reserved` is already held. Appends order
     /// updates (taker and touched makers), fills and postings.
-    pub fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills_out: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
+    pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         let asset = if o.side == Side::Buy { Asset::Quote } else { Asset::Base };
         let mut taker = Held { user_id: o.user_id, side: o.side, asset, held_minor: reserved };
         let mut book_order = o;
@@ -72,17 +82,17 @@ impl SpotMarket {
             let reference = format!("fill:{}:{}", f.taker_order_id, f.maker_order_id);
             let maker = self.live.get_mut(&f.maker_order_id).expect("maker order not tracked");
             let (maker_fee, taker_fee) =
-                settle::post_fill(&f, self.fees, self.fee_account, &mut taker, &mut maker.held, postings, &reference)?;
+                settle::post_fill(&f, self.fees, self.fee_account, &mut taker, &mut maker.held, &mut out.postings, &reference)?;
             maker.filled += f.qty_lots;
             assert!(maker.filled <= maker.qty, "maker overfilled");
-            maker_update(&f, &mut maker.held, maker.filled, postings, updates);
+            maker_update(&f, &mut maker.held, maker.filled, out);
             if f.maker_done {
                 self.live.remove(&f.maker_order_id);
             }
-            fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
+            out.fills.push(FeeFill { fill: f, maker_fee, taker_fee });
         }
         assert!(res.filled_qty <= o.qty_lots, "taker overfilled");
-        let upd = taker_update(&o, &res, &mut taker, postings, updates);
+        let upd = taker_update(&o, &res, &mut taker, out);
         if res.status == PlaceStatus::Open {
             self.live.insert(o.id, Live { held: taker, qty: o.qty_lots, filled: res.filled_qty });
         }
@@ -107,33 +117,27 @@ impl SpotMarket {
 
 /// A maker's update after fill `f` brought it to `filled`: done (what it still held
 /// released; the caller stops tracking it) or still open.
-pub(crate) fn maker_update(f: &Fill, held: &mut Held, filled: i64, postings: &mut Postings, updates: &mut Vec<OrderUpdate>) {
+pub(crate) fn maker_update(f: &Fill, held: &mut Held, filled: i64, out: &mut Effects) {
     if f.maker_done {
-        settle::post_release(held, postings, &format!("done:{}", f.maker_order_id));
-        updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: 0, status: "filled" });
+        settle::post_release(held, &mut out.postings, &format!("done:{}", f.maker_order_id));
+        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: 0, status: "filled" });
     } else {
-        updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: held.held_minor, status: "open" });
+        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: held.held_minor, status: "open" });
     }
 }
 
 /// The taker's update once matching is over: open (it rests; the caller tracks it with
 /// `taker`, what it still holds), or filled or canceled (what it held released).
-pub(crate) fn taker_update(
-    o: &NewOrder,
-    res: &PlaceResult,
-    taker: &mut Held,
-    postings: &mut Postings,
-    updates: &mut Vec<OrderUpdate>,
-) -> OrderUpdate {
+pub(crate) fn taker_update(o: &NewOrder, res: &PlaceResult, taker: &mut Held, out: &mut Effects) -> OrderUpdate {
     let upd = match res.status {
         PlaceStatus::Open => OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" },
         PlaceStatus::Filled | PlaceStatus::Canceled => {
-            settle::post_release(taker, postings, &format!("done:{}", o.id));
+            settle::post_release(taker, &mut out.postings, &format!("done:{}", o.id));
             let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
             OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
         }
     };
-    updates.push(upd);
+    out.updates.push(upd);
     upd
 }
 

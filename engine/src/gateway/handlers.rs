@@ -198,14 +198,14 @@ async fn otc_reference(State(g): S, h: HeaderMap, body: Bytes) -> Response {
 }
 
 async fn order(State(g): S, h: HeaderMap, Path(id): Path<i64>) -> Response {
-    respond(async { g.order(g.user(&h).await?, id).await }.await)
+    respond(async { g.order(g.user(&h).await?, Ok(id)).await }.await)
 }
 
 async fn order_by_cid(State(g): S, h: HeaderMap, Path(cid): Path<String>) -> Response {
     let r: Reply = async {
         let u = g.user(&h).await?;
         rq::check_id("client_order_id", &cid)?;
-        g.order_by_cid(u, &cid).await
+        g.order(u, Err(&cid)).await
     }
     .await;
     respond(r)

@@ -63,22 +63,18 @@ impl Gateway {
         })
     }
 
-    pub(super) async fn order(&self, u: i64, id: i64) -> Reply {
+    /// User `u`'s order by its id (`Ok`) or its client id (`Err`).
+    pub(super) async fn order(&self, u: i64, which: Result<i64, &str>) -> Reply {
         let g2 = self.reader().await?;
         let c = g2.as_ref().expect("reader");
-        db::bounded(&self.pg_rw, crate::matching::order_by_id(c, u, id))
-            .await
-            .map_err(|_| ApiError::unavailable("database read failed"))?
-            .ok_or_else(|| ApiError::not_found(format!("no order {id}")))
-    }
-
-    pub(super) async fn order_by_cid(&self, u: i64, cid: &str) -> Reply {
-        let g2 = self.reader().await?;
-        let c = g2.as_ref().expect("reader");
-        db::bounded(&self.pg_rw, crate::matching::order_by_client_id(c, u, cid))
-            .await
-            .map_err(|_| ApiError::unavailable("database read failed"))?
-            .ok_or_else(|| ApiError::not_found(format!("no order {cid:?}")))
+        let r = match which {
+            Ok(id) => db::bounded(&self.pg_rw, crate::matching::order_by_id(c, u, id)).await,
+            Err(cid) => db::bounded(&self.pg_rw, crate::matching::order_by_client_id(c, u, cid)).await,
+        };
+        r.map_err(|_| ApiError::unavailable("database read failed"))?.ok_or_else(|| match which {
+            Ok(id) => ApiError::not_found(format!("no order {id}")),
+            Err(cid) => ApiError::not_found(format!("no order {cid:?}")),
+        })
     }
 
     pub(super) async fn balances(&self, u: i64) -> Reply {
