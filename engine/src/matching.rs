@@ -316,85 +316,40 @@ impl<C: Core> MarketLogic<C> {
         positions: &[(i64, Position)],
     ) -> Result<Vec<(i64, String, i64)>, LeadError> {
         let new = NewRows::of(finals);
-        let p_u: Vec<i64> = positions.iter().map(|p| p.0).collect();
-        let p_s: Vec<i64> = positions.iter().map(|p| p.1.size_lots).collect();
-        let p_e: Vec<i64> = positions.iter().map(|p| p.1.entry_cost_minor).collect();
-        let p_m: Vec<i64> = positions.iter().map(|p| p.1.margin_minor).collect();
-        let p_r: Vec<i64> = positions.iter().map(|p| p.1.realized_pnl_minor).collect();
-        let ids: Vec<i64> = changed.keys().copied().collect();
-        let filled: Vec<i64> = changed.values().map(|u| u.filled_qty).collect();
-        let held: Vec<i64> = changed.values().map(|u| u.held_minor).collect();
-        let status: Vec<&str> = changed.values().map(|u| u.status).collect();
-        let f_maker: Vec<i64> = fills.iter().map(|f| f.fill.maker_order_id).collect();
-        let f_taker: Vec<i64> = fills.iter().map(|f| f.fill.taker_order_id).collect();
-        let f_mu: Vec<i64> = fills.iter().map(|f| f.fill.maker_user_id).collect();
-        let f_tu: Vec<i64> = fills.iter().map(|f| f.fill.taker_user_id).collect();
-        let f_p: Vec<i64> = fills.iter().map(|f| f.fill.price_ticks).collect();
-        let f_q: Vec<i64> = fills.iter().map(|f| f.fill.qty_lots).collect();
-        let f_mf: Vec<i64> = fills.iter().map(|f| f.maker_fee).collect();
-        let f_tf: Vec<i64> = fills.iter().map(|f| f.taker_fee).collect();
+        let pos = PositionRows::of(positions);
+        let changed = ChangedRows::of(changed);
+        let fill_rows = FillRows::of(fills);
         // Balance rows in one global order (owner, asset name): concurrent partitions lock
         // them in the same order, so they cannot deadlock.
         let mut b: Vec<(i64, &str, i64, i64)> = postings.net.iter().map(|(k, v)| (k.0, self.asset_name(k.1), v.0, v.1)).collect();
         b.sort_unstable();
-        let b_o: Vec<i64> = b.iter().map(|x| x.0).collect();
-        let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
-        let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
-        let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
-        let missing: Vec<&(i64, &str, i64, i64)> =
-            b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.funds.contains_key(&(x.0, a)))).collect();
-        let m_o: Vec<i64> = missing.iter().map(|x| x.0).collect();
-        let m_a: Vec<&str> = missing.iter().map(|x| x.1).collect();
+        let balances = BalanceRows::of(b.iter());
+        let missing = BalanceRows::of(b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.funds.contains_key(&(x.0, a)))));
         let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));
         let (key, epoch) = ctx.fence_params();
-        let (st, c) = (&ctx.stmts, &ctx.client);
+        let (st, c, m) = (&ctx.stmts, &ctx.client, &self.symbol);
         // One round trip: BEGIN, the fence, every write and COMMIT are pipelined, and the
         // server runs them in this order. If any fails, the transaction is aborted and the
         // COMMIT rolls it back; the first error is returned.
         let r = futures::try_join!(
             async { c.batch_execute("BEGIN").await },
             async { c.execute(&st[crate::partition::SQL_FENCE], &[&key, &epoch]).await.map(drop) },
+            async { exec_if(c, &st[SQL_NEW_ORDERS], !new.ids.is_empty(), &new.params(m)).await },
+            async { exec_if(c, &st[SQL_POSITIONS], !pos.users.is_empty(), &pos.params(m)).await },
+            async { exec_if(c, &st[SQL_UPDATE_ORDERS], !changed.ids.is_empty(), &changed.params()).await },
+            async { exec_if(c, &st[SQL_FILLS], !fills.is_empty(), &fill_rows.params(m)).await },
+            async { exec_if(c, &st[SQL_BALANCE_ROWS], !missing.owners.is_empty(), &missing.keys()).await },
             async {
-                if !new.ids.is_empty() {
-                    c.execute(&st[SQL_NEW_ORDERS], &new.params(&self.symbol)).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !p_u.is_empty() {
-                    c.execute(&st[SQL_POSITIONS], &[&self.symbol, &p_u, &p_s, &p_e, &p_m, &p_r]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !ids.is_empty() {
-                    c.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !fills.is_empty() {
-                    c.execute(&st[SQL_FILLS], &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !m_o.is_empty() {
-                    c.execute(&st[SQL_BALANCE_ROWS], &[&m_o, &m_a]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if b_o.is_empty() {
+                if balances.owners.is_empty() {
                     return Ok(Vec::new());
                 }
-                c.query(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await
+                c.query(&st[SQL_APPLY_BALANCES], &balances.params()).await
             },
             async {
-                if let Some(p) = &ledger {
-                    c.execute(&st[SQL_LEDGER], &p.as_refs()).await?;
+                match &ledger {
+                    Some(p) => exec_if(c, &st[SQL_LEDGER], true, &p.as_refs()).await,
+                    None => Ok(()),
                 }
-                Ok(())
             },
             async { c.batch_execute("COMMIT").await },
         );

@@ -262,34 +262,7 @@ pub fn spawn<L: Logic>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let client = match candidate.take() {
-                Some(c) if !c.is_closed() => c,
-                _ => match db::connect(&node.pg).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
-                        backoff.wait().await;
-                        continue;
-                    }
-                },
-            };
-            let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key.as_str()])).await {
-                Ok(r) => r.get(0),
-                Err(e) => {
-                    tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
-                    drop(client);
-                    backoff.wait().await;
-                    continue;
-                }
-            };
-            if !got {
-                // The session works: only the lock is taken. Keep the session, retry soon.
-                backoff.reset();
-                candidate = Some(client);
-                tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
-                continue;
-            }
-            backoff.reset();
+            let Some(client) = take_lock(&node, &key, &mut candidate, &mut backoff).await else { continue };
             let started = std::time::Instant::now();
             let r = lead(&node, &st, key.as_str(), client, &mut rx, make()).await;
             st.leading.store(false, Ordering::SeqCst);
@@ -308,6 +281,45 @@ pub fn spawn<L: Logic>(
         }
     });
     PartitionHandle { state, tx }
+}
+
+/// One attempt at the partition's advisory lock, on the kept `candidate` session or a new
+/// one: the session that holds it, or `None` after waiting as the outcome calls for
+/// (backoff after a failure, 100-200 ms while another session holds the lock).
+async fn take_lock(
+    node: &NodeState,
+    key: &PartitionKey,
+    candidate: &mut Option<db::Session>,
+    backoff: &mut db::Backoff,
+) -> Option<db::Session> {
+    let client = match candidate.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => match db::connect(&node.pg).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
+                backoff.wait().await;
+                return None;
+            }
+        },
+    };
+    let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key.as_str()])).await {
+        Ok(r) => r.get(0),
+        Err(e) => {
+            tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
+            drop(client);
+            backoff.wait().await;
+            return None;
+        }
+    };
+    backoff.reset();
+    if !got {
+        // The session works: only the lock is taken. Keep the session, retry soon.
+        *candidate = Some(client);
+        tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
+        return None;
+    }
+    Some(client)
 }
 
 fn drain_into<C>(rx: &mut mpsc::Receiver<Job<C>>, jobs: &mut Vec<Job<C>>, max: usize) {
@@ -361,6 +373,23 @@ async fn guarded<T>(
     r
 }
 
+/// The next batch: `first` and what is queued behind it, up to `max`. Group commit: a
+/// batch costs about the same for 2 or 200 requests (two synchronous commits), so when far
+/// fewer requests are queued than the last batch had, the rest are likely in flight: wait
+/// a few ms for them rather than making them queue behind a tiny batch. Only under load
+/// (a large last batch): with small batches the CPU is not short and the wait is all delay.
+async fn gather<C>(rx: &mut mpsc::Receiver<Job<C>>, first: Job<C>, max: usize, last_batch: usize) -> Vec<Job<C>> {
+    let mut jobs = vec![first];
+    drain_into(rx, &mut jobs, max);
+    let mut waits = 0;
+    while last_batch >= LINGER_FROM_BATCH && jobs.len() < max && jobs.len() * 2 < last_batch && waits < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drain_into(rx, &mut jobs, max);
+        waits += 1;
+    }
+    jobs
+}
+
 async fn lead<L: Logic>(
     node: &NodeState,
     st: &PartitionState,
@@ -397,19 +426,7 @@ async fn lead<L: Logic>(
         tokio::select! {
             job = rx.recv() => {
                 let Some(first) = job else { return Ok(()) };
-                let mut jobs = vec![first];
-                drain_into(rx, &mut jobs, node.batch_max);
-                // Group commit: a batch costs about the same for 2 or 200 requests (two
-                // synchronous commits), so when far fewer requests are queued than the last
-                // batch had, the rest are likely in flight: wait a few ms for them rather
-                // than making them queue behind a tiny batch. Only under load (a large last
-                // batch): with small batches the CPU is not short and the wait is all delay.
-                let mut waits = 0;
-                while last_batch >= LINGER_FROM_BATCH && jobs.len() < node.batch_max && jobs.len() * 2 < last_batch && waits < 3 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    drain_into(rx, &mut jobs, node.batch_max);
-                    waits += 1;
-                }
+                let jobs = gather(rx, first, node.batch_max, last_batch).await;
                 last_batch = jobs.len();
                 let (n, t) = (jobs.len(), std::time::Instant::now());
                 guarded(node, st, &host, true, logic.run_batch(&mut ctx, jobs)).await?;
