@@ -229,10 +229,10 @@ impl Node {
             .route(paths::NODE_PING, get(|| async { "pong" }))
             .route(paths::METRICS, get(metrics))
             .route(paths::ADMIN_MODE, post(set_mode))
-            .route(paths::ORDERS, post(place))
+            .route(paths::ORDERS, post(|s: S, h: HeaderMap, b: Bytes| place(s, h, b, Spot)))
             .route(paths::NODE_ORDERS_BATCH, post(place_batch))
             .route(paths::ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Spot)))
-            .route(paths::CONTRACT_ORDERS, post(perp_place))
+            .route(paths::CONTRACT_ORDERS, post(|s: S, h: HeaderMap, b: Bytes| place(s, h, b, Perp)))
             .route(paths::CONTRACT_ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Perp)))
             .route(paths::CONTRACT_BOOK, get(|s: S, h: HeaderMap, m: Path<String>, q: Query<Levels>| book(s, h, m, q, Perp)))
             .route(paths::BOOK, get(|s: S, h: HeaderMap, m: Path<String>, q: Query<Levels>| book(s, h, m, q, Spot)))
@@ -330,20 +330,14 @@ async fn set_mode(State(n): S, h: HeaderMap, body: Bytes) -> Response {
     respond(r)
 }
 
-async fn place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
+async fn place(State(n): S, h: HeaderMap, body: Bytes, kind: MarketKind) -> Response {
     let r = match n.user_body(&h, &body) {
-        Ok((user_id, order)) => place_one(&n, MarketKind::Spot, UserOrder { user_id, order }).await,
+        Ok((user_id, order)) => place_one(&n, kind, UserOrder { user_id, order }).await,
         Err(e) => Err(e),
     };
-    n.metrics.inc(format!("engine_requests_total{{op=\"place\",ok=\"{}\"}}", r.is_ok()));
-    respond(r)
-}
-
-async fn perp_place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r = match n.user_body(&h, &body) {
-        Ok((user_id, order)) => place_one(&n, MarketKind::Perp, UserOrder { user_id, order }).await,
-        Err(e) => Err(e),
-    };
+    if kind == MarketKind::Spot {
+        n.metrics.inc(format!("engine_requests_total{{op=\"place\",ok=\"{}\"}}", r.is_ok()));
+    }
     respond(r)
 }
 

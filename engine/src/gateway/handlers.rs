@@ -95,15 +95,13 @@ async fn metrics(State(g): S) -> Response {
 /// Spot placements: batched with other placements of the market when batching is on.
 async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
     let t = Instant::now();
-    let resp = match g.user_body::<rq::PlaceOrder>(&h, &body).await.and_then(|(u, p)| p.validate(&g.cfg.exchange).map(|_| (u, p))) {
+    let r = g.user_body::<rq::PlaceOrder>(&h, &body).await.and_then(|(u, p)| {
+        p.validate(&g.cfg.exchange)?;
+        Ok((u, p))
+    });
+    let resp = match r {
         Err(e) => e.into_response(),
-        Ok((u, p)) => {
-            let partition = MarketKind::Spot.key(&p.market);
-            match g.place_batched(&partition, u, p.clone()).await {
-                Some((status, body)) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
-                None => forward_write(&g, Ok((Some(u), Target::new(partition, paths::ORDERS, &p)))).await,
-            }
-        }
+        Ok((u, p)) => batch_or_forward(&g, u, p).await,
     };
     let series = match resp.status().as_u16() {
         200 => "engine_gateway_requests_total{op=\"place\",status=\"200\"}".to_string(),
@@ -112,6 +110,16 @@ async fn place(State(g): S, h: HeaderMap, body: Bytes) -> Response {
     g.metrics.inc(series);
     g.metrics.add("engine_gateway_place_seconds_sum".into(), t.elapsed().as_secs_f64());
     resp
+}
+
+/// A validated spot order: through its market's batch, or forwarded on its own when there
+/// is no batching or the batch handed it back.
+async fn batch_or_forward(g: &Gateway, u: i64, p: rq::PlaceOrder) -> Response {
+    let key = MarketKind::Spot.key(&p.market);
+    match g.place_batched(&key, u, p.clone()).await {
+        Some((status, body)) => (status, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response(),
+        None => forward_write(g, Ok((Some(u), Target::new(key, paths::ORDERS, &p)))).await,
+    }
 }
 
 async fn perp_place(State(g): S, h: HeaderMap, body: Bytes) -> Response {

@@ -182,3 +182,33 @@ impl MarketKind {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_status_wire_form() {
+        let s = NodeStatus {
+            leading: vec![PartitionKey::matching("BTC-USD")],
+            in_flight_ms: [(PartitionKey::wallet(1), 7)].into(),
+            received: Some(Instant::now()),
+            ..Default::default()
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            text,
+            r#"{"db_sessions":0,"in_flight_ms":{"wallet/1":7},"isolated":false,"leading":["matching/BTC-USD"],"mode":"","module":"","node_id":"","region":""}"#
+        );
+        let back: NodeStatus = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.leading, s.leading);
+        assert_eq!(back.in_flight_ms, s.in_flight_ms);
+    }
+
+    #[test]
+    fn paths_fill_in_their_parameters() {
+        assert_eq!(paths::book("BTC-USD"), paths::BOOK.replace("{market}", "BTC-USD"));
+        assert_eq!(paths::contract_book("X"), paths::CONTRACT_BOOK.replace("{market}", "X"));
+        assert_eq!(paths::node_withdrawal_action(5), paths::NODE_WITHDRAWAL_ACTION.replace("{id}", "5"));
+    }
+}
