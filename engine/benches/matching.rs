@@ -6,8 +6,8 @@
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use engine::book::{Book, Fill, NewOrder, OrderKind, Side};
-use engine::settle::{Fees, Postings};
-use engine::spot::SpotMarket;
+use engine::settle::Fees;
+use engine::spot::{Effects, SpotMarket};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::time::Instant;
 
@@ -92,7 +92,7 @@ fn bench(c: &mut Criterion) {
     let mut m = SpotMarket::new(Fees { maker_bps: 10, taker_bps: 20 }, -1000);
     let mut next = 1i64;
     let mut live: Vec<i64> = Vec::new();
-    let (mut upd, mut fills, mut post) = (Vec::new(), Vec::new(), Postings::default());
+    let mut out = Effects::default();
     let mut j = 0usize;
     g.bench_function("spot_market_op", |b| {
         b.iter(|| {
@@ -100,11 +100,9 @@ fn bench(c: &mut Criterion) {
                 Op::Place(mut o) => {
                     o.id = next;
                     next += 1;
-                    upd.clear();
-                    fills.clear();
-                    post.clear();
+                    out.clear();
                     let (_, reserved) = engine::settle::reservation(&o, m.fees).unwrap();
-                    let u = m.place(o, reserved, &mut upd, &mut fills, &mut post).unwrap();
+                    let u = m.place(o, reserved, &mut out).unwrap();
                     if u.status == "open" {
                         live.push(o.id);
                     }
@@ -112,8 +110,8 @@ fn bench(c: &mut Criterion) {
                 Op::Cancel(x) => {
                     if !live.is_empty() {
                         let id = live.swap_remove((x as usize) % live.len());
-                        post.clear();
-                        m.cancel(id, &mut post);
+                        out.postings.clear();
+                        m.cancel(id, &mut out.postings);
                     }
                 }
             }

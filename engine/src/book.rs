@@ -150,6 +150,42 @@ pub struct Book {
     orders: IdMap<Resting>,
 }
 
+/// Takes up to `want` lots for taker `o` from the front of `level` (at `price`), in time
+/// order, appending a fill per maker; a maker filled completely leaves the book. Returns
+/// the lots taken.
+#[inline]
+fn take_from_level(orders: &mut IdMap<Resting>, level: &mut Level, o: &NewOrder, price: i64, mut want: i64, fills: &mut Vec<Fill>) -> i64 {
+    let mut taken = 0;
+    while want > 0 {
+        let Some(&maker_id) = level.queue.front() else { break };
+        let Some(maker) = orders.get_mut(&maker_id) else {
+            level.queue.pop_front(); // cancelled earlier
+            continue;
+        };
+        let q = want.min(maker.remaining_qty);
+        maker.remaining_qty -= q;
+        level.qty -= q;
+        want -= q;
+        taken += q;
+        let maker_done = maker.remaining_qty == 0;
+        fills.push(Fill {
+            maker_order_id: maker_id,
+            maker_user_id: maker.user_id,
+            taker_order_id: o.id,
+            taker_user_id: o.user_id,
+            taker_side: o.side,
+            price_ticks: price,
+            qty_lots: q,
+            maker_done,
+        });
+        if maker_done {
+            orders.remove(&maker_id);
+            level.queue.pop_front();
+        }
+    }
+    taken
+}
+
 impl Book {
     pub fn new() -> Self {
         Self::default()
@@ -276,35 +312,10 @@ impl Book {
                     break;
                 }
             }
-            while want > 0 {
-                let Some(&maker_id) = level.queue.front() else { break };
-                let Some(maker) = self.orders.get_mut(&maker_id) else {
-                    level.queue.pop_front(); // cancelled earlier
-                    continue;
-                };
-                let q = want.min(maker.remaining_qty);
-                maker.remaining_qty -= q;
-                level.qty -= q;
-                want -= q;
-                remaining -= q;
-                if budget_bound {
-                    budget -= q * price;
-                }
-                let maker_done = maker.remaining_qty == 0;
-                fills.push(Fill {
-                    maker_order_id: maker_id,
-                    maker_user_id: maker.user_id,
-                    taker_order_id: o.id,
-                    taker_user_id: o.user_id,
-                    taker_side: o.side,
-                    price_ticks: price,
-                    qty_lots: q,
-                    maker_done,
-                });
-                if maker_done {
-                    self.orders.remove(&maker_id);
-                    level.queue.pop_front();
-                }
+            let taken = take_from_level(&mut self.orders, level, &o, price, want, fills);
+            remaining -= taken;
+            if budget_bound {
+                budget -= taken * price;
             }
             assert!(level.qty >= 0, "level quantity went negative");
             if level.qty == 0 {

@@ -1,7 +1,6 @@
 //! The exchange engine. See ARCHITECTURE.md for the module map.
 pub mod api;
 pub mod book;
-pub mod coalesce;
 pub mod db;
 pub mod gateway;
 pub mod ledger;
@@ -13,6 +12,7 @@ pub mod node;
 pub mod otc;
 pub mod partition;
 pub mod perp;
+pub mod protocol;
 pub mod requests;
 pub mod settle;
 pub mod spot;

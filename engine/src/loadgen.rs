@@ -4,6 +4,7 @@
 
 mod wire;
 
+use crate::protocol::{paths, ADMIN_HEADER, API_KEY_HEADER};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,8 +67,8 @@ pub async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<(i64, String)>> {
     for i in 0..cfg.users {
         let u = cfg.first_user_id + i as i64;
         let r = http
-            .post(format!("{}/admin/users", cfg.gateway))
-            .header("x-admin-token", &cfg.admin_token)
+            .post(format!("{}{}", cfg.gateway, paths::ADMIN_USERS))
+            .header(ADMIN_HEADER, &cfg.admin_token)
             .json(&json!({"user_id": u}))
             .send()
             .await?;
@@ -78,8 +79,8 @@ pub async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<(i64, String)>> {
         assets.push("USD");
         for a in assets {
             let r = http
-                .post(format!("{}/admin/deposits", cfg.gateway))
-                .header("x-admin-token", &cfg.admin_token)
+                .post(format!("{}{}", cfg.gateway, paths::ADMIN_DEPOSITS))
+                .header(ADMIN_HEADER, &cfg.admin_token)
                 .json(&json!({"deposit_id": format!("load-{u}-{a}"), "user_id": u, "asset": a, "amount_minor": 1_000_000_000_000i64}))
                 .send()
                 .await?;
@@ -127,7 +128,7 @@ pub async fn run(cfg: &LoadConfig, keys: &[(i64, String)]) -> Report {
                     1 + i % 3
                 );
                 let t = Instant::now();
-                match conn.post_json("/v1/orders", &[("x-api-key", &key)], &body).await {
+                match conn.post_json(paths::ORDERS, &[(API_KEY_HEADER, &key)], &body).await {
                     Ok((200, _)) => {
                         mine.push(t.elapsed().as_micros() as u32);
                         let sec = (t0.elapsed().as_secs() as usize).min(per_second.len() - 1);

@@ -27,27 +27,23 @@ use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::perp::{PerpMarket, Position};
+use crate::protocol::UserOrder;
 use crate::settle::{self, Asset, Fees, Postings};
-use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 
-#[derive(Debug, Clone)]
-pub struct PlaceReq {
-    pub user_id: i64,
-    pub client_order_id: String,
-    pub side: Side,
-    pub kind: OrderKind,
-    pub price_ticks: i64,
-    pub qty_lots: i64,
-    pub quote_budget: i64,
-}
-
 #[derive(Debug)]
 pub enum SpotCmd {
-    Place(PlaceReq),
-    Cancel { user_id: i64, order_id: i64 },
-    Book { levels: usize },
+    /// A placement, as `MarketKind::normalize` left it.
+    Place(UserOrder),
+    Cancel {
+        user_id: i64,
+        order_id: i64,
+    },
+    Book {
+        levels: usize,
+    },
 }
 
 pub type SpotLogic = MarketLogic<SpotMarket>;
@@ -171,18 +167,18 @@ impl<C: Core> MarketLogic<C> {
     /// a takeover or a duplicate (retries come then); otherwise a duplicate shows up as a
     /// unique violation of the batch's insert, which rolls it back and reloads, and the
     /// next batches look up again.
-    async fn lookup_known(&self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<Known, LeadError> {
+    async fn lookup_known(&self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<Known, LeadError> {
         if self.known_checks_left == 0 || places.is_empty() {
             return Ok(Known::new());
         }
         let users: Vec<i64> = places.iter().map(|(_, p)| p.user_id).collect();
-        let cids: Vec<&str> = places.iter().map(|(_, p)| p.client_order_id.as_str()).collect();
+        let cids: Vec<&str> = places.iter().map(|(_, p)| p.order.client_order_id.as_str()).collect();
         let rows = ctx.client.query(&ctx.stmts[SQL_KNOWN], &[&users, &cids]).await?;
         Ok(rows.iter().map(|r| ((r.get(KNOWN_USER_COL), r.get(2)), row_json(r))).collect())
     }
 
     /// Reads the available funds of every account the batch's orders reserve from.
-    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, PlaceReq)]) -> Result<(), LeadError> {
+    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<(), LeadError> {
         let mut pairs = std::collections::BTreeSet::new();
         for (_, p) in places {
             let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
@@ -217,23 +213,23 @@ impl<C: Core> MarketLogic<C> {
     /// that reserves from the known funds (in job order) or is rejected. `None` when an
     /// order would be rejected on funds that were not just read: read them, then decide
     /// again with `fresh_funds`.
-    fn decide(&self, places: &[(usize, PlaceReq)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
+    fn decide(&self, places: &[(usize, UserOrder)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
         let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
         let mut spent: HashMap<(i64, Asset), i64> = HashMap::new();
         for (job, p) in places {
             if !known.is_empty() {
-                if let Some(v) = known.get(&(p.user_id, p.client_order_id.clone())) {
+                if let Some(v) = known.get(&(p.user_id, p.order.client_order_id.clone())) {
                     verdicts.push((*job, Verdict::Known(v.clone())));
                     continue;
                 }
             }
-            if let Some(first) = first_job.get(&(p.user_id, p.client_order_id.as_str())) {
+            if let Some(first) = first_job.get(&(p.user_id, p.order.client_order_id.as_str())) {
                 verdicts.push((*job, Verdict::SameAs(*first)));
                 continue;
             }
-            first_job.insert((p.user_id, p.client_order_id.as_str()), *job);
+            first_job.insert((p.user_id, p.order.client_order_id.as_str()), *job);
             let id = ids[fresh.len()];
             let order = new_order(id, p);
             let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
@@ -250,7 +246,7 @@ impl<C: Core> MarketLogic<C> {
             };
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
             // Order ids come from one sequence in ascending blocks: already in arrival order.
-            fresh.push(Fresh { order, seq: id, client_order_id: p.client_order_id.clone(), asset, reserved, existing: false });
+            fresh.push(Fresh { order, seq: id, client_order_id: p.order.client_order_id.clone(), asset, reserved, existing: false });
         }
         Ok(Some((fresh, verdicts)))
     }
@@ -264,9 +260,7 @@ impl<C: Core> MarketLogic<C> {
         fresh: &[Fresh],
         cancels: &[(i64, i64)],
     ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
-        let mut updates = Vec::new();
-        let mut fills: Vec<FeeFill> = Vec::new();
-        let mut postings = Postings::default();
+        let mut out = Effects::default();
         let mut results = Vec::with_capacity(fresh.len());
         for f in fresh {
             let Some(reserved) = f.reserved else {
@@ -274,27 +268,24 @@ impl<C: Core> MarketLogic<C> {
                 continue;
             };
             if !f.existing {
-                settle::post_reserve(f.order.user_id, f.asset, reserved, &mut postings, "reserve");
+                settle::post_reserve(f.order.user_id, f.asset, reserved, &mut out.postings, "reserve");
             }
-            let u = self
-                .market
-                .place(f.order, reserved, &mut updates, &mut fills, &mut postings)
-                .map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let u = self.market.place(f.order, reserved, &mut out).map_err(|e| LeadError::Invariant(e.to_string()))?;
             results.push(u);
         }
         let mut cancel_results = Vec::with_capacity(cancels.len());
         for (user_id, order_id) in cancels {
             let mine = self.market.book().get(*order_id).is_some_and(|r| r.user_id == *user_id);
-            let u = if mine { self.market.cancel(*order_id, &mut postings) } else { None };
+            let u = if mine { self.market.cancel(*order_id, &mut out.postings) } else { None };
             if let Some(u) = u {
-                updates.push(u);
+                out.updates.push(u);
             }
             cancel_results.push(u);
         }
         // The last update of each order wins: a new order may rest and then fill later in
         // the same batch. New orders are inserted in that state, older ones updated.
         let mut last: BTreeMap<i64, OrderUpdate> = BTreeMap::new();
-        for u in updates.iter().chain(results.iter().filter(|u| u.status == "rejected")) {
+        for u in out.updates.iter().chain(results.iter().filter(|u| u.status == "rejected")) {
             last.insert(u.order_id, *u);
         }
         let mut finals = Vec::with_capacity(fresh.len());
@@ -303,7 +294,7 @@ impl<C: Core> MarketLogic<C> {
             finals.push((f, u));
         }
         let positions = self.market.take_positions();
-        let balances = self.write(ctx, &finals, &last, &fills, &postings, &positions).await?;
+        let balances = self.write(ctx, &finals, &last, &out.fills, &out.postings, &positions).await?;
         for (owner, name, available) in balances {
             if let Some(a) = self.asset_of(&name) {
                 self.funds.insert((owner, a), available);
@@ -325,85 +316,40 @@ impl<C: Core> MarketLogic<C> {
         positions: &[(i64, Position)],
     ) -> Result<Vec<(i64, String, i64)>, LeadError> {
         let new = NewRows::of(finals);
-        let p_u: Vec<i64> = positions.iter().map(|p| p.0).collect();
-        let p_s: Vec<i64> = positions.iter().map(|p| p.1.size_lots).collect();
-        let p_e: Vec<i64> = positions.iter().map(|p| p.1.entry_cost_minor).collect();
-        let p_m: Vec<i64> = positions.iter().map(|p| p.1.margin_minor).collect();
-        let p_r: Vec<i64> = positions.iter().map(|p| p.1.realized_pnl_minor).collect();
-        let ids: Vec<i64> = changed.keys().copied().collect();
-        let filled: Vec<i64> = changed.values().map(|u| u.filled_qty).collect();
-        let held: Vec<i64> = changed.values().map(|u| u.held_minor).collect();
-        let status: Vec<&str> = changed.values().map(|u| u.status).collect();
-        let f_maker: Vec<i64> = fills.iter().map(|f| f.fill.maker_order_id).collect();
-        let f_taker: Vec<i64> = fills.iter().map(|f| f.fill.taker_order_id).collect();
-        let f_mu: Vec<i64> = fills.iter().map(|f| f.fill.maker_user_id).collect();
-        let f_tu: Vec<i64> = fills.iter().map(|f| f.fill.taker_user_id).collect();
-        let f_p: Vec<i64> = fills.iter().map(|f| f.fill.price_ticks).collect();
-        let f_q: Vec<i64> = fills.iter().map(|f| f.fill.qty_lots).collect();
-        let f_mf: Vec<i64> = fills.iter().map(|f| f.maker_fee).collect();
-        let f_tf: Vec<i64> = fills.iter().map(|f| f.taker_fee).collect();
+        let pos = PositionRows::of(positions);
+        let changed = ChangedRows::of(changed);
+        let fill_rows = FillRows::of(fills);
         // Balance rows in one global order (owner, asset name): concurrent partitions lock
         // them in the same order, so they cannot deadlock.
         let mut b: Vec<(i64, &str, i64, i64)> = postings.net.iter().map(|(k, v)| (k.0, self.asset_name(k.1), v.0, v.1)).collect();
         b.sort_unstable();
-        let b_o: Vec<i64> = b.iter().map(|x| x.0).collect();
-        let b_a: Vec<&str> = b.iter().map(|x| x.1).collect();
-        let b_da: Vec<i64> = b.iter().map(|x| x.2).collect();
-        let b_dh: Vec<i64> = b.iter().map(|x| x.3).collect();
-        let missing: Vec<&(i64, &str, i64, i64)> =
-            b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.funds.contains_key(&(x.0, a)))).collect();
-        let m_o: Vec<i64> = missing.iter().map(|x| x.0).collect();
-        let m_a: Vec<&str> = missing.iter().map(|x| x.1).collect();
+        let balances = BalanceRows::of(b.iter());
+        let missing = BalanceRows::of(b.iter().filter(|x| self.asset_of(x.1).is_none_or(|a| !self.funds.contains_key(&(x.0, a)))));
         let ledger = self.ledger_params(postings, format!("batch:{}:{}:{}", self.symbol, ctx.epoch, self.batches));
         let (key, epoch) = ctx.fence_params();
-        let (st, c) = (&ctx.stmts, &ctx.client);
+        let (st, c, m) = (&ctx.stmts, &ctx.client, &self.symbol);
         // One round trip: BEGIN, the fence, every write and COMMIT are pipelined, and the
         // server runs them in this order. If any fails, the transaction is aborted and the
         // COMMIT rolls it back; the first error is returned.
         let r = futures::try_join!(
             async { c.batch_execute("BEGIN").await },
             async { c.execute(&st[crate::partition::SQL_FENCE], &[&key, &epoch]).await.map(drop) },
+            async { exec_if(c, &st[SQL_NEW_ORDERS], !new.ids.is_empty(), &new.params(m)).await },
+            async { exec_if(c, &st[SQL_POSITIONS], !pos.users.is_empty(), &pos.params(m)).await },
+            async { exec_if(c, &st[SQL_UPDATE_ORDERS], !changed.ids.is_empty(), &changed.params()).await },
+            async { exec_if(c, &st[SQL_FILLS], !fills.is_empty(), &fill_rows.params(m)).await },
+            async { exec_if(c, &st[SQL_BALANCE_ROWS], !missing.owners.is_empty(), &missing.keys()).await },
             async {
-                if !new.ids.is_empty() {
-                    c.execute(&st[SQL_NEW_ORDERS], &new.params(&self.symbol)).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !p_u.is_empty() {
-                    c.execute(&st[SQL_POSITIONS], &[&self.symbol, &p_u, &p_s, &p_e, &p_m, &p_r]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !ids.is_empty() {
-                    c.execute(&st[SQL_UPDATE_ORDERS], &[&ids, &filled, &held, &status]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !fills.is_empty() {
-                    c.execute(&st[SQL_FILLS], &[&self.symbol, &f_maker, &f_taker, &f_mu, &f_tu, &f_p, &f_q, &f_mf, &f_tf]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if !m_o.is_empty() {
-                    c.execute(&st[SQL_BALANCE_ROWS], &[&m_o, &m_a]).await?;
-                }
-                Ok(())
-            },
-            async {
-                if b_o.is_empty() {
+                if balances.owners.is_empty() {
                     return Ok(Vec::new());
                 }
-                c.query(&st[SQL_APPLY_BALANCES], &[&b_o, &b_a, &b_da, &b_dh]).await
+                c.query(&st[SQL_APPLY_BALANCES], &balances.params()).await
             },
             async {
-                if let Some(p) = &ledger {
-                    c.execute(&st[SQL_LEDGER], &p.as_refs()).await?;
+                match &ledger {
+                    Some(p) => exec_if(c, &st[SQL_LEDGER], true, &p.as_refs()).await,
+                    None => Ok(()),
                 }
-                Ok(())
             },
             async { c.batch_execute("COMMIT").await },
         );
@@ -586,15 +532,16 @@ impl<C: Core> Logic for MarketLogic<C> {
 }
 
 /// The order a placement asks for, under `id`.
-fn new_order(id: i64, p: &PlaceReq) -> NewOrder {
+fn new_order(id: i64, p: &UserOrder) -> NewOrder {
+    let o = &p.order;
     NewOrder {
         id,
         user_id: p.user_id,
-        side: p.side,
-        kind: p.kind,
-        price_ticks: p.price_ticks,
-        qty_lots: p.qty_lots,
-        quote_budget: p.quote_budget,
+        side: o.side,
+        kind: o.kind,
+        price_ticks: o.price_ticks,
+        qty_lots: o.qty_lots,
+        quote_budget: o.quote_budget_minor,
     }
 }
 

@@ -7,6 +7,7 @@
 
 use crate::metrics::label;
 use crate::node::Node;
+use crate::protocol::{paths, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -81,66 +82,9 @@ async fn run(node: Arc<Node>) {
             sample.push(("mem_percent", p, m.mem_max_percent));
         }
         if let Some(http) = &http {
-            let mut worst = 0.0f64;
-            for p in node.cfg.peers.iter().filter(|p| p.node_id != node.cfg.node_id) {
-                let url = format!("http://{}/internal/ping", p.addr);
-                let ms = timed(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4), http.get(&url).send()).await;
-                node.metrics.set(format!("engine_peer_rtt_ms{{node=\"{nid}\",peer=\"{}\"}}", label(&p.node_id)), ms.min(1e9));
-                worst = worst.max(ms);
-            }
-            sample.push(("peer_rtt_ms", worst, m.peer_rtt_max_ms as f64));
+            sample.push(("peer_rtt_ms", peer_rtt(&node, http, &nid).await, m.peer_rtt_max_ms as f64));
         }
-        // DB probes on a monitoring session of their own.
-        let db_limit = Duration::from_millis(m.db_latency_max_ms.max(10) * 4);
-        if db.as_ref().is_none_or(|c| c.is_closed()) {
-            let cfg = if node.state.is_active() { &node.state.pg } else { &node.state.pg_any };
-            db = match tokio::time::timeout(db_limit, crate::db::connect(cfg)).await {
-                Ok(Ok(c)) => Some(c),
-                _ => None,
-            };
-        }
-        let (read_ms, write_ms) = match &db {
-            None => (f64::INFINITY, f64::INFINITY),
-            Some(c) => {
-                let r = timed(db_limit, c.simple_query("SELECT 1")).await;
-                let w = if node.state.is_active() {
-                    timed(
-                        db_limit,
-                        c.execute(
-                            "INSERT INTO node_heartbeats (node_id, at) VALUES ($1, now()) ON CONFLICT (node_id) DO UPDATE SET at = now()",
-                            &[&node.cfg.node_id],
-                        ),
-                    )
-                    .await
-                } else {
-                    0.0
-                };
-                (r, w)
-            }
-        };
-        if read_ms.is_infinite() || write_ms.is_infinite() {
-            db = None; // reconnect next time; a stuck probe must not pile up
-        }
-        sample.push(("db_read_ms", read_ms, m.db_latency_max_ms as f64));
-        sample.push(("db_write_ms", write_ms, m.db_latency_max_ms as f64));
-        if node.cfg.module == Module::Wallet && node.state.is_active() {
-            if let Some(c) = &db {
-                let age: Option<f64> = match c
-                    .query_opt(
-                        "SELECT (extract(epoch from now() - max(at)) * 1000)::float8 FROM wallet_heartbeats WHERE node_id = $1",
-                        &[&node.cfg.node_id],
-                    )
-                    .await
-                {
-                    Ok(Some(r)) => r.get(0),
-                    _ => None,
-                };
-                // Only meaningful while this node leads a shard.
-                if !node.wallet.iter().all(|h| !h.state.leading.load(Ordering::SeqCst)) {
-                    sample.push(("wallet_heartbeat_age_ms", age.unwrap_or(f64::INFINITY), m.heartbeat_max_age_ms as f64));
-                }
-            }
-        }
+        sample_db(&node, &mut db, &mut sample).await;
         for (name, v, _) in &sample {
             node.metrics.set(format!("engine_monitor_{name}{{node=\"{nid}\"}}"), if v.is_finite() { *v } else { 1e9 });
         }
@@ -180,15 +124,84 @@ async fn run(node: Arc<Node>) {
     }
 }
 
+/// The worst round trip to a peer's `/internal/ping` (ms; infinite if one did not answer).
+async fn peer_rtt(node: &Node, http: &reqwest::Client, nid: &str) -> f64 {
+    let m = &node.cfg.monitor;
+    let mut worst = 0.0f64;
+    for p in node.cfg.peers.iter().filter(|p| p.node_id != node.cfg.node_id) {
+        let url = format!("http://{}{}", p.addr, paths::NODE_PING);
+        let ms = timed(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4), http.get(&url).send()).await;
+        node.metrics.set(format!("engine_peer_rtt_ms{{node=\"{nid}\",peer=\"{}\"}}", label(&p.node_id)), ms.min(1e9));
+        worst = worst.max(ms);
+    }
+    worst
+}
+
+/// DB probes on a monitoring session of its own (`db`, reconnected when needed): read and
+/// write latency, and on a wallet node leading a shard the age of its heartbeat.
+async fn sample_db(node: &Node, db: &mut Option<crate::db::Session>, sample: &mut Sample) {
+    let m = &node.cfg.monitor;
+    let db_limit = Duration::from_millis(m.db_latency_max_ms.max(10) * 4);
+    if db.as_ref().is_none_or(|c| c.is_closed()) {
+        let cfg = if node.state.is_active() { &node.state.pg } else { &node.state.pg_any };
+        *db = match tokio::time::timeout(db_limit, crate::db::connect(cfg)).await {
+            Ok(Ok(c)) => Some(c),
+            _ => None,
+        };
+    }
+    let (read_ms, write_ms) = match &*db {
+        None => (f64::INFINITY, f64::INFINITY),
+        Some(c) => {
+            let r = timed(db_limit, c.simple_query("SELECT 1")).await;
+            let w = if node.state.is_active() {
+                timed(
+                    db_limit,
+                    c.execute(
+                        "INSERT INTO node_heartbeats (node_id, at) VALUES ($1, now()) ON CONFLICT (node_id) DO UPDATE SET at = now()",
+                        &[&node.cfg.node_id],
+                    ),
+                )
+                .await
+            } else {
+                0.0
+            };
+            (r, w)
+        }
+    };
+    if read_ms.is_infinite() || write_ms.is_infinite() {
+        *db = None; // reconnect next time; a stuck probe must not pile up
+    }
+    sample.push(("db_read_ms", read_ms, m.db_latency_max_ms as f64));
+    sample.push(("db_write_ms", write_ms, m.db_latency_max_ms as f64));
+    if node.cfg.module == Module::Wallet && node.state.is_active() {
+        if let Some(c) = &*db {
+            let age: Option<f64> = match c
+                .query_opt(
+                    "SELECT (extract(epoch from now() - max(at)) * 1000)::float8 FROM wallet_heartbeats WHERE node_id = $1",
+                    &[&node.cfg.node_id],
+                )
+                .await
+            {
+                Ok(Some(r)) => r.get(0),
+                _ => None,
+            };
+            // Only meaningful while this node leads a shard.
+            if !node.wallet.iter().all(|h| !h.state.leading.load(Ordering::SeqCst)) {
+                sample.push(("wallet_heartbeat_age_ms", age.unwrap_or(f64::INFINITY), m.heartbeat_max_age_ms as f64));
+            }
+        }
+    }
+}
+
 /// Peers of this node's module that are up, active and not isolated.
 async fn healthy_peers(node: &Node, http: Option<&reqwest::Client>) -> usize {
     let Some(http) = http else { return 0 };
     let mut n = 0;
     for p in node.cfg.peers.iter().filter(|p| p.module == node.cfg.module && p.node_id != node.cfg.node_id) {
-        let url = format!("http://{}/internal/status", p.addr);
+        let url = format!("http://{}{}", p.addr, paths::NODE_STATUS);
         if let Ok(r) = http.get(&url).send().await {
             if let Ok(v) = r.json::<serde_json::Value>().await {
-                if v["isolated"] == false && v["mode"] == "active" {
+                if v["isolated"] == false && v["mode"] == MODE_ACTIVE {
                     n += 1;
                 }
             }

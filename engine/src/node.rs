@@ -1,37 +1,39 @@
 //! One `engine-node` process: the partitions of its module, its internal HTTP API (called
 //! by the gateway with the admin token), status for the gateway's probes, and metrics.
 
-use crate::api::{ApiError, Reply};
-use crate::book::{OrderKind, Side};
-use crate::matching::{PerpLogic, PlaceReq, SpotCmd, SpotLogic};
+use crate::api::{respond, ApiError, Reply};
+use crate::matching::{PerpLogic, SpotCmd, SpotLogic};
 use crate::metrics::{label, Metrics};
 use crate::otc::{OtcCmd, OtcLogic};
-use crate::partition::{self, NodeState, PartitionHandle};
+use crate::partition::{self, NodeState, PartitionHandle, PartitionState};
+use crate::protocol::{
+    paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, MODE_ACTIVE, MODE_STANDBY,
+    USER_HEADER,
+};
 use crate::requests::{self as rq, parse};
 use crate::settle::Fees;
-use crate::wallet::{shard_of, WalletCmd, WalletLogic};
+use crate::wallet::{WalletCmd, WalletLogic};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use engine_config::{Module, NodeConfig, RegionMode};
-use serde_json::{json, Value};
+use engine_config::{ExchangeConfig, Module, NodeConfig, RegionMode};
+use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-pub const ADMIN_HEADER: &str = "x-admin-token";
-pub const USER_HEADER: &str = "x-user-id";
+type Markets = HashMap<String, PartitionHandle<SpotCmd>>;
 
 pub struct Node {
     pub cfg: NodeConfig,
     pub state: Arc<NodeState>,
     pub admin_token: String,
     pub metrics: Metrics,
-    pub spot: HashMap<String, PartitionHandle<SpotCmd>>,
-    pub perp: HashMap<String, PartitionHandle<SpotCmd>>,
+    pub spot: Markets,
+    pub perp: Markets,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
 }
@@ -92,92 +94,81 @@ impl Node {
             shutting_down: Default::default(),
             batch_max: cfg.batch_max.max(1),
         });
-        let ex = &cfg.exchange;
-        let mut spot = HashMap::new();
-        let mut perp = HashMap::new();
-        let mut wallet = Vec::new();
-        let mut otc = Vec::new();
-        match cfg.module {
-            Module::Matching => {
-                for (i, m) in ex.spot_markets.iter().enumerate() {
-                    let m = m.clone();
-                    let key = format!("matching/{}", m.symbol);
-                    let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
-                    let h = partition::spawn(state.clone(), key, rank(&cfg, i), move || {
-                        SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, fee_account(i))
-                    });
-                    spot.insert(ex.spot_markets[i].symbol.clone(), h);
-                }
-            }
-            Module::Wallet => {
-                for s in 0..ex.wallet_shards {
-                    let node_id = cfg.node_id.clone();
-                    let h = partition::spawn(state.clone(), format!("wallet/{s}"), rank(&cfg, s as usize), move || WalletLogic {
-                        shard: s as i32,
-                        node_id: node_id.clone(),
-                    });
-                    wallet.push(h);
-                }
-            }
-            Module::Otc => {
-                for s in 0..ex.otc_shards {
-                    let ex2 = ex.clone();
-                    let h = partition::spawn(state.clone(), format!("otc/{s}"), rank(&cfg, s as usize), move || OtcLogic {
-                        markets: ex2.spot_markets.clone(),
-                        dealer: ex2.otc_dealer_user_id,
-                        ttl_ms: ex2.otc_quote_ttl_ms,
-                        spread_bps: ex2.otc_spread_bps,
-                    });
-                    otc.push(h);
-                }
-            }
-            Module::Contract => {
-                for (i, m) in ex.perp_markets.iter().enumerate() {
-                    let m = m.clone();
-                    let key = format!("contract/{}", m.symbol);
-                    let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
-                    let h = partition::spawn(state.clone(), key, rank(&cfg, i), move || {
-                        PerpLogic::perp(&m.symbol, &m.quote, fees, m.initial_margin_bps, perp_fee_account(i), perp_pool_account(i))
-                    });
-                    perp.insert(ex.perp_markets[i].symbol.clone(), h);
-                }
-            }
+        let mut node = Node {
+            cfg,
+            state,
+            admin_token,
+            metrics: Metrics::default(),
+            spot: HashMap::new(),
+            perp: HashMap::new(),
+            wallet: Vec::new(),
+            otc: Vec::new(),
+        };
+        match node.cfg.module {
+            Module::Matching => node.spot = node.spawn_markets(MarketKind::Spot),
+            Module::Contract => node.perp = node.spawn_markets(MarketKind::Perp),
+            Module::Wallet => node.wallet = node.spawn_wallets(),
+            Module::Otc => node.otc = node.spawn_otc(),
         }
-        Arc::new(Node { cfg, state, admin_token, metrics: Metrics::default(), spot, perp, wallet, otc })
+        Arc::new(node)
     }
 
-    /// Partition keys this node currently leads.
-    pub fn leading(&self) -> Vec<String> {
-        let mut v = Vec::new();
-        let states = self
-            .spot
-            .values()
-            .chain(self.perp.values())
-            .map(|h| &h.state)
-            .chain(self.wallet.iter().map(|h| &h.state))
-            .chain(self.otc.iter().map(|h| &h.state));
-        for s in states {
-            if s.leading.load(Ordering::SeqCst) {
-                v.push(s.key.clone());
-            }
+    /// The partition loops of the spot markets or the perpetuals, by symbol.
+    fn spawn_markets(&self, kind: MarketKind) -> Markets {
+        let ex = &self.cfg.exchange;
+        let list = if kind == MarketKind::Spot { &ex.spot_markets } else { &ex.perp_markets };
+        let mut out = HashMap::new();
+        for (i, m) in list.iter().enumerate() {
+            let m = m.clone();
+            let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
+            let (key, rank) = (kind.key(&m.symbol), rank(&self.cfg, i));
+            let h = match kind {
+                MarketKind::Spot => partition::spawn(self.state.clone(), key, rank, move || {
+                    SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, fee_account(i))
+                }),
+                MarketKind::Perp => partition::spawn(self.state.clone(), key, rank, move || {
+                    PerpLogic::perp(&m.symbol, &m.quote, fees, m.initial_margin_bps, perp_fee_account(i), perp_pool_account(i))
+                }),
+            };
+            out.insert(list[i].symbol.clone(), h);
         }
-        v.sort();
-        v
+        out
     }
 
-    /// Partitions this node leads whose DB work (usually a commit) is outstanding, with
-    /// its age in ms.
-    pub fn in_flight_ms(&self) -> serde_json::Map<String, Value> {
-        let mut m = serde_json::Map::new();
-        for s in self.partition_states() {
-            if let (true, Some(age)) = (s.leading.load(Ordering::SeqCst), s.in_flight_age()) {
-                m.insert(s.key.clone(), json!(age.as_millis() as u64));
-            }
-        }
-        m
+    fn spawn_wallets(&self) -> Vec<PartitionHandle<WalletCmd>> {
+        let node_id = self.cfg.node_id.clone();
+        self.spawn_shards(self.cfg.exchange.wallet_shards, PartitionKey::wallet, move |s| WalletLogic {
+            shard: s as i32,
+            node_id: node_id.clone(),
+        })
     }
 
-    fn partition_states(&self) -> impl Iterator<Item = &Arc<partition::PartitionState>> {
+    fn spawn_otc(&self) -> Vec<PartitionHandle<OtcCmd>> {
+        let ex = self.cfg.exchange.clone();
+        self.spawn_shards(ex.otc_shards, PartitionKey::otc, move |_| OtcLogic {
+            markets: ex.spot_markets.clone(),
+            dealer: ex.otc_dealer_user_id,
+            ttl_ms: ex.otc_quote_ttl_ms,
+            spread_bps: ex.otc_spread_bps,
+        })
+    }
+
+    /// The partition loops of a module sharded by user (`key(shard)`, shard 0..shards).
+    fn spawn_shards<L: partition::Logic>(
+        &self,
+        shards: u32,
+        key: fn(u32) -> PartitionKey,
+        make: impl Fn(u32) -> L + Clone + Send + 'static,
+    ) -> Vec<PartitionHandle<L::Cmd>> {
+        (0..shards)
+            .map(|s| {
+                let make = make.clone();
+                partition::spawn(self.state.clone(), key(s), rank(&self.cfg, s as usize), move || make(s))
+            })
+            .collect()
+    }
+
+    fn partition_states(&self) -> impl Iterator<Item = &Arc<PartitionState>> {
         self.spot
             .values()
             .chain(self.perp.values())
@@ -186,31 +177,45 @@ impl Node {
             .chain(self.otc.iter().map(|h| &h.state))
     }
 
-    pub fn status_json(&self) -> Value {
-        json!({
-            "in_flight_ms": self.in_flight_ms(),
-            "db_sessions": self.state.pg.sessions_open(),
-            "node_id": self.cfg.node_id,
-            "module": self.cfg.module.as_str(),
-            "region": self.cfg.region,
-            "mode": if self.state.is_active() { "active" } else { "standby" },
-            "isolated": self.state.isolated.load(Ordering::SeqCst),
-            "leading": self.leading(),
-        })
+    /// Partition keys this node currently leads.
+    pub fn leading(&self) -> Vec<PartitionKey> {
+        let mut v: Vec<PartitionKey> =
+            self.partition_states().filter(|s| s.leading.load(Ordering::SeqCst)).map(|s| s.key.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// Partitions this node leads whose DB work (usually a commit) is outstanding, with
+    /// its age in ms.
+    pub fn in_flight_ms(&self) -> std::collections::BTreeMap<PartitionKey, u64> {
+        let mut m = std::collections::BTreeMap::new();
+        for s in self.partition_states() {
+            if let (true, Some(age)) = (s.leading.load(Ordering::SeqCst), s.in_flight_age()) {
+                m.insert(s.key.clone(), age.as_millis() as u64);
+            }
+        }
+        m
+    }
+
+    pub fn status(&self) -> NodeStatus {
+        NodeStatus {
+            in_flight_ms: self.in_flight_ms(),
+            db_sessions: self.state.pg.sessions_open(),
+            node_id: self.cfg.node_id.clone(),
+            module: self.cfg.module.as_str().to_string(),
+            region: self.cfg.region.clone(),
+            mode: if self.state.is_active() { MODE_ACTIVE } else { MODE_STANDBY }.to_string(),
+            isolated: self.state.isolated.load(Ordering::SeqCst),
+            leading: self.leading(),
+            received: None,
+        }
     }
 
     fn refresh_metrics(&self) {
         let n = label(&self.cfg.node_id);
-        let all = self
-            .spot
-            .values()
-            .chain(self.perp.values())
-            .map(|h| &h.state)
-            .chain(self.wallet.iter().map(|h| &h.state))
-            .chain(self.otc.iter().map(|h| &h.state));
-        for s in all {
+        for s in self.partition_states() {
             let v = if s.leading.load(Ordering::SeqCst) { 1.0 } else { 0.0 };
-            self.metrics.set(format!("engine_partition_leader{{node=\"{n}\",partition=\"{}\"}}", label(&s.key)), v);
+            self.metrics.set(format!("engine_partition_leader{{node=\"{n}\",partition=\"{}\"}}", label(s.key.as_str())), v);
         }
         self.metrics.set(format!("engine_node_active{{node=\"{n}\"}}"), if self.state.is_active() { 1.0 } else { 0.0 });
         self.metrics
@@ -218,24 +223,25 @@ impl Node {
     }
 
     pub fn router(self: &Arc<Self>) -> Router {
+        use MarketKind::{Perp, Spot};
         Router::new()
-            .route("/internal/status", get(status))
-            .route("/internal/ping", get(|| async { "pong" }))
-            .route("/metrics", get(metrics))
-            .route("/admin/mode", post(set_mode))
-            .route("/v1/orders", post(place))
-            .route("/v1/orders/batch", post(place_batch))
-            .route("/v1/orders/cancel", post(cancel))
-            .route("/v1/contract/orders", post(perp_place))
-            .route("/v1/contract/orders/cancel", post(perp_cancel))
-            .route("/v1/contract/book/{market}", get(perp_book))
-            .route("/v1/book/{market}", get(book))
-            .route("/v1/deposits", post(deposit))
-            .route("/v1/withdrawals", post(withdraw))
-            .route("/v1/withdrawals/{id}/action", post(withdrawal_action))
-            .route("/v1/otc/quotes", post(otc_quote))
-            .route("/v1/otc/accept", post(otc_accept))
-            .route("/admin/otc/reference", post(otc_reference))
+            .route(paths::NODE_STATUS, get(status))
+            .route(paths::NODE_PING, get(|| async { "pong" }))
+            .route(paths::METRICS, get(metrics))
+            .route(paths::ADMIN_MODE, post(set_mode))
+            .route(paths::ORDERS, post(|s: S, h: HeaderMap, b: Bytes| place(s, h, b, Spot)))
+            .route(paths::NODE_ORDERS_BATCH, post(place_batch))
+            .route(paths::ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Spot)))
+            .route(paths::CONTRACT_ORDERS, post(|s: S, h: HeaderMap, b: Bytes| place(s, h, b, Perp)))
+            .route(paths::CONTRACT_ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Perp)))
+            .route(paths::CONTRACT_BOOK, get(|s: S, h: HeaderMap, m: Path<String>, q: Query<Levels>| book(s, h, m, q, Perp)))
+            .route(paths::BOOK, get(|s: S, h: HeaderMap, m: Path<String>, q: Query<Levels>| book(s, h, m, q, Spot)))
+            .route(paths::NODE_DEPOSITS, post(deposit))
+            .route(paths::WITHDRAWALS, post(withdraw))
+            .route(paths::NODE_WITHDRAWAL_ACTION, post(withdrawal_action))
+            .route(paths::OTC_QUOTES, post(otc_quote))
+            .route(paths::NODE_OTC_ACCEPT, post(otc_accept))
+            .route(paths::ADMIN_OTC_REFERENCE, post(otc_reference))
             .with_state(self.clone())
     }
 
@@ -259,6 +265,28 @@ impl Node {
         Ok(u)
     }
 
+    /// A user's request (forwarded by the gateway): the token and user (401/400), then the body.
+    fn user_body<T: DeserializeOwned>(&self, h: &HeaderMap, body: &[u8]) -> Result<(i64, T), ApiError> {
+        let u = self.user(h)?;
+        Ok((u, parse(body)?))
+    }
+
+    /// An admin's request: the token (401), then the body (400).
+    fn admin_body<T: DeserializeOwned>(&self, h: &HeaderMap, body: &[u8]) -> Result<T, ApiError> {
+        self.auth(h)?;
+        parse(body)
+    }
+
+    fn ex(&self) -> &ExchangeConfig {
+        &self.cfg.exchange
+    }
+
+    /// The partition of market `symbol` of this kind, if this node runs it.
+    fn market(&self, kind: MarketKind, symbol: &str) -> Result<&PartitionHandle<SpotCmd>, ApiError> {
+        let markets = if kind == MarketKind::Spot { &self.spot } else { &self.perp };
+        markets.get(symbol).ok_or_else(|| ApiError::not_leader(kind.key(symbol)))
+    }
+
     fn wallet_shard(&self, user_id: i64) -> Result<&PartitionHandle<WalletCmd>, ApiError> {
         self.wallet
             .get(shard_of(user_id, self.cfg.exchange.wallet_shards) as usize)
@@ -269,17 +297,19 @@ impl Node {
     }
 }
 
-pub fn respond(r: Reply) -> Response {
-    match r {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
 type S = State<Arc<Node>>;
 
+/// The shape of every node write: `r` is the partition and the command for it (the caller
+/// authenticated, the body parsed and validated), or why the request is refused.
+async fn dispatch<C: Send + 'static>(n: &Node, r: Result<(&PartitionHandle<C>, C), ApiError>) -> Response {
+    respond(match r {
+        Ok((part, cmd)) => part.call(&n.state, cmd).await,
+        Err(e) => Err(e),
+    })
+}
+
 async fn status(State(n): S) -> Response {
-    Json(n.status_json()).into_response()
+    Json(n.status()).into_response()
 }
 
 async fn metrics(State(n): S) -> Response {
@@ -288,81 +318,66 @@ async fn metrics(State(n): S) -> Response {
 }
 
 async fn set_mode(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        n.auth(&h)?;
-        let m: rq::ModeReq = parse(&body)?;
+    let r = n.admin_body::<rq::ModeReq>(&h, &body).map(|m| {
         let v = if m.mode == RegionMode::Active { 0 } else { 1 };
         let old = n.state.mode.swap(v, Ordering::SeqCst);
         if old != v {
             tracing::info!(mode = ?m.mode, "region mode changed by admin call");
             n.metrics.inc(format!("engine_mode_transitions_total{{node=\"{}\"}}", label(&n.cfg.node_id)));
         }
-        Ok(n.status_json())
-    }
-    .await;
+        serde_json::to_value(n.status()).unwrap_or_default()
+    });
     respond(r)
 }
 
-async fn place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let p: rq::PlaceOrder = parse(&body)?;
-        place_one(&n, user_id, p).await
-    }
-    .await;
-    n.metrics.inc(format!("engine_requests_total{{op=\"place\",ok=\"{}\"}}", r.is_ok()));
-    respond(r)
-}
-
-async fn place_one(n: &Node, user_id: i64, p: rq::PlaceOrder) -> Reply {
-    rq::check_user(user_id)?;
-    p.validate(&n.cfg.exchange)?;
-    let part = n.spot.get(&p.market).ok_or_else(|| ApiError::not_leader(&format!("matching/{}", p.market)))?;
-    let req = PlaceReq {
-        user_id,
-        client_order_id: p.client_order_id,
-        side: p.side,
-        kind: p.kind,
-        price_ticks: if p.kind == OrderKind::Market { 0 } else { p.price_ticks },
-        qty_lots: p.qty_lots,
-        quote_budget: if p.kind == OrderKind::Market && p.side == Side::Buy { p.quote_budget_minor } else { 0 },
+async fn place(State(n): S, h: HeaderMap, body: Bytes, kind: MarketKind) -> Response {
+    let r = match n.user_body(&h, &body) {
+        Ok((user_id, order)) => place_one(&n, kind, UserOrder { user_id, order }).await,
+        Err(e) => Err(e),
     };
-    part.call(&n.state, SpotCmd::Place(req)).await
+    if kind == MarketKind::Spot {
+        n.metrics.inc(format!("engine_requests_total{{op=\"place\",ok=\"{}\"}}", r.is_ok()));
+    }
+    respond(r)
+}
+
+/// One placement in a spot or perpetual market: validated, then normalized for its leader.
+async fn place_one(n: &Node, kind: MarketKind, o: UserOrder) -> Reply {
+    rq::check_user(o.user_id)?;
+    kind.validate(&o.order, n.ex())?;
+    let part = n.market(kind, &o.order.market)?;
+    let order = kind.normalize(o.order);
+    part.call(&n.state, SpotCmd::Place(UserOrder { user_id: o.user_id, order })).await
 }
 
 /// Many placements in one call (the gateway coalesces concurrent requests): they reach
 /// the partition queues together, so they share a group commit, and each gets its own
 /// answer (`status` + `body`, as the single call would have returned).
 async fn place_batch(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Result<rq::PlaceBatch, ApiError> = n.auth(&h).and_then(|_| parse(&body));
-    let batch = match r {
+    let batch: PlaceBatch = match n.admin_body(&h, &body) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let replies = futures::future::join_all(batch.orders.into_iter().map(|i| place_one(&n, i.user_id, i.order))).await;
+    let replies = futures::future::join_all(batch.orders.into_iter().map(|o| place_one(&n, MarketKind::Spot, o))).await;
     let ok = replies.iter().filter(|r| r.is_ok()).count();
     n.metrics.add("engine_requests_total{op=\"place\",ok=\"true\"}".into(), ok as f64);
     n.metrics.add("engine_requests_total{op=\"place\",ok=\"false\"}".into(), (replies.len() - ok) as f64);
-    let items: Vec<rq::BatchReply> = replies
+    let items: Vec<BatchReply> = replies
         .into_iter()
         .map(|r| match r {
-            Ok(v) => rq::BatchReply { status: 200, body: v },
-            Err(e) => rq::BatchReply { status: e.status, body: e.body() },
+            Ok(v) => BatchReply { status: 200, body: v },
+            Err(e) => BatchReply { status: e.status, body: e.body() },
         })
         .collect();
     Json(items).into_response()
 }
 
-async fn cancel(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let c: rq::CancelOrder = parse(&body)?;
-        rq::spot_market(&n.cfg.exchange, &c.market)?;
-        let part = n.spot.get(&c.market).ok_or_else(|| ApiError::not_leader(&format!("matching/{}", c.market)))?;
-        part.call(&n.state, SpotCmd::Cancel { user_id, order_id: c.order_id }).await
-    }
-    .await;
-    respond(r)
+async fn cancel(State(n): S, h: HeaderMap, body: Bytes, kind: MarketKind) -> Response {
+    let r = n.user_body::<rq::CancelOrder>(&h, &body).and_then(|(user_id, c)| {
+        kind.check_market(n.ex(), &c.market)?;
+        Ok((n.market(kind, &c.market)?, SpotCmd::Cancel { user_id, order_id: c.order_id }))
+    });
+    dispatch(&n, r).await
 }
 
 #[derive(serde::Deserialize)]
@@ -370,24 +385,14 @@ struct Levels {
     levels: Option<usize>,
 }
 
-async fn book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>) -> Response {
-    if let Err(e) = rq::spot_market(&n.cfg.exchange, &market) {
+/// A book as this leader has it in memory (read through the leader loop).
+async fn book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>, kind: MarketKind) -> Response {
+    if let Err(e) = kind.check_market(n.ex(), &market) {
         return e.into_response();
     }
-    book_of(&n, &h, n.spot.get(&market), &format!("matching/{market}"), q).await
-}
-
-async fn perp_book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>) -> Response {
-    if let Err(e) = rq::perp_market(&n.cfg.exchange, &market) {
-        return e.into_response();
-    }
-    book_of(&n, &h, n.perp.get(&market), &format!("contract/{market}"), q).await
-}
-
-async fn book_of(n: &Node, h: &HeaderMap, part: Option<&PartitionHandle<SpotCmd>>, key: &str, q: Levels) -> Response {
     let r: Reply = async {
-        n.auth(h)?;
-        let part = part.ok_or_else(|| ApiError::not_leader(key))?;
+        n.auth(&h)?;
+        let part = n.market(kind, &market)?;
         let levels = q.levels.unwrap_or(20).min(1000);
         if !part.state.leading.load(Ordering::SeqCst) {
             return Err(ApiError::not_leader(&part.state.key));
@@ -401,104 +406,53 @@ async fn book_of(n: &Node, h: &HeaderMap, part: Option<&PartitionHandle<SpotCmd>
 }
 
 async fn deposit(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        n.auth(&h)?;
-        let d: rq::Deposit = parse(&body)?;
-        d.validate(&n.cfg.exchange)?;
+    let r = n.admin_body::<rq::Deposit>(&h, &body).and_then(|d| {
+        d.validate(n.ex())?;
         let cmd = WalletCmd::Deposit { deposit_id: d.deposit_id, user_id: d.user_id, asset: d.asset, amount_minor: d.amount_minor };
-        n.wallet_shard(d.user_id)?.call(&n.state, cmd).await
-    }
-    .await;
-    respond(r)
+        Ok((n.wallet_shard(d.user_id)?, cmd))
+    });
+    dispatch(&n, r).await
 }
 
 async fn withdraw(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let w: rq::Withdraw = parse(&body)?;
-        w.validate(&n.cfg.exchange)?;
+    let r = n.user_body::<rq::Withdraw>(&h, &body).and_then(|(user_id, w)| {
+        w.validate(n.ex())?;
         let cmd = WalletCmd::Withdraw { user_id, client_id: w.client_id, asset: w.asset, amount_minor: w.amount_minor };
-        n.wallet_shard(user_id)?.call(&n.state, cmd).await
-    }
-    .await;
-    respond(r)
+        Ok((n.wallet_shard(user_id)?, cmd))
+    });
+    dispatch(&n, r).await
 }
 
 async fn withdrawal_action(State(n): S, h: HeaderMap, Path(id): Path<i64>, body: Bytes) -> Response {
-    let r: Reply = async {
-        n.auth(&h)?;
-        let a: rq::WithdrawalActionReq = parse(&body)?;
+    let r = n.admin_body::<rq::WithdrawalActionReq>(&h, &body).and_then(|a| {
         rq::check_user(a.user_id)?;
-        n.wallet_shard(a.user_id)?.call(&n.state, WalletCmd::Action { withdrawal_id: id, action: a.action }).await
-    }
-    .await;
-    respond(r)
+        Ok((n.wallet_shard(a.user_id)?, WalletCmd::Action { withdrawal_id: id, action: a.action }))
+    });
+    dispatch(&n, r).await
 }
 
 async fn otc_quote(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let q: rq::QuoteReq = parse(&body)?;
-        q.validate(&n.cfg.exchange)?;
+    let r = n.user_body::<rq::QuoteReq>(&h, &body).and_then(|(user_id, q)| {
+        q.validate(n.ex())?;
         let cmd = OtcCmd::Quote { user_id, client_id: q.client_id, market: q.market, side: q.side, qty_lots: q.qty_lots };
-        n.otc_shard(user_id)?.call(&n.state, cmd).await
-    }
-    .await;
-    respond(r)
+        Ok((n.otc_shard(user_id)?, cmd))
+    });
+    dispatch(&n, r).await
 }
 
 async fn otc_accept(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let a: rq::AcceptReq = parse(&body)?;
-        n.otc_shard(user_id)?.call(&n.state, OtcCmd::Accept { user_id, quote_id: a.quote_id }).await
-    }
-    .await;
-    respond(r)
+    let r = n
+        .user_body::<rq::AcceptReq>(&h, &body)
+        .and_then(|(user_id, a)| Ok((n.otc_shard(user_id)?, OtcCmd::Accept { user_id, quote_id: a.quote_id })));
+    dispatch(&n, r).await
 }
 
 async fn otc_reference(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        n.auth(&h)?;
-        let p: rq::ReferencePrice = parse(&body)?;
-        rq::spot_market(&n.cfg.exchange, &p.market)?;
+    let r = n.admin_body::<rq::ReferencePrice>(&h, &body).and_then(|p| {
+        rq::spot_market(n.ex(), &p.market)?;
         rq::check_range("price_ticks", p.price_ticks, 1, rq::MAX_PRICE)?;
-        let part = n.otc.first().ok_or_else(|| ApiError::not_leader("otc/0"))?;
-        part.call(&n.state, OtcCmd::SetReference { market: p.market, price_ticks: p.price_ticks }).await
-    }
-    .await;
-    respond(r)
-}
-
-async fn perp_place(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let p: rq::PlaceOrder = parse(&body)?;
-        p.validate_perp(&n.cfg.exchange)?;
-        let part = n.perp.get(&p.market).ok_or_else(|| ApiError::not_leader(&format!("contract/{}", p.market)))?;
-        let req = PlaceReq {
-            user_id,
-            client_order_id: p.client_order_id,
-            side: p.side,
-            kind: p.kind,
-            price_ticks: p.price_ticks,
-            qty_lots: p.qty_lots,
-            quote_budget: 0,
-        };
-        part.call(&n.state, SpotCmd::Place(req)).await
-    }
-    .await;
-    respond(r)
-}
-
-async fn perp_cancel(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let r: Reply = async {
-        let user_id = n.user(&h)?;
-        let c: rq::CancelOrder = parse(&body)?;
-        rq::perp_market(&n.cfg.exchange, &c.market)?;
-        let part = n.perp.get(&c.market).ok_or_else(|| ApiError::not_leader(&format!("contract/{}", c.market)))?;
-        part.call(&n.state, SpotCmd::Cancel { user_id, order_id: c.order_id }).await
-    }
-    .await;
-    respond(r)
+        let part = n.otc.first().ok_or_else(|| ApiError::not_leader(PartitionKey::otc(0)))?;
+        Ok((part, OtcCmd::SetReference { market: p.market, price_ticks: p.price_ticks }))
+    });
+    dispatch(&n, r).await
 }

@@ -1,12 +1,13 @@
 //! OTC leader logic (one partition per user shard): request for quote -> quote with an
 //! expiry -> accept, which settles both legs against the dealer account atomically.
 
-use crate::api::{ApiError, Reply};
+use crate::api::{ApiError, ErrorCode, Reply};
 use crate::book::Side;
 use crate::ledger;
-use crate::partition::{Job, LeadError, LeaderCtx, Logic};
+use crate::partition::{self, Job, LeadError, LeaderCtx, Logic, TxLogic};
 use engine_config::MarketConfig;
 use serde_json::{json, Value};
+use tokio_postgres::Transaction;
 
 #[derive(Debug)]
 pub enum OtcCmd {
@@ -32,11 +33,11 @@ fn quote_json(r: &tokio_postgres::Row) -> Value {
 const QUOTE_COLS: &str = "quote_id, user_id, client_id, market, side, qty_lots, price_ticks, \
     (extract(epoch from expires_at) * 1000)::float8, status";
 
-impl OtcLogic {
-    async fn exec(&self, ctx: &mut LeaderCtx, cmd: &OtcCmd) -> Result<Reply, LeadError> {
-        let fencer = ctx.fencer();
-        let tx = ctx.client.transaction().await?;
-        let reply = match cmd {
+impl TxLogic for OtcLogic {
+    type Cmd = OtcCmd;
+
+    async fn exec(&self, tx: &Transaction<'_>, cmd: &OtcCmd) -> Result<Reply, LeadError> {
+        match cmd {
             OtcCmd::SetReference { market, price_ticks } => {
                 tx.execute(
                     "INSERT INTO otc_reference (market, price_ticks) VALUES ($1, $2) \
@@ -44,39 +45,48 @@ impl OtcLogic {
                     &[market, price_ticks],
                 )
                 .await?;
-                Ok(json!({"market": market, "price_ticks": price_ticks}))
+                Ok(Ok(json!({"market": market, "price_ticks": price_ticks})))
             }
             OtcCmd::Quote { user_id, client_id, market, side, qty_lots } => {
-                let sql = format!("SELECT {QUOTE_COLS} FROM otc_quotes WHERE user_id = $1 AND client_id = $2");
-                if let Some(r) = tx.query_opt(&sql, &[user_id, client_id]).await? {
-                    Ok(quote_json(&r))
-                } else {
-                    let reference: Option<i64> =
-                        tx.query_opt("SELECT price_ticks FROM otc_reference WHERE market = $1", &[market]).await?.map(|r| r.get(0));
-                    match reference {
-                        None => Err(ApiError::conflict("no_reference_price", format!("no OTC price for {market}"))),
-                        Some(p) => {
-                            let spread = (p as i128 * self.spread_bps as i128 / 10_000) as i64;
-                            let price = if *side == Side::Buy { p + spread } else { (p - spread).max(1) };
-                            let ttl = self.ttl_ms as f64 / 1000.0;
-                            let sql = format!(
-                                "INSERT INTO otc_quotes (user_id, client_id, market, side, qty_lots, price_ticks, expires_at, status) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), 'open') RETURNING {QUOTE_COLS}"
-                            );
-                            let r = tx.query_one(&sql, &[user_id, client_id, market, &side.as_i16(), qty_lots, &price, &ttl]).await?;
-                            Ok(quote_json(&r))
-                        }
-                    }
-                }
+                self.quote(tx, *user_id, client_id, market, *side, *qty_lots).await
             }
-            OtcCmd::Accept { user_id, quote_id } => self.accept(&tx, *user_id, *quote_id).await?,
+            OtcCmd::Accept { user_id, quote_id } => self.accept(tx, *user_id, *quote_id).await,
+        }
+    }
+}
+
+impl OtcLogic {
+    /// A quote for the request, or the one given before under its client id.
+    async fn quote(
+        &self,
+        tx: &Transaction<'_>,
+        user_id: i64,
+        client_id: &str,
+        market: &str,
+        side: Side,
+        qty_lots: i64,
+    ) -> Result<Reply, LeadError> {
+        let sql = format!("SELECT {QUOTE_COLS} FROM otc_quotes WHERE user_id = $1 AND client_id = $2");
+        if let Some(r) = tx.query_opt(&sql, &[&user_id, &client_id]).await? {
+            return Ok(Ok(quote_json(&r)));
+        }
+        let reference: Option<i64> =
+            tx.query_opt("SELECT price_ticks FROM otc_reference WHERE market = $1", &[&market]).await?.map(|r| r.get(0));
+        let Some(p) = reference else {
+            return Ok(Err(ApiError::conflict(ErrorCode::NoReferencePrice, format!("no OTC price for {market}"))));
         };
-        fencer.fence(&tx).await?;
-        tx.commit().await?;
-        Ok(reply)
+        let spread = (p as i128 * self.spread_bps as i128 / 10_000) as i64;
+        let price = if side == Side::Buy { p + spread } else { (p - spread).max(1) };
+        let ttl = self.ttl_ms as f64 / 1000.0;
+        let sql = format!(
+            "INSERT INTO otc_quotes (user_id, client_id, market, side, qty_lots, price_ticks, expires_at, status) \
+             VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7), 'open') RETURNING {QUOTE_COLS}"
+        );
+        let r = tx.query_one(&sql, &[&user_id, &client_id, &market, &side.as_i16(), &qty_lots, &price, &ttl]).await?;
+        Ok(Ok(quote_json(&r)))
     }
 
-    async fn accept(&self, tx: &tokio_postgres::Transaction<'_>, user_id: i64, quote_id: i64) -> Result<Reply, LeadError> {
+    async fn accept(&self, tx: &Transaction<'_>, user_id: i64, quote_id: i64) -> Result<Reply, LeadError> {
         let sql = format!("SELECT {QUOTE_COLS}, expires_at < now() FROM otc_quotes WHERE quote_id = $1 AND user_id = $2 FOR UPDATE");
         let Some(r) = tx.query_opt(&sql, &[&quote_id, &user_id]).await? else {
             return Ok(Err(ApiError::not_found(format!("no quote {quote_id} of this user"))));
@@ -86,11 +96,11 @@ impl OtcLogic {
             return Ok(Ok(quote_json(&r)));
         }
         if r.get::<_, bool>(9) {
-            return Ok(Err(ApiError::conflict("quote_expired", "the quote has expired")));
+            return Ok(Err(ApiError::conflict(ErrorCode::QuoteExpired, "the quote has expired")));
         }
         let market: &str = r.get(3);
         let Some(m) = self.markets.iter().find(|m| m.symbol == market) else {
-            return Ok(Err(ApiError::conflict("unknown_market", market.to_string())));
+            return Ok(Err(ApiError::conflict(ErrorCode::UnknownMarket, market.to_string())));
         };
         let side = Side::from_i16(r.get(4));
         let qty: i64 = r.get(5);
@@ -104,7 +114,7 @@ impl OtcLogic {
         legs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         for (who, asset, amt) in legs {
             if !ledger::has_available(tx, who, asset, amt).await? {
-                let code = if who == user_id { "insufficient_funds" } else { "dealer_insufficient_funds" };
+                let code = if who == user_id { ErrorCode::InsufficientFunds } else { ErrorCode::DealerInsufficientFunds };
                 return Ok(Err(ApiError::conflict(code, format!("not enough {asset}"))));
             }
         }
@@ -129,20 +139,6 @@ impl Logic for OtcLogic {
     }
 
     async fn run_batch(&mut self, ctx: &mut LeaderCtx, jobs: Vec<Job<OtcCmd>>) -> Result<(), LeadError> {
-        for j in jobs {
-            let mut attempt = 0;
-            let reply = loop {
-                attempt += 1;
-                match self.exec(ctx, &j.cmd).await {
-                    Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
-                    Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
-                        break Err(ApiError::conflict("rejected", e.to_string()));
-                    }
-                    r => break r?,
-                }
-            };
-            let _ = j.reply.send(reply);
-        }
-        Ok(())
+        partition::run_each(self, ctx, jobs).await
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::api::{ApiError, Reply};
 use crate::db;
+use crate::protocol::PartitionKey;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -135,9 +136,48 @@ pub trait Logic: Send + 'static {
     }
 }
 
+/// Leader logic that runs each request in a write transaction of its own (wallet, OTC).
+pub trait TxLogic: Send + Sync + 'static {
+    type Cmd: Send + Sync + 'static;
+    /// One request inside `tx`; `run_each` fences and commits it. `Ok(Err(_))` is an
+    /// answer (committed like any other).
+    fn exec(&self, tx: &Transaction<'_>, cmd: &Self::Cmd) -> impl Future<Output = Result<Reply, LeadError>> + Send;
+}
+
+/// Runs the jobs one at a time, each in its own fenced transaction: a deadlock or
+/// serialization failure is tried again (5 attempts in all); a SQL error of the request
+/// itself (e.g. a CHECK) is answered `rejected` and the leader keeps leading; any other
+/// error steps down.
+pub async fn run_each<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, jobs: Vec<Job<L::Cmd>>) -> Result<(), LeadError> {
+    for j in jobs {
+        let mut attempt = 0;
+        let reply = loop {
+            attempt += 1;
+            match exec_fenced(logic, ctx, &j.cmd).await {
+                Err(LeadError::Db(e)) if crate::db::is_retryable(&e) && attempt < 5 => continue,
+                Err(LeadError::Db(e)) if e.code().is_some() && !crate::db::is_connection_error(&e) => {
+                    break Err(ApiError::conflict(crate::api::ErrorCode::Rejected, e.to_string()));
+                }
+                r => break r?,
+            }
+        };
+        let _ = j.reply.send(reply);
+    }
+    Ok(())
+}
+
+async fn exec_fenced<L: TxLogic>(logic: &L, ctx: &mut LeaderCtx, cmd: &L::Cmd) -> Result<Reply, LeadError> {
+    let fencer = ctx.fencer();
+    let tx = ctx.client.transaction().await?;
+    let reply = logic.exec(&tx, cmd).await?;
+    fencer.fence(&tx).await?;
+    tx.commit().await?;
+    Ok(reply)
+}
+
 /// Shared view of one partition, used by the HTTP layer and status reports.
 pub struct PartitionState {
-    pub key: String,
+    pub key: PartitionKey,
     pub leading: AtomicBool,
     pub epoch: AtomicI64,
     /// Since when the leader has been waiting for the DB (a batch, usually its commit, or
@@ -194,7 +234,7 @@ fn lock_sql() -> &'static str {
 /// for the partition (0 = preferred); lower ranks try first, which spreads leaderships.
 pub fn spawn<L: Logic>(
     node: Arc<NodeState>,
-    key: String,
+    key: PartitionKey,
     rank: u32,
     mut make: impl FnMut() -> L + Send + 'static,
 ) -> PartitionHandle<L::Cmd> {
@@ -222,36 +262,9 @@ pub fn spawn<L: Logic>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let client = match candidate.take() {
-                Some(c) if !c.is_closed() => c,
-                _ => match db::connect(&node.pg).await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
-                        backoff.wait().await;
-                        continue;
-                    }
-                },
-            };
-            let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key])).await {
-                Ok(r) => r.get(0),
-                Err(e) => {
-                    tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
-                    drop(client);
-                    backoff.wait().await;
-                    continue;
-                }
-            };
-            if !got {
-                // The session works: only the lock is taken. Keep the session, retry soon.
-                backoff.reset();
-                candidate = Some(client);
-                tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
-                continue;
-            }
-            backoff.reset();
+            let Some(client) = take_lock(&node, &key, &mut candidate, &mut backoff).await else { continue };
             let started = std::time::Instant::now();
-            let r = lead(&node, &st, &key, client, &mut rx, make()).await;
+            let r = lead(&node, &st, key.as_str(), client, &mut rx, make()).await;
             st.leading.store(false, Ordering::SeqCst);
             st.set_in_flight(None);
             match r {
@@ -270,6 +283,45 @@ pub fn spawn<L: Logic>(
     PartitionHandle { state, tx }
 }
 
+/// One attempt at the partition's advisory lock, on the kept `candidate` session or a new
+/// one: the session that holds it, or `None` after waiting as the outcome calls for
+/// (backoff after a failure, 100-200 ms while another session holds the lock).
+async fn take_lock(
+    node: &NodeState,
+    key: &PartitionKey,
+    candidate: &mut Option<db::Session>,
+    backoff: &mut db::Backoff,
+) -> Option<db::Session> {
+    let client = match candidate.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => match db::connect(&node.pg).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(partition = %key, error = %e, "cannot connect for leadership");
+                backoff.wait().await;
+                return None;
+            }
+        },
+    };
+    let got: bool = match db::bounded(&node.pg, client.query_one(lock_sql(), &[&key.as_str()])).await {
+        Ok(r) => r.get(0),
+        Err(e) => {
+            tracing::debug!(partition = %key, error = %e, "lock attempt failed; reconnecting");
+            drop(client);
+            backoff.wait().await;
+            return None;
+        }
+    };
+    backoff.reset();
+    if !got {
+        // The session works: only the lock is taken. Keep the session, retry soon.
+        *candidate = Some(client);
+        tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
+        return None;
+    }
+    Some(client)
+}
+
 fn drain_into<C>(rx: &mut mpsc::Receiver<Job<C>>, jobs: &mut Vec<Job<C>>, max: usize) {
     while jobs.len() < max {
         match rx.try_recv() {
@@ -279,7 +331,7 @@ fn drain_into<C>(rx: &mut mpsc::Receiver<Job<C>>, jobs: &mut Vec<Job<C>>, max: u
     }
 }
 
-fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &str) {
+fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &PartitionKey) {
     while let Ok(j) = rx.try_recv() {
         let _ = j.reply.send(Err(ApiError::not_leader(key)));
     }
@@ -321,6 +373,23 @@ async fn guarded<T>(
     r
 }
 
+/// The next batch: `first` and what is queued behind it, up to `max`. Group commit: a
+/// batch costs about the same for 2 or 200 requests (two synchronous commits), so when far
+/// fewer requests are queued than the last batch had, the rest are likely in flight: wait
+/// a few ms for them rather than making them queue behind a tiny batch. Only under load
+/// (a large last batch): with small batches the CPU is not short and the wait is all delay.
+async fn gather<C>(rx: &mut mpsc::Receiver<Job<C>>, first: Job<C>, max: usize, last_batch: usize) -> Vec<Job<C>> {
+    let mut jobs = vec![first];
+    drain_into(rx, &mut jobs, max);
+    let mut waits = 0;
+    while last_batch >= LINGER_FROM_BATCH && jobs.len() < max && jobs.len() * 2 < last_batch && waits < 3 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        drain_into(rx, &mut jobs, max);
+        waits += 1;
+    }
+    jobs
+}
+
 async fn lead<L: Logic>(
     node: &NodeState,
     st: &PartitionState,
@@ -357,19 +426,7 @@ async fn lead<L: Logic>(
         tokio::select! {
             job = rx.recv() => {
                 let Some(first) = job else { return Ok(()) };
-                let mut jobs = vec![first];
-                drain_into(rx, &mut jobs, node.batch_max);
-                // Group commit: a batch costs about the same for 2 or 200 requests (two
-                // synchronous commits), so when far fewer requests are queued than the last
-                // batch had, the rest are likely in flight: wait a few ms for them rather
-                // than making them queue behind a tiny batch. Only under load (a large last
-                // batch): with small batches the CPU is not short and the wait is all delay.
-                let mut waits = 0;
-                while last_batch >= LINGER_FROM_BATCH && jobs.len() < node.batch_max && jobs.len() * 2 < last_batch && waits < 3 {
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                    drain_into(rx, &mut jobs, node.batch_max);
-                    waits += 1;
-                }
+                let jobs = gather(rx, first, node.batch_max, last_batch).await;
                 last_batch = jobs.len();
                 let (n, t) = (jobs.len(), std::time::Instant::now());
                 guarded(node, st, &host, true, logic.run_batch(&mut ctx, jobs)).await?;

@@ -12,7 +12,7 @@
 
 use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side, UserId};
 use crate::settle::{self, Asset, Entry, Fees, Held, Postings, SettleError};
-use crate::spot::{FeeFill, OrderUpdate};
+use crate::spot::{canceled, maker_update, taker_update, Effects, FeeFill, OrderUpdate};
 use std::collections::{BTreeMap, HashMap};
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,14 +157,7 @@ impl PerpMarket {
         Ok(fee)
     }
 
-    pub fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills_out: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
+    pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         assert!(o.kind != OrderKind::Market, "contract market orders are rejected at validation");
         let mut taker = Held { user_id: o.user_id, side: o.side, asset: Asset::Quote, held_minor: reserved };
         self.fills.clear();
@@ -173,8 +166,16 @@ impl PerpMarket {
         let maker_side = if o.side == Side::Buy { Side::Sell } else { Side::Buy };
         for f in fills.drain(..) {
             let reference = format!("perp-fill:{}:{}", f.taker_order_id, f.maker_order_id);
-            let taker_fee =
-                self.settle_side(&mut taker, o.price_ticks, o.side, f.qty_lots, f.price_ticks, self.fees.taker_bps, postings, &reference)?;
+            let taker_fee = self.settle_side(
+                &mut taker,
+                o.price_ticks,
+                o.side,
+                f.qty_lots,
+                f.price_ticks,
+                self.fees.taker_bps,
+                &mut out.postings,
+                &reference,
+            )?;
             let mut maker = *self.live.get(&f.maker_order_id).expect("maker order not tracked");
             let maker_fee = self.settle_side(
                 &mut maker.held,
@@ -183,47 +184,31 @@ impl PerpMarket {
                 f.qty_lots,
                 f.price_ticks,
                 self.fees.maker_bps,
-                postings,
+                &mut out.postings,
                 &reference,
             )?;
             maker.filled += f.qty_lots;
             assert!(maker.filled <= maker.qty, "maker overfilled");
+            maker_update(&f, &mut maker.held, maker.filled, out);
             if f.maker_done {
                 self.live.remove(&f.maker_order_id);
-                settle::post_release(&mut maker.held, postings, &format!("done:{}", f.maker_order_id));
-                updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: maker.filled, held_minor: 0, status: "filled" });
             } else {
                 self.live.insert(f.maker_order_id, maker);
-                updates.push(OrderUpdate {
-                    order_id: f.maker_order_id,
-                    filled_qty: maker.filled,
-                    held_minor: maker.held.held_minor,
-                    status: "open",
-                });
             }
-            fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
+            out.fills.push(FeeFill { fill: f, maker_fee, taker_fee });
         }
         self.fills = fills;
-        let upd = match res.status {
-            PlaceStatus::Open => {
-                self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" }
-            }
-            PlaceStatus::Filled | PlaceStatus::Canceled => {
-                settle::post_release(&mut taker, postings, &format!("done:{}", o.id));
-                let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
-            }
-        };
-        updates.push(upd);
+        let upd = taker_update(&o, &res, &mut taker, out);
+        if res.status == PlaceStatus::Open {
+            self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
+        }
         Ok(upd)
     }
 
     pub fn cancel(&mut self, id: OrderId, postings: &mut Postings) -> Option<OrderUpdate> {
         self.book.cancel(id)?;
         let mut l = self.live.remove(&id).expect("resting order not tracked");
-        settle::post_release(&mut l.held, postings, &format!("cancel:{id}"));
-        Some(OrderUpdate { order_id: id, filled_qty: l.filled, held_minor: 0, status: "canceled" })
+        Some(canceled(id, &mut l.held, l.filled, postings))
     }
 
     pub fn total_held(&self) -> i64 {

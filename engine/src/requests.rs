@@ -1,5 +1,6 @@
 //! Request bodies of the REST API, shared by the gateway (which validates them) and the
-//! nodes (which validate again). Unknown fields and out-of-range values are 400s.
+//! nodes (which validate again). Unknown fields and out-of-range values are 400s. The
+//! internal gateway -> node types are in `protocol`.
 
 use crate::api::ApiError;
 use crate::book::{OrderKind, Side};
@@ -26,28 +27,6 @@ pub struct PlaceOrder {
     /// Market buys only: the most quote (incl. fee) to spend.
     #[serde(default)]
     pub quote_budget_minor: i64,
-}
-
-/// Gateway -> node: placements of many users in one call (internal, admin token).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PlaceBatch {
-    pub orders: Vec<BatchItem>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchItem {
-    pub user_id: i64,
-    pub order: PlaceOrder,
-}
-
-/// One answer of a batch: the HTTP status and body the single call would have returned.
-/// The gateway reads it as `coalesce::Answer`, keeping the body as raw JSON text.
-#[derive(Debug, Clone, Serialize)]
-pub struct BatchReply {
-    pub status: u16,
-    pub body: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,11 +113,15 @@ pub fn check_user(user_id: i64) -> Result<(), ApiError> {
 }
 
 pub fn spot_market<'a>(ex: &'a ExchangeConfig, symbol: &str) -> Result<(usize, &'a MarketConfig), ApiError> {
-    ex.spot_markets
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.symbol == symbol)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown market {symbol:?}")))
+    find_market(&ex.spot_markets, symbol, "market")
+}
+
+pub fn perp_market<'a>(ex: &'a ExchangeConfig, symbol: &str) -> Result<(usize, &'a MarketConfig), ApiError> {
+    find_market(&ex.perp_markets, symbol, "contract")
+}
+
+fn find_market<'a>(list: &'a [MarketConfig], symbol: &str, what: &str) -> Result<(usize, &'a MarketConfig), ApiError> {
+    list.iter().enumerate().find(|(_, m)| m.symbol == symbol).ok_or_else(|| ApiError::bad_request(format!("unknown {what} {symbol:?}")))
 }
 
 pub fn known_asset(ex: &ExchangeConfig, asset: &str) -> Result<(), ApiError> {
@@ -160,10 +143,7 @@ impl PlaceOrder {
                 check_range("quote_budget_minor", self.quote_budget_minor, 1, MAX_AMOUNT)?;
             }
         } else {
-            check_range("price_ticks", self.price_ticks, 1, MAX_PRICE)?;
-            if self.price_ticks.checked_mul(self.qty_lots).is_none_or(|n| n > MAX_AMOUNT) {
-                return Err(ApiError::bad_request("price_ticks * qty_lots is too large"));
-            }
+            self.check_limit()?;
         }
         Ok(())
     }
@@ -178,20 +158,17 @@ impl PlaceOrder {
         }
         check_id("client_order_id", &self.client_order_id)?;
         check_range("qty_lots", self.qty_lots, 1, MAX_QTY)?;
+        self.check_limit()
+    }
+
+    /// A limit price, and a notional that fits.
+    fn check_limit(&self) -> Result<(), ApiError> {
         check_range("price_ticks", self.price_ticks, 1, MAX_PRICE)?;
         if self.price_ticks.checked_mul(self.qty_lots).is_none_or(|n| n > MAX_AMOUNT) {
             return Err(ApiError::bad_request("price_ticks * qty_lots is too large"));
         }
         Ok(())
     }
-}
-
-pub fn perp_market<'a>(ex: &'a ExchangeConfig, symbol: &str) -> Result<(usize, &'a MarketConfig), ApiError> {
-    ex.perp_markets
-        .iter()
-        .enumerate()
-        .find(|(_, m)| m.symbol == symbol)
-        .ok_or_else(|| ApiError::bad_request(format!("unknown contract {symbol:?}")))
 }
 
 impl Deposit {

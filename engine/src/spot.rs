@@ -2,7 +2,7 @@
 //! Pure, no IO: the partition leader feeds it orders whose reservation is committed and
 //! writes back the order updates, fills and postings it produces.
 
-use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side};
+use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceResult, PlaceStatus, Resting, Side};
 use crate::settle::{self, Asset, Fees, Held, Postings, SettleError};
 
 /// Final or current state of an order, as stored in the `orders` table.
@@ -19,6 +19,23 @@ struct Live {
     held: Held,
     qty: i64,
     filled: i64,
+}
+
+/// What matching produces, appended to by `place` (spot and perpetual alike): order
+/// updates (the taker and the makers it touched), fills with their fees, and postings.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub updates: Vec<OrderUpdate>,
+    pub fills: Vec<FeeFill>,
+    pub postings: Postings,
+}
+
+impl Effects {
+    pub fn clear(&mut self) {
+        self.updates.clear();
+        self.fills.clear();
+        self.postings.clear();
+    }
 }
 
 /// A fill with its fees, ready to be stored.
@@ -52,14 +69,7 @@ impl SpotMarket {
 
     /// Matches an order whose reservation `reserved` is already held. Appends order
     /// updates (taker and touched makers), fills and postings.
-    pub fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills_out: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
+    pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         let asset = if o.side == Side::Buy { Asset::Quote } else { Asset::Base };
         let mut taker = Held { user_id: o.user_id, side: o.side, asset, held_minor: reserved };
         let mut book_order = o;
@@ -72,38 +82,20 @@ impl SpotMarket {
             let reference = format!("fill:{}:{}", f.taker_order_id, f.maker_order_id);
             let maker = self.live.get_mut(&f.maker_order_id).expect("maker order not tracked");
             let (maker_fee, taker_fee) =
-                settle::post_fill(&f, self.fees, self.fee_account, &mut taker, &mut maker.held, postings, &reference)?;
+                settle::post_fill(&f, self.fees, self.fee_account, &mut taker, &mut maker.held, &mut out.postings, &reference)?;
             maker.filled += f.qty_lots;
             assert!(maker.filled <= maker.qty, "maker overfilled");
-            let mut status = "open";
+            maker_update(&f, &mut maker.held, maker.filled, out);
             if f.maker_done {
-                let mut m = self.live.remove(&f.maker_order_id).expect("maker vanished");
-                settle::post_release(&mut m.held, postings, &format!("done:{}", f.maker_order_id));
-                status = "filled";
-                updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: m.filled, held_minor: 0, status });
-            } else {
-                updates.push(OrderUpdate {
-                    order_id: f.maker_order_id,
-                    filled_qty: maker.filled,
-                    held_minor: maker.held.held_minor,
-                    status,
-                });
+                self.live.remove(&f.maker_order_id);
             }
-            fills_out.push(FeeFill { fill: f, maker_fee, taker_fee });
+            out.fills.push(FeeFill { fill: f, maker_fee, taker_fee });
         }
         assert!(res.filled_qty <= o.qty_lots, "taker overfilled");
-        let upd = match res.status {
-            PlaceStatus::Open => {
-                self.live.insert(o.id, Live { held: taker, qty: o.qty_lots, filled: res.filled_qty });
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" }
-            }
-            PlaceStatus::Filled | PlaceStatus::Canceled => {
-                settle::post_release(&mut taker, postings, &format!("done:{}", o.id));
-                let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
-                OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
-            }
-        };
-        updates.push(upd);
+        let upd = taker_update(&o, &res, &mut taker, out);
+        if res.status == PlaceStatus::Open {
+            self.live.insert(o.id, Live { held: taker, qty: o.qty_lots, filled: res.filled_qty });
+        }
         Ok(upd)
     }
 
@@ -111,12 +103,46 @@ impl SpotMarket {
     pub fn cancel(&mut self, id: OrderId, postings: &mut Postings) -> Option<OrderUpdate> {
         self.book.cancel(id)?;
         let mut l = self.live.remove(&id).expect("resting order not tracked");
-        settle::post_release(&mut l.held, postings, &format!("cancel:{id}"));
-        Some(OrderUpdate { order_id: id, filled_qty: l.filled, held_minor: 0, status: "canceled" })
+        Some(canceled(id, &mut l.held, l.filled, postings))
     }
 
     /// Sum of what live orders hold, per (asset): used by invariant checks.
     pub fn total_held(&self, asset: Asset) -> i64 {
         self.live.values().filter(|l| l.held.asset == asset).map(|l| l.held.held_minor).sum()
     }
+}
+
+// The order-state tail both market kinds share (spot here, perpetuals in `perp`): what a
+// fill, the end of matching and a cancel do to an order's hold and its stored state.
+
+/// A maker's update after fill `f` brought it to `filled`: done (what it still held
+/// released; the caller stops tracking it) or still open.
+pub(crate) fn maker_update(f: &Fill, held: &mut Held, filled: i64, out: &mut Effects) {
+    if f.maker_done {
+        settle::post_release(held, &mut out.postings, &format!("done:{}", f.maker_order_id));
+        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: 0, status: "filled" });
+    } else {
+        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: held.held_minor, status: "open" });
+    }
+}
+
+/// The taker's update once matching is over: open (it rests; the caller tracks it with
+/// `taker`, what it still holds), or filled or canceled (what it held released).
+pub(crate) fn taker_update(o: &NewOrder, res: &PlaceResult, taker: &mut Held, out: &mut Effects) -> OrderUpdate {
+    let upd = match res.status {
+        PlaceStatus::Open => OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" },
+        PlaceStatus::Filled | PlaceStatus::Canceled => {
+            settle::post_release(taker, &mut out.postings, &format!("done:{}", o.id));
+            let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
+            OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
+        }
+    };
+    out.updates.push(upd);
+    upd
+}
+
+/// A resting order taken out of the book by its owner: what it held released.
+pub(crate) fn canceled(id: OrderId, held: &mut Held, filled: i64, postings: &mut Postings) -> OrderUpdate {
+    settle::post_release(held, postings, &format!("cancel:{id}"));
+    OrderUpdate { order_id: id, filled_qty: filled, held_minor: 0, status: "canceled" }
 }

@@ -48,7 +48,7 @@ async fn superseded_leader_cannot_commit() {
 
     // The same for the wallet shard of user 50: a leader whose fence did not raise would
     // commit the deposit itself, and nobody would take the shard over.
-    let shard = format!("wallet/{}", engine::wallet::shard_of(50, c.node_cfgs[0].exchange.wallet_shards));
+    let shard = engine::protocol::PartitionKey::wallet_of(50, &c.node_cfgs[0].exchange);
     let epoch_sql = format!("SELECT epoch FROM partitions WHERE partition_key = '{shard}'");
     let epoch: i64 = c.env.pg.sql(&epoch_sql).trim().parse().unwrap();
     c.env.pg.sql(&format!("UPDATE partitions SET epoch = epoch + 1 WHERE partition_key = '{shard}'"));

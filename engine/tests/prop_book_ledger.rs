@@ -4,7 +4,7 @@
 
 use engine::book::{NewOrder, OrderKind, Side};
 use engine::settle::{self, Asset, Fees, Postings};
-use engine::spot::{OrderUpdate, SpotMarket};
+use engine::spot::{Effects, SpotMarket};
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -49,7 +49,7 @@ proptest! {
         let mut qty_of: HashMap<i64, i64> = HashMap::new();
         let mut next_id = 1i64;
         for op in ops {
-            let mut postings = Postings::default();
+            let mut out = Effects::default();
             match op {
                 Op::Place { user, side, kind, price, qty, budget } => {
                     let side = if side { Side::Buy } else { Side::Sell };
@@ -59,15 +59,13 @@ proptest! {
                     let (asset, amount) = settle::reservation(&o, fees).unwrap();
                     let avail = bal[&(user, asset)].0;
                     if amount > avail || amount == 0 { continue; }
-                    settle::post_reserve(user, asset, amount, &mut postings, "r");
-                    let mut updates: Vec<OrderUpdate> = Vec::new();
-                    let mut fills = Vec::new();
-                    let upd = m.place(o, amount, &mut updates, &mut fills, &mut postings).unwrap();
+                    settle::post_reserve(user, asset, amount, &mut out.postings, "r");
+                    let upd = m.place(o, amount, &mut out).unwrap();
                     qty_of.insert(o.id, qty);
-                    for u in &updates {
+                    for u in &out.updates {
                         prop_assert!(u.filled_qty <= qty_of[&u.order_id], "order overfilled");
                     }
-                    for f in &fills {
+                    for f in &out.fills {
                         prop_assert!(f.fill.qty_lots > 0);
                         if kind != OrderKind::Market {
                             match side {
@@ -82,10 +80,10 @@ proptest! {
                 Op::Cancel { pick } => {
                     if open.is_empty() { continue; }
                     let id = open.swap_remove(pick % open.len());
-                    m.cancel(id, &mut postings);
+                    m.cancel(id, &mut out.postings);
                 }
             }
-            apply(&mut bal, &postings);
+            apply(&mut bal, &out.postings);
             m.book.check_invariants();
             prop_assert!(!m.book.is_crossed());
             let mut sums: HashMap<Asset, i64> = HashMap::new();

@@ -5,6 +5,7 @@
 use engine::book::{NewOrder, OrderKind, Side};
 use engine::perp::PerpMarket;
 use engine::settle::{Asset, Fees, Postings};
+use engine::spot::Effects;
 use proptest::prelude::*;
 use std::collections::HashMap;
 
@@ -32,7 +33,9 @@ proptest! {
                 let (_, amount) = m.reservation(&o).unwrap();
                 if amount > bal[&user].0 { continue; }
                 post.post("r", engine::settle::Entry { owner_id: user, asset: Asset::Quote, d_available: -amount, d_held: amount });
-                let u = m.place(o, amount, &mut Vec::new(), &mut Vec::new(), &mut post).unwrap();
+                let mut out = Effects { postings: std::mem::take(&mut post), ..Default::default() };
+                let u = m.place(o, amount, &mut out).unwrap();
+                post = out.postings;
                 prop_assert!(u.filled_qty <= qty);
                 if u.status == "open" { open.push(o.id); }
             }

@@ -3,20 +3,13 @@
 use crate::book::{Book, NewOrder, Resting};
 use crate::perp::{PerpMarket, Position};
 use crate::settle::{self, Asset, Postings, SettleError};
-use crate::spot::{FeeFill, OrderUpdate, SpotMarket};
+use crate::spot::{Effects, OrderUpdate, SpotMarket};
 
 /// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
 pub trait Core: Send + Sync + 'static {
     fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError>;
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64);
-    fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        updates: &mut Vec<OrderUpdate>,
-        fills: &mut Vec<FeeFill>,
-        postings: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError>;
+    fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError>;
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate>;
     fn book(&self) -> &Book;
     /// Positions changed since the last call (perpetuals only).
@@ -34,15 +27,8 @@ impl Core for SpotMarket {
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
         SpotMarket::restore(self, r, qty, filled, held_minor)
     }
-    fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        u: &mut Vec<OrderUpdate>,
-        f: &mut Vec<FeeFill>,
-        p: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
-        SpotMarket::place(self, o, reserved, u, f, p)
+    fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
+        SpotMarket::place(self, o, reserved, out)
     }
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
         SpotMarket::cancel(self, id, postings)
@@ -59,15 +45,8 @@ impl Core for PerpMarket {
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
         PerpMarket::restore(self, r, qty, filled, held_minor)
     }
-    fn place(
-        &mut self,
-        o: NewOrder,
-        reserved: i64,
-        u: &mut Vec<OrderUpdate>,
-        f: &mut Vec<FeeFill>,
-        p: &mut Postings,
-    ) -> Result<OrderUpdate, SettleError> {
-        PerpMarket::place(self, o, reserved, u, f, p)
+    fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
+        PerpMarket::place(self, o, reserved, out)
     }
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate> {
         PerpMarket::cancel(self, id, postings)

@@ -2,8 +2,12 @@
 //! ledger lines, and the order JSON the API shows.
 
 use super::Fresh;
-use crate::spot::OrderUpdate;
+use crate::perp::Position;
+use crate::spot::{FeeFill, OrderUpdate};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Statement};
 
 pub(super) const SQL_NEW_IDS: &str = "SELECT nextval('order_id_seq') FROM generate_series(1, $1::int)";
 /// Orders already placed under the batch's (user, client id) pairs, in any market.
@@ -133,5 +137,132 @@ pub(super) struct LedgerParams {
 impl LedgerParams {
     pub(super) fn as_refs(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 5] {
         [&self.reference, &self.owners, &self.assets, &self.da, &self.dh]
+    }
+}
+
+type Param<'s> = &'s (dyn ToSql + Sync);
+
+/// Runs `st` if the batch has rows for it (`run`); part of the batch's pipeline.
+pub(super) async fn exec_if(c: &Client, st: &Statement, run: bool, params: &[Param<'_>]) -> Result<(), tokio_postgres::Error> {
+    if run {
+        c.execute(st, params).await?;
+    }
+    Ok(())
+}
+
+/// Columns of `SQL_POSITIONS`: the positions the batch changed.
+pub(super) struct PositionRows {
+    pub(super) users: Vec<i64>,
+    sizes: Vec<i64>,
+    costs: Vec<i64>,
+    margins: Vec<i64>,
+    pnls: Vec<i64>,
+}
+
+impl PositionRows {
+    pub(super) fn of(p: &[(i64, Position)]) -> Self {
+        PositionRows {
+            users: p.iter().map(|p| p.0).collect(),
+            sizes: p.iter().map(|p| p.1.size_lots).collect(),
+            costs: p.iter().map(|p| p.1.entry_cost_minor).collect(),
+            margins: p.iter().map(|p| p.1.margin_minor).collect(),
+            pnls: p.iter().map(|p| p.1.realized_pnl_minor).collect(),
+        }
+    }
+    pub(super) fn params<'s>(&'s self, market: &'s String) -> [Param<'s>; 6] {
+        [market, &self.users, &self.sizes, &self.costs, &self.margins, &self.pnls]
+    }
+}
+
+/// Columns of `SQL_UPDATE_ORDERS`: older orders the batch changed, in their last state.
+pub(super) struct ChangedRows {
+    pub(super) ids: Vec<i64>,
+    filled: Vec<i64>,
+    held: Vec<i64>,
+    status: Vec<&'static str>,
+}
+
+impl ChangedRows {
+    pub(super) fn of(changed: &BTreeMap<i64, OrderUpdate>) -> Self {
+        ChangedRows {
+            ids: changed.keys().copied().collect(),
+            filled: changed.values().map(|u| u.filled_qty).collect(),
+            held: changed.values().map(|u| u.held_minor).collect(),
+            status: changed.values().map(|u| u.status).collect(),
+        }
+    }
+    pub(super) fn params(&self) -> [Param<'_>; 4] {
+        [&self.ids, &self.filled, &self.held, &self.status]
+    }
+}
+
+/// Columns of `SQL_FILLS`.
+pub(super) struct FillRows {
+    makers: Vec<i64>,
+    takers: Vec<i64>,
+    maker_users: Vec<i64>,
+    taker_users: Vec<i64>,
+    prices: Vec<i64>,
+    qtys: Vec<i64>,
+    maker_fees: Vec<i64>,
+    taker_fees: Vec<i64>,
+}
+
+impl FillRows {
+    pub(super) fn of(fills: &[FeeFill]) -> Self {
+        FillRows {
+            makers: fills.iter().map(|f| f.fill.maker_order_id).collect(),
+            takers: fills.iter().map(|f| f.fill.taker_order_id).collect(),
+            maker_users: fills.iter().map(|f| f.fill.maker_user_id).collect(),
+            taker_users: fills.iter().map(|f| f.fill.taker_user_id).collect(),
+            prices: fills.iter().map(|f| f.fill.price_ticks).collect(),
+            qtys: fills.iter().map(|f| f.fill.qty_lots).collect(),
+            maker_fees: fills.iter().map(|f| f.maker_fee).collect(),
+            taker_fees: fills.iter().map(|f| f.taker_fee).collect(),
+        }
+    }
+    pub(super) fn params<'s>(&'s self, market: &'s String) -> [Param<'s>; 9] {
+        [
+            market,
+            &self.makers,
+            &self.takers,
+            &self.maker_users,
+            &self.taker_users,
+            &self.prices,
+            &self.qtys,
+            &self.maker_fees,
+            &self.taker_fees,
+        ]
+    }
+}
+
+/// Balance deltas (owner, asset name, available, held), columns of `SQL_APPLY_BALANCES`;
+/// the first two of rows that may not exist yet are those of `SQL_BALANCE_ROWS`.
+pub(super) struct BalanceRows<'a> {
+    pub(super) owners: Vec<i64>,
+    assets: Vec<&'a str>,
+    da: Vec<i64>,
+    dh: Vec<i64>,
+}
+
+impl<'a> BalanceRows<'a> {
+    pub(super) fn of<'r>(rows: impl Iterator<Item = &'r (i64, &'a str, i64, i64)>) -> Self
+    where
+        'a: 'r,
+    {
+        let mut b = BalanceRows { owners: Vec::new(), assets: Vec::new(), da: Vec::new(), dh: Vec::new() };
+        for r in rows {
+            b.owners.push(r.0);
+            b.assets.push(r.1);
+            b.da.push(r.2);
+            b.dh.push(r.3);
+        }
+        b
+    }
+    pub(super) fn params(&self) -> [Param<'_>; 4] {
+        [&self.owners, &self.assets, &self.da, &self.dh]
+    }
+    pub(super) fn keys(&self) -> [Param<'_>; 2] {
+        [&self.owners, &self.assets]
     }
 }

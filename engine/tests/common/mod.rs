@@ -343,7 +343,7 @@ impl Env {
             retry_budget_ms: 8000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
-            // GATEWAY_LOG: a tracing filter for diagnostics, e.g. "info,engine::coalesce=debug".
+            // GATEWAY_LOG: a tracing filter for diagnostics, e.g. "info,engine::gateway::route=debug".
             log: LogConfig { format: "json".into(), level: std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()) },
         }
     }
@@ -442,23 +442,15 @@ pub async fn wait_healthy(gw: &str, limit: Duration) -> Result<Duration, String>
 }
 
 pub async fn post(gw: &str, path: &str, headers: &[(&str, &str)], body: serde_json::Value) -> (u16, serde_json::Value) {
-    let c = http();
-    let mut r = c.post(format!("{gw}{path}")).json(&body);
-    for (k, v) in headers {
-        r = r.header(*k, *v);
-    }
-    match r.send().await {
-        Ok(r) => {
-            let s = r.status().as_u16();
-            (s, r.json().await.unwrap_or(serde_json::Value::Null))
-        }
-        Err(_) => (0, serde_json::Value::Null),
-    }
+    send(http().post(format!("{gw}{path}")).json(&body), headers).await
 }
 
 pub async fn get(gw: &str, path: &str, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
-    let c = http();
-    let mut r = c.get(format!("{gw}{path}"));
+    send(http().get(format!("{gw}{path}")), headers).await
+}
+
+/// Status and JSON body of a request (0 and null when it got no answer).
+async fn send(mut r: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> (u16, serde_json::Value) {
     for (k, v) in headers {
         r = r.header(*k, *v);
     }
