@@ -350,8 +350,13 @@ pub struct NodeConfig {
     pub batch_max: usize,
 }
 
+/// Default of `NodeConfig::batch_max`.
+pub const DEFAULT_BATCH_MAX: usize = 1024;
+/// Default of `GatewayConfig::probe_interval_ms`.
+pub const DEFAULT_PROBE_INTERVAL_MS: u64 = 200;
+
 fn default_batch_max() -> usize {
-    1024
+    DEFAULT_BATCH_MAX
 }
 
 /// Config of one `engine-gateway` process.
@@ -397,7 +402,7 @@ fn default_batch_in_flight_max() -> usize {
     DEFAULT_BATCH_IN_FLIGHT_MAX
 }
 fn default_probe_ms() -> u64 {
-    200
+    DEFAULT_PROBE_INTERVAL_MS
 }
 fn default_retry_budget_ms() -> u64 {
     5000

@@ -98,12 +98,13 @@ pub struct EngineSettings {
     pub webhook_urls: Vec<String>,
 }
 
+/// The engine's own defaults: its config format is defined once, in `engine-config`.
 fn default_batch_max() -> usize {
-    1024
+    engine_config::DEFAULT_BATCH_MAX
 }
 
 fn default_probe_ms() -> u64 {
-    200
+    engine_config::DEFAULT_PROBE_INTERVAL_MS
 }
 
 impl Default for EngineSettings {
