@@ -14,8 +14,9 @@ struct Case {
     name: &'static str,
     /// (from, to) replacements applied to a valid regions.toml.
     edits: &'static [(&'static str, &'static str)],
-    /// A template file to place in templates/, if any.
-    template: Option<(&'static str, &'static str)>,
+    /// A template to place in templates/, if any: its name, and (from, to) edits applied to
+    /// the built-in compact template.
+    template: Option<(&'static str, &'static [(&'static str, &'static str)])>,
     /// Files placed next to regions.toml (a name ending in '/' is a directory).
     files: &'static [(&'static str, &'static str)],
     /// Text on the line the error must point at (in regions.toml or the template).
@@ -30,123 +31,16 @@ struct Case {
 
 const NO_FILES: &[(&str, &str)] = &[];
 
-const TINY_TEMPLATE: &str = r#"description = "too few nodes"
-[[hosts]]
-role = "app"
-count = 2
-instance_type = "app"
-modules = ["matching", "otc", "contract", "wallet"]
-gateway = true
-[[hosts]]
-role = "db"
-count = 3
-instance_type = "db"
-database = true
-[ports]
-ssh = 22
-gateway_http = 8080
-postgres = 5432
-patroni_rest = 8008
-etcd_client = 2379
-etcd_peer = 2380
-[ports.modules]
-matching = 7101
-otc = 7102
-contract = 7103
-wallet = 7104
-"#;
+const COMPACT: &str = include_str!("../templates/compact.toml");
+
+/// 64 more hosts in each of two more groups: 65 per AZ, more than a /26 subnet holds (59).
+const CROWDED_GROUPS: &str = "[[hosts]]\nrole = \"app2\"\ncount = 64\ninstance_type = \"app\"\nmodules = [\"matching\"]\n\n\
+[[hosts]]\nrole = \"app3\"\ncount = 64\ninstance_type = \"app\"\nmodules = [\"otc\"]\n\n[[hosts]]\nrole = \"db\"";
 
 const PRIVATE_KEY: &str = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n-----END OPENSSH PRIVATE KEY-----\n";
 
 /// A zone of 4 labels of 63 characters: 255 characters in all.
 const LONG_ZONE_EDIT: &str = "zone = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"";
-
-const LOW_PORT_TEMPLATE: &str = r#"[[hosts]]
-role = "app"
-count = 3
-instance_type = "app"
-modules = ["matching", "otc", "contract", "wallet"]
-gateway = true
-[[hosts]]
-role = "db"
-count = 3
-instance_type = "db"
-database = true
-[ports]
-ssh = 22
-gateway_http = 80
-postgres = 5432
-patroni_rest = 8008
-etcd_client = 2379
-etcd_peer = 2380
-[ports.modules]
-matching = 7101
-otc = 7102
-contract = 7103
-wallet = 7104
-"#;
-
-const TYPO_TEMPLATE: &str = r#"[[hosts]]
-role = "app"
-count = 3
-instance_type = "app"
-modules = ["matching", "otc", "contract", "wallet"]
-gateway = true
-[[hosts]]
-role = "db"
-count = 3
-instance_type = "db"
-database = true
-[ports]
-ssh = 22
-gateway_http = 8080
-postgres = 5432
-patroni_rest = 8008
-etcd_client = 2379
-etcd_peer = 2380
-[ports.modules]
-matching = 7101
-matchng = 7105
-otc = 7102
-contract = 7103
-wallet = 7104
-"#;
-
-/// 3 x 64 app hosts and 3 DB hosts over 3 AZs: 65 per AZ, more than a /26 holds (59).
-const CROWDED_TEMPLATE: &str = r#"[[hosts]]
-role = "app"
-count = 64
-instance_type = "app"
-modules = ["matching", "otc", "contract", "wallet"]
-gateway = true
-[[hosts]]
-role = "app2"
-count = 64
-instance_type = "app"
-modules = ["matching"]
-[[hosts]]
-role = "app3"
-count = 64
-instance_type = "app"
-modules = ["otc"]
-[[hosts]]
-role = "db"
-count = 3
-instance_type = "db"
-database = true
-[ports]
-ssh = 22
-gateway_http = 8080
-postgres = 5432
-patroni_rest = 8008
-etcd_client = 2379
-etcd_peer = 2380
-[ports.modules]
-matching = 7101
-otc = 7102
-contract = 7103
-wallet = 7104
-"#;
 
 const CASES: &[Case] = &[
     Case {
@@ -329,7 +223,7 @@ const CASES: &[Case] = &[
         name: "fewer than 3 nodes per module",
         edits: &[("template = \"compact\"", "template = \"tiny\"")],
         files: NO_FILES,
-        template: Some(("tiny", TINY_TEMPLATE)),
+        template: Some(("tiny", &[("count = 3\ninstance_type = \"app\"", "count = 2\ninstance_type = \"app\"")])),
         line_of: "count = 2",
         file: "tiny.toml",
         field: "hosts.0.count",
@@ -489,7 +383,7 @@ const CASES: &[Case] = &[
     Case {
         name: "template port the service user cannot bind",
         edits: &[("template = \"compact\"", "template = \"lowport\"")],
-        template: Some(("lowport", LOW_PORT_TEMPLATE)),
+        template: Some(("lowport", &[("gateway_http = 8080", "gateway_http = 80")])),
         files: NO_FILES,
         line_of: "gateway_http = 80",
         file: "lowport.toml",
@@ -500,7 +394,10 @@ const CASES: &[Case] = &[
     Case {
         name: "more hosts per az than the subnet holds",
         edits: &[("template = \"compact\"", "template = \"crowded\""), ("10.50.0.0/16", "10.50.0.0/24")],
-        template: Some(("crowded", CROWDED_TEMPLATE)),
+        template: Some((
+            "crowded",
+            &[("count = 3\ninstance_type = \"app\"", "count = 64\ninstance_type = \"app\""), ("[[hosts]]\nrole = \"db\"", CROWDED_GROUPS)],
+        )),
         files: NO_FILES,
         line_of: "10.50.0.0/24",
         file: "regions.toml",
@@ -599,7 +496,7 @@ const CASES: &[Case] = &[
     Case {
         name: "misspelt module in the ports table",
         edits: &[("template = \"compact\"", "template = \"typo\"")],
-        template: Some(("typo", TYPO_TEMPLATE)),
+        template: Some(("typo", &[("otc = 7102", "matchng = 7105\notc = 7102")])),
         files: NO_FILES,
         line_of: "matchng",
         file: "typo.toml",
@@ -690,11 +587,16 @@ fn every_invalid_config_is_refused_with_location_and_fix_before_any_api_call() {
         std::fs::write(&cfg, &src).unwrap();
         write_files(dir.path(), case.files);
         let mut located_src = src.clone();
-        if let Some((name, body)) = case.template {
+        if let Some((name, edits)) = case.template {
+            let mut body = COMPACT.to_string();
+            for (from, to) in edits {
+                assert!(body.contains(from), "{}: template edit {from:?} does not apply", case.name);
+                body = body.replacen(from, to, 1);
+            }
             std::fs::create_dir_all(dir.path().join("templates")).unwrap();
-            std::fs::write(dir.path().join("templates").join(format!("{name}.toml")), body).unwrap();
+            std::fs::write(dir.path().join("templates").join(format!("{name}.toml")), &body).unwrap();
             if case.file != "regions.toml" {
-                located_src = body.to_string();
+                located_src = body;
             }
         }
         let before = endpoint.calls();
