@@ -112,15 +112,35 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     )
     .unwrap();
     p.ok(&["deploy"]);
+    // `status` itself goes through the bastion: the forwards the bastion opens while it runs
+    // include every gateway host (status asks each gateway's /health on the host over SSH).
+    // The gateways' answers in status are the ones this test gets from them over HTTP.
+    let (pgw, dgw) = (ips(PRIMARY, &p.name, "app").await, ips(DR, &p.name, "app").await);
+    assert!(!pgw.is_empty() && !dgw.is_empty(), "gateway hosts in EC2: {pgw:?} {dgw:?}");
+    let mark = bastion.log_mark();
     let status: serde_json::Value = serde_json::from_slice(&p.ok(&["status", "--output", "json"]).stdout).unwrap();
-    let gateways_up = status["live"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r["gateways"].as_array().cloned().unwrap_or_default())
-        .filter(|g| g["http_status"] == 200)
-        .count();
-    assert_eq!(gateways_up, 3, "status through the bastion: {status}");
+    let during_status = bastion.forwarded_to_since(mark);
+    let missing: Vec<&String> = pgw.iter().chain(&dgw).filter(|ip| !during_status.contains(*ip)).collect();
+    assert!(
+        missing.is_empty(),
+        "status opened no forward through the bastion to gateway hosts {missing:?}; bastion log:\n{}",
+        bastion.log()
+    );
+    let health_codes = |gws: &[String]| -> Vec<u64> {
+        let mut v: Vec<u64> = gws.iter().map(|ip| http("GET", &format!("http://{ip}:8080/health"), &[], None).0 as u64).collect();
+        v.sort();
+        v
+    };
+    for (i, (region, gws)) in [(PRIMARY, &pgw), (DR, &dgw)].into_iter().enumerate() {
+        assert_eq!(status["live"][i]["region"], region, "{status}");
+        let mut in_status: Vec<u64> = status["live"][i]["gateways"]
+            .as_array()
+            .map(|g| g.iter().filter_map(|g| g["http_status"].as_u64()).collect())
+            .unwrap_or_default();
+        in_status.sort();
+        assert_eq!(in_status, health_codes(gws), "{region}: gateway /health codes in status vs. probed directly: {status}");
+    }
+    assert_eq!(health_codes(&pgw), vec![200; pgw.len()], "the primary gateways answer /health with 200");
     // A replay lag in seconds for exactly the standbys PostgreSQL reports as streaming, on
     // every DB host of both regions: the primary's two local standbys and the DR standby
     // leader (on the primary's leader), the DR replicas (on their upstream).

@@ -1,4 +1,11 @@
 //! Pure unit tests of the planner and teardown order (no cloud: Observed is built by hand).
+//!
+//! Every case goes through [`check`]: what is wanted, what the cloud holds, and the plan as
+//! text. A plan renders one step per line, `index sign scope what`, then `<- i j` for the
+//! steps it waits for (see [`render`]). On a mismatch the test prints the actual text, ready
+//! to paste over the expected one.
+
+use std::collections::BTreeMap;
 
 use crate::action::{Action, Plan};
 use crate::config::Config;
@@ -8,13 +15,83 @@ use crate::plan::plan_up;
 use crate::teardown::plan_down;
 use crate::template::Template;
 
+/// What the plan is asked for.
+enum Want<'a> {
+    /// `up` towards this desired state.
+    Up(&'a Desired),
+    /// `up --defer-records` (ops): the same plan without the record writes.
+    UpDeferringRecords(&'a Desired),
+    /// `down`: nothing.
+    Down,
+}
+
+/// The one helper: plans `want` against `observed` and compares the plan's text with `expect`
+/// (indented as in the source; leading and trailing blank lines and the common indent ignored).
+#[track_caller]
+fn check(want: Want, observed: &Observed, expect: &str) {
+    let is_record = |a: &Action| matches!(a, Action::UpsertRecord { .. });
+    let actual = match want {
+        Want::Up(d) => plan_up(d, observed).map(|p| render(&p)),
+        Want::UpDeferringRecords(d) => plan_up(d, observed).map(|p| render(&p.without(is_record))),
+        Want::Down => Ok(render(&plan_down(observed))),
+    }
+    .unwrap_or_else(|e| format!("error: {e}\n"));
+    assert_text(&actual, expect);
+}
+
+/// One line per step: index, `+` create / `~` update / `-` delete, scope, what; then `<-` and
+/// the indexes of the steps it waits for. Notes last. An empty plan is `no changes`.
+fn render(p: &Plan) -> String {
+    let mut s = String::new();
+    for (i, st) in p.steps.iter().enumerate() {
+        let sign = match st.action.change() {
+            crate::action::Change::Create => '+',
+            crate::action::Change::Update => '~',
+            crate::action::Change::Delete => '-',
+        };
+        s.push_str(&format!("{i} {sign} {} {}", st.action.scope(), st.action.describe()));
+        if !st.after.is_empty() {
+            s.push_str(&format!("  <- {}", st.after.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ")));
+        }
+        s.push('\n');
+    }
+    for n in &p.notes {
+        s.push_str(&format!("note: {n}\n"));
+    }
+    if s.is_empty() {
+        s.push_str("no changes\n");
+    }
+    s
+}
+
+#[track_caller]
+fn assert_text(actual: &str, expect: &str) {
+    let expect = trim_indent(expect);
+    if actual != expect {
+        let pasteable: String = actual.lines().map(|l| format!("        {l}\n")).collect();
+        panic!("plan differs from the expected text.\n--- expected\n{expect}--- actual\n{actual}--- actual, to paste:\n\n{pasteable}");
+    }
+}
+
+fn trim_indent(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().skip_while(|l| l.trim().is_empty()).collect();
+    let end = lines.iter().rposition(|l| !l.trim().is_empty()).map_or(0, |i| i + 1);
+    let lines = &lines[..end];
+    let indent = lines.iter().filter(|l| !l.trim().is_empty()).map(|l| l.len() - l.trim_start().len()).min().unwrap_or(0);
+    lines.iter().map(|l| format!("{}\n", l.get(indent..).unwrap_or("").trim_end())).collect()
+}
+
+// --- Fixtures ---
+
+/// The embedded regions.toml's desired state.
 fn want() -> Desired {
     let cfg = Config::parse("regions.toml", std::path::Path::new("."), crate::config::EMBEDDED_REGIONS_TOML).unwrap();
     let tpl = Template::load(&cfg).unwrap();
     desired(&cfg, &tpl, "ssh-ed25519 AAAA test")
 }
 
-fn observed_with_ami(d: &Desired) -> Observed {
+/// An empty cloud: nothing of the project, an AMI in every region.
+fn empty(d: &Desired) -> Observed {
     Observed {
         regions: d
             .regions
@@ -25,108 +102,239 @@ fn observed_with_ami(d: &Desired) -> Observed {
     }
 }
 
-fn index_of(p: &Plan, f: impl Fn(&Action) -> bool) -> Vec<usize> {
-    p.steps.iter().enumerate().filter(|(_, s)| f(&s.action)).map(|(i, _)| i).collect()
+/// The id the fake cloud gave the resource with this key.
+fn id(key: &str) -> String {
+    format!("id:{key}")
 }
 
-/// Whether step `later` transitively waits for step `earlier`.
-fn waits_for(p: &Plan, later: usize, earlier: usize) -> bool {
-    let mut stack = vec![later];
-    let mut seen = vec![false; p.steps.len()];
-    while let Some(i) = stack.pop() {
-        for &a in &p.steps[i].after {
-            if a == earlier {
-                return true;
-            }
-            if !seen[a] {
-                seen[a] = true;
-                stack.push(a);
-            }
+/// The private (and public) address of host `n` (in desired order, both regions).
+fn ip(n: usize) -> String {
+    format!("10.0.0.{}", n + 1)
+}
+
+/// A resource of the fake cloud, under its key.
+fn found<A>(key: &str, attrs: A) -> Found<A> {
+    Found { key: key.to_string(), id: id(key), attrs }
+}
+
+/// Everything `d` asks for, as `up` leaves it: planning `d` against it changes nothing.
+fn converged(d: &Desired) -> Observed {
+    let mut host_ip = BTreeMap::new();
+    let mut o = empty(d);
+    for (dr, or) in d.regions.iter().zip(&mut o.regions) {
+        or.vpcs.push(found(&dr.vpc_key, VpcAttrs { cidr: dr.vpc_cidr.clone() }));
+        or.igws.push(found(&dr.igw_key, IgwAttrs { attached_vpc: Some(id(&dr.vpc_key)) }));
+        or.subnets.extend(dr.subnets.iter().map(|s| found(&s.key, SubnetAttrs { cidr: s.cidr.clone(), az: s.az.clone() })));
+        let routes = BTreeMap::from([("0.0.0.0/0".to_string(), id(&dr.igw_key)), (dr.peer_cidr.clone(), id(&d.peering_key))]);
+        let associations = dr.subnets.iter().map(|s| (format!("assoc:{}", s.key), id(&s.key))).collect();
+        or.route_tables.push(found(&dr.route_table_key, RouteTableAttrs { routes, associations }));
+        or.sgs.extend(dr.sgs.iter().map(|s| found(&s.key, SgAttrs { rules: s.rules.clone() })));
+        or.key_pairs.push(found(&dr.key_pair_key, KeyPairAttrs { name: dr.key_pair_name.clone() }));
+        for h in &dr.hosts {
+            let a = Some(ip(host_ip.len()));
+            host_ip.insert(h.key.clone(), a.clone().unwrap());
+            let attrs = InstanceAttrs {
+                state: "running".into(),
+                instance_type: h.instance_type.clone(),
+                az: h.az.clone(),
+                private_ip: a.clone(),
+                public_ip: a,
+            };
+            or.instances.push(found(&h.key, attrs));
         }
     }
-    false
+    let (requester_vpc, accepter_vpc) = (id(&d.regions[0].vpc_key), id(&d.regions[1].vpc_key));
+    o.peerings.push(found(&d.peering_key, PeeringAttrs { status: "active".into(), requester_vpc, accepter_vpc }));
+    o.zone = Some(ZoneFound { id: "Z-ours".into(), name: d.zone_name.clone(), ours: true });
+    for c in &d.http_checks {
+        o.checks.push(found(&c.key, CheckAttrs::Http { ip: host_ip[&c.host_key].clone(), port: c.port, path: c.path.clone() }));
+    }
+    for c in &d.region_checks {
+        let mut children: Vec<String> = c.children.iter().map(|k| id(k)).collect();
+        children.sort();
+        o.checks.push(found(&c.key, CheckAttrs::Calculated { children, healthy_children_min: c.healthy_children_min }));
+    }
+    for r in &d.records {
+        let region = d.regions.iter().find(|x| x.name == r.region).unwrap();
+        o.records.push(RecordFound {
+            name: d.record_name.clone(),
+            set_identifier: r.set_identifier.clone(),
+            failover: Some(r.failover.as_str().to_string()),
+            ips: region.hosts.iter().filter(|h| h.gateway).map(|h| host_ip[&h.key].clone()).collect(),
+            health_check_id: Some(id(&r.check_key)),
+            ttl_s: Some(d.record_ttl_s),
+        });
+    }
+    o
+}
+
+// --- up ---
+
+#[test]
+fn a_converged_cloud_needs_no_change() {
+    let d = want();
+    check(Want::Up(&d), &converged(&d), "no changes");
 }
 
 #[test]
 fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
     let d = want();
-    let p = plan_up(&d, &observed_with_ami(&d)).unwrap();
-    let runs = index_of(&p, |a| matches!(a, Action::RunInstance { .. }));
-    assert_eq!(runs.len(), 12);
-    for r in runs {
-        let deps: Vec<&Action> = p.steps[r].after.iter().map(|&i| &p.steps[i].action).collect();
-        assert!(deps.iter().any(|a| matches!(a, Action::CreateSubnet { .. })));
-        assert!(deps.iter().any(|a| matches!(a, Action::CreateSecurityGroup { .. })));
-        assert!(deps.iter().any(|a| matches!(a, Action::ImportKeyPair { .. })));
-    }
-    let records = index_of(&p, |a| matches!(a, Action::UpsertRecord { .. }));
-    let checks = index_of(&p, |a| matches!(a, Action::CreateRegionCheck { .. }));
-    assert_eq!((records.len(), checks.len()), (2, 2));
-    for r in &records {
-        assert!(checks.iter().any(|c| waits_for(&p, *r, *c)), "record does not wait for its region check");
-    }
+    check(Want::Up(&d), &empty(&d), "
+        0 + us-east-1 VPC us-east-1/vpc (10.10.0.0/16)
+        1 + us-east-1 internet gateway us-east-1/igw
+        2 + us-east-1 attach internet gateway us-east-1/igw to us-east-1/vpc  <- 0 1
+        3 + us-east-1 subnet us-east-1/subnet/us-east-1a (10.10.0.0/18 in us-east-1a)  <- 0
+        4 + us-east-1 subnet us-east-1/subnet/us-east-1b (10.10.64.0/18 in us-east-1b)  <- 0
+        5 + us-east-1 subnet us-east-1/subnet/us-east-1c (10.10.128.0/18 in us-east-1c)  <- 0
+        6 + us-east-1 route table us-east-1/route-table  <- 0
+        7 + us-east-1 add route 0.0.0.0/0 -> us-east-1/igw in us-east-1/route-table  <- 2 6
+        8 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1a  <- 3 6
+        9 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1b  <- 4 6
+        10 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1c  <- 5 6
+        11 + us-east-1 security group us-east-1/sg/app (exa-app)  <- 0
+        12 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0 in us-east-1/sg/app  <- 11
+        13 + us-east-1 security group us-east-1/sg/db (exa-db)  <- 0
+        14 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16 in us-east-1/sg/db  <- 13
+        15 + us-east-1 key pair us-east-1/key-pair (exa)
+        16 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)  <- 3 11 15
+        17 + us-east-1 instance us-east-1/instance/app-1 (t3.medium in us-east-1b)  <- 4 11 15
+        18 + us-east-1 instance us-east-1/instance/app-2 (t3.medium in us-east-1c)  <- 5 11 15
+        19 + us-east-1 instance us-east-1/instance/db-0 (r6i.large in us-east-1a)  <- 3 13 15
+        20 + us-east-1 instance us-east-1/instance/db-1 (r6i.large in us-east-1b)  <- 4 13 15
+        21 + us-east-1 instance us-east-1/instance/db-2 (r6i.large in us-east-1c)  <- 5 13 15
+        22 + us-west-2 VPC us-west-2/vpc (10.20.0.0/16)
+        23 + us-west-2 internet gateway us-west-2/igw
+        24 + us-west-2 attach internet gateway us-west-2/igw to us-west-2/vpc  <- 22 23
+        25 + us-west-2 subnet us-west-2/subnet/us-west-2a (10.20.0.0/18 in us-west-2a)  <- 22
+        26 + us-west-2 subnet us-west-2/subnet/us-west-2b (10.20.64.0/18 in us-west-2b)  <- 22
+        27 + us-west-2 subnet us-west-2/subnet/us-west-2c (10.20.128.0/18 in us-west-2c)  <- 22
+        28 + us-west-2 route table us-west-2/route-table  <- 22
+        29 + us-west-2 add route 0.0.0.0/0 -> us-west-2/igw in us-west-2/route-table  <- 24 28
+        30 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2a  <- 25 28
+        31 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2b  <- 26 28
+        32 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2c  <- 27 28
+        33 + us-west-2 security group us-west-2/sg/app (exa-app)  <- 22
+        34 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0 in us-west-2/sg/app  <- 33
+        35 + us-west-2 security group us-west-2/sg/db (exa-db)  <- 22
+        36 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16 in us-west-2/sg/db  <- 35
+        37 + us-west-2 key pair us-west-2/key-pair (exa)
+        38 + us-west-2 instance us-west-2/instance/app-0 (t3.medium in us-west-2a)  <- 25 33 37
+        39 + us-west-2 instance us-west-2/instance/app-1 (t3.medium in us-west-2b)  <- 26 33 37
+        40 + us-west-2 instance us-west-2/instance/app-2 (t3.medium in us-west-2c)  <- 27 33 37
+        41 + us-west-2 instance us-west-2/instance/db-0 (r6i.large in us-west-2a)  <- 25 35 37
+        42 + us-west-2 instance us-west-2/instance/db-1 (r6i.large in us-west-2b)  <- 26 35 37
+        43 + us-west-2 instance us-west-2/instance/db-2 (r6i.large in us-west-2c)  <- 27 35 37
+        44 + us-east-1 VPC peering us-east-1/peering/us-west-2 to us-west-2  <- 0 22
+        45 + us-west-2 accept VPC peering us-east-1/peering/us-west-2  <- 44
+        46 + us-east-1 add route 10.20.0.0/16 -> us-east-1/peering/us-west-2 in us-east-1/route-table  <- 6 45
+        47 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table  <- 28 45
+        48 + global hosted zone exa.example.internal
+        49 + global health check us-east-1/check/app-0 (HTTP <ip of us-east-1/instance/app-0>:8080/health)  <- 16
+        50 + global health check us-east-1/check/app-1 (HTTP <ip of us-east-1/instance/app-1>:8080/health)  <- 17
+        51 + global health check us-east-1/check/app-2 (HTTP <ip of us-east-1/instance/app-2>:8080/health)  <- 18
+        52 + global health check us-west-2/check/app-0 (HTTP <ip of us-west-2/instance/app-0>:8080/health)  <- 38
+        53 + global health check us-west-2/check/app-1 (HTTP <ip of us-west-2/instance/app-1>:8080/health)  <- 39
+        54 + global health check us-west-2/check/app-2 (HTTP <ip of us-west-2/instance/app-2>:8080/health)  <- 40
+        55 + global health check us-east-1/check/region (healthy while 1 of 3 gateways is)  <- 49 50 51
+        56 + global health check us-west-2/check/region (healthy while 1 of 3 gateways is)  <- 52 53 54
+        57 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, <ip of us-east-1/instance/app-1>, <ip of us-east-1/instance/app-2>  <- 16 17 18 48 55
+        58 + global record api.exa.example.internal SECONDARY (exa-secondary) -> <ip of us-west-2/instance/app-0>, <ip of us-west-2/instance/app-1>, <ip of us-west-2/instance/app-2>  <- 38 39 40 48 56
+    ");
 }
 
 #[test]
 fn a_missing_ami_names_the_region() {
     let d = want();
-    let mut o = observed_with_ami(&d);
+    let mut o = empty(&d);
     o.regions[1].ami_id = None;
-    let e = plan_up(&d, &o).unwrap_err();
-    assert!(e.to_string().contains("us-west-2"), "{e}");
+    check(Want::Up(&d), &o, "
+        error: no AMI matches the config in us-west-2; fix `ami` for that region in the config (name filter + owner, or an id that exists there)
+    ");
 }
 
 #[test]
 fn security_group_drift_is_authorized_and_revoked() {
     let d = want();
-    let mut o = observed_with_ami(&d);
-    let sg = &d.regions[0].sgs[0];
-    let mut rules = sg.rules.clone();
-    let missing = rules.pop().unwrap();
+    let mut o = converged(&d);
+    let rules = &mut o.regions[0].sgs[0].attrs.rules;
+    rules.pop();
     rules.push(Rule { port: 3306, cidr: "0.0.0.0/0".into() });
-    o.regions[0].sgs.push(Found { key: sg.key.clone(), id: "sg-1".into(), attrs: SgAttrs { rules } });
-    let p = plan_up(&d, &o).unwrap();
-    let auth: Vec<&Action> = p
-        .steps
-        .iter()
-        .map(|s| &s.action)
-        .filter(|a| matches!(a, Action::AuthorizeIngress { sg: crate::action::Ref::Id(id), .. } if id == "sg-1"))
-        .collect();
-    assert!(matches!(auth.as_slice(), [Action::AuthorizeIngress { rules, .. }] if rules == &vec![missing]));
-    let revoke: Vec<&Action> = p.steps.iter().map(|s| &s.action).filter(|a| matches!(a, Action::RevokeIngress { .. })).collect();
-    assert!(matches!(revoke.as_slice(), [Action::RevokeIngress { sg, rules, .. }] if sg == "sg-1" && rules[0].port == 3306));
+    check(
+        Want::Up(&d),
+        &o,
+        "
+        0 + us-east-1 allow tcp/8080 from 0.0.0.0/0 in id:us-east-1/sg/app
+        1 ~ us-east-1 revoke tcp/3306 from 0.0.0.0/0 in id:us-east-1/sg/app
+    ",
+    );
 }
 
 #[test]
 fn duplicate_instances_keep_the_lowest_id_and_terminate_the_rest() {
     let d = want();
-    let mut o = observed_with_ami(&d);
-    let h = &d.regions[0].hosts[0];
-    for id in ["i-b", "i-a"] {
-        o.regions[0].instances.push(Found {
-            key: h.key.clone(),
-            id: id.into(),
-            attrs: InstanceAttrs {
-                state: "running".into(),
-                instance_type: h.instance_type.clone(),
-                az: h.az.clone(),
-                private_ip: Some("10.10.0.9".into()),
-                public_ip: None,
-            },
-        });
-    }
-    let p = plan_up(&d, &o).unwrap();
-    let term: Vec<&Action> = p.steps.iter().map(|s| &s.action).filter(|a| matches!(a, Action::TerminateInstances { .. })).collect();
-    assert!(matches!(term.as_slice(), [Action::TerminateInstances { ids, .. }] if ids == &vec!["i-b".to_string()]), "{term:?}");
-    assert!(!p.steps.iter().any(|s| matches!(&s.action, Action::RunInstance { host, .. } if host.key == h.key)));
+    let mut o = converged(&d);
+    let first = o.regions[0].instances[0].clone();
+    o.regions[0].instances[0].id = "i-a".into();
+    o.regions[0].instances.push(Found { id: "i-b".into(), ..first });
+    check(
+        Want::Up(&d),
+        &o,
+        "
+        0 - us-east-1 terminate 1 instance(s): i-b
+    ",
+    );
 }
 
 #[test]
+fn deferring_the_records_keeps_every_other_step_and_its_order() {
+    // A lost gateway host: a new instance, its check re-pointed, the region check and the
+    // record after it. Deferred, the record write goes and the rest stays as it was.
+    let d = want();
+    let mut o = converged(&d);
+    o.regions[0].instances.remove(0);
+    check(
+        Want::Up(&d),
+        &o,
+        "
+        0 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)
+        1 ~ global health check us-east-1/check/app-0 -> HTTP <ip of us-east-1/instance/app-0>:8080/health  <- 0
+        2 ~ global health check us-east-1/check/region -> 3 children  <- 1
+        3 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, 10.0.0.2, 10.0.0.3  <- 0 2
+    ",
+    );
+    check(
+        Want::UpDeferringRecords(&d),
+        &o,
+        "
+        0 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)
+        1 ~ global health check us-east-1/check/app-0 -> HTTP <ip of us-east-1/instance/app-0>:8080/health  <- 0
+        2 ~ global health check us-east-1/check/region -> 3 children  <- 1
+    ",
+    );
+}
+
+#[test]
+fn removing_a_middle_step_hands_its_dependencies_to_what_waited_for_it() {
+    let mut p = Plan::default();
+    let a = p.push(Action::CreateZone { name: "a".into() }, vec![]);
+    let b = p.push(Action::CreateZone { name: "b".into() }, vec![a]);
+    p.push(Action::CreateZone { name: "c".into() }, vec![b]);
+    let q = p.without(|x| matches!(x, Action::CreateZone { name } if name == "b"));
+    assert_text(
+        &render(&q),
+        "
+        0 + global hosted zone a
+        1 + global hosted zone c  <- 0
+    ",
+    );
+}
+
+// --- down ---
+
+#[test]
 fn teardown_removes_dependents_before_what_they_depend_on() {
-    let found = |key: &str, id: &str| (key.to_string(), id.to_string());
     let mut r = ObservedRegion { name: "us-east-1".into(), ..Default::default() };
-    let (k, i) = found("us-east-1/vpc", "vpc-1");
-    r.vpcs.push(Found { key: k, id: i, attrs: VpcAttrs::default() });
+    r.vpcs.push(Found { key: "us-east-1/vpc".into(), id: "vpc-1".into(), attrs: VpcAttrs::default() });
     r.subnets.push(Found { key: "s".into(), id: "subnet-1".into(), attrs: SubnetAttrs::default() });
     r.sgs.push(Found { key: "g".into(), id: "sg-1".into(), attrs: SgAttrs::default() });
     r.igws.push(Found { key: "i".into(), id: "igw-1".into(), attrs: IgwAttrs { attached_vpc: Some("vpc-1".into()) } });
@@ -153,51 +361,26 @@ fn teardown_removes_dependents_before_what_they_depend_on() {
         }],
         ..Default::default()
     };
-    let p = plan_down(&o);
-    let one = |f: &dyn Fn(&Action) -> bool| index_of(&p, f)[0];
-    let vpc = one(&|a| matches!(a, Action::DeleteVpc { .. }));
-    for dep in [
-        one(&|a| matches!(a, Action::DeleteSubnet { .. })),
-        one(&|a| matches!(a, Action::DeleteSecurityGroup { .. })),
-        one(&|a| matches!(a, Action::DeleteInternetGateway { .. })),
-        one(&|a| matches!(a, Action::DeleteRouteTable { .. })),
-        one(&|a| matches!(a, Action::TerminateInstances { .. })),
-    ] {
-        assert!(waits_for(&p, vpc, dep), "VPC deleted before {:?}", p.steps[dep].action);
-    }
-    let sg = one(&|a| matches!(a, Action::DeleteSecurityGroup { .. }));
-    assert!(waits_for(&p, sg, one(&|a| matches!(a, Action::TerminateInstances { .. }))));
-    let http = one(&|a| matches!(a, Action::DeleteCheck { id, .. } if id == "h1"));
-    let calc = one(&|a| matches!(a, Action::DeleteCheck { id, .. } if id == "h2"));
-    let rec = one(&|a| matches!(a, Action::DeleteRecord { .. }));
-    let zone = one(&|a| matches!(a, Action::DeleteZone { .. }));
-    assert!(waits_for(&p, http, calc) && waits_for(&p, calc, rec) && waits_for(&p, zone, rec));
+    check(
+        Want::Down,
+        &o,
+        "
+        0 - global record a.z. (p-primary)
+        1 - global health check c2 (h2)  <- 0
+        2 - global health check c1 (h1)  <- 0 1
+        3 - global hosted zone z. (Z1)  <- 0
+        4 - us-east-1 terminate 1 instance(s): i-1
+        5 - us-east-1 security group g (sg-1)  <- 4
+        6 - us-east-1 route table rtb-1  <- 4
+        7 - us-east-1 subnet s (subnet-1)  <- 4 6
+        8 - us-east-1 internet gateway igw-1  <- 4 6
+        9 - us-east-1 VPC us-east-1/vpc (vpc-1)  <- 4 5 6 7 8
+    ",
+    );
 }
 
 #[test]
 fn a_zone_up_did_not_create_is_never_deleted() {
     let o = Observed { zone: Some(ZoneFound { id: "Z1".into(), name: "z.".into(), ours: false }), ..Default::default() };
-    assert!(index_of(&plan_down(&o), |a| matches!(a, Action::DeleteZone { .. })).is_empty());
-}
-
-#[test]
-fn deferring_the_records_keeps_every_other_step_and_its_order() {
-    let d = want();
-    let full = plan_up(&d, &observed_with_ami(&d)).unwrap();
-    let is_record = |a: &Action| matches!(a, Action::UpsertRecord { .. });
-    assert!(!index_of(&full, is_record).is_empty(), "a fresh plan writes the records");
-    let deferred = full.without(is_record);
-    assert!(index_of(&deferred, is_record).is_empty());
-    assert_eq!(deferred.steps.len(), full.steps.len() - index_of(&full, is_record).len());
-    for (i, s) in deferred.steps.iter().enumerate() {
-        assert!(s.after.iter().all(|&a| a < i), "edges still point backwards");
-    }
-    // Removing a middle step hands its own dependencies to what waited for it.
-    let mut p = Plan::default();
-    let a = p.push(Action::CreateZone { name: "a".into() }, vec![]);
-    let b = p.push(Action::CreateZone { name: "b".into() }, vec![a]);
-    p.push(Action::CreateZone { name: "c".into() }, vec![b]);
-    let q = p.without(|x| matches!(x, Action::CreateZone { name } if name == "b"));
-    assert_eq!(q.steps.len(), 2);
-    assert_eq!(q.steps[1].after, vec![0], "c now waits for a");
+    check(Want::Down, &o, "no changes");
 }

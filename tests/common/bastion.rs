@@ -63,9 +63,21 @@ impl Bastion {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
+    /// How far its log has got: a mark for [`Bastion::forwarded_to_since`].
+    pub fn log_mark(&self) -> usize {
+        self.log().len()
+    }
+
     /// The addresses this bastion opened a forward to on port 22, as its log says.
     pub fn forwarded_to(&self) -> std::collections::BTreeSet<String> {
+        self.forwarded_to_since(0)
+    }
+
+    /// The addresses it opened a forward to on port 22 since `mark` (from [`Bastion::log_mark`]).
+    pub fn forwarded_to_since(&self, mark: usize) -> std::collections::BTreeSet<String> {
         self.log()
+            .get(mark..)
+            .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split("target ").nth(1))
             .filter_map(|t| t.trim_end().strip_suffix(" port 22"))

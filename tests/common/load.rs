@@ -45,9 +45,10 @@ pub enum Targets {
     PrimaryRecordOf(String),
 }
 
-/// Orders at a steady rate (one every 20 ms), remembering which were acknowledged and when.
+/// Orders at a steady rate (one every 20 ms), remembering which were acknowledged, when, and
+/// by which gateway.
 pub struct Load {
-    acked: Arc<Mutex<Vec<(String, Instant)>>>,
+    acked: Arc<Mutex<Vec<(String, Instant, String)>>>,
     stop: Arc<Mutex<bool>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -88,7 +89,7 @@ impl Load {
                     .send()
                     .await;
                 if r.is_ok_and(|r| r.status().is_success()) {
-                    a.lock().unwrap().push((cid, Instant::now()));
+                    a.lock().unwrap().push((cid, Instant::now(), t));
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -98,10 +99,15 @@ impl Load {
 
     /// How many orders were acknowledged after `t`.
     pub fn acked_after(&self, t: Instant) -> usize {
-        self.acked.lock().unwrap().iter().filter(|(_, at)| *at > t).count()
+        self.acked.lock().unwrap().iter().filter(|(_, at, _)| *at > t).count()
     }
 
     pub async fn stop(self) -> Vec<(String, Instant)> {
+        self.stop_by_gateway().await.into_iter().map(|(c, t, _)| (c, t)).collect()
+    }
+
+    /// Like [`Load::stop`], with the gateway that acknowledged each order.
+    pub async fn stop_by_gateway(self) -> Vec<(String, Instant, String)> {
         *self.stop.lock().unwrap() = true;
         self.task.await.unwrap();
         let v = self.acked.lock().unwrap().clone();

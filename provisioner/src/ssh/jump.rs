@@ -4,14 +4,17 @@
 //! the target's host key is checked and pinned end to end exactly as for a direct connection.
 //!
 //! libssh2 sessions are not thread-safe: the pump thread owns the bastion session outright.
+//!
+//! The caller connects to the bastion (session.rs does, with its own retries and host-key
+//! checks) and hands the connection over as a [`Bastion`]: this module never opens a session
+//! itself, so it does not depend on session.rs.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use super::session::Session;
-use super::{Jump, SshConfig, SshError, Step, Target};
+use super::{SshConfig, SshError, Step, Target};
 
 /// Bound on one wait for either side to become readable; short so that libssh2's own buffering
 /// (data already read from the socket but not yet returned) can never stall the copy for long.
@@ -19,14 +22,19 @@ const POLL_MS: i32 = 20;
 /// After the local side closed, how long the bastion gets to close the channel before we drop it.
 const LINGER_MS: u64 = 2_000;
 
-/// Opens the tunnel to `target` through `jump`. Errors name the bastion.
-pub(crate) fn open(cfg: &SshConfig, jump: &Jump, target: &Target) -> Result<UnixStream, SshError> {
-    let bastion_cfg = SshConfig { user: jump.user.clone(), attempts_max: 1, ..cfg.clone() };
-    let bastion_target = Target::new(jump.host.clone(), jump.port);
-    let bastion = Session::connect(&bastion_cfg, &bastion_target).map_err(|e| match e {
-        SshError::Unreachable { host, step, message, .. } => SshError::Step { host: format!("bastion {host}"), step, message },
-        other => other,
-    })?;
+/// What the tunnel needs of an authenticated SSH connection to the bastion. The tunnel owns
+/// it from then on (moved into the pump thread) and drops it when the tunnel closes.
+pub(crate) trait Bastion: Send + 'static {
+    /// The libssh2 session, authenticated.
+    fn raw(&self) -> &ssh2::Session;
+    /// The socket under [`Bastion::raw`], polled for readability.
+    fn tcp_fd(&self) -> i32;
+    /// An error of `step` that names the bastion.
+    fn step_err(&self, step: Step, message: String) -> SshError;
+}
+
+/// Opens the tunnel to `target` through the connected `bastion`. Errors name the bastion.
+pub(crate) fn open<B: Bastion>(cfg: &SshConfig, bastion: B, target: &Target) -> Result<UnixStream, SshError> {
     let tcp = bastion.tcp_fd();
     // Opening the channel is the bastion's TCP connect to the host: bounded like ours.
     bastion.raw().set_timeout(cfg.connect_timeout_ms.clamp(1, u32::MAX as u64) as u32);
@@ -43,7 +51,7 @@ pub(crate) fn open(cfg: &SshConfig, jump: &Jump, target: &Target) -> Result<Unix
 }
 
 /// Copies both ways until both sides are closed (or either fails), then drops the bastion.
-fn pump(bastion: Session, tcp_fd: i32, mut ch: ssh2::Channel, mut sock: UnixStream) {
+fn pump<B: Bastion>(bastion: B, tcp_fd: i32, mut ch: ssh2::Channel, mut sock: UnixStream) {
     bastion.raw().set_blocking(false);
     if sock.set_nonblocking(true).is_err() {
         return;

@@ -5,8 +5,9 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
+use super::jump::Bastion;
 use super::known_hosts::{KnownHosts, Pin};
-use super::{SshConfig, SshError, Step, Target};
+use super::{Jump, SshConfig, SshError, Step, Target};
 
 /// libssh2 error codes that mean "the server said no to this key" (not worth retrying).
 const LIBSSH2_ERROR_FILE: i32 = -16;
@@ -221,7 +222,7 @@ impl Session {
             Some(jump) => {
                 // A bastion that is down or cannot reach the host yet is worth retrying; its
                 // changed host key or a refused key is not.
-                let tunnel = super::jump::open(cfg, jump, target).map_err(|e| match e {
+                let tunnel = Self::bastion(cfg, jump).and_then(|b| super::jump::open(cfg, b, target)).map_err(|e| match e {
                     SshError::Step { .. } | SshError::Timeout { .. } => Attempt::Retry(Step::Connect, e.to_string()),
                     other => Attempt::Fatal(other),
                 })?;
@@ -270,6 +271,16 @@ impl Session {
         })
     }
 
+    /// The connection to `jump` that a tunnel runs over: one attempt (the caller retries the
+    /// whole tunnel), as `jump.user`. Errors name the bastion.
+    fn bastion(cfg: &SshConfig, jump: &Jump) -> Result<Session, SshError> {
+        let bastion_cfg = SshConfig { user: jump.user.clone(), attempts_max: 1, ..cfg.clone() };
+        Session::connect(&bastion_cfg, &Target::new(jump.host.clone(), jump.port)).map_err(|e| match e {
+            SshError::Unreachable { host, step, message, .. } => SshError::Step { host: format!("bastion {host}"), step, message },
+            other => other,
+        })
+    }
+
     pub fn target(&self) -> &Target {
         &self.target
     }
@@ -286,10 +297,6 @@ impl Session {
     /// Whether this connection pinned the host key (first contact) or matched the pinned one.
     pub fn pin(&self) -> Pin {
         self.pin
-    }
-
-    pub(crate) fn tcp_fd(&self) -> i32 {
-        self.tcp_fd
     }
 
     pub(crate) fn raw(&self) -> &ssh2::Session {
@@ -363,6 +370,20 @@ impl Session {
             });
         }
         Ok(out)
+    }
+}
+
+impl Bastion for Session {
+    fn raw(&self) -> &ssh2::Session {
+        &self.sess
+    }
+
+    fn tcp_fd(&self) -> i32 {
+        self.tcp_fd
+    }
+
+    fn step_err(&self, step: Step, message: String) -> SshError {
+        Session::step_err(self, step, message)
     }
 }
 
