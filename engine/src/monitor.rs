@@ -1,7 +1,11 @@
-//! Per-second node health: CPU, memory, RTT to peers, DB read/write latency and (wallet)
-//! heartbeat age. A threshold crossed for `breach_seconds` consecutive samples isolates
+//! Per-second node health: CPU, memory, reach to peers, DB read/write latency and (wallet)
+//! heartbeat age. Each measure names its cause, and only the node's own faults isolate it:
+//! its CPU, its memory, its DB latency, or losing reach to a majority of its peers (then it is
+//! the one cut off). A threshold crossed for `breach_seconds` consecutive samples isolates
 //! the node (it gives up its leaderships and reports `isolated`, so the gateway stops
-//! routing to it); as many clean samples in a row bring it back. Each transition is a log
+//! routing to it); as many clean samples in a row bring it back. A dead or slow peer is
+//! reported (metric `engine_peer_up`, webhook `peer_unreachable` / `peer_reachable`) and
+//! never makes a healthy node step aside: the gateways route around it. Each transition is a log
 //! line, a metric and a JSON POST to the admin webhooks (bounded retries, off the
 //! trading path). In standby mode the monitor also watches for the DB turning writable.
 
@@ -65,6 +69,7 @@ async fn run(node: Arc<Node>) {
     // (a planned switchover) still sticks, because then this starts false.
     let mut seen_readonly = node.cfg.mode == engine_config::RegionMode::Standby;
     let mut suppressed = false;
+    let mut peers = PeerWatch::default();
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -82,7 +87,13 @@ async fn run(node: Arc<Node>) {
             sample.push(("mem_percent", p, m.mem_max_percent));
         }
         if let Some(http) = &http {
-            sample.push(("peer_rtt_ms", peer_rtt(&node, http, &nid).await, m.peer_rtt_max_ms as f64));
+            let rtts = peer_rtts(&node, http, &nid).await;
+            peers.observe(&node, &rtts);
+            if !rtts.is_empty() {
+                // More than half of the peers out of reach: this node is the one cut off.
+                let unreachable = rtts.iter().filter(|(_, ms)| *ms > m.peer_rtt_max_ms as f64).count();
+                sample.push(("peers_unreachable", unreachable as f64, rtts.len() as f64 / 2.0));
+            }
         }
         sample_db(&node, &mut db, &mut sample).await;
         for (name, v, _) in &sample {
@@ -124,17 +135,54 @@ async fn run(node: Arc<Node>) {
     }
 }
 
-/// The worst round trip to a peer's `/internal/ping` (ms; infinite if one did not answer).
-async fn peer_rtt(node: &Node, http: &reqwest::Client, nid: &str) -> f64 {
+/// The round trip to each peer's `/internal/ping` (ms; infinite if it did not answer), all
+/// peers probed at once so that dead ones cost one timeout, not one each.
+async fn peer_rtts(node: &Node, http: &reqwest::Client, nid: &str) -> Vec<(String, f64)> {
     let m = &node.cfg.monitor;
-    let mut worst = 0.0f64;
-    for p in node.cfg.peers.iter().filter(|p| p.node_id != node.cfg.node_id) {
+    let limit = Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4);
+    let probes = node.cfg.peers.iter().filter(|p| p.node_id != node.cfg.node_id).map(|p| async move {
         let url = format!("http://{}{}", p.addr, paths::NODE_PING);
-        let ms = timed(Duration::from_millis(m.peer_rtt_max_ms.max(50) * 4), http.get(&url).send()).await;
-        node.metrics.set(format!("engine_peer_rtt_ms{{node=\"{nid}\",peer=\"{}\"}}", label(&p.node_id)), ms.min(1e9));
-        worst = worst.max(ms);
+        (p.node_id.clone(), timed(limit, http.get(&url).send()).await)
+    });
+    let rtts = futures::future::join_all(probes).await;
+    for (peer, ms) in &rtts {
+        node.metrics.set(format!("engine_peer_rtt_ms{{node=\"{nid}\",peer=\"{}\"}}", label(peer)), ms.min(1e9));
     }
-    worst
+    rtts
+}
+
+/// What this node sees of each peer: a peer out of reach for `breach_seconds` samples in a
+/// row is reported down, as many good samples in a row report it back. Reports only.
+#[derive(Default)]
+struct PeerWatch {
+    /// Per peer: consecutive samples out of reach (+) or in reach (-), and whether it is down.
+    seen: std::collections::BTreeMap<String, (i64, bool)>,
+}
+
+impl PeerWatch {
+    fn observe(&mut self, node: &Arc<Node>, rtts: &[(String, f64)]) {
+        let m = &node.cfg.monitor;
+        let n = i64::from(m.breach_seconds.max(1));
+        let nid = label(&node.cfg.node_id);
+        for (peer, ms) in rtts {
+            let bad = *ms > m.peer_rtt_max_ms as f64;
+            let (streak, down) = self.seen.entry(peer.clone()).or_insert((0, false));
+            *streak = match (bad, *streak > 0) {
+                (true, true) => *streak + 1,
+                (true, false) => 1,
+                (false, false) => *streak - 1,
+                (false, true) => -1,
+            };
+            let flip = (bad && !*down && *streak >= n) || (!bad && *down && -*streak >= n);
+            if flip {
+                *down = bad;
+                let event = if bad { "peer_unreachable" } else { "peer_reachable" };
+                let what = vec![format!("peer {peer} rtt_ms={}", if ms.is_finite() { format!("{ms:.1}") } else { "none".into() })];
+                transition(node, event, &what, &vec![("peer_rtt_ms", *ms, m.peer_rtt_max_ms as f64)]);
+            }
+            node.metrics.set(format!("engine_peer_up{{node=\"{nid}\",peer=\"{}\"}}", label(peer)), if *down { 0.0 } else { 1.0 });
+        }
+    }
 }
 
 /// DB probes on a monitoring session of its own (`db`, reconnected when needed): read and

@@ -232,6 +232,9 @@ pub struct MonitorConfig {
     pub cpu_max_percent: f64,
     #[serde(default = "default_mem_max")]
     pub mem_max_percent: f64,
+    /// A peer that does not answer a ping within this is out of reach: reported (metric,
+    /// webhook), never a reason to step aside, unless more than half of the peers are (then
+    /// this node is the one cut off, and it isolates itself).
     #[serde(default = "default_peer_rtt_max")]
     pub peer_rtt_max_ms: u64,
     #[serde(default = "default_db_latency_max")]

@@ -1,0 +1,88 @@
+//! Issue 17 (1): one host's worth of dead nodes never makes a healthy node isolate itself.
+//! 3 nodes per module with the shipped monitor defaults; kill -9 one node of every module
+//! (what a powered-off host takes with it). For three times `breach_seconds` no survivor
+//! steps aside because of them, each survivor reports the dead peers instead (webhook
+//! `peer_unreachable`, metric `engine_peer_up` 0), and the region serves. (All nodes share
+//! this machine's CPU here: a host-wide CPU breach is the host's fault and may still isolate
+//! some; this test is about peers.)
+
+mod common;
+use axum::routing::post as axum_post;
+use axum::{Json, Router};
+use common::*;
+use engine_config::MonitorConfig;
+use serde_json::Value;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_reported_and_never_isolates_a_healthy_node() {
+    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let ev = events.clone();
+    let app = Router::new().route(
+        "/hook",
+        axum_post(move |Json(v): Json<Value>| {
+            let ev = ev.clone();
+            async move {
+                ev.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // The shipped defaults, with the webhook to hear the transitions.
+    let defaults = MonitorConfig::default();
+    let mut c = Cluster::start(3, |n| n.monitor = MonitorConfig { webhook_urls: vec![hook.clone()], ..MonitorConfig::default() });
+    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
+        c.dump_logs();
+        panic!("cluster never healthy: {e}");
+    }
+    // One node of each module dies, as with a host powered off.
+    let dead: Vec<usize> = (0..c.nodes.len()).step_by(3).collect();
+    for &i in &dead {
+        c.nodes[i].kill9();
+    }
+    let dead_ids: Vec<String> = dead.iter().map(|&i| c.node_cfgs[i].node_id.clone()).collect();
+    eprintln!("killed {dead_ids:?}");
+    tokio::time::sleep(Duration::from_secs(u64::from(defaults.breach_seconds) * 3 + 2)).await;
+
+    let events = events.lock().unwrap().clone();
+    let isolations: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event"] == "node_isolated" || e["event"] == "node_unhealthy_no_healthy_peer")
+        .filter(|e| e["breaches"].to_string().contains("peer"))
+        .collect();
+    let mut problems = Vec::new();
+    if !isolations.is_empty() {
+        problems.push(format!("healthy nodes stepped aside: {isolations:?}"));
+    }
+    for (_, cfg) in c.node_cfgs.iter().enumerate().filter(|(i, _)| !dead.contains(i)) {
+        let reported: Vec<&str> = events
+            .iter()
+            .filter(|e| e["event"] == "peer_unreachable" && e["node_id"] == cfg.node_id.as_str())
+            .filter_map(|e| e["breaches"][0].as_str())
+            .collect();
+        for d in &dead_ids {
+            if !reported.iter().any(|b| b.contains(&format!("peer {d} "))) {
+                problems.push(format!("{} did not report {d} unreachable", cfg.node_id));
+            }
+        }
+        let metrics = http().get(format!("http://{}/metrics", cfg.listen)).send().await.unwrap().text().await.unwrap();
+        let down = format!("engine_peer_up{{node=\"{}\",peer=\"{}\"}} 0", cfg.node_id, dead_ids[0]);
+        if !metrics.contains(&down) {
+            problems.push(format!("{} has no metric {down}", cfg.node_id));
+        }
+    }
+    // The region still serves: every partition has a leader among the survivors.
+    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(10)).await {
+        problems.push(format!("the gateway is not healthy: {e}"));
+    }
+    if !problems.is_empty() {
+        c.dump_logs();
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    server.abort();
+}
