@@ -4,33 +4,15 @@
 //! latency is back to normal it recovers, and the webhook hears that too.
 
 mod common;
-use axum::routing::post as axum_post;
-use axum::{Json, Router};
 use common::*;
 use engine_config::{Module, PeerConfig};
-use serde_json::Value;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn db_latency_breach_isolates_node_and_calls_webhook() {
     let env = Env::new();
-    // Webhook receiver.
-    let events: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let ev = events.clone();
-    let app = Router::new().route(
-        "/hook",
-        axum_post(move |Json(v): Json<Value>| {
-            let ev = ev.clone();
-            async move {
-                ev.lock().unwrap().push(v);
-                "ok"
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let hooks = Webhooks::start().await;
+    let (events, hook) = (hooks.events.clone(), hooks.url.clone());
 
     let peers: Vec<PeerConfig> = (1..=2)
         .map(|i| PeerConfig { node_id: format!("wallet-{i}"), module: Module::Wallet, addr: format!("127.0.0.1:{}", free_port()) })
@@ -112,5 +94,4 @@ async fn db_latency_breach_isolates_node_and_calls_webhook() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(nodes);
-    server.abort();
 }

@@ -219,7 +219,7 @@ impl Pg {
     }
 }
 
-fn kill(pid: u32, sig: &str) {
+pub fn kill(pid: u32, sig: &str) {
     let _ = Command::new("kill").arg(sig).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
@@ -498,4 +498,42 @@ pub fn conservation_violations(pg: &Pg) -> String {
         "SELECT coalesce(string_agg(asset || ':' || total, ','), '') FROM \
          (SELECT asset, sum(available + held) AS total FROM balances GROUP BY asset HAVING sum(available + held) <> 0) t",
     )
+}
+
+/// An admin webhook receiver on loopback: its URL, and every JSON body posted to it so far.
+pub struct Webhooks {
+    pub url: String,
+    pub events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Webhooks {
+    pub async fn start() -> Webhooks {
+        let events: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let ev = events.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+                let ev = ev.clone();
+                async move {
+                    ev.lock().unwrap().push(v);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        Webhooks { url, events, server }
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.events.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Webhooks {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
 }

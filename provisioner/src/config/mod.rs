@@ -165,8 +165,7 @@ pub struct Region {
 
 /// An AMI: a fixed id, or the newest image matching a name filter from an owner.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(untagged, deny_unknown_fields)]
-#[serde(try_from = "RawAmi")]
+#[serde(untagged, try_from = "RawAmi")]
 pub enum Ami {
     Id { id: String },
     Filter { name: String, owner: String },

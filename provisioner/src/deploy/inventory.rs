@@ -37,14 +37,6 @@ pub struct MissingHost {
     pub key: String,
 }
 
-pub fn inventory(cfg: &Config, d: &Desired, o: &Observed) -> Result<Inventory, MissingHost> {
-    let (inv, missing) = inventory_partial(cfg, d, o);
-    match missing.into_iter().next() {
-        Some(m) => Err(m),
-        None => Ok(inv),
-    }
-}
-
 /// The hosts that run now, and the desired ones that do not (a fenced or dead region's).
 pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory, Vec<MissingHost>) {
     let mut hosts = Vec::new();
