@@ -1,0 +1,1 @@
+//! `/_front/*` on the front's port: faults and settings. TODO(helper A).

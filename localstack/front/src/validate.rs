@@ -1,0 +1,1 @@
+//! AWS's validations that LocalStack skips. TODO(helper A).
