@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Starts LocalStack (EC2, Route53) on 127.0.0.1:4566, isolated from this machine's resolver:
+# Starts the local cloud: LocalStack (EC2, Route53) on 127.0.0.1:4566 and, before it, the API
+# front on 127.0.0.1:4567 with its DNS server (localstack/front.sh; needs `cargo build` first).
+# LocalStack is isolated from this machine's resolver:
 # DNS_ADDRESS=0 and a private /etc/resolv.conf inside its own mount namespace, so it can never
 # rewrite the host's /etc/resolv.conf. Waits until healthy. Idempotent: a running, healthy
 # LocalStack started by this script is left alone.
@@ -17,7 +19,7 @@ healthy() { curl -fsS --max-time 2 "$url" 2>/dev/null | grep -q '"ec2": "\(avail
 mkdir -p "$state"
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && healthy; then
   echo "localstack: already running (pid $(cat "$pidfile"))"
-  exit 0
+  exec "$here/front.sh" start
 fi
 if [ ! -x "$venv/bin/python" ]; then
   echo "localstack: no venv at $venv; run localstack/install.sh first" >&2
@@ -48,7 +50,7 @@ echo $! > "$pidfile"
 for _ in $(seq 1 "$timeout_s"); do
   if healthy; then
     echo "localstack: ready on http://127.0.0.1:4566 (pid $(cat "$pidfile"), log $log)"
-    exit 0
+    exec "$here/front.sh" start
   fi
   if ! kill -0 "$(cat "$pidfile")" 2>/dev/null; then
     echo "localstack: exited during start-up; last lines of $log:" >&2

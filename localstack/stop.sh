@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Stops the LocalStack that start.sh started (its whole process group), and nothing else.
+# Stops the API front and the LocalStack that start.sh started (its whole process group), and nothing else.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 state="${LOCALSTACK_STATE_DIR:-$here/state}"
 pidfile="$state/localstack.pid"
+"$here/front.sh" stop
 [ -f "$pidfile" ] || { echo "localstack: not running (no pid file)"; exit 0; }
 pid="$(cat "$pidfile")"
 if kill -0 "$pid" 2>/dev/null; then

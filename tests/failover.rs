@@ -75,6 +75,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let (pgw, dgw) = (ips(PRIMARY, &p.name, "app").await, ips(DR, &p.name, "app").await);
     let (pdb, ddb) = (ips(PRIMARY, &p.name, "db").await, ips(DR, &p.name, "db").await);
     assert_eq!(records(&p).await, (pgw.clone(), dgw.clone()), "after up: PRIMARY -> primary gateways");
+    assert_dns_answers(&p, &pgw, "after up");
     let user = 7001;
     let key = make_user(&pgw[0], &s.admin, user);
 
@@ -87,6 +88,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     tokio::time::sleep(Duration::from_secs(2)).await;
     let acked = load.stop().await;
     assert_eq!(records(&p).await, (dgw.clone(), pgw.clone()), "PRIMARY now points at the DR gateways");
+    assert_dns_answers(&p, &dgw, "after a planned switchover");
     let dr_leader = writable_leader(&ddb, &s.su).expect("the DR region has a writable leader");
     assert!(writable_leader(&pdb, &s.su).is_none(), "the old primary region must not be writable");
     let found = orders_of(&dr_leader, &s.su, user);
@@ -104,6 +106,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     // --- Failback restores the original layout. ---
     p.ok(&["failback"]);
     assert_eq!(records(&p).await, (pgw.clone(), dgw.clone()), "failback: PRIMARY back on the primary gateways");
+    assert_dns_answers(&p, &pgw, "after failback");
     let leader = writable_leader(&pdb, &s.su).expect("primary region writable again");
     assert!(writable_leader(&ddb, &s.su).is_none());
     wait_for("DR streams from the primary region again", Duration::from_secs(60), || streams_from(&ddb, &s.su, "10.70."));
@@ -170,6 +173,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     // database is a writable primary, and every DR gateway takes an order that lands there.
     let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
     assert_eq!(records(&p).await.0, dgw, "after the blackout PRIMARY points at the DR gateways; watch log: {log}");
+    assert_dns_answers(&p, &dgw, "after an unplanned failover");
     let st = states(PRIMARY, &p.name).await;
     assert!(!st.is_empty() && st.iter().all(|s| s == "stopped"), "the fenced region's instances are stopped in EC2: {st:?}");
     let writable: Vec<&String> = ddb.iter().filter(|ip| psql(ip, &s.su, "postgres", "select pg_is_in_recovery()") == "f").collect();
@@ -203,6 +207,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     p.ok(&["failback"]);
     let (pgw2, pdb2) = (ips(PRIMARY, &p.name, "app").await, ips(PRIMARY, &p.name, "db").await);
     assert_eq!(records(&p).await, (pgw2.clone(), dgw.clone()), "rebuilt primary region serves again");
+    assert_dns_answers(&p, &pgw2, "after failback from an unplanned failover");
     let leader = writable_leader(&pdb2, &s.su).expect("rebuilt primary writable");
     assert!(
         orders_of(&leader, &s.su, user).is_superset(&after.iter().map(|c| c.to_string()).collect()),

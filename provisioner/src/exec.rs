@@ -19,6 +19,8 @@ pub enum OnError {
 #[derive(Debug, Default, Serialize)]
 pub struct Outcome {
     pub done: usize,
+    /// The ids of what this run created, in the order they were made.
+    pub created: Vec<String>,
     pub failed: Vec<StepFailure>,
     pub skipped: usize,
 }
@@ -75,6 +77,9 @@ pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnErr
                 state[i] = State::Done;
                 outcome.done += 1;
                 if let (Some(key), Some(c)) = (action.produces(), created) {
+                    if !c.id.is_empty() {
+                        outcome.created.push(c.id.clone());
+                    }
                     outputs.insert(key.to_string(), c);
                 }
                 progress.step_done(action);

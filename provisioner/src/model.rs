@@ -301,6 +301,23 @@ pub struct Fence {
 }
 
 impl Observed {
+    /// Every resource id this observation shows.
+    pub fn ids(&self) -> std::collections::HashSet<&str> {
+        let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for r in &self.regions {
+            ids.extend(r.vpcs.iter().map(|f| f.id.as_str()));
+            ids.extend(r.subnets.iter().map(|f| f.id.as_str()));
+            ids.extend(r.igws.iter().map(|f| f.id.as_str()));
+            ids.extend(r.route_tables.iter().map(|f| f.id.as_str()));
+            ids.extend(r.sgs.iter().map(|f| f.id.as_str()));
+            ids.extend(r.key_pairs.iter().map(|f| f.id.as_str()));
+            ids.extend(r.instances.iter().map(|f| f.id.as_str()));
+        }
+        ids.extend(self.peerings.iter().map(|f| f.id.as_str()));
+        ids.extend(self.checks.iter().map(|f| f.id.as_str()));
+        ids
+    }
+
     pub fn region(&self, name: &str) -> Option<&ObservedRegion> {
         self.regions.iter().find(|r| r.name == name)
     }

@@ -68,6 +68,9 @@ pub fn apply(r: &ApplyReport) -> String {
 pub fn status(r: &crate::ops::StatusReport) -> String {
     let o = &r.cloud;
     let mut s = String::new();
+    for u in &r.unreachable {
+        let _ = writeln!(s, "region {}: UNREACHABLE: {}", u.region, u.error);
+    }
     for r in &o.regions {
         let _ = writeln!(s, "region {}:", r.name);
         let _ = writeln!(

@@ -215,3 +215,51 @@ pub fn longest_ack_gap(sent: &[Sent]) -> Duration {
     at.sort();
     at.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default()
 }
+
+/// The lab's DNS server (the front's Route53 data plane): what a resolver gets for `name`.
+pub const DNS_SERVER: (&str, &str) = ("127.0.0.1", "1053");
+
+/// The A records a real DNS query for `name` returns (sorted), through `dig`.
+pub fn dns_a(name: &str) -> Vec<String> {
+    let out = std::process::Command::new("dig")
+        .args([&format!("@{}", DNS_SERVER.0), "-p", DNS_SERVER.1, "+short", "+time=1", "+tries=2", name, "A"])
+        .output()
+        .expect("dig (bind9-dnsutils, installed by scripts/setup.sh)");
+    let mut ips: Vec<String> =
+        String::from_utf8_lossy(&out.stdout).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+    ips.sort();
+    ips
+}
+
+/// The API name of a test project.
+pub fn api_name(p: &Project) -> String {
+    format!("api.{}.test.internal", p.name)
+}
+
+/// What `provision status` says Route53 answers for the API name now (sorted).
+pub fn status_answer(p: &Project) -> Vec<String> {
+    let out = p.ok(&["status", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status --output json");
+    let mut ips: Vec<String> =
+        v["answer"]["ips"].as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default();
+    ips.sort();
+    ips
+}
+
+/// A real DNS query for the API name answers `want`, and `status` says the same. DNS follows
+/// an API change within 1 s and a health change within the checks' interval x threshold (30 s
+/// for the project's checks): waited for up to 45 s.
+pub fn assert_dns_answers(p: &Project, want: &[String], when: &str) {
+    let mut want = want.to_vec();
+    want.sort();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    let name = api_name(p);
+    let mut got = dns_a(&name);
+    while got != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        got = dns_a(&name);
+    }
+    assert_eq!(got, want, "{when}: the DNS answer for {name}");
+    let said = status_answer(p);
+    assert_eq!(said, got, "{when}: `provision status` must report the answer the DNS server gives");
+}

@@ -1,5 +1,5 @@
 //! Shared by the end-to-end tests: a throwaway project directory with its own regions.toml,
-//! the real `provision` binary, and AWS SDK clients pointed at LocalStack to check results.
+//! the real `provision` binary, and AWS SDK clients pointed at the lab's API front to check results.
 #![allow(dead_code)]
 
 pub mod bastion;
@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
+/// The lab's API front (localstack/front), before LocalStack: what a customer's AWS would be.
+pub const FRONT: &str = "http://127.0.0.1:4567";
 pub const PRIMARY: &str = "us-east-1";
 pub const DR: &str = "us-west-2";
 
@@ -91,7 +92,7 @@ impl Project {
     pub fn with_cidrs(prefix: &str, template: &str, primary_cidr: &str, dr_cidr: &str) -> Project {
         let name = project(prefix);
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("regions.toml"), regions_toml_cidrs(&name, template, LOCALSTACK, primary_cidr, dr_cidr)).unwrap();
+        std::fs::write(dir.path().join("regions.toml"), regions_toml_cidrs(&name, template, FRONT, primary_cidr, dr_cidr)).unwrap();
         Project { name, dir }
     }
 
@@ -145,8 +146,10 @@ pub async fn route53() -> aws_sdk_route53::Client {
 async fn sdk(region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))
-        .endpoint_url(LOCALSTACK)
+        .endpoint_url(FRONT)
         .credentials_provider(aws_credential_types::Credentials::new("test", "test", None, None, "test"))
+        // The front throttles a share of calls in the test suite, as AWS does: retry as a client should.
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10).with_max_backoff(std::time::Duration::from_secs(2)))
         .load()
         .await
 }

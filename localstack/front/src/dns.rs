@@ -2,7 +2,11 @@
 
 use std::sync::Arc;
 
-pub async fn run(listen: std::net::SocketAddr, zones: Arc<crate::zones::Zones>, checkers: Arc<crate::checkers::Checkers>) -> anyhow::Result<()> {
+pub async fn run(
+    listen: std::net::SocketAddr,
+    zones: Arc<crate::zones::Zones>,
+    checkers: Arc<crate::checkers::Checkers>,
+) -> anyhow::Result<()> {
     let _ = (listen, zones, checkers);
     std::future::pending::<()>().await;
     Ok(())

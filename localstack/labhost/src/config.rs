@@ -4,7 +4,8 @@ use ipnet::Ipv4Net;
 use serde::Deserialize;
 use std::path::Path;
 
-pub const DEFAULT_ENDPOINT_URL: &str = "http://127.0.0.1:4566";
+/// The lab's API front (localstack/front), before LocalStack.
+pub const DEFAULT_ENDPOINT_URL: &str = "http://127.0.0.1:4567";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -124,7 +125,7 @@ template = "compact"
 [dns]
 zone = "exa.example.internal"
 [endpoint]
-url = "http://127.0.0.1:4566"
+url = "http://127.0.0.1:4567"
 health_target = "private_ip"
 [[region]]
 role = "primary"
@@ -156,7 +157,7 @@ vpc_cidr = "10.20.0.0/16"
 
     #[test]
     fn endpoint_defaults() {
-        let t = SHIPPED.replace("url = \"http://127.0.0.1:4566\"", "");
+        let t = SHIPPED.replace("url = \"http://127.0.0.1:4567\"", "");
         assert_eq!(Config::parse(&t).unwrap().endpoint_url, DEFAULT_ENDPOINT_URL);
     }
 }

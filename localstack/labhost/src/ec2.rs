@@ -13,6 +13,8 @@ pub enum Ec2Error {
 }
 
 const API_TIMEOUT_MS: u64 = 5000;
+/// Attempts per call for throttling and transient errors (jittered backoff, 50-500 ms).
+const API_ATTEMPTS_MAX: u32 = 6;
 
 /// One EC2 client per configured region, all pointed at the same endpoint.
 pub struct Ec2 {
@@ -29,7 +31,13 @@ impl Ec2 {
                 .timeout_config(
                     aws_config::timeout::TimeoutConfig::builder().operation_timeout(Duration::from_millis(API_TIMEOUT_MS)).build(),
                 )
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
+                // The lab's API front throttles a share of calls in the test suite, as AWS does.
+                .retry_config(
+                    aws_config::retry::RetryConfig::standard()
+                        .with_max_attempts(API_ATTEMPTS_MAX)
+                        .with_initial_backoff(Duration::from_millis(50))
+                        .with_max_backoff(Duration::from_millis(500)),
+                );
             if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
                 loader = loader.credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "labhost"));
             }

@@ -1,5 +1,5 @@
 //! End-to-end: LocalStack instances made through the AWS API become SSH-able hosts.
-//! Needs root and LocalStack on 127.0.0.1:4566. Emulator tests are serialized (lab_lock).
+//! Needs root, LocalStack and the API front (127.0.0.1:4567). Emulator tests are serialized (lab_lock).
 
 mod common;
 

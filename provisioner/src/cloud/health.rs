@@ -11,14 +11,17 @@ use std::time::Duration;
 use super::{Cloud, CloudError};
 use crate::model::{CheckAttrs, Found};
 
-/// An HTTP check is healthy when the majority of its checkers' latest observations succeeded.
-/// None when no checker has reported yet.
+/// Route53 calls a check healthy when more than this share of its checkers see it healthy.
+const HEALTHY_CHECKERS_PERCENT_MIN: usize = 18;
+
+/// An HTTP check is healthy when MORE THAN 18 % of its checkers' latest observations
+/// succeeded (Route53's rule). None when no checker has reported yet.
 pub fn observations_healthy<S: AsRef<str>>(statuses: &[S]) -> Option<bool> {
     if statuses.is_empty() {
         return None;
     }
     let ok = statuses.iter().filter(|s| s.as_ref().starts_with("Success")).count();
-    Some(ok * 2 > statuses.len())
+    Some(ok * 100 > statuses.len() * HEALTHY_CHECKERS_PERCENT_MIN)
 }
 
 /// A calculated check from its children's health: None when no child has any observation.
@@ -49,6 +52,7 @@ impl Cloud {
     pub async fn check_healthy(&self, check: &Found<CheckAttrs>, timeout_ms: u64) -> Result<Option<bool>, CloudError> {
         let timed_out = || CloudError::Unreachable {
             endpoint: self.endpoint.clone(),
+            service: "route53".into(),
             region: "global".into(),
             detail: format!("GetHealthCheckStatus: no answer within {timeout_ms} ms"),
             hint: String::new(),
@@ -75,12 +79,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_check_is_healthy_when_most_checkers_succeed() {
+    fn a_check_is_healthy_when_more_than_18_percent_of_checkers_succeed() {
         let ok = "Success: HTTP Status Code 200, OK";
         let bad = "Failure: Connection timed out.";
         assert_eq!(observations_healthy::<&str>(&[]), None);
         assert_eq!(observations_healthy(&[ok, ok, bad]), Some(true));
-        assert_eq!(observations_healthy(&[ok, bad]), Some(false));
+        assert_eq!(observations_healthy(&[ok, bad]), Some(true));
+        // 2 of 8 = 25 % > 18 %; 1 of 8 = 12.5 %; 1 of 5 = 20 %; 1 of 6 = 16.7 %.
+        assert_eq!(observations_healthy(&[ok, ok, bad, bad, bad, bad, bad, bad]), Some(true));
+        assert_eq!(observations_healthy(&[ok, bad, bad, bad, bad, bad, bad, bad]), Some(false));
+        assert_eq!(observations_healthy(&[ok, bad, bad, bad, bad]), Some(true));
+        assert_eq!(observations_healthy(&[ok, bad, bad, bad, bad, bad]), Some(false));
         assert_eq!(observations_healthy(&[bad, bad, bad]), Some(false));
     }
 

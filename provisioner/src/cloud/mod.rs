@@ -21,12 +21,22 @@ pub use failover::RecordTarget;
 use crate::config::Config;
 
 const CONNECT_TIMEOUT_MS: u64 = 3_000;
-const OPERATION_TIMEOUT_MS: u64 = 60_000;
+/// One attempt of one call; a hung API is given up on after this and retried.
+const ATTEMPT_TIMEOUT_MS: u64 = 8_000;
+/// One call with all its retries: a region whose API does not answer is reported within this.
+pub const OPERATION_TIMEOUT_MS: u64 = 20_000;
+/// Attempts per call for throttling and transient errors, with the SDK's jittered exponential
+/// backoff from `RETRY_BACKOFF_MS_FIRST` up to `RETRY_BACKOFF_MS_MAX` (AWS's guidance for
+/// `RequestLimitExceeded` / `Throttling`). At a 20 % throttling rate, 10 attempts fail once in
+/// 10 million calls.
+const RETRY_ATTEMPTS_MAX: u32 = 10;
+const RETRY_BACKOFF_MS_FIRST: u64 = 100;
+const RETRY_BACKOFF_MS_MAX: u64 = 3_000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
-    #[error("cannot reach the AWS endpoint {endpoint} (region {region}): {detail}{hint}")]
-    Unreachable { endpoint: String, region: String, detail: String, hint: String },
+    #[error("cannot reach the AWS endpoint {endpoint} ({service} in {region}): {detail}{hint}")]
+    Unreachable { endpoint: String, service: String, region: String, detail: String, hint: String },
     #[error("{op} {resource} in {region} failed: {code}: {message}")]
     Api { op: String, resource: String, region: String, code: String, message: String },
     #[error("{resource} in {region}: {message}")]
@@ -75,6 +85,7 @@ impl Cloud {
         match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
+                service: service_of(region).into(),
                 region: region.into(),
                 detail: format!("{op}: {}", root_cause(&e)),
                 hint: self.unreachable_hint(),
@@ -93,13 +104,22 @@ impl Cloud {
 impl Cloud {
     fn unreachable_hint(&self) -> String {
         let local = self.endpoint.contains("127.0.0.1") || self.endpoint.contains("localhost");
-        if local && self.endpoint.trim_end_matches('/').ends_with(":4566") {
-            "\n  fix: start LocalStack with `localstack/start.sh` (install it first with `localstack/install.sh`)".into()
+        if local && self.endpoint.trim_end_matches('/').ends_with(":4567") {
+            "\n  fix: start the local cloud (LocalStack and its API front) with `localstack/start.sh` (install it first with `scripts/setup.sh`)".into()
         } else if local {
-            format!("\n  fix: nothing answers at {}: correct `endpoint.url` in the config (LocalStack listens on :4566, started by `localstack/start.sh`), or start the service that should answer there", self.endpoint)
+            format!("\n  fix: nothing answers at {}: correct `endpoint.url` in the config (the lab's API front listens on :4567, started by `localstack/start.sh`), or start the service that should answer there", self.endpoint)
         } else {
             "\n  fix: check network access, credentials and the endpoint setting".into()
         }
+    }
+}
+
+/// The service a call went to: Route53 calls are named with the region "global".
+pub(crate) fn service_of(region: &str) -> &'static str {
+    if region == "global" {
+        "route53"
+    } else {
+        "ec2"
     }
 }
 
@@ -117,9 +137,17 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 async fn sdk_config(cfg: &Config, region: &str) -> aws_config::SdkConfig {
     let timeouts = TimeoutConfig::builder()
         .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
+        .operation_attempt_timeout(Duration::from_millis(ATTEMPT_TIMEOUT_MS))
         .operation_timeout(Duration::from_millis(OPERATION_TIMEOUT_MS))
         .build();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string())).timeout_config(timeouts);
+    let retries = aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(RETRY_ATTEMPTS_MAX)
+        .with_initial_backoff(Duration::from_millis(RETRY_BACKOFF_MS_FIRST))
+        .with_max_backoff(Duration::from_millis(RETRY_BACKOFF_MS_MAX));
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .timeout_config(timeouts)
+        .retry_config(retries);
     if let Some(url) = &cfg.endpoint_url {
         loader = loader.endpoint_url(url);
         // A local cloud accepts any credentials; use dummy ones unless the chain has real ones.

@@ -7,12 +7,39 @@ use super::{tags, Cloud, CloudError};
 use crate::config::{Ami, Config};
 use crate::model::*;
 
+/// How long a run waits for what it created to show in listings.
+const LISTED_WAIT_MS_MAX: u64 = 60_000;
+
 impl Cloud {
     pub async fn observe(&self, cfg: &Config) -> Result<Observed, CloudError> {
         let (o, mut unreachable) = self.observe_partial(cfg).await?;
         match unreachable.pop() {
             Some((_, e)) => Err(e),
             None => Ok(o),
+        }
+    }
+
+    /// [`Cloud::observe`] once every id in `created` is listed. EC2's tag-filtered listings
+    /// show a new resource only some time after its create; a run that ended before would let
+    /// the next look miss it and create it twice. Bounded by [`LISTED_WAIT_MS_MAX`].
+    pub async fn observe_listing(&self, cfg: &Config, created: &[String]) -> Result<Observed, CloudError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(LISTED_WAIT_MS_MAX);
+        loop {
+            let o = self.observe(cfg).await?;
+            let listed = o.ids();
+            let unlisted: Vec<&String> = created.iter().filter(|id| !listed.contains(id.as_str())).collect();
+            if unlisted.is_empty() {
+                return Ok(o);
+            }
+            if std::time::Instant::now() > deadline {
+                let ids = unlisted.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+                return Err(CloudError::Other {
+                    resource: ids,
+                    region: "any".into(),
+                    message: format!("created, but not listed after {} s: run `provision up` again later", LISTED_WAIT_MS_MAX / 1000),
+                });
+            }
+            tokio::time::sleep(super::apply::backoff(2)).await;
         }
     }
 

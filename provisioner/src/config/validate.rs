@@ -48,7 +48,7 @@ impl Validator<'_> {
                     return Err(self.err(
                         &["endpoint", "url"],
                         format!("{} {problem}", shown(e.url.as_deref().unwrap_or_default())),
-                        "use scheme://host[:port], e.g. \"http://127.0.0.1:4566\" (LocalStack), or delete [endpoint] for AWS",
+                        "use scheme://host[:port], e.g. \"http://127.0.0.1:4567\" (the lab's API front), or delete [endpoint] for AWS",
                     ));
                 }
                 (e.url.clone(), e.health_target)

@@ -132,7 +132,7 @@ async fn converge(s: &Situation, opts: &Opts) -> Result<(ApplyReport, bool), Err
         if !report.failures.is_empty() {
             break;
         }
-        let observed = cloud.observe(cfg).await?;
+        let observed = cloud.observe_listing(cfg, &out.created).await?;
         wait_running(cloud, cfg, &observed).await?;
         report.remaining = PlanReport::of(&shape(plan_up(&s.desired, &observed)?)).steps;
     }

@@ -1,4 +1,4 @@
-//! `status`: what exists, what Route53 would answer, and what runs on the hosts.
+//! `status`: what exists, what Route53 answers, and what runs on the hosts.
 
 use serde::Serialize;
 
@@ -12,16 +12,46 @@ use crate::template::Template;
 #[derive(Debug, Serialize)]
 pub struct StatusReport {
     pub cloud: Observed,
+    /// Regions whose EC2 API did not answer within the SDK's bound (`cloud::OPERATION_TIMEOUT_MS`).
+    pub unreachable: Vec<UnreachableRegion>,
     /// Which region the API name's records send clients to, and why.
     pub dns: Vec<String>,
+    /// What Route53 answers for the API name now, from its checkers' observations.
+    pub answer: Option<DnsAnswer>,
     /// What runs on the hosts (empty when no host is reachable).
     pub live: Vec<crate::deploy::live::RegionLive>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct UnreachableRegion {
+    pub region: String,
+    pub error: String,
+}
+
+/// The failover answer as Route53's resolvers give it: the PRIMARY record while its check is
+/// healthy, else the SECONDARY while that one is, else the PRIMARY.
+#[derive(Debug, Serialize)]
+pub struct DnsAnswer {
+    pub name: String,
+    pub failover: String,
+    pub ips: Vec<String>,
+    /// None: the check could not be read (then it counts healthy, as a new check does).
+    pub primary_healthy: Option<bool>,
+    pub secondary_healthy: Option<bool>,
+}
+
+/// Bound on reading one record's health through `GetHealthCheckStatus`.
+const HEALTH_READ_MS_MAX: u64 = 5_000;
+
 pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error> {
-    let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Read).await?;
+    let s = Situation::look(cfg, tpl, Look::Partial, KeyUse::Read).await?;
+    let unreachable = s.unreachable.iter().map(|(region, e)| UnreachableRegion { region: region.clone(), error: e.to_string() }).collect();
     let cfg = &s.cfg;
     let mut dns = dns_answer(cfg, &s.observed);
+    let answer = route53_answer(&s).await;
+    if let Some(a) = &answer {
+        dns.push(format!("{} answers {} now ({} record)", a.name, a.ips.join(", "), a.failover));
+    }
     dns.push(format!(
         "primary role: {} ({})",
         cfg.active().name,
@@ -34,12 +64,38 @@ pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error>
         Ok(inv) if keys::private_key_path(cfg).exists() => crate::deploy::live::probe(cfg, tpl, inv).await,
         _ => vec![],
     };
-    Ok(StatusReport { cloud: s.observed, dns, live })
+    Ok(StatusReport { cloud: s.observed, unreachable, dns, answer, live })
 }
 
-/// What Route53 would answer for the API name: the PRIMARY record while its health check is
-/// healthy, else the SECONDARY. LocalStack reports every check healthy, so this is the
-/// records' view; `provision watch` judges health itself.
+/// The answer Route53 gives for the API name, from the records and their checks' status.
+async fn route53_answer(s: &Situation) -> Option<DnsAnswer> {
+    let o = &s.observed;
+    let record = |f: &str| o.records.iter().find(|r| r.failover.as_deref() == Some(f));
+    let health = |r: Option<&crate::model::RecordFound>| {
+        let check = r.and_then(|r| r.health_check_id.as_deref()).and_then(|id| o.checks.iter().find(|c| c.id == id));
+        async move {
+            match check {
+                Some(c) => s.cloud.check_healthy(c, HEALTH_READ_MS_MAX).await.ok().flatten(),
+                None => None,
+            }
+        }
+    };
+    let (primary, secondary) = (record("PRIMARY")?, record("SECONDARY"));
+    let (p_ok, s_ok) = tokio::join!(health(Some(primary)), health(secondary));
+    let chosen = match (p_ok.unwrap_or(true), s_ok.unwrap_or(true), secondary) {
+        (false, true, Some(sec)) => sec,
+        _ => primary,
+    };
+    Some(DnsAnswer {
+        name: primary.name.trim_end_matches('.').to_string(),
+        failover: chosen.failover.clone().unwrap_or_default(),
+        ips: chosen.ips.clone(),
+        primary_healthy: p_ok,
+        secondary_healthy: s_ok,
+    })
+}
+
+/// The API name's records: what each failover record points at.
 fn dns_answer(cfg: &Config, o: &Observed) -> Vec<String> {
     let region_of = |ips: &[String]| -> String {
         for r in &o.regions {

@@ -4,9 +4,8 @@
 //! the admin webhooks. With `auto_failover` it runs the unplanned failover ladder (which fences
 //! the old region first) once [`decide`] says so, then stops.
 //!
-//! Second vantage point: on AWS, Route53's own checkers (the primary region's calculated
-//! check, evaluated from its children); on a local cloud, whose checks always say healthy, one
-//! DR lab host that curls the primary's gateways over SSH.
+//! Second vantage point: Route53's own checkers (the primary region's calculated check,
+//! evaluated from its children), read the same way on AWS and in the lab.
 //!
 //! Bounded: the loop stops after `duration_s`, after a failover, or on Ctrl-C (then with its
 //! summary); without `duration_s` it runs until Ctrl-C. Every probe has a timeout below the
@@ -225,9 +224,9 @@ impl Watch {
         }
         let hosts = probe::hosts_to_probe(w, &primary, local, &mut notes);
         let targets: Vec<RegionTargets> = [&primary, &dr].iter().map(|r| region_targets(&hosts, tpl, r)).collect();
-        let vantage = vantage(cfg, tpl, w, &hosts, &primary, &dr, local);
+        let vantage = vantage(w, &primary);
         if matches!(vantage, Vantage::Nowhere) {
-            notes.push(format!("no second vantage point (no health check or no reachable {dr} host): the primary can never be confirmed down, so no automatic failover"));
+            notes.push(format!("no second vantage point (no health check for {primary}): the primary can never be confirmed down, so no automatic failover"));
         }
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -267,7 +266,7 @@ impl Watch {
         let ask_second = self.local || self.tracker.failures_here(&self.primary) > 0;
         let (probes, second) = tokio::join!(
             futures::future::join_all(self.targets.iter().map(|t| probe_region(&self.client, t))),
-            second_vantage(&mut self.vantage, &w.cloud, ask_second, interval_ms)
+            second_vantage(&self.vantage, &w.cloud, ask_second, interval_ms)
         );
         self.report.ticks += 1;
         let tick = Tick { at_unix_ms: at, primary: self.primary.clone(), dr: self.dr.clone(), probes, second_vantage_ok: second };

@@ -16,7 +16,8 @@ pub const EAST: &str = "us-east-1";
 pub const WEST: &str = "us-west-2";
 pub const EAST_CIDR: &str = "10.110.0.0/16";
 pub const WEST_CIDR: &str = "10.120.0.0/16";
-pub const ENDPOINT: &str = "http://127.0.0.1:4566";
+/// The lab's API front (localstack/front), before LocalStack.
+pub const ENDPOINT: &str = "http://127.0.0.1:4567";
 
 /// Emulators share kernel state: one at a time per test binary.
 static LAB: Mutex<()> = Mutex::new(());
@@ -82,6 +83,7 @@ impl Cloud {
                     .region(aws_config::Region::new(region))
                     .endpoint_url(ENDPOINT)
                     .credentials_provider(aws_sdk_ec2::config::Credentials::new("test", "test", None, None, "t"))
+                    .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(10))
                     .load(),
             );
             clients.insert(region.to_string(), Client::new(&conf));

@@ -23,7 +23,7 @@ impl Cloud {
         match a {
             CreateVpc { region, key, cidr } => {
                 let call = self.ec2(region)?.create_vpc().cidr_block(cidr).tag_specifications(self.born_with(ResourceType::Vpc, key, key));
-                self.create("CreateVpc", key, region, call.send(), |r| r.vpc().and_then(|v| v.vpc_id())).await
+                self.create("CreateVpc", key, region, || call.clone().send(), |r| r.vpc().and_then(|v| v.vpc_id())).await
             }
             CreateSubnet { region, key, vpc, cidr, az } => {
                 let call = self
@@ -33,20 +33,24 @@ impl Cloud {
                     .cidr_block(cidr)
                     .availability_zone(az)
                     .tag_specifications(self.born_with(ResourceType::Subnet, key, key));
-                self.create("CreateSubnet", key, region, call.send(), |r| r.subnet().and_then(|s| s.subnet_id())).await
+                self.create("CreateSubnet", key, region, || call.clone().send(), |r| r.subnet().and_then(|s| s.subnet_id())).await
             }
             CreateInternetGateway { region, key } => {
                 let call =
                     self.ec2(region)?.create_internet_gateway().tag_specifications(self.born_with(ResourceType::InternetGateway, key, key));
-                self.create("CreateInternetGateway", key, region, call.send(), |r| {
-                    r.internet_gateway().and_then(|g| g.internet_gateway_id())
-                })
+                self.create(
+                    "CreateInternetGateway",
+                    key,
+                    region,
+                    || call.clone().send(),
+                    |r| r.internet_gateway().and_then(|g| g.internet_gateway_id()),
+                )
                 .await
             }
             AttachInternetGateway { region, igw, vpc } => {
                 let igw = self.id(igw, out, region)?;
                 let call = self.ec2(region)?.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(self.id(vpc, out, region)?);
-                self.call("AttachInternetGateway", &igw, region, call.send()).await.map(|_| None)
+                self.call("AttachInternetGateway", &igw, region, || call.clone().send()).await.map(|_| None)
             }
             CreateRouteTable { region, key, vpc } => {
                 let call = self.ec2(region)?.create_route_table().vpc_id(self.id(vpc, out, region)?).tag_specifications(self.born_with(
@@ -54,7 +58,8 @@ impl Cloud {
                     key,
                     key,
                 ));
-                self.create("CreateRouteTable", key, region, call.send(), |r| r.route_table().and_then(|t| t.route_table_id())).await
+                self.create("CreateRouteTable", key, region, || call.clone().send(), |r| r.route_table().and_then(|t| t.route_table_id()))
+                    .await
             }
             CreateRoute { region, route_table, cidr, target, replace } => {
                 self.route(region, route_table, cidr, target, *replace, out).await
@@ -62,7 +67,7 @@ impl Cloud {
             AssociateRouteTable { region, route_table, subnet } => {
                 let rt = self.id(route_table, out, region)?;
                 let call = self.ec2(region)?.associate_route_table().route_table_id(&rt).subnet_id(self.id(subnet, out, region)?);
-                self.call("AssociateRouteTable", &rt, region, call.send()).await.map(|_| None)
+                self.call("AssociateRouteTable", &rt, region, || call.clone().send()).await.map(|_| None)
             }
             CreateSecurityGroup { region, key, name, vpc } => {
                 let call = self
@@ -72,18 +77,21 @@ impl Cloud {
                     .description(format!("{}: {key}", self.project))
                     .vpc_id(self.id(vpc, out, region)?)
                     .tag_specifications(self.born_with(ResourceType::SecurityGroup, key, name));
-                self.create("CreateSecurityGroup", key, region, call.send(), |r| r.group_id()).await
+                self.create("CreateSecurityGroup", key, region, || call.clone().send(), |r| r.group_id()).await
             }
             AuthorizeIngress { region, sg, rules } => {
                 let sg = self.id(sg, out, region)?;
                 let perms: Vec<IpPermission> = rules.iter().map(perm).collect();
                 let call = self.ec2(region)?.authorize_security_group_ingress().group_id(&sg).set_ip_permissions(Some(perms));
-                already_done(self.call("AuthorizeSecurityGroupIngress", &sg, region, call.send()).await, &["InvalidPermission.Duplicate"])
+                already_done(
+                    self.call("AuthorizeSecurityGroupIngress", &sg, region, || call.clone().send()).await,
+                    &["InvalidPermission.Duplicate"],
+                )
             }
             RevokeIngress { region, sg, rules } => {
                 let perms: Vec<IpPermission> = rules.iter().map(perm).collect();
                 let call = self.ec2(region)?.revoke_security_group_ingress().group_id(sg).set_ip_permissions(Some(perms));
-                self.call("RevokeSecurityGroupIngress", sg, region, call.send()).await.map(|_| None)
+                self.call("RevokeSecurityGroupIngress", sg, region, || call.clone().send()).await.map(|_| None)
             }
             ImportKeyPair { region, key, name, public_key } => {
                 let call = self
@@ -92,14 +100,14 @@ impl Cloud {
                     .key_name(name)
                     .public_key_material(aws_smithy_types::Blob::new(public_key.as_bytes()))
                     .tag_specifications(self.born_with(ResourceType::KeyPair, key, name));
-                self.create("ImportKeyPair", name, region, call.send(), |r| r.key_pair_id().or(r.key_name())).await
+                self.create("ImportKeyPair", name, region, || call.clone().send(), |r| r.key_pair_id().or(r.key_name())).await
             }
             RunInstance { region, region_role, host, ami, subnet, sg, key_name } => {
                 self.run_instance(region, region_role, host, ami, self.id(subnet, out, region)?, self.id(sg, out, region)?, key_name).await
             }
             StartInstances { region, ids } => {
                 let call = self.ec2(region)?.start_instances().set_instance_ids(Some(ids.clone()));
-                self.call("StartInstances", &ids.join(","), region, call.send()).await.map(|_| None)
+                self.call("StartInstances", &ids.join(","), region, || call.clone().send()).await.map(|_| None)
             }
             CreatePeering { region, key, vpc, peer_region, peer_vpc } => {
                 let call = self
@@ -109,15 +117,19 @@ impl Cloud {
                     .peer_vpc_id(self.id(peer_vpc, out, peer_region)?)
                     .peer_region(peer_region)
                     .tag_specifications(self.born_with(ResourceType::VpcPeeringConnection, key, key));
-                self.create("CreateVpcPeeringConnection", key, region, call.send(), |r| {
-                    r.vpc_peering_connection().and_then(|c| c.vpc_peering_connection_id())
-                })
+                self.create(
+                    "CreateVpcPeeringConnection",
+                    key,
+                    region,
+                    || call.clone().send(),
+                    |r| r.vpc_peering_connection().and_then(|c| c.vpc_peering_connection_id()),
+                )
                 .await
             }
             AcceptPeering { region, peering } => {
                 let id = self.id(peering, out, region)?;
                 let call = self.ec2(region)?.accept_vpc_peering_connection().vpc_peering_connection_id(&id);
-                self.call("AcceptVpcPeeringConnection", &id, region, call.send()).await.map(|_| None)
+                self.call("AcceptVpcPeeringConnection", &id, region, || call.clone().send()).await.map(|_| None)
             }
             _ => self.remove_ec2(a).await,
         }
@@ -128,43 +140,45 @@ impl Cloud {
         match a {
             TerminateInstances { region, ids, .. } => {
                 let call = self.ec2(region)?.terminate_instances().set_instance_ids(Some(ids.clone()));
-                self.delete("TerminateInstances", &ids.join(","), region, call.send()).await?;
+                self.delete("TerminateInstances", &ids.join(","), region, || call.clone().send()).await?;
                 self.wait_instances(region, ids, &["terminated"]).await?;
                 Ok(None)
             }
             DeletePeering { region, id } => {
                 let call = self.ec2(region)?.delete_vpc_peering_connection().vpc_peering_connection_id(id);
-                self.delete("DeleteVpcPeeringConnection", id, region, call.send()).await
+                self.delete("DeleteVpcPeeringConnection", id, region, || call.clone().send()).await
             }
             DeleteRouteTable { region, id, associations } => {
                 let c = self.ec2(region)?;
                 for a in associations {
-                    self.delete("DisassociateRouteTable", a, region, c.disassociate_route_table().association_id(a).send()).await?;
+                    self.delete("DisassociateRouteTable", a, region, || c.disassociate_route_table().association_id(a).send()).await?;
                 }
-                self.delete("DeleteRouteTable", id, region, c.delete_route_table().route_table_id(id).send()).await
+                self.delete("DeleteRouteTable", id, region, || c.delete_route_table().route_table_id(id).send()).await
             }
             DeleteInternetGateway { region, id, attached_vpc } => {
                 let c = self.ec2(region)?;
                 if let Some(v) = attached_vpc {
                     let call = c.detach_internet_gateway().internet_gateway_id(id).vpc_id(v);
-                    self.delete("DetachInternetGateway", id, region, call.send()).await?;
+                    self.delete("DetachInternetGateway", id, region, || call.clone().send()).await?;
                 }
-                self.delete("DeleteInternetGateway", id, region, c.delete_internet_gateway().internet_gateway_id(id).send()).await
+                self.delete("DeleteInternetGateway", id, region, || c.delete_internet_gateway().internet_gateway_id(id).send()).await
             }
             DeleteSecurityGroup { region, id, key } => {
                 let call = self.ec2(region)?.delete_security_group().group_id(id);
-                self.delete("DeleteSecurityGroup", &format!("{key} ({id})"), region, call.send()).await
+                self.delete("DeleteSecurityGroup", &format!("{key} ({id})"), region, || call.clone().send()).await
             }
             DeleteSubnet { region, id, key } => {
                 let call = self.ec2(region)?.delete_subnet().subnet_id(id);
-                self.delete("DeleteSubnet", &format!("{key} ({id})"), region, call.send()).await
+                self.delete("DeleteSubnet", &format!("{key} ({id})"), region, || call.clone().send()).await
             }
             DeleteVpc { region, id, key } => {
-                self.delete("DeleteVpc", &format!("{key} ({id})"), region, self.ec2(region)?.delete_vpc().vpc_id(id).send()).await
+                let c = self.ec2(region)?;
+                self.delete("DeleteVpc", &format!("{key} ({id})"), region, || c.delete_vpc().vpc_id(id).send()).await
             }
             DeleteKeyPair { region, name, .. } => {
                 // By name: unique per region, and understood by every EC2 implementation.
-                self.delete("DeleteKeyPair", name, region, self.ec2(region)?.delete_key_pair().key_name(name).send()).await
+                let c = self.ec2(region)?;
+                self.delete("DeleteKeyPair", name, region, || c.delete_key_pair().key_name(name).send()).await
             }
             other_action => unreachable!("not an EC2 action: {}", other_action.describe()),
         }
@@ -186,11 +200,11 @@ impl Cloud {
         let res = if replace {
             let b = c.replace_route().route_table_id(&rt).destination_cidr_block(cidr);
             let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
-            self.call("ReplaceRoute", &what, region, b.send()).await
+            self.call("ReplaceRoute", &what, region, || b.clone().send()).await
         } else {
             let b = c.create_route().route_table_id(&rt).destination_cidr_block(cidr);
             let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
-            self.call("CreateRoute", &what, region, b.send()).await
+            self.call("CreateRoute", &what, region, || b.clone().send()).await
         };
         already_done(res, &["RouteAlreadyExists"])
     }
@@ -214,7 +228,7 @@ impl Cloud {
             (TAG_GATEWAY, host.gateway.to_string()),
             (TAG_DATABASE, host.database.to_string()),
         ];
-        let r = self
+        let b = self
             .ec2(region)?
             .run_instances()
             .image_id(ami)
@@ -225,10 +239,8 @@ impl Cloud {
             .subnet_id(subnet)
             .security_group_ids(sg)
             .client_token(format!("{}-{}", host.key.replace('/', "-"), self.run_id))
-            .tag_specifications(tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra))
-            .send()
-            .await
-            .map_err(|e| self.err("RunInstances", &host.key, region, e))?;
+            .tag_specifications(tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra));
+        let r = self.eventually("RunInstances", &host.key, region, || b.clone().send()).await?;
         let i = r.instances().first().ok_or_else(|| other(&host.key, region, "RunInstances returned no instance"))?;
         Ok(Some(Created {
             id: i.instance_id().unwrap_or_default().into(),
@@ -237,23 +249,29 @@ impl Cloud {
         }))
     }
 
-    /// Waits (bounded) until every instance in `ids` is in one of `states`.
+    /// Waits (bounded) until every instance in `ids` is in one of `states`. An instance the
+    /// listing does not show yet (EC2 is eventually consistent) is still waited for, except
+    /// when waiting for `terminated`: then not being listed means gone.
     pub async fn wait_instances(&self, region: &str, ids: &[String], states: &[&str]) -> Result<(), CloudError> {
         let c = self.ec2(region)?;
         let deadline = std::time::Instant::now() + Duration::from_millis(INSTANCE_WAIT_MS_MAX);
+        let unlisted_is_done = states == ["terminated"];
         loop {
-            let r = c
-                .describe_instances()
-                .filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build())
-                .send()
-                .await
-                .map_err(|e| self.err("DescribeInstances", &ids.join(","), region, e))?;
-            let pending: Vec<String> = r
+            let call = c.describe_instances().filters(Filter::builder().name("instance-id").set_values(Some(ids.to_vec())).build());
+            let r = self.eventually("DescribeInstances", &ids.join(","), region, || call.clone().send()).await?;
+            let seen: std::collections::HashMap<&str, &str> = r
                 .reservations()
                 .iter()
                 .flat_map(|r| r.instances())
-                .filter(|i| !states.contains(&i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or("")))
-                .filter_map(|i| i.instance_id().map(str::to_string))
+                .filter_map(|i| Some((i.instance_id()?, i.state().and_then(|s| s.name()).map(|n| n.as_str()).unwrap_or(""))))
+                .collect();
+            let pending: Vec<String> = ids
+                .iter()
+                .filter(|id| match seen.get(id.as_str()) {
+                    Some(state) => !states.contains(state),
+                    None => !unlisted_is_done,
+                })
+                .cloned()
                 .collect();
             if pending.is_empty() {
                 return Ok(());

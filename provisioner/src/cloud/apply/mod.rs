@@ -56,54 +56,84 @@ impl Cloud {
 
     /// One creating call (its tags already in the request): an error names the operation,
     /// the resource and the region; the step's output is the id `id` finds in the answer.
-    async fn create<T, E, R>(
+    /// `call` builds the request anew for each attempt (see [`eventually`]).
+    async fn create<T, E, R, F>(
         &self,
         op: &str,
         key: &str,
         region: &str,
-        call: impl Future<Output = Result<T, SdkError<E, R>>>,
+        call: impl Fn() -> F,
         id: impl FnOnce(&T) -> Option<&str>,
     ) -> Result<Option<Created>, CloudError>
     where
+        F: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        let answer = call.await.map_err(|e| self.err(op, key, region, e))?;
+        let answer = self.eventually(op, key, region, call).await?;
         Ok(Some(Created { id: id(&answer).unwrap_or_default().to_string(), ..Default::default() }))
     }
 
     /// One call whose answer carries nothing the plan needs.
-    async fn call<T, E, R>(
-        &self,
-        op: &str,
-        resource: &str,
-        region: &str,
-        call: impl Future<Output = Result<T, SdkError<E, R>>>,
-    ) -> Result<(), CloudError>
+    async fn call<T, E, R, F>(&self, op: &str, resource: &str, region: &str, call: impl Fn() -> F) -> Result<(), CloudError>
     where
+        F: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        call.await.map(|_| ()).map_err(|e| self.err(op, resource, region, e))
+        self.eventually(op, resource, region, call).await.map(|_| ())
+    }
+
+    /// EC2 is eventually consistent: an id used right after its create can answer
+    /// `Invalid*.NotFound` for a few seconds. Such answers are retried with jittered exponential
+    /// backoff, at most [`CONSISTENCY_ATTEMPTS_MAX`] times (about 15 s in all); throttling and
+    /// transient errors are retried by the SDK itself (see `cloud::sdk_config`).
+    async fn eventually<T, E, R, F>(&self, op: &str, resource: &str, region: &str, call: impl Fn() -> F) -> Result<T, CloudError>
+    where
+        F: Future<Output = Result<T, SdkError<E, R>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
+        let mut attempt = 1;
+        loop {
+            match call().await.map_err(|e| self.err(op, resource, region, e)) {
+                Err(CloudError::Api { code, .. }) if is_not_yet_visible(&code) && attempt < CONSISTENCY_ATTEMPTS_MAX => {
+                    tokio::time::sleep(backoff(attempt)).await;
+                    attempt += 1;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// One deleting call: what is already gone is success, which makes `down` re-runnable.
-    async fn delete<T, E, R>(
-        &self,
-        op: &str,
-        resource: &str,
-        region: &str,
-        call: impl Future<Output = Result<T, SdkError<E, R>>>,
-    ) -> Result<Option<Created>, CloudError>
+    async fn delete<T, E, R, F>(&self, op: &str, resource: &str, region: &str, call: impl Fn() -> F) -> Result<Option<Created>, CloudError>
     where
+        F: Future<Output = Result<T, SdkError<E, R>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
-        match self.call(op, resource, region, call).await {
+        match call().await.map_err(|e| self.err(op, resource, region, e)) {
             Err(CloudError::Api { code, .. }) if code.contains("NotFound") || code.starts_with("NoSuch") => Ok(None),
             r => r.map(|_| None),
         }
     }
+}
+
+/// Attempts of one call that names an id EC2 may not show yet.
+const CONSISTENCY_ATTEMPTS_MAX: u32 = 8;
+const CONSISTENCY_BACKOFF_MS_FIRST: u64 = 200;
+const CONSISTENCY_BACKOFF_MS_MAX: u64 = 4_000;
+
+/// EC2's answers for an id it does not show yet (`InvalidVpcID.NotFound`, `NatGatewayNotFound`, ...).
+pub(crate) fn is_not_yet_visible(code: &str) -> bool {
+    code.ends_with(".NotFound") || code.ends_with("NotFound") && !code.starts_with("NoSuch")
+}
+
+/// Full-jitter exponential backoff (AWS's recommendation): uniform in [0, min(cap, first * 2^attempt)].
+pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
+    let ceiling_ms = CONSISTENCY_BACKOFF_MS_FIRST.saturating_mul(1 << attempt.min(10)).min(CONSISTENCY_BACKOFF_MS_MAX);
+    std::time::Duration::from_millis(rand::random::<u64>() % (ceiling_ms + 1))
 }
 
 /// An error with one of `codes` means the change is already there.

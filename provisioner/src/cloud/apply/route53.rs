@@ -43,7 +43,7 @@ impl Cloud {
                     .ip_address(self.ip(ip, out)?)
                     .port(i32::from(*port))
                     .resource_path(path);
-                self.call("UpdateHealthCheck", key, "global", call.send()).await.map(|_| None)
+                self.call("UpdateHealthCheck", key, "global", || call.clone().send()).await.map(|_| None)
             }
             CreateRegionCheck { key, children, healthy_children_min } => {
                 let kids = children.iter().map(|c| self.id(c, out, "global")).collect::<Result<Vec<_>, _>>()?;
@@ -63,7 +63,7 @@ impl Cloud {
                     .health_check_id(id)
                     .set_child_health_checks(Some(kids))
                     .health_threshold(*healthy_children_min);
-                self.call("UpdateHealthCheck", key, "global", call.send()).await.map(|_| None)
+                self.call("UpdateHealthCheck", key, "global", || call.clone().send()).await.map(|_| None)
             }
             UpsertRecord { zone, name, spec, ips, check, ttl_s } => {
                 let zone = self.id(zone, out, "global")?;
@@ -80,9 +80,11 @@ impl Cloud {
                 self.change_record(zone_id, ChangeAction::Delete, found_set(record)?, &record.name).await.map(|_| None)
             }
             DeleteCheck { key, id } => {
-                self.delete("DeleteHealthCheck", key, "global", self.r53.delete_health_check().health_check_id(id).send()).await
+                self.delete("DeleteHealthCheck", key, "global", || self.r53.delete_health_check().health_check_id(id).send()).await
             }
-            DeleteZone { id, name } => self.delete("DeleteHostedZone", name, "global", self.r53.delete_hosted_zone().id(id).send()).await,
+            DeleteZone { id, name } => {
+                self.delete("DeleteHostedZone", name, "global", || self.r53.delete_hosted_zone().id(id).send()).await
+            }
             other_action => unreachable!("not a Route53 action: {}", other_action.describe()),
         }
     }
@@ -110,14 +112,14 @@ impl Cloud {
             .resource_id(id)
             .add_tags(t(TAG_PROJECT, &self.project))
             .add_tags(t(TAG_KEY, key));
-        self.call("ChangeTagsForResource", key, "global", call.send()).await
+        self.call("ChangeTagsForResource", key, "global", || call.clone().send()).await
     }
 
     async fn change_record(&self, zone: &str, action: ChangeAction, set: ResourceRecordSet, name: &str) -> Result<(), CloudError> {
         let change = Change::builder().action(action).resource_record_set(set).build().map_err(|e| other(name, "global", e.to_string()))?;
         let batch = ChangeBatch::builder().changes(change).build().map_err(|e| other(name, "global", e.to_string()))?;
         let call = self.r53.change_resource_record_sets().hosted_zone_id(zone).change_batch(batch);
-        self.call("ChangeResourceRecordSets", name, "global", call.send()).await
+        self.call("ChangeResourceRecordSets", name, "global", || call.clone().send()).await
     }
 }
 
