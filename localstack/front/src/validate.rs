@@ -223,7 +223,7 @@ fn in_zone(name: &str, zone: &str) -> Result<(), Invalid> {
     if n == z || n.ends_with(&format!(".{z}")) {
         return Ok(());
     }
-    Err(Invalid("InvalidChangeBatch", format!("RRSet with DNS name {n} is not permitted in zone {z}")))
+    Err(Invalid("InvalidChangeBatch", format!("[RRSet with DNS name {n} is not permitted in zone {z}]")))
 }
 
 fn zone_cache() -> &'static Mutex<HashMap<String, String>> {
@@ -251,7 +251,7 @@ mod tests {
         assert!(in_zone("Www.Example.com", "example.com.").is_ok());
         assert!(in_zone("example.com.", "example.com").is_ok());
         let e = in_zone("www.other.com.", "example.com.").unwrap_err();
-        assert_eq!(e.1, "RRSet with DNS name www.other.com. is not permitted in zone example.com.");
+        assert_eq!(e.1, "[RRSet with DNS name www.other.com. is not permitted in zone example.com.]");
         assert!(in_zone("badexample.com.", "example.com.").is_err());
     }
 
