@@ -67,7 +67,9 @@ pub fn not_found(id: &str) -> Option<Reply> {
 
 /// A Describe* call filtered by tag (`tag:<key>`, `tag-key`, `tag-value`).
 fn tag_filtered(call: &Call) -> bool {
-    call.params.iter().any(|(k, v)| k.starts_with("Filter.") && k.ends_with(".Name") && (v.starts_with("tag:") || v == "tag-key" || v == "tag-value"))
+    call.params
+        .iter()
+        .any(|(k, v)| k.starts_with("Filter.") && k.ends_with(".Name") && (v.starts_with("tag:") || v == "tag-key" || v == "tag-value"))
 }
 
 impl Consistency {

@@ -135,7 +135,9 @@ impl FaultTable {
             Fault::Hang => Action::Hang,
             Fault::Slow { ms } => Action::Slow { ms: *ms },
             Fault::Throttle { fraction } => throttle(service, *fraction),
-            Fault::Error { code } => Action::Reply(aws::error(service, status_of(code), code, &format!("{code} (fault injected by labfront)"))),
+            Fault::Error { code } => {
+                Action::Reply(aws::error(service, status_of(code), code, &format!("{code} (fault injected by labfront)")))
+            }
         }
     }
 

@@ -33,7 +33,10 @@ fn route53_error(e: Invalid) -> Reply {
 }
 
 fn constraint(value: &str, at: &str, rule: &str) -> Invalid {
-    Invalid("InvalidInput", format!("1 validation error detected: Value '{value}' at '{at}' failed to satisfy constraint: Member must {rule}"))
+    Invalid(
+        "InvalidInput",
+        format!("1 validation error detected: Value '{value}' at '{at}' failed to satisfy constraint: Member must {rule}"),
+    )
 }
 
 // ---- EC2 tags ----
@@ -130,7 +133,10 @@ fn create_health_check(call: &Call) -> Result<(), Invalid> {
     }
     if let Some(i) = xml::text_at(config, &["RequestInterval"]) {
         if i != "10" && i != "30" {
-            return Err(Invalid("InvalidInput", format!("Invalid parameter RequestInterval: {i}. The request interval must be 10 or 30 seconds")));
+            return Err(Invalid(
+                "InvalidInput",
+                format!("Invalid parameter RequestInterval: {i}. The request interval must be 10 or 30 seconds"),
+            ));
         }
     }
     failure_threshold(xml::text_at(config, &["FailureThreshold"]), "healthCheckConfig.failureThreshold")
@@ -157,13 +163,21 @@ fn route53_tags(call: &Call) -> Result<(), Invalid> {
     let tags: Vec<_> = xml::children(add, "Tag").collect();
     if tags.len() > ROUTE53_TAGS_PER_REQUEST_MAX {
         let at = "addTags";
-        return Err(constraint(&format!("{} tags", tags.len()), at, &format!("have length less than or equal to {ROUTE53_TAGS_PER_REQUEST_MAX}")));
+        return Err(constraint(
+            &format!("{} tags", tags.len()),
+            at,
+            &format!("have length less than or equal to {ROUTE53_TAGS_PER_REQUEST_MAX}"),
+        ));
     }
     for (i, tag) in tags.iter().enumerate() {
         let key = xml::text_at(tag, &["Key"]).unwrap_or_default();
         let value = xml::text_at(tag, &["Value"]).unwrap_or_default();
         if key.chars().count() > TAG_KEY_CHARS_MAX {
-            return Err(constraint(&key, &format!("addTags.{}.member.key", i + 1), &format!("have length less than or equal to {TAG_KEY_CHARS_MAX}")));
+            return Err(constraint(
+                &key,
+                &format!("addTags.{}.member.key", i + 1),
+                &format!("have length less than or equal to {TAG_KEY_CHARS_MAX}"),
+            ));
         }
         if value.chars().count() > TAG_VALUE_CHARS_MAX {
             let at = format!("addTags.{}.member.value", i + 1);

@@ -7,7 +7,9 @@ use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
-use aws_sdk_route53::types::{Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType, ResourceRecord, ResourceRecordSet, RrType};
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, HealthCheckConfig, HealthCheckType, ResourceRecord, ResourceRecordSet, RrType,
+};
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -111,7 +113,13 @@ fn name_filter(name: &str) -> Filter {
 }
 
 async fn vpc(client: &aws_sdk_ec2::Client, name: &str) -> String {
-    let out = client.create_vpc().cidr_block("10.77.0.0/16").tag_specifications(tag_spec(ResourceType::Vpc, name)).send().await.expect("create vpc");
+    let out = client
+        .create_vpc()
+        .cidr_block("10.77.0.0/16")
+        .tag_specifications(tag_spec(ResourceType::Vpc, name))
+        .send()
+        .await
+        .expect("create vpc");
     out.vpc().and_then(|v| v.vpc_id()).expect("vpc id").to_string()
 }
 
@@ -129,7 +137,12 @@ async fn pass_through_creates_a_vpc_localstack_holds() {
 async fn each_fault_hits_its_region_and_service_only_and_heals() {
     let front = start(&[]).await;
     let (hit, other) = (ec2(&front.url, "eu-west-1").await, ec2(&front.url, "us-west-2").await);
-    let faults = [json!({"kind": "down"}), json!({"kind": "hang"}), json!({"kind": "slow", "ms": 1500}), json!({"kind": "error", "code": "InternalError"})];
+    let faults = [
+        json!({"kind": "down"}),
+        json!({"kind": "hang"}),
+        json!({"kind": "slow", "ms": 1500}),
+        json!({"kind": "error", "code": "InternalError"}),
+    ];
     for fault in faults {
         let (s, v) = put_fault(&front, "eu-west-1", "ec2", fault.clone()).await;
         assert_eq!(s, 200, "{v}");
@@ -177,9 +190,16 @@ async fn young_resources_are_not_found_and_hidden_from_tag_listings_until_the_wi
     let parent = vpc(&direct, &name).await; // made behind the front: not young
     let t0 = Instant::now();
     let young_vpc = vpc(&c, &name).await;
-    let subnet = c.create_subnet().vpc_id(&parent).cidr_block("10.77.1.0/24").tag_specifications(tag_spec(ResourceType::Subnet, &name)).send().await;
+    let subnet =
+        c.create_subnet().vpc_id(&parent).cidr_block("10.77.1.0/24").tag_specifications(tag_spec(ResourceType::Subnet, &name)).send().await;
     let subnet = subnet.expect("create subnet").subnet().and_then(|s| s.subnet_id()).expect("subnet id").to_string();
-    let sg = c.create_security_group().group_name(&name).description("t").vpc_id(&parent).tag_specifications(tag_spec(ResourceType::SecurityGroup, &name)).send();
+    let sg = c
+        .create_security_group()
+        .group_name(&name)
+        .description("t")
+        .vpc_id(&parent)
+        .tag_specifications(tag_spec(ResourceType::SecurityGroup, &name))
+        .send();
     let sg = sg.await.expect("create sg").group_id().expect("group id").to_string();
 
     assert_eq!(code(&c.describe_vpcs().vpc_ids(&young_vpc).send().await.expect_err("young")), "InvalidVpcID.NotFound");

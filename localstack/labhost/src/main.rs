@@ -107,13 +107,25 @@ enum ApiFaultCmd {
 
 #[derive(Subcommand)]
 enum HealCmd {
-    PowerOff { host: String },
-    Blackout { region: String },
-    Partition { region_a: String, region_b: String },
-    Isolate { host: String },
+    PowerOff {
+        host: String,
+    },
+    Blackout {
+        region: String,
+    },
+    Partition {
+        region_a: String,
+        region_b: String,
+    },
+    Isolate {
+        host: String,
+    },
     Latency,
     /// Heal the API fault of one (region, service).
-    Api { region: String, service: String },
+    Api {
+        region: String,
+        service: String,
+    },
     /// Every host fault and every API fault.
     All,
 }
