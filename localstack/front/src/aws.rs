@@ -129,16 +129,15 @@ pub struct Reply {
     pub body: String,
 }
 
-/// AWS's error body for `service`, as the SDKs parse it.
+/// AWS's error body for `service`, as the SDKs parse it. Route53's InvalidChangeBatch too takes
+/// the standard ErrorResponse shape (as Route53 answers it since 2024; the SDKs cannot read the
+/// older `<InvalidChangeBatch><Messages>` body).
 pub fn error(service: &str, status: u16, code: &str, message: &str) -> Reply {
     let id = request_id();
     let (code, message) = (xml_escape(code), xml_escape(message));
     let body = match service {
         "ec2" => format!(
             "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors><RequestID>{id}</RequestID></Response>"
-        ),
-        "route53" if code == "InvalidChangeBatch" => format!(
-            "<?xml version=\"1.0\"?>\n<InvalidChangeBatch xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Messages><Message>{message}</Message></Messages><RequestId>{id}</RequestId></InvalidChangeBatch>"
         ),
         "route53" => format!(
             "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{id}</RequestId></ErrorResponse>"

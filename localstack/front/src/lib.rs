@@ -18,6 +18,7 @@ pub mod faults;
 pub mod proxy;
 pub mod run;
 pub mod validate;
+pub mod xml;
 pub mod zones;
 
 pub use run::{run, Opts};

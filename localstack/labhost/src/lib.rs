@@ -8,6 +8,7 @@ pub mod control;
 pub mod daemon;
 pub mod ec2;
 pub mod faults;
+pub mod front;
 pub mod host;
 pub mod hostfiles;
 pub mod model;

@@ -6,6 +6,7 @@ use labhost::config::Config;
 use labhost::control;
 use labhost::daemon::{self, RunOptions};
 use labhost::faults::Fault;
+use labhost::front::{ApiFault, Front, DEFAULT_FRONT_URL};
 use labhost::names::{Names, DEFAULT_PREFIX};
 use labhost::status::StateDir;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ struct Cli {
     state_dir: PathBuf,
     #[arg(long, global = true, value_enum, default_value = "text")]
     output: Output,
+    /// The API front (labfront), for `fault api` / `heal api` / `heal all`.
+    #[arg(long, global = true, env = "LABFRONT_URL", default_value = DEFAULT_FRONT_URL)]
+    front_url: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,15 +81,52 @@ enum FaultCmd {
     Isolate { host: String },
     /// Add one-way delay between regions (needs sch_netem; refused if the kernel lacks it).
     Latency { delay_ms: u32 },
+    /// Fail the AWS API of one (region, service) at the front (route53/iam: us-east-1 only).
+    Api {
+        region: String,
+        /// ec2, route53, sts or iam.
+        service: String,
+        #[command(subcommand)]
+        fault: ApiFaultCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiFaultCmd {
+    /// Reset every call's connection without an answer (the SDK sees a connection error).
+    Down,
+    /// Read every call and never answer (closed after 10 minutes at the latest).
+    Hang,
+    /// Delay every call by <ms>.
+    Slow { ms: u64 },
+    /// Throttle this fraction (0 to 1) of the calls (RequestLimitExceeded / Throttling).
+    Throttle { fraction: f64 },
+    /// Answer every call with this AWS error code (e.g. InternalError, ServiceUnavailable).
+    Error { code: String },
 }
 
 #[derive(Subcommand)]
 enum HealCmd {
-    PowerOff { host: String },
-    Blackout { region: String },
-    Partition { region_a: String, region_b: String },
-    Isolate { host: String },
+    PowerOff {
+        host: String,
+    },
+    Blackout {
+        region: String,
+    },
+    Partition {
+        region_a: String,
+        region_b: String,
+    },
+    Isolate {
+        host: String,
+    },
     Latency,
+    /// Heal the API fault of one (region, service).
+    Api {
+        region: String,
+        service: String,
+    },
+    /// Every host fault and every API fault.
     All,
 }
 
@@ -96,6 +137,17 @@ fn fault_of(k: FaultCmd) -> Fault {
         FaultCmd::Partition { region_a, region_b } => Fault::Partition { a: region_a, b: region_b },
         FaultCmd::Isolate { host } => Fault::Isolate { host },
         FaultCmd::Latency { delay_ms } => Fault::Latency { delay_ms },
+        FaultCmd::Api { .. } => unreachable!("API faults go to the front"),
+    }
+}
+
+fn api_fault_of(k: ApiFaultCmd) -> ApiFault {
+    match k {
+        ApiFaultCmd::Down => ApiFault::Down,
+        ApiFaultCmd::Hang => ApiFault::Hang,
+        ApiFaultCmd::Slow { ms } => ApiFault::Slow { ms },
+        ApiFaultCmd::Throttle { fraction } => ApiFault::Throttle { fraction },
+        ApiFaultCmd::Error { code } => ApiFault::Error { code },
     }
 }
 
@@ -106,7 +158,7 @@ fn heal_of(k: HealCmd) -> Option<Fault> {
         HealCmd::Partition { region_a, region_b } => Fault::Partition { a: region_a, b: region_b },
         HealCmd::Isolate { host } => Fault::Isolate { host },
         HealCmd::Latency => Fault::Latency { delay_ms: 0 },
-        HealCmd::All => return None,
+        HealCmd::All | HealCmd::Api { .. } => return None,
     })
 }
 
@@ -125,6 +177,27 @@ fn init_logging(output: Output) {
         Output::Json => builder.json().init(),
         Output::Text => builder.init(),
     }
+}
+
+/// Heals every API fault (if the front answers) and every host fault (if the emulator runs).
+fn heal_all(state: &StateDir, front_url: &str, output: Output) -> Result<()> {
+    let api = Front::new(front_url).and_then(|f| f.heal_all());
+    let api_text = match &api {
+        Ok(v) => format!("api: healed {} fault(s)", v.get("healed").and_then(serde_json::Value::as_u64).unwrap_or(0)),
+        Err(e) => format!("api: not healed: {e}"),
+    };
+    let api_json = match &api {
+        Ok(v) => v.clone(),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    };
+    let (host_text, host_json) = if state.live_pid().is_some() {
+        let out = control::change_fault(state, None, false)?;
+        (format!("hosts: {out:?}"), serde_json::to_value(&out)?)
+    } else {
+        ("hosts: the lab-host emulator is not running (no host faults)".to_string(), serde_json::Value::Null)
+    };
+    print(output, &serde_json::json!({"ok": true, "api": api_json, "hosts": host_json}), || format!("{api_text}\n{host_text}"));
+    Ok(())
 }
 
 fn absolute(p: PathBuf) -> Result<PathBuf> {
@@ -184,6 +257,19 @@ fn real_main(cli: Cli) -> Result<()> {
                 s.trim_end().to_string()
             });
         }
+        Command::Fault { kind: FaultCmd::Api { region, service, fault } } => {
+            let fault = api_fault_of(fault);
+            let v = Front::new(&cli.front_url)?.fault(&region, &service, &fault)?;
+            print(output, &serde_json::json!({"ok": true, "result": v}), || format!("api fault {region} {service}: {fault:?}"));
+        }
+        Command::Heal { kind: HealCmd::Api { region, service } } => {
+            let v = Front::new(&cli.front_url)?.heal(&region, &service)?;
+            let changed = v.get("changed").and_then(serde_json::Value::as_bool).unwrap_or(false);
+            print(output, &serde_json::json!({"ok": true, "result": v}), || {
+                format!("api {region} {service}: {}", if changed { "healed" } else { "had no fault" })
+            });
+        }
+        Command::Heal { kind: HealCmd::All } => heal_all(&state, &cli.front_url, output)?,
         Command::Fault { kind } => {
             let out = control::change_fault(&state, Some(fault_of(kind)), true)?;
             print(output, &serde_json::json!({"ok": true, "result": out}), || format!("{out:?}"));
