@@ -103,7 +103,10 @@ impl Consistency {
         if young.is_empty() {
             return None;
         }
-        let id = call.params.iter().filter(|(k, _)| k != "Action" && k != "Version").find(|(_, v)| self.is_young(&young, v))?;
+        // A filter value is not a reference: AWS answers a filtered listing without the young
+        // item (see `filter`), not NotFound.
+        let named = |k: &str| k != "Action" && k != "Version" && !k.starts_with("Filter.");
+        let id = call.params.iter().filter(|(k, _)| named(k)).find(|(_, v)| self.is_young(&young, v))?;
         not_found(&id.1)
     }
 
@@ -132,14 +135,16 @@ impl Consistency {
         }
     }
 
-    /// A tag-filtered listing without its young items; None = leave the body as it is.
+    /// A listing filtered by tag, or by a young id, without its young items; None = leave
+    /// the body as it is.
     pub fn filter(&self, call: &Call, status: u16, body: &[u8]) -> Option<Vec<u8>> {
-        if !self.active(call) || status != 200 || !tag_filtered(call) {
+        if !self.active(call) || status != 200 {
             return None;
         }
         let (_, set, field) = LISTINGS.iter().find(|(a, _, _)| *a == call.action)?;
         let young = self.young.lock().unwrap_or_else(|e| e.into_inner());
-        if young.is_empty() {
+        let by_young_id = || call.params.iter().any(|(k, v)| k.starts_with("Filter.") && self.is_young(&young, v));
+        if young.is_empty() || !(tag_filtered(call) || by_young_id()) {
             return None;
         }
         xml::drop_items(body, set, field, &|id| self.is_young(&young, id))
