@@ -33,13 +33,16 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     match Cli::parse().command {
         Command::Run { listen, backend, dns_listen, checkers, throttle_all, consistency_ms } => {
             if !(0.0..=1.0).contains(&throttle_all) {
                 anyhow::bail!("--throttle-all {throttle_all}: a fraction from 0 to 1, e.g. 0.2");
             }
-            let opts = labfront::Opts { listen, backend_url: backend, dns_listen, checkers: checkers as usize, throttle_all, consistency_ms };
+            let opts =
+                labfront::Opts { listen, backend_url: backend, dns_listen, checkers: checkers as usize, throttle_all, consistency_ms };
             labfront::run(opts).await
         }
     }

@@ -18,6 +18,8 @@ use verdict::{Observation, Verdict};
 pub const LIST_INTERVAL_MS: u64 = 1000;
 /// Bound on the checks followed at once.
 pub const CHECKS_MAX: usize = 10_000;
+/// How long (x 10 ms) a call waits for `run` to hand the checkers LocalStack's client.
+const BACKEND_WAIT_ROUNDS: usize = 100;
 /// AWS's answer for GetHealthCheckStatus on a calculated check (wording from the API reference).
 pub const CALCULATED_MESSAGE: &str = "You can't use GetHealthCheckStatus to get the status of a calculated health check.";
 
@@ -110,7 +112,7 @@ impl Checkers {
     /// Lists LocalStack's checks and follows exactly those: new ones start healthy with their
     /// checkers probing, deleted ones are dropped, updated ones take their new config.
     async fn sync(&self) -> Result<(), config::ListError> {
-        let Some(backend) = self.backend.get() else { return Ok(()) };
+        let Some(backend) = self.backend().await else { return Ok(()) };
         let _one_at_a_time = self.sync_lock.lock().await;
         let listed = config::list(&backend.route53).await?;
         let mut checks = self.shared.checks();
@@ -126,6 +128,17 @@ impl Checkers {
         Ok(())
     }
 
+    /// The backend `run` was given; waits a little for `run` to start.
+    async fn backend(&self) -> Option<&crate::backend::Backend> {
+        for _ in 0..BACKEND_WAIT_ROUNDS {
+            if let Some(b) = self.backend.get() {
+                return Some(b);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.backend.get()
+    }
+
     fn spawn_checker(&self, c: &CheckConfig, index: usize) -> tokio::task::JoinHandle<()> {
         tokio::spawn(checker_loop(self.shared.clone(), c.id.clone(), index, self.count))
     }
@@ -139,6 +152,7 @@ async fn checker_loop(shared: Arc<Shared>, id: String, index: usize, count: usiz
         let Some(c) = shared.checks().get(&id).map(|f| f.config.clone()) else { return };
         let obs = if index < shared.blind.load(Ordering::Relaxed) { probe::blind() } else { probe::probe(&shared.client, &c).await };
         if let Some(v) = shared.checks().get_mut(&id).and_then(|f| f.verdicts.get_mut(index)) {
+            tracing::debug!(check = %id, checker = index, ok = obs.ok, status = %obs.status, "probe");
             v.record(obs, c.failure_threshold);
         }
         let interval_ms = c.interval_s * 1000;

@@ -102,10 +102,9 @@ fn records(owner: &Name, sets: &[&RecordSet]) -> Vec<Record> {
 fn synthesized(zone: &Zone, owner: &Name, qtype: RecordType) -> Vec<Record> {
     match qtype {
         RecordType::SOA if !has(zone, "SOA") => soa(zone),
-        RecordType::NS if !has(zone, "NS") => SYNTH_NS
-            .iter()
-            .filter_map(|ns| Some(Record::from_rdata(owner.clone(), SYNTH_NS_TTL_S, rdata::parse("NS", ns)?)))
-            .collect(),
+        RecordType::NS if !has(zone, "NS") => {
+            SYNTH_NS.iter().filter_map(|ns| Some(Record::from_rdata(owner.clone(), SYNTH_NS_TTL_S, rdata::parse("NS", ns)?))).collect()
+        }
         _ => vec![],
     }
 }
@@ -118,12 +117,10 @@ fn has(zone: &Zone, rtype: &str) -> bool {
 fn soa(zone: &Zone) -> Vec<Record> {
     let Ok(apex) = Name::from_ascii(&zone.name) else { return vec![] };
     let held = zone.sets.iter().find(|s| s.name == zone.name && s.rtype == "SOA");
-    let synth = format!("{} hostmaster.{} 1 7200 900 1209600 86400", SYNTH_NS[0], zone.name);
-    let (ttl, value) = match held.and_then(|s| Some((s.ttl, s.values.first()?.clone()))) {
-        Some(tv) => tv,
-        None => (SYNTH_SOA_TTL_S, synth),
-    };
-    rdata::parse("SOA", &value).map(|r| Record::from_rdata(apex, ttl, r)).into_iter().collect()
+    let held = held.and_then(|s| Some((s.ttl, rdata::parse("SOA", s.values.first()?)?)));
+    let synth =
+        || rdata::parse("SOA", &format!("{} hostmaster.{} 1 7200 900 1209600 86400", SYNTH_NS[0], zone.name)).map(|r| (SYNTH_SOA_TTL_S, r));
+    held.or_else(synth).map(|(ttl, r)| Record::from_rdata(apex, ttl, r)).into_iter().collect()
 }
 
 #[cfg(test)]

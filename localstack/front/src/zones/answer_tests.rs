@@ -14,7 +14,12 @@ fn set(name: &str, rtype: &str, ttl: u32, values: &[&str]) -> RecordSet {
 }
 
 fn failover(name: &str, role: Failover, ip: &str, check: &str) -> RecordSet {
-    RecordSet { failover: Some(role), health_check_id: Some(check.into()), set_identifier: Some(format!("{role:?}")), ..set(name, "A", 60, &[ip]) }
+    RecordSet {
+        failover: Some(role),
+        health_check_id: Some(check.into()),
+        set_identifier: Some(format!("{role:?}")),
+        ..set(name, "A", 60, &[ip])
+    }
 }
 
 fn snap(sets: Vec<RecordSet>) -> Snapshot {
@@ -64,7 +69,10 @@ fn apex_soa_and_ns_held_or_synthesized() {
 
 #[test]
 fn failover_follows_health() {
-    let s = snap(vec![failover("app.example.com", Failover::Primary, "10.0.0.1", "p"), failover("app.example.com", Failover::Secondary, "10.0.0.2", "s")]);
+    let s = snap(vec![
+        failover("app.example.com", Failover::Primary, "10.0.0.1", "p"),
+        failover("app.example.com", Failover::Secondary, "10.0.0.2", "s"),
+    ]);
     let with = |p: bool, sec: bool| move |id: &str| Some(if id == "p" { p } else { sec });
     assert_eq!(ips(&answer(&s, "app.example.com", RecordType::A, with(true, true))), vec!["10.0.0.1"]);
     assert_eq!(ips(&answer(&s, "app.example.com", RecordType::A, with(false, true))), vec!["10.0.0.2"]);

@@ -72,9 +72,25 @@ fn record_set(s: &ResourceRecordSet) -> RecordSet {
         name: normalize(s.name()),
         rtype: s.r#type().as_str().to_string(),
         ttl: s.ttl().and_then(|t| u32::try_from(t).ok()).unwrap_or(0),
-        values: s.resource_records().iter().map(|r| r.value().to_string()).collect(),
+        values: s.resource_records().iter().map(|r| unwrap_value(r.value()).to_string()).collect(),
         set_identifier: s.set_identifier().map(str::to_string),
         failover,
         health_check_id: s.health_check_id().map(str::to_string),
+    }
+}
+
+/// LocalStack 4.13 returns its own apex SOA value as a Python dict's text,
+/// `{'Value': 'ns-2048.awsdns-64.com. hostmaster.example.com. 1 7200 900 1209600 86400'}`: the value inside.
+fn unwrap_value(v: &str) -> &str {
+    v.strip_prefix("{'Value': '").and_then(|r| r.strip_suffix("'}")).unwrap_or(v)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn localstack_soa_value_is_unwrapped() {
+        let v = "{'Value': 'ns-2048.awsdns-64.com. hostmaster.example.com. 1 7200 900 1209600 86400'}";
+        assert_eq!(super::unwrap_value(v), "ns-2048.awsdns-64.com. hostmaster.example.com. 1 7200 900 1209600 86400");
+        assert_eq!(super::unwrap_value("10.0.0.1"), "10.0.0.1");
     }
 }
