@@ -14,16 +14,19 @@ use support::*;
 /// Bound on waiting for the front to read a change (it reads every 250 ms; a change shows within 1 s).
 const SEEN_WITHIN_MS: u64 = 1500;
 
-async fn zone_with(r53: &aws_sdk_route53::Client, prefix: &str) -> (String, String) {
+async fn zone_with(r53: &aws_sdk_route53::Client, prefix: &str, cleanup: &mut Cleanup) -> (String, String) {
     let name = format!("{}.example.", unique(prefix));
-    (create_zone(r53, &name).await, name)
+    let zone = create_zone(r53, &name).await;
+    cleanup.zones.push(zone.clone());
+    (zone, name)
 }
 
 #[tokio::test]
 async fn simple_a_record_answered_with_its_ttl_and_changes_show_within_a_second() {
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let front = FrontProcess::start().await;
-    let (zone, apex) = zone_with(&r53, "simple").await;
+    let (zone, apex) = zone_with(&r53, "simple", &mut cleanup).await;
     let www = format!("www.{apex}");
     upsert(&r53, &zone, vec![record(&www, RrType::A, 42, &["10.9.0.1"])]).await;
     let seen = wait_for(front.dns, &www, RecordType::A, Duration::from_millis(SEEN_WITHIN_MS), |m| values(m) == ["10.9.0.1"]).await;
@@ -36,14 +39,14 @@ async fn simple_a_record_answered_with_its_ttl_and_changes_show_within_a_second(
     let seen = wait_for(front.dns, &www, RecordType::A, Duration::from_millis(SEEN_WITHIN_MS), |m| values(m) == ["10.9.0.2"]).await;
     assert!(seen.is_some(), "the changed record did not show within {SEEN_WITHIN_MS} ms");
     eprintln!("change seen after {seen:?}");
-    delete_zone(&r53, &zone).await;
 }
 
 #[tokio::test]
 async fn nxdomain_and_nodata_carry_the_soa_and_the_apex_has_soa_and_ns() {
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let front = FrontProcess::start().await;
-    let (zone, apex) = zone_with(&r53, "neg").await;
+    let (zone, apex) = zone_with(&r53, "neg", &mut cleanup).await;
     let www = format!("www.{apex}");
     upsert(&r53, &zone, vec![record(&www, RrType::A, 60, &["10.9.0.1"])]).await;
     assert!(wait_for(front.dns, &www, RecordType::A, Duration::from_millis(SEEN_WITHIN_MS), |m| !m.answers().is_empty()).await.is_some());
@@ -59,7 +62,6 @@ async fn nxdomain_and_nodata_carry_the_soa_and_the_apex_has_soa_and_ns() {
     assert!(matches!(soa.answers().first().map(|r| r.data()), Some(RData::SOA(_))), "apex SOA: {soa:?}");
     let ns = query(front.dns, &apex, RecordType::NS).await.expect("answer");
     assert!(!ns.answers().is_empty() && ns.answers().iter().all(|r| matches!(r.data(), RData::NS(_))), "apex NS: {ns:?}");
-    delete_zone(&r53, &zone).await;
 }
 
 #[tokio::test]
@@ -77,10 +79,12 @@ async fn failover_follows_the_primary_targets_health() {
     const THRESHOLD: i32 = 1;
     let bound = Duration::from_secs(INTERVAL_S * (THRESHOLD as u64 + 1) + 2);
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let front = FrontProcess::start().await;
     let mut target = Target::start(loopback()).await;
     let check = create_http_check(&r53, target.addr, THRESHOLD).await;
-    let (zone, apex) = zone_with(&r53, "failover").await;
+    cleanup.checks.push(check.clone());
+    let (zone, apex) = zone_with(&r53, "failover", &mut cleanup).await;
     let app = format!("app.{apex}");
     let primary = failover(&app, ResourceRecordSetFailover::Primary, "10.9.1.1", Some(&check));
     upsert(&r53, &zone, vec![primary, failover(&app, ResourceRecordSetFailover::Secondary, "10.9.1.2", None)]).await;
@@ -101,8 +105,6 @@ async fn failover_follows_the_primary_targets_health() {
     let back = wait_for(front.dns, &app, RecordType::A, bound, is("10.9.1.1")).await;
     assert!(back.is_some(), "still SECONDARY {bound:?} after the target recovered");
     eprintln!("back to PRIMARY after {back:?}");
-    delete_zone(&r53, &zone).await;
-    delete_checks(&r53, &[&check]).await;
 }
 
 /// Checkers run in-process against LocalStack, `blind` of them cut off.
@@ -135,9 +137,11 @@ fn status_call(id: &str) -> labfront::aws::Call {
 #[tokio::test]
 async fn get_health_check_status_has_one_observation_per_checker_and_refuses_as_aws_does() {
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let target = Target::start(loopback()).await;
     let check = create_http_check(&r53, target.addr, 1).await;
     let calc = create_calculated_check(&r53, &[&check], 1).await;
+    cleanup.checks.extend([check.clone(), calc.clone()]);
     let c = checkers(8, 0).await;
 
     // Just created: not listed yet, the front re-lists rather than answering NoSuchHealthCheck.
@@ -166,12 +170,12 @@ async fn get_health_check_status_has_one_observation_per_checker_and_refuses_as_
     let mut other = status_call(&check);
     other.action = "GetHealthCheck".into();
     assert!(c.intercept(&other).await.is_none());
-    delete_checks(&r53, &[&calc, &check]).await;
 }
 
 #[tokio::test]
 async fn calculated_check_is_healthy_while_health_threshold_children_are() {
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let ip = loopback();
     let up = Target::start(ip).await;
     let mut down = Target::start(ip).await;
@@ -179,13 +183,13 @@ async fn calculated_check_is_healthy_while_health_threshold_children_are() {
     let (a, b) = (create_http_check(&r53, up.addr, 1).await, create_http_check(&r53, down.addr, 1).await);
     let one = create_calculated_check(&r53, &[&a, &b], 1).await;
     let two = create_calculated_check(&r53, &[&a, &b], 2).await;
+    cleanup.checks.extend([a.clone(), b.clone(), one.clone(), two.clone()]);
     let c = checkers(8, 0).await;
     let limit = Duration::from_secs(5);
     assert!(wait_health(&c, &b, Some(false), limit).await, "the child with a stopped target stays healthy");
     assert_eq!(c.healthy(&a), Some(true));
     assert!(wait_health(&c, &one, Some(true), limit).await, "1 of 2 children healthy, HealthThreshold 1");
     assert!(wait_health(&c, &two, Some(false), limit).await, "1 of 2 children healthy, HealthThreshold 2");
-    delete_checks(&r53, &[&one, &two, &a, &b]).await;
 }
 
 /// A check is healthy while MORE than 18 % of its checkers see it healthy: 2 of 8 (25 %) is
@@ -193,8 +197,10 @@ async fn calculated_check_is_healthy_while_health_threshold_children_are() {
 #[tokio::test]
 async fn eighteen_percent_rule_with_eight_checkers() {
     let r53 = route53().await;
+    let mut cleanup = Cleanup::default();
     let target = Target::start(loopback()).await;
     let check = create_http_check(&r53, target.addr, 1).await;
+    cleanup.checks.push(check.clone());
     let six_blind = checkers(8, 6).await;
     let seven_blind = checkers(8, 7).await;
     let limit = Duration::from_secs(5);
@@ -204,5 +210,4 @@ async fn eighteen_percent_rule_with_eight_checkers() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(six_blind.healthy(&check), Some(true), "6 of 8 checkers blind: 25 % still see it healthy");
     assert_eq!(seven_blind.blind(), 7);
-    delete_checks(&r53, &[&check]).await;
 }

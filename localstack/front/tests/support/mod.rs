@@ -176,12 +176,6 @@ async fn create_check(r53: &aws_sdk_route53::Client, cfg: HealthCheckConfig) -> 
     out.health_check().expect("check").id().to_string()
 }
 
-pub async fn delete_checks(r53: &aws_sdk_route53::Client, ids: &[&str]) {
-    for id in ids {
-        let _ = r53.delete_health_check().health_check_id(*id).send().await;
-    }
-}
-
 /// A loopback address of its own for one test's targets (127.0.0.0/8 only).
 pub fn loopback() -> Ipv4Addr {
     let n: u16 = rand::random();
@@ -231,5 +225,33 @@ async fn serve(listener: tokio::net::TcpListener) {
             });
             let _ = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(io, svc).await;
         });
+    }
+}
+
+/// Deletes the zones and checks a test made when it ends, passing or failing (on its own thread
+/// and runtime, as Drop cannot await).
+#[derive(Default)]
+pub struct Cleanup {
+    pub zones: Vec<String>,
+    pub checks: Vec<String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (zones, checks) = (std::mem::take(&mut self.zones), std::mem::take(&mut self.checks));
+        let work = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            rt.block_on(async {
+                let r53 = route53().await;
+                for z in &zones {
+                    delete_zone(&r53, z).await;
+                }
+                // Calculated checks were created after their children: delete them first.
+                for c in checks.iter().rev() {
+                    let _ = r53.delete_health_check().health_check_id(c).send().await;
+                }
+            });
+        });
+        let _ = work.join();
     }
 }
