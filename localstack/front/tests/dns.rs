@@ -211,3 +211,35 @@ async fn eighteen_percent_rule_with_eight_checkers() {
     assert_eq!(six_blind.healthy(&check), Some(true), "6 of 8 checkers blind: 25 % still see it healthy");
     assert_eq!(seven_blind.blind(), 7);
 }
+
+/// Addresses that appear later (as VPC bridges do) get UDP and TCP listeners within a scan or two.
+#[tokio::test]
+async fn dns_is_served_on_addresses_as_they_appear() {
+    let ip = loopback();
+    let port = free_port();
+    let appeared = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handler = labfront::dns::handler::Handler {
+        zones: Arc::new(labfront::zones::Zones::default()),
+        checkers: Arc::new(labfront::checkers::Checkers::new(8)),
+    };
+    let flag = appeared.clone();
+    let scan = move || {
+        let now = flag.load(std::sync::atomic::Ordering::Relaxed);
+        async move {
+            if now {
+                vec![ip]
+            } else {
+                vec![]
+            }
+        }
+    };
+    let server = tokio::spawn(labfront::dns::serve_appearing(handler, port, scan));
+    let addr = std::net::SocketAddr::from((ip, port));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(query(addr, "x.invalid.", RecordType::A).await.is_none(), "answered before the address appeared");
+    appeared.store(true, std::sync::atomic::Ordering::Relaxed);
+    let m = wait_for(addr, "x.invalid.", RecordType::A, Duration::from_millis(2500), |_| true).await;
+    assert!(m.is_some(), "no DNS on the new address");
+    assert!(tokio::net::TcpStream::connect(addr).await.is_ok(), "no TCP listener on the new address");
+    server.abort();
+}

@@ -43,18 +43,28 @@ pub async fn serve(handler: Handler, addr: SocketAddr) -> std::io::Result<Server
 /// Adds a server on port 53 of each new bridge address; servers stay when an address goes (it
 /// may come back).
 async fn serve_bridges(handler: Handler) {
+    serve_appearing(handler, BRIDGE_DNS_PORT, bridges::addresses).await
+}
+
+/// Every `BRIDGE_SCAN_INTERVAL_MS`, asks `scan` for addresses and serves DNS on `port` of each new
+/// one (bounded by `BRIDGE_ADDRESSES_MAX`); a failed bind is retried at the next scan.
+pub async fn serve_appearing<F, Fut>(handler: Handler, port: u16, scan: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Vec<Ipv4Addr>>,
+{
     let mut served: HashMap<Ipv4Addr, ServerFuture<Handler>> = HashMap::new();
     let mut failed: HashSet<Ipv4Addr> = HashSet::new();
     let mut tick = tokio::time::interval(Duration::from_millis(BRIDGE_SCAN_INTERVAL_MS));
     loop {
         tick.tick().await;
-        for ip in bridges::addresses().await {
+        for ip in scan().await {
             if served.contains_key(&ip) || served.len() >= BRIDGE_ADDRESSES_MAX {
                 continue;
             }
-            match serve(handler.clone(), SocketAddr::from((ip, BRIDGE_DNS_PORT))).await {
+            match serve(handler.clone(), SocketAddr::from((ip, port))).await {
                 Ok(server) => {
-                    tracing::info!(%ip, port = BRIDGE_DNS_PORT, "DNS on a VPC bridge address");
+                    tracing::info!(%ip, port, "DNS on a VPC bridge address");
                     served.insert(ip, server);
                     failed.remove(&ip);
                 }
