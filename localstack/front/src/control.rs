@@ -45,6 +45,7 @@ fn route(front: &Front, method: &Method, path: &str, body: &Bytes) -> Result<Val
         ("DELETE", ["faults"]) => Ok(json!({"ok": true, "healed": front.faults.heal_all()})),
         ("DELETE", ["faults", region, service]) => Ok(json!({"ok": true, "changed": front.faults.heal(region, service)?})),
         ("PUT", ["settings"]) => put_settings(front, body),
+        ("PUT", ["checkers"]) => put_checkers(front, body),
         _ => Err(ControlError::NotFound(method.clone(), path.to_string())),
     }
 }
@@ -54,7 +55,23 @@ fn state(front: &Front) -> Value {
         "faults": front.faults.list(),
         "throttle_all": front.faults.throttle_all(),
         "consistency_ms": front.consistency.window_ms(),
+        "checkers": front.checkers.count,
+        "checkers_blind": front.checkers.blind(),
     })
+}
+
+/// `{"blind": n}`: the first n simulated checkers see every target failing, as if their
+/// network were cut (for the 18 % rule).
+fn put_checkers(front: &Front, body: &Bytes) -> Result<Value, ControlError> {
+    let v: Value = serde_json::from_slice(body)?;
+    let n = v.get("blind").and_then(Value::as_u64).ok_or_else(|| ControlError::Input("blind: a whole number of checkers".into()))?;
+    let count = front.checkers.count as u64;
+    if n > count {
+        return Err(ControlError::Input(format!("blind {n}: there are {count} checkers")));
+    }
+    tracing::info!(blind = n, "checkers blinded");
+    front.checkers.set_blind(n as usize);
+    Ok(state(front))
 }
 
 fn field<'a>(v: &'a Value, name: &str) -> Result<&'a str, ControlError> {

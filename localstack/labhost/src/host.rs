@@ -112,6 +112,8 @@ impl HostEnv {
         let log2 = log.try_clone().map_err(io(&log_path))?;
         let netns_path = PathBuf::from(format!("/run/netns/{ns}"));
         let netns_file = std::fs::File::open(&netns_path).map_err(io(&netns_path))?;
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(&resolv, hostfiles::resolv_conf(gateway(&self.regions[spec.region_index].vpc_cidr))).map_err(io(&resolv))?;
         let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname)?;
         let mut command = std::process::Command::new("/bin/sh");
         command.arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR)).stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
@@ -214,12 +216,60 @@ pub async fn wait_tcp(ip: std::net::Ipv4Addr, port: u16, timeout_ms: u64) -> boo
 
 /// What the forked child does before exec'ing the host's boot script: join the host's network
 /// namespace, get its own mount, UTS and PID namespaces (the PID one for its children), a private /run, the host dir at
-/// /run/labhost, the per-host bind mounts and the hostname. Raw syscalls only.
+/// /run/labhost, the per-host bind mounts, its own /etc/resolv.conf and the hostname. Raw syscalls only.
 struct NamespaceSetup {
     netns: std::fs::File,
     host_dir: CString,
     binds: Vec<(CString, CString)>,
+    /// /etc/resolv.conf (or where its symlinks lead); created first when it lies in the fresh /run.
+    resolv: Option<ResolvMount>,
     hostname: Vec<u8>,
+}
+
+/// The host's resolv.conf bind mount: the directories and file to create in the private /run
+/// first (when /etc/resolv.conf leads there), then the target.
+struct ResolvMount {
+    dirs: Vec<CString>,
+    create: bool,
+    target: CString,
+}
+
+impl ResolvMount {
+    fn new(c: &impl Fn(&str) -> Result<CString, HostError>) -> Result<Option<ResolvMount>, HostError> {
+        let target = hostfiles::resolv_target(Path::new("/etc/resolv.conf"));
+        let in_run = target.starts_with("/run/") && !target.starts_with(hostfiles::IN_HOST_DIR);
+        if !in_run && !target.exists() {
+            return Ok(None); // nothing to mount over, and /etc is the machine's own
+        }
+        let mut dirs: Vec<CString> = Vec::new();
+        if in_run {
+            for d in target.ancestors().skip(1).take_while(|d| *d != Path::new("/run")) {
+                dirs.insert(0, c(&d.to_string_lossy())?);
+            }
+        }
+        Ok(Some(ResolvMount { dirs, create: in_run, target: c(&target.to_string_lossy())? }))
+    }
+
+    /// SAFETY (caller): runs between fork and exec; raw syscalls on owned NUL-terminated strings.
+    unsafe fn mount(&self) -> std::io::Result<()> {
+        for d in &self.dirs {
+            if libc::mkdir(d.as_ptr(), 0o755) != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        if self.create {
+            let fd = libc::open(self.target.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+        }
+        let src = c"/run/labhost/resolv.conf";
+        if libc::mount(src.as_ptr(), self.target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
 }
 
 impl NamespaceSetup {
@@ -229,7 +279,8 @@ impl NamespaceSetup {
             .into_iter()
             .map(|(src, dst)| Ok((c(&src)?, c(&dst)?)))
             .collect::<Result<Vec<_>, HostError>>()?;
-        Ok(NamespaceSetup { netns, host_dir: c(&host_dir.to_string_lossy())?, binds, hostname: hostname.as_bytes().to_vec() })
+        let resolv = ResolvMount::new(&c)?;
+        Ok(NamespaceSetup { netns, host_dir: c(&host_dir.to_string_lossy())?, binds, resolv, hostname: hostname.as_bytes().to_vec() })
     }
 
     fn enter(&self) -> std::io::Result<()> {
@@ -253,6 +304,9 @@ impl NamespaceSetup {
             check(libc::mount(self.host_dir.as_ptr(), in_host.as_ptr(), null, libc::MS_BIND, std::ptr::null()))?;
             for (src, dst) in &self.binds {
                 check(libc::mount(src.as_ptr(), dst.as_ptr(), null, libc::MS_BIND, std::ptr::null()))?;
+            }
+            if let Some(r) = &self.resolv {
+                r.mount()?;
             }
             check(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
         }

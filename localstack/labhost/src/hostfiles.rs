@@ -33,6 +33,26 @@ pub fn sshd_config(ip: Ipv4Addr) -> String {
     )
 }
 
+/// The host's /etc/resolv.conf: the VPC resolver on the bridge address, as EC2 instances use
+/// the VPC's (labfront answers DNS there on port 53).
+pub fn resolv_conf(nameserver: Ipv4Addr) -> String {
+    format!("# written by labhost: the VPC resolver (labfront's DNS on the VPC bridge address)\nnameserver {nameserver}\n")
+}
+
+/// Where a bind mount over `/etc/resolv.conf` lands: the file itself, or where its symlinks
+/// lead (bounded); relative links resolve against the link's directory.
+pub fn resolv_target(path: &std::path::Path) -> std::path::PathBuf {
+    const LINKS_MAX: usize = 8;
+    let mut p = path.to_path_buf();
+    for _ in 0..LINKS_MAX {
+        match std::fs::read_link(&p) {
+            Ok(next) => p = p.parent().map(|d| d.join(&next)).unwrap_or(next),
+            Err(_) => break,
+        }
+    }
+    p
+}
+
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
@@ -72,5 +92,15 @@ mod tests {
         let m = bind_mounts(&["/opt".into(), "/var/lib/exa".into()]);
         assert_eq!(m[1], ("/run/labhost/root/var_lib_exa".to_string(), "/var/lib/exa".to_string()));
         assert!(sshd_config("10.1.1.4".parse().unwrap()).contains("ListenAddress 10.1.1.4:22"));
+        assert!(resolv_conf("10.1.0.1".parse().unwrap()).contains("\nnameserver 10.1.0.1\n"));
+    }
+
+    #[test]
+    fn resolv_target_follows_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("run")).unwrap();
+        std::os::unix::fs::symlink("run/stub.conf", d.path().join("resolv.conf")).unwrap();
+        assert_eq!(resolv_target(&d.path().join("resolv.conf")), d.path().join("run/stub.conf"));
+        assert_eq!(resolv_target(&d.path().join("plain")), d.path().join("plain"));
     }
 }
