@@ -115,7 +115,7 @@ async fn an_unknown_fault_region_or_service_is_refused_clearly() {
 async fn the_longest_valid_names_pass_aws_validations() {
     let _turn = serial();
     let base = Project::new("lng", "compact");
-    let (primary, dr) = ("ap-southeast-2", "ap-northeast-1");
+    let (primary, dr) = ("ap-southeast-2", "ap-southeast-1");
     let config = |name: &str| regions_toml(name, "compact", FRONT).replace(PRIMARY, primary).replace(DR, dr);
     // The longest name `provision` accepts: 24 characters at most, fewer if a CallerReference
     // would pass 64 characters (it says so, before any call).

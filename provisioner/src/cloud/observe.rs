@@ -7,6 +7,11 @@ use super::{tags, Cloud, CloudError};
 use crate::config::{Ami, Config};
 use crate::model::*;
 
+/// EC2's ids (`vpc-…`, `i-…`, ...): only EC2's listings lag its creates.
+fn is_ec2_id(id: &str) -> bool {
+    ["vpc-", "subnet-", "sg-", "igw-", "rtb-", "i-", "pcx-", "key-", "nat-", "eipalloc-", "vol-"].iter().any(|p| id.starts_with(p))
+}
+
 /// How long a run waits for what it created to show in listings.
 const LISTED_WAIT_MS_MAX: u64 = 60_000;
 
@@ -27,7 +32,7 @@ impl Cloud {
         loop {
             let o = self.observe(cfg).await?;
             let listed = o.ids();
-            let unlisted: Vec<&String> = created.iter().filter(|id| !listed.contains(id.as_str())).collect();
+            let unlisted: Vec<&String> = created.iter().filter(|id| is_ec2_id(id) && !listed.contains(id.as_str())).collect();
             if unlisted.is_empty() {
                 return Ok(o);
             }
