@@ -95,13 +95,35 @@ impl Cloud {
         &self.clients[region]
     }
 
+    /// One call, retried while EC2 does not show an id it just made (`*.NotFound`, as the
+    /// lab's API front answers for a few seconds after a create, like AWS), at most 10 s.
+    pub fn retry_unseen<T, E, F>(
+        &self,
+        call: impl Fn() -> F,
+    ) -> Result<T, aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>
+    where
+        F: std::future::Future<Output = Result<T, aws_sdk_ec2::error::SdkError<E, aws_sdk_ec2::config::http::HttpResponse>>>,
+        E: aws_sdk_ec2::error::ProvideErrorMetadata,
+    {
+        use aws_sdk_ec2::error::ProvideErrorMetadata;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match self.rt.block_on(call()) {
+                Err(e) if e.code().is_some_and(|c| c.ends_with("NotFound")) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// A VPC and one subnet in it; returns the subnet id.
     pub fn network(&self, region: &str, vpc_cidr: &str, subnet_cidr: &str) -> String {
         let c = self.client(region);
-        let vpc = self.rt.block_on(c.create_vpc().cidr_block(vpc_cidr).send()).unwrap();
+        let vpc = self.retry_unseen(|| c.create_vpc().cidr_block(vpc_cidr).send()).unwrap();
         let vpc_id = vpc.vpc().unwrap().vpc_id().unwrap().to_string();
         self.created.lock().unwrap().vpcs.push((region.into(), vpc_id.clone()));
-        let sub = self.rt.block_on(c.create_subnet().vpc_id(&vpc_id).cidr_block(subnet_cidr).send()).unwrap();
+        let sub = self.retry_unseen(|| c.create_subnet().vpc_id(&vpc_id).cidr_block(subnet_cidr).send()).unwrap();
         let sub_id = sub.subnet().unwrap().subnet_id().unwrap().to_string();
         self.created.lock().unwrap().subnets.push((region.into(), sub_id.clone()));
         sub_id
@@ -110,33 +132,29 @@ impl Cloud {
     pub fn import_key(&self, region: &str, name: &str, public_key: &str) {
         let c = self.client(region);
         let blob = aws_sdk_ec2::primitives::Blob::new(public_key.as_bytes());
-        self.rt.block_on(c.import_key_pair().key_name(name).public_key_material(blob).send()).unwrap();
+        self.retry_unseen(|| c.import_key_pair().key_name(name).public_key_material(blob.clone()).send()).unwrap();
         self.created.lock().unwrap().keys.push((region.into(), name.into()));
     }
 
     pub fn ami(&self, region: &str) -> String {
         let c = self.client(region);
         let f = Filter::builder().name("name").values("ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*").build();
-        let r = self.rt.block_on(c.describe_images().owners("099720109477").filters(f).send()).unwrap();
+        let r = self.retry_unseen(|| c.describe_images().owners("099720109477").filters(f.clone()).send()).unwrap();
         r.images().first().and_then(|i| i.image_id()).expect("an ubuntu AMI").to_string()
     }
 
     pub fn launch(&self, region: &str, subnet: &str, key: &str, count: i32) -> Vec<Inst> {
         let c = self.client(region);
         let ami = self.ami(region);
-        let r = self
-            .rt
-            .block_on(
-                c.run_instances()
-                    .image_id(ami)
-                    .instance_type(InstanceType::T3Small)
-                    .subnet_id(subnet)
-                    .key_name(key)
-                    .min_count(count)
-                    .max_count(count)
-                    .send(),
-            )
-            .unwrap();
+        let call = c
+            .run_instances()
+            .image_id(ami)
+            .instance_type(InstanceType::T3Small)
+            .subnet_id(subnet)
+            .key_name(key)
+            .min_count(count)
+            .max_count(count);
+        let r = self.retry_unseen(|| call.clone().send()).unwrap();
         let insts: Vec<Inst> = r
             .instances()
             .iter()
@@ -157,7 +175,7 @@ impl Cloud {
     /// States of many instances of one region in one call.
     pub fn states(&self, region: &str, ids: &[String]) -> HashMap<String, String> {
         let c = self.client(region);
-        let r = self.rt.block_on(c.describe_instances().set_instance_ids(Some(ids.to_vec())).send()).unwrap();
+        let r = self.retry_unseen(|| c.describe_instances().set_instance_ids(Some(ids.to_vec())).send()).unwrap();
         r.reservations()
             .iter()
             .flat_map(|res| res.instances())
@@ -167,7 +185,7 @@ impl Cloud {
 
     pub fn state(&self, i: &Inst) -> String {
         let c = self.client(&i.region);
-        let r = self.rt.block_on(c.describe_instances().instance_ids(&i.id).send()).unwrap();
+        let r = self.retry_unseen(|| c.describe_instances().instance_ids(&i.id).send()).unwrap();
         r.reservations()[0].instances()[0].state().unwrap().name().unwrap().as_str().to_string()
     }
 
@@ -184,15 +202,15 @@ impl Cloud {
     }
 
     pub fn stop(&self, i: &Inst) {
-        self.rt.block_on(self.client(&i.region).stop_instances().instance_ids(&i.id).send()).unwrap();
+        self.retry_unseen(|| self.client(&i.region).stop_instances().instance_ids(&i.id).send()).unwrap();
     }
 
     pub fn start(&self, i: &Inst) {
-        self.rt.block_on(self.client(&i.region).start_instances().instance_ids(&i.id).send()).unwrap();
+        self.retry_unseen(|| self.client(&i.region).start_instances().instance_ids(&i.id).send()).unwrap();
     }
 
     pub fn terminate(&self, i: &Inst) {
-        self.rt.block_on(self.client(&i.region).terminate_instances().instance_ids(&i.id).send()).unwrap();
+        self.retry_unseen(|| self.client(&i.region).terminate_instances().instance_ids(&i.id).send()).unwrap();
     }
 }
 
