@@ -84,6 +84,13 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("standby"), "{body}");
 
+    // Hosts resolve through their VPC's resolver (the lab's Route53 data plane), as EC2
+    // instances do: the API name answers the primary region's gateways.
+    let mut primary_gws = ips(PRIMARY, &p.name, "app").await;
+    primary_gws.sort();
+    let resolved = ssh(&key, dr_gw, &format!("getent ahostsv4 api.{}.test.internal | awk '{{print $1}}' | sort -u", p.name));
+    assert_eq!(resolved.lines().map(str::to_string).collect::<Vec<_>>(), primary_gws, "the API name resolved on {dr_gw}");
+
     // The engines run as the unprivileged service user, and only it (and root) can read their
     // secrets and configs.
     let users = ssh(&key, gw, "ps -eo user=,comm= | awk '$2 ~ /^engine-/ {print $1}' | sort | uniq -c | awk '{print $2\":\"$1}'");

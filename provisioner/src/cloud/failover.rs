@@ -91,7 +91,7 @@ impl Cloud {
             Ok(Err(e)) => Err(self.err("DescribeAvailabilityZones", "EC2 API", region, e)),
             Err(_) => Err(CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                service: "ec2".into(),
+                service: "ec2",
                 region: region.into(),
                 detail: format!("no answer within {EC2_PROBE_TIMEOUT_MS} ms"),
                 hint: String::new(),

@@ -52,7 +52,7 @@ impl Cloud {
     pub async fn check_healthy(&self, check: &Found<CheckAttrs>, timeout_ms: u64) -> Result<Option<bool>, CloudError> {
         let timed_out = || CloudError::Unreachable {
             endpoint: self.endpoint.clone(),
-            service: "route53".into(),
+            service: "route53",
             region: "global".into(),
             detail: format!("GetHealthCheckStatus: no answer within {timeout_ms} ms"),
             hint: String::new(),

@@ -36,7 +36,7 @@ const RETRY_BACKOFF_MS_MAX: u64 = 3_000;
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CloudError {
     #[error("cannot reach the AWS endpoint {endpoint} ({service} in {region}): {detail}{hint}")]
-    Unreachable { endpoint: String, service: String, region: String, detail: String, hint: String },
+    Unreachable { endpoint: String, service: &'static str, region: String, detail: String, hint: String },
     #[error("{op} {resource} in {region} failed: {code}: {message}")]
     Api { op: String, resource: String, region: String, code: String, message: String },
     #[error("{resource} in {region}: {message}")]
@@ -85,7 +85,7 @@ impl Cloud {
         match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                service: service_of(region).into(),
+                service: service_of(region),
                 region: region.into(),
                 detail: format!("{op}: {}", root_cause(&e)),
                 hint: self.unreachable_hint(),

@@ -97,6 +97,7 @@ impl Cloud {
 
     /// One call, retried while EC2 does not show an id it just made (`*.NotFound`, as the
     /// lab's API front answers for a few seconds after a create, like AWS), at most 10 s.
+    #[allow(clippy::result_large_err)] // the SDK's own error type, returned as the SDK gives it
     pub fn retry_unseen<T, E, F>(
         &self,
         call: impl Fn() -> F,
