@@ -86,7 +86,7 @@ impl Cloud {
 
     /// EC2 is eventually consistent: an id used right after its create can answer
     /// `Invalid*.NotFound` for a few seconds. Such answers are retried with jittered exponential
-    /// backoff, at most [`CONSISTENCY_ATTEMPTS_MAX`] times (about 15 s in all); throttling and
+    /// backoff, at most [`CONSISTENCY_ATTEMPTS_MAX`] times (9 to 18 s in all); throttling and
     /// transient errors are retried by the SDK itself (see `cloud::sdk_config`).
     async fn eventually<T, E, R, F>(&self, op: &str, resource: &str, region: &str, call: impl Fn() -> F) -> Result<T, CloudError>
     where
@@ -98,6 +98,7 @@ impl Cloud {
         loop {
             match call().await.map_err(|e| self.err(op, resource, region, e)) {
                 Err(CloudError::Api { code, .. }) if is_not_yet_visible(&code) && attempt < CONSISTENCY_ATTEMPTS_MAX => {
+                    tracing::info!(op, resource, region, attempt, code, "not visible yet (EC2 is eventually consistent); retrying");
                     tokio::time::sleep(backoff(attempt)).await;
                     attempt += 1;
                 }
@@ -130,10 +131,15 @@ pub(crate) fn is_not_yet_visible(code: &str) -> bool {
     code.ends_with(".NotFound") || code.ends_with("NotFound") && !code.starts_with("NoSuch")
 }
 
-/// Full-jitter exponential backoff (AWS's recommendation): uniform in [0, min(cap, first * 2^attempt)].
+/// Exponential backoff with "equal jitter" (one of AWS's published variants): uniform in
+/// [c/2, c] with c = min(cap, first * 2^attempt). Half of each wait is fixed, so the retries of
+/// one call always span at least half the sum of the ceilings (about 9 s for
+/// [`CONSISTENCY_ATTEMPTS_MAX`] attempts): full jitter could draw near-zero waits and give up
+/// while EC2 still hides a new id.
 pub(crate) fn backoff(attempt: u32) -> std::time::Duration {
     let ceiling_ms = CONSISTENCY_BACKOFF_MS_FIRST.saturating_mul(1 << attempt.min(10)).min(CONSISTENCY_BACKOFF_MS_MAX);
-    std::time::Duration::from_millis(rand::random::<u64>() % (ceiling_ms + 1))
+    let half_ms = ceiling_ms / 2;
+    std::time::Duration::from_millis(half_ms + rand::random::<u64>() % (ceiling_ms - half_ms + 1))
 }
 
 /// An error with one of `codes` means the change is already there.
@@ -141,5 +147,18 @@ fn already_done(r: Result<(), CloudError>, codes: &[&str]) -> Result<Option<Crea
     match r {
         Err(CloudError::Api { code, .. }) if codes.contains(&code.as_str()) => Ok(None),
         r => r.map(|_| None),
+    }
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn consistency_retries_always_span_the_window_and_stay_bounded() {
+        for _ in 0..1000 {
+            let total_ms: u128 = (1..CONSISTENCY_ATTEMPTS_MAX).map(|a| backoff(a).as_millis()).sum();
+            assert!((9_000..=18_000).contains(&total_ms), "{total_ms} ms");
+        }
     }
 }
