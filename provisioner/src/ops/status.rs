@@ -121,14 +121,8 @@ fn dns_answer(cfg: &Config, o: &Observed) -> Vec<String> {
             ));
         }
     }
-    match o.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")) {
-        Some(p) => out.push(format!(
-            "{} answers {} ({}) while that region's health check is healthy, else the SECONDARY",
-            cfg.dns.api_record,
-            p.ips.join(", "),
-            region_of(&p.ips)
-        )),
-        None => out.push(format!("{} has no failover records yet", cfg.dns.api_record)),
+    if o.records.is_empty() {
+        out.push(format!("{} has no failover records yet", cfg.dns.api_record));
     }
     out
 }

@@ -50,7 +50,11 @@ impl Cloud {
             AttachInternetGateway { region, igw, vpc } => {
                 let igw = self.id(igw, out, region)?;
                 let call = self.ec2(region)?.attach_internet_gateway().internet_gateway_id(&igw).vpc_id(self.id(vpc, out, region)?);
-                self.call("AttachInternetGateway", &igw, region, || call.clone().send()).await.map(|_| None)
+                // A re-run after an interrupted one may find it attached before the listing shows it.
+                already_done(
+                    self.call("AttachInternetGateway", &igw, region, || call.clone().send()).await,
+                    &["Resource.AlreadyAssociated"],
+                )
             }
             CreateRouteTable { region, key, vpc } => {
                 let call = self.ec2(region)?.create_route_table().vpc_id(self.id(vpc, out, region)?).tag_specifications(self.born_with(

@@ -128,7 +128,7 @@ const CONSISTENCY_BACKOFF_MS_MAX: u64 = 4_000;
 
 /// EC2's answers for an id it does not show yet (`InvalidVpcID.NotFound`, `NatGatewayNotFound`, ...).
 pub(crate) fn is_not_yet_visible(code: &str) -> bool {
-    code.ends_with(".NotFound") || code.ends_with("NotFound") && !code.starts_with("NoSuch")
+    code.ends_with("NotFound") && !code.starts_with("NoSuch")
 }
 
 /// Exponential backoff with "equal jitter" (one of AWS's published variants): uniform in
