@@ -29,6 +29,14 @@ pub struct Outcome {
 pub struct StepFailure {
     pub step: String,
     pub error: String,
+    /// The cloud refused for now (`DependencyViolation`): something still depends on the
+    /// resource, which a fresh look and a later round can remove. See `CloudError::retry_later`.
+    pub retry_later: bool,
+}
+
+/// Whether every failure in `failed` may clear in a later round (and there is at least one).
+pub fn all_retry_later(failed: &[StepFailure]) -> bool {
+    !failed.is_empty() && failed.iter().all(|f| f.retry_later)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -86,7 +94,7 @@ pub async fn run(plan: &Plan, cloud: &Cloud, concurrency: usize, on_error: OnErr
             }
             Err(e) => {
                 state[i] = State::Failed;
-                let f = StepFailure { step: action.describe(), error: e.to_string() };
+                let f = StepFailure { step: action.describe(), error: e.to_string(), retry_later: e.retry_later() };
                 progress.step_failed(action, &f.error);
                 outcome.failed.push(f);
             }

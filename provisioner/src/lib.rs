@@ -6,6 +6,7 @@
 pub mod action;
 pub mod cloud;
 pub mod config;
+pub mod dedupe;
 pub mod deploy;
 pub mod desired;
 pub mod drill;

@@ -191,6 +191,8 @@ pub struct VpcAttrs {
 pub struct SubnetAttrs {
     pub cidr: String,
     pub az: String,
+    /// The VPC it is in (empty when unknown).
+    pub vpc: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -204,11 +206,15 @@ pub struct RouteTableAttrs {
     pub routes: BTreeMap<String, String>,
     /// (association id, subnet id)
     pub associations: Vec<(String, String)>,
+    /// The VPC it is in (empty when unknown).
+    pub vpc: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct SgAttrs {
     pub rules: Vec<Rule>,
+    /// The VPC it is in (empty when unknown).
+    pub vpc: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -223,6 +229,8 @@ pub struct InstanceAttrs {
     pub az: String,
     pub private_ip: Option<String>,
     pub public_ip: Option<String>,
+    /// The VPC it is in (empty when unknown).
+    pub vpc: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

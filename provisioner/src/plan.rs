@@ -94,7 +94,8 @@ struct Planner<'a> {
 impl Planner<'_> {
     fn region(&mut self, dr: &DesiredRegion) -> Result<(), PlanError> {
         let empty = ObservedRegion::default();
-        let or = self.o.region(&dr.name).unwrap_or(&empty);
+        let (or, extra) = crate::dedupe::dedupe(self.o.region(&dr.name).unwrap_or(&empty));
+        let or = &or;
         let vpc = self.vpc(dr, or)?;
         let igw = self.internet_gateway(dr, or, &vpc);
         let subnets = self.subnets(dr, or, &vpc)?;
@@ -102,7 +103,7 @@ impl Planner<'_> {
         let sgs = self.security_groups(dr, or, &vpc);
         let kp = self.key_pair(dr, or);
         self.instances(dr, or, &subnets, &sgs, &kp)?;
-        self.unwanted_in(dr, or);
+        self.unwanted_in(dr, or, extra);
         Ok(())
     }
 
@@ -281,10 +282,17 @@ impl Planner<'_> {
         Ok(())
     }
 
-    /// What exists but is not wanted (or is a duplicate) in this region.
-    fn unwanted_in(&mut self, dr: &DesiredRegion, or: &ObservedRegion) {
+    /// What exists but is not wanted in this region, and what [`crate::dedupe`] left out.
+    fn unwanted_in(&mut self, dr: &DesiredRegion, or: &ObservedRegion, extra: ObservedRegion) {
         let keep_hosts: BTreeSet<&str> = dr.hosts.iter().map(|h| h.key.as_str()).collect();
         let t = self.unwanted.region(&dr.name);
+        t.instances.extend(extra.instances);
+        t.sgs.extend(extra.sgs);
+        t.subnets.extend(extra.subnets);
+        t.vpcs.extend(extra.vpcs);
+        t.igws.extend(extra.igws);
+        t.route_tables.extend(extra.route_tables);
+        t.key_pairs.extend(extra.key_pairs);
         t.instances.extend(extras(&or.instances, |k| keep_hosts.contains(k)));
         let keep_sgs: BTreeSet<&str> = dr.sgs.iter().map(|s| s.key.as_str()).collect();
         t.sgs.extend(extras(&or.sgs, |k| keep_sgs.contains(k)));

@@ -124,11 +124,12 @@ fn converged(d: &Desired) -> Observed {
     for (dr, or) in d.regions.iter().zip(&mut o.regions) {
         or.vpcs.push(found(&dr.vpc_key, VpcAttrs { cidr: dr.vpc_cidr.clone() }));
         or.igws.push(found(&dr.igw_key, IgwAttrs { attached_vpc: Some(id(&dr.vpc_key)) }));
-        or.subnets.extend(dr.subnets.iter().map(|s| found(&s.key, SubnetAttrs { cidr: s.cidr.clone(), az: s.az.clone() })));
+        or.subnets
+            .extend(dr.subnets.iter().map(|s| found(&s.key, SubnetAttrs { cidr: s.cidr.clone(), az: s.az.clone(), vpc: id(&dr.vpc_key) })));
         let routes = BTreeMap::from([("0.0.0.0/0".to_string(), id(&dr.igw_key)), (dr.peer_cidr.clone(), id(&d.peering_key))]);
         let associations = dr.subnets.iter().map(|s| (format!("assoc:{}", s.key), id(&s.key))).collect();
-        or.route_tables.push(found(&dr.route_table_key, RouteTableAttrs { routes, associations }));
-        or.sgs.extend(dr.sgs.iter().map(|s| found(&s.key, SgAttrs { rules: s.rules.clone() })));
+        or.route_tables.push(found(&dr.route_table_key, RouteTableAttrs { routes, associations, vpc: id(&dr.vpc_key) }));
+        or.sgs.extend(dr.sgs.iter().map(|s| found(&s.key, SgAttrs { rules: s.rules.clone(), vpc: id(&dr.vpc_key) })));
         or.key_pairs.push(found(&dr.key_pair_key, KeyPairAttrs { name: dr.key_pair_name.clone() }));
         for h in &dr.hosts {
             let a = Some(ip(host_ip.len()));
@@ -139,6 +140,7 @@ fn converged(d: &Desired) -> Observed {
                 az: h.az.clone(),
                 private_ip: a.clone(),
                 public_ip: a,
+                vpc: id(&dr.vpc_key),
             };
             or.instances.push(found(&h.key, attrs));
         }

@@ -43,6 +43,16 @@ pub enum CloudError {
     Other { resource: String, region: String, message: String },
 }
 
+impl CloudError {
+    /// AWS refuses for now, because of something a listing does not show yet (EC2 is
+    /// eventually consistent) or that is going away: a resource still depended on (by what an
+    /// interrupted run made, or by an instance shutting down), or a subnet range taken by a
+    /// subnet an interrupted run made. A fresh look and a later round clear it.
+    pub fn retry_later(&self) -> bool {
+        matches!(self, CloudError::Api { code, .. } if code == "DependencyViolation" || code == "InvalidSubnet.Conflict")
+    }
+}
+
 pub struct Cloud {
     pub project: String,
     endpoint: String,

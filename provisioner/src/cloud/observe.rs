@@ -133,6 +133,7 @@ impl Cloud {
                 attrs: SubnetAttrs {
                     cidr: s.cidr_block().unwrap_or_default().into(),
                     az: s.availability_zone().unwrap_or_default().into(),
+                    vpc: s.vpc_id().unwrap_or_default().into(),
                 },
             });
         }
@@ -145,7 +146,7 @@ impl Cloud {
             });
         }
         for t in rts.route_tables() {
-            let mut attrs = RouteTableAttrs::default();
+            let mut attrs = RouteTableAttrs { vpc: t.vpc_id().unwrap_or_default().into(), ..Default::default() };
             for r in t.routes() {
                 let target = r.gateway_id().or(r.vpc_peering_connection_id());
                 if let (Some(d), Some(t)) = (r.destination_cidr_block(), target) {
@@ -173,7 +174,11 @@ impl Cloud {
                 }
             }
             rules.sort();
-            o.sgs.push(Found { key: tags::key(g.tags()), id: g.group_id().unwrap_or_default().into(), attrs: SgAttrs { rules } });
+            o.sgs.push(Found {
+                key: tags::key(g.tags()),
+                id: g.group_id().unwrap_or_default().into(),
+                attrs: SgAttrs { rules, vpc: g.vpc_id().unwrap_or_default().into() },
+            });
         }
         for k in kps.key_pairs() {
             o.key_pairs.push(Found {
@@ -212,6 +217,7 @@ impl Cloud {
                         az: i.placement().and_then(|p| p.availability_zone()).unwrap_or_default().into(),
                         private_ip: i.private_ip_address().map(str::to_string),
                         public_ip: i.public_ip_address().map(str::to_string),
+                        vpc: i.vpc_id().unwrap_or_default().into(),
                     },
                 });
             }

@@ -19,7 +19,25 @@ use crate::teardown::plan_down;
 use crate::template::Template;
 
 /// `up` re-observes and re-plans after applying, until nothing is left to do.
-const UP_ROUNDS_MAX: usize = 3;
+const UP_ROUNDS_MAX: usize = 4;
+/// `down` does the same while its only failures are `DependencyViolation`.
+const DOWN_ROUNDS_MAX: usize = 4;
+/// Before a round that retries a `DependencyViolation`: long enough for EC2's listings to show
+/// what an interrupted run made, and for a terminating instance to let go of its subnet.
+const DEPENDENCY_WAIT_MS: u64 = 5_000;
+
+/// Waits before the next round when every failure of this one may clear by then, and says
+/// whether to go on; otherwise the failures stand.
+async fn retry_next_round(failed: &mut Vec<StepFailure>, round: usize, rounds_max: usize) -> bool {
+    if round == rounds_max || !exec::all_retry_later(failed) {
+        return false;
+    }
+    for f in failed.drain(..) {
+        tracing::info!(step = f.step, error = f.error, "still depended on; retrying after a fresh look");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(DEPENDENCY_WAIT_MS)).await;
+    true
+}
 
 fn is_record(a: &crate::action::Action) -> bool {
     matches!(a, crate::action::Action::UpsertRecord { .. })
@@ -128,7 +146,11 @@ async fn converge(s: &Situation, opts: &Opts) -> Result<(ApplyReport, bool), Err
         let out = exec::run(&p, cloud, opts.concurrency, OnError::Stop, &progress).await;
         report.steps_done += out.done;
         report.steps_skipped += out.skipped;
-        report.failures.extend(out.failed);
+        let mut failed = out.failed;
+        if retry_next_round(&mut failed, round, UP_ROUNDS_MAX).await {
+            continue;
+        }
+        report.failures.extend(failed);
         if !report.failures.is_empty() {
             break;
         }
@@ -159,18 +181,28 @@ async fn wait_running(cloud: &Cloud, cfg: &Config, o: &Observed) -> Result<(), E
 pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
     let t0 = Instant::now();
     let cloud = Cloud::connect(cfg).await;
-    let observed = cloud.observe(cfg).await?;
-    let p = plan_down(&observed);
-    let progress = Progress::new("down", opts.quiet);
-    let out = exec::run(&p, &cloud, opts.concurrency, OnError::Continue, &progress).await;
-    let after = cloud.observe(cfg).await?;
+    let (mut done, mut skipped, mut rounds) = (0, 0, 0);
+    let mut observed = cloud.observe(cfg).await?;
+    // Rounds go on while what failed may clear later, or while a fresh look still finds
+    // something (made by an interrupted run, and listed only now).
+    let failures = loop {
+        rounds += 1;
+        let progress = Progress::new("down", opts.quiet);
+        let mut out = exec::run(&plan_down(&observed), &cloud, opts.concurrency, OnError::Continue, &progress).await;
+        (done, skipped) = (done + out.done, skipped + out.skipped);
+        let again = out.failed.is_empty() || retry_next_round(&mut out.failed, rounds, DOWN_ROUNDS_MAX).await;
+        observed = cloud.observe(cfg).await?;
+        if !again || rounds == DOWN_ROUNDS_MAX || plan_down(&observed).is_empty() {
+            break out.failed;
+        }
+    };
     // A zone that is not ours stays: take the project's failover marks off it.
-    if let Some(z) = &after.zone {
-        if after.marks != crate::model::Marks::default() {
+    if let Some(z) = &observed.zone {
+        if observed.marks != crate::model::Marks::default() {
             cloud.set_marks(&z.id, &crate::model::Marks::default()).await?;
         }
     }
-    let remaining = PlanReport::of(&plan_down(&after)).steps;
+    let remaining = PlanReport::of(&plan_down(&observed)).steps;
     if remaining.is_empty() {
         // The hosts are gone: their pinned host keys would only refuse the next ones that
         // get the same addresses.
@@ -178,10 +210,10 @@ pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
     }
     Ok(ApplyReport {
         command: "down",
-        rounds: 1,
-        steps_done: out.done,
-        steps_skipped: out.skipped,
-        failures: out.failed,
+        rounds,
+        steps_done: done,
+        steps_skipped: skipped,
+        failures,
         remaining,
         notes: vec![],
         duration_ms: t0.elapsed().as_millis(),
