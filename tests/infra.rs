@@ -156,6 +156,14 @@ async fn assert_compact(project: &str) {
             assert_eq!(rules, want, "{region}: security group {role}");
         }
 
+        // Every host's metadata service takes IMDSv2 session requests only, from one hop.
+        let described = c.describe_instances().filters(tag_filter(project)).send().await.unwrap();
+        for i in described.reservations().iter().flat_map(|r| r.instances()) {
+            let m = i.metadata_options();
+            let tokens = m.and_then(|m| m.http_tokens()).map(|t| t.as_str());
+            assert_eq!((tokens, m.and_then(|m| m.http_put_response_hop_limit())), (Some("required"), Some(1)), "{region}: {m:?}");
+        }
+
         // Routes: default via the IGW, the peer VPC via the peering.
         let rts = c.describe_route_tables().filters(tag_filter(project)).send().await.unwrap();
         let rt = &rts.route_tables()[0];

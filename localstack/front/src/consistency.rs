@@ -3,6 +3,7 @@
 //! listings do not show it. Ids are global: a young peering id is young in every region.
 
 use crate::aws::{self, Call, Reply};
+use crate::peering::Peerings;
 use crate::xml;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +58,8 @@ const NOT_FOUND: [(&str, &str, &str); 10] = [
 pub struct Consistency {
     window_ms: AtomicU64,
     young: Mutex<HashMap<String, Instant>>,
+    /// New peerings, `initiating-request` for a while once visible.
+    peerings: Peerings,
 }
 
 /// AWS's NotFound answer for a young id.
@@ -74,7 +77,7 @@ fn tag_filtered(call: &Call) -> bool {
 
 impl Consistency {
     pub fn new(window_ms: u64) -> Consistency {
-        Consistency { window_ms: AtomicU64::new(window_ms), young: Mutex::new(HashMap::new()) }
+        Consistency { window_ms: AtomicU64::new(window_ms), young: Mutex::new(HashMap::new()), peerings: Peerings::default() }
     }
 
     pub fn window_ms(&self) -> u64 {
@@ -99,6 +102,9 @@ impl Consistency {
         if !self.active(call) {
             return None;
         }
+        if let Some(r) = self.peerings.refuse(call) {
+            return Some(r);
+        }
         let young = self.young.lock().unwrap_or_else(|e| e.into_inner());
         if young.is_empty() {
             return None;
@@ -117,6 +123,9 @@ impl Consistency {
         }
         let Some((_, field)) = CREATES.iter().find(|(a, _)| *a == call.action) else { return };
         let ids = xml::created_ids(body, &call.action, field);
+        if call.action == "CreateVpcPeeringConnection" {
+            ids.iter().for_each(|id| self.peerings.created(id.clone(), self.window_ms()));
+        }
         let now = Instant::now();
         let mut young = self.young.lock().unwrap_or_else(|e| e.into_inner());
         self.prune(&mut young);
@@ -141,6 +150,12 @@ impl Consistency {
         if !self.active(call) || status != 200 {
             return None;
         }
+        let peerings_shown = self.peerings.filter(call, status, body);
+        let body = peerings_shown.as_deref().unwrap_or(body);
+        self.drop_young(call, body).or(peerings_shown)
+    }
+
+    fn drop_young(&self, call: &Call, body: &[u8]) -> Option<Vec<u8>> {
         let (_, set, field) = LISTINGS.iter().find(|(a, _, _)| *a == call.action)?;
         let young = self.young.lock().unwrap_or_else(|e| e.into_inner());
         let by_young_id = || call.params.iter().any(|(k, v)| k.starts_with("Filter.") && self.is_young(&young, v));

@@ -15,6 +15,7 @@ pub mod consistency;
 pub mod control;
 pub mod dns;
 pub mod faults;
+pub mod peering;
 pub mod proxy;
 pub mod run;
 pub mod validate;

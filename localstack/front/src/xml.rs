@@ -63,6 +63,33 @@ pub fn drop_items(body: &[u8], set: &str, field: &str, young: &dyn Fn(&str) -> b
     Some(out)
 }
 
+/// Sets the text at `path` below each `<item>` of the listing `set` whose `field` `pick`s.
+/// None when nothing changed.
+pub fn set_item_text(body: &[u8], set: &str, field: &str, pick: &dyn Fn(&str) -> bool, path: &[&str], text: &str) -> Option<Vec<u8>> {
+    let mut root = parse(body)?;
+    let list = root.get_mut_child(set)?;
+    let mut changed = false;
+    for item in list.children.iter_mut().filter_map(|n| n.as_mut_element()) {
+        if !item_id(item, field).is_some_and(|id| pick(&id)) {
+            continue;
+        }
+        let mut cur = Some(&mut *item);
+        for p in path {
+            cur = cur.and_then(|e| e.get_mut_child(*p));
+        }
+        if let Some(e) = cur {
+            e.children = vec![XMLNode::Text(text.to_string())];
+            changed = true;
+        }
+    }
+    if !changed {
+        return None;
+    }
+    let mut out = Vec::new();
+    root.write(&mut out).ok()?;
+    Some(out)
+}
+
 fn count_items(list: &Element, field: &str) -> usize {
     let mut ids = Vec::new();
     descendants_text(list, field, &mut ids);

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use aws_sdk_ec2::types::{Filter, InstanceType, IpPermission, IpRange, ResourceType, TagSpecification};
+use aws_sdk_ec2::types::{
+    Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission, IpRange,
+    ResourceType, TagSpecification,
+};
 
 use super::{already_done, other, Created, Outputs};
 use crate::action::Action;
@@ -11,6 +14,8 @@ use crate::model::*;
 
 const INSTANCE_WAIT_MS_MAX: u64 = 300_000;
 const POLL_MS: u64 = 250;
+/// A new cross-region peering reaches `pending-acceptance` within seconds to a minute on AWS.
+const PEERING_WAIT_MS_MAX: u64 = 120_000;
 
 impl Cloud {
     /// The tags a resource is born with: the project, its logical key and its name.
@@ -132,6 +137,9 @@ impl Cloud {
             }
             AcceptPeering { region, peering } => {
                 let id = self.id(peering, out, region)?;
+                if self.wait_peering_acceptable(region, &id).await? == "active" {
+                    return Ok(None);
+                }
                 let call = self.ec2(region)?.accept_vpc_peering_connection().vpc_peering_connection_id(&id);
                 self.call("AcceptVpcPeeringConnection", &id, region, || call.clone().send()).await.map(|_| None)
             }
@@ -242,6 +250,7 @@ impl Cloud {
             .key_name(key_name)
             .subnet_id(subnet)
             .security_group_ids(sg)
+            .metadata_options(imds_v2_only())
             .client_token(format!("{}-{}", host.key.replace('/', "-"), self.run_id))
             .tag_specifications(tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra));
         let r = self.eventually("RunInstances", &host.key, region, || b.clone().send()).await?;
@@ -251,6 +260,34 @@ impl Cloud {
             private_ip: i.private_ip_address().map(str::to_string),
             public_ip: i.public_ip_address().map(str::to_string),
         }))
+    }
+
+    /// Waits (bounded) until the peering can be accepted, and returns its state
+    /// (`pending-acceptance`, or `active` when an earlier run accepted it). A new cross-region
+    /// peering is `initiating-request` for a while on AWS, and accepting it then fails.
+    async fn wait_peering_acceptable(&self, region: &str, id: &str) -> Result<String, CloudError> {
+        let c = self.ec2(region)?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(PEERING_WAIT_MS_MAX);
+        loop {
+            let call = c.describe_vpc_peering_connections().vpc_peering_connection_ids(id);
+            let r = self.eventually("DescribeVpcPeeringConnections", id, region, || call.clone().send()).await?;
+            let state = r.vpc_peering_connections().first().and_then(|p| p.status()).and_then(|s| s.code()).map(|c| c.as_str().to_string());
+            match state.as_deref() {
+                Some(s @ ("pending-acceptance" | "active")) => return Ok(s.to_string()),
+                Some("initiating-request" | "provisioning") | None => {}
+                Some(s) => {
+                    return Err(other(
+                        id,
+                        region,
+                        format!("peering is {s}: it cannot be accepted; run `provision up` again to request a new one"),
+                    ))
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(other(id, region, format!("peering not pending-acceptance after {} s", PEERING_WAIT_MS_MAX / 1000)));
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
+        }
     }
 
     /// Waits (bounded) until every instance in `ids` is in one of `states`. An instance the
@@ -286,6 +323,16 @@ impl Cloud {
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
     }
+}
+
+/// The instance metadata service answers only session-token (IMDSv2) requests, and only to
+/// the instance itself (one hop): a request forged through a proxy on the host gets nothing.
+fn imds_v2_only() -> InstanceMetadataOptionsRequest {
+    InstanceMetadataOptionsRequest::builder()
+        .http_endpoint(InstanceMetadataEndpointState::Enabled)
+        .http_tokens(HttpTokensState::Required)
+        .http_put_response_hop_limit(1)
+        .build()
 }
 
 fn perm(r: &Rule) -> IpPermission {
