@@ -59,6 +59,17 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test shows what the lab did last (its state dir goes with it).
+            for log in ["err.log", "out.log"] {
+                let text = std::fs::read_to_string(self.state.path().join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(120).collect();
+                eprintln!("--- labhost {log}, last {} lines ---", tail.len());
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {

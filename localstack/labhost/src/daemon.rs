@@ -326,13 +326,16 @@ impl Daemon {
         self.write_status("running");
     }
 
-    /// Fetches the public key for every key pair named by an instance not yet hosted.
+    /// Fetches the public key for every key pair named by an instance not yet hosted, or
+    /// hosted without its key yet.
     async fn refresh_keys(&mut self, instances: &[Instance]) {
         let mut wanted = BTreeSet::new();
         for inst in instances {
             if let Some(k) = &inst.key_name {
                 let hosted = self.current.contains_key(&inst.id) || self.busy.contains(&inst.id);
-                let known = hosted && self.keys.contains_key(&(inst.region_index, k.clone()));
+                // A key pair EC2 did not show yet (a young one answers NotFound) is asked again
+                // on every poll: cached as missing, the host would refuse its key forever.
+                let known = hosted && matches!(self.keys.get(&(inst.region_index, k.clone())), Some(Some(_)));
                 if !known {
                     wanted.insert((inst.region_index, k.clone()));
                 }
