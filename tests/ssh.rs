@@ -190,6 +190,19 @@ fn connect_and_exec() {
     assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
 }
 
+/// Each region has its own `ssh_user`: a target's user wins over the fleet's default.
+#[test]
+fn a_targets_own_user_is_the_one_logged_in_as() {
+    let sshd = Sshd::started();
+    let mut cfg = sshd.config();
+    cfg.user = "no-such-user".into();
+    let err = Session::connect(&cfg, &sshd.target()).unwrap_err();
+    assert!(matches!(&err, SshError::AuthRefused { user, .. } if user == "no-such-user"), "{err:?}");
+    let mut s = Session::connect(&cfg, &sshd.target().as_user("root")).unwrap();
+    assert_eq!(s.user(), "root");
+    assert_eq!(s.exec("id -un", false).unwrap().stdout, "root\n");
+}
+
 #[test]
 fn wrong_user_key_is_refused() {
     let sshd = Sshd::started();

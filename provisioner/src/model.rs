@@ -252,6 +252,9 @@ pub struct ObservedRegion {
     pub key_pairs: Vec<Found<KeyPairAttrs>>,
     /// Pending, running, stopping or stopped; terminated ones are left out.
     pub instances: Vec<Found<InstanceAttrs>>,
+    /// Shutting down: no longer hosts, but still holding their subnets and groups, so `down`
+    /// waits for them before deleting those.
+    pub leaving: Vec<Found<InstanceAttrs>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -386,3 +386,20 @@ fn a_zone_up_did_not_create_is_never_deleted() {
     let o = Observed { zone: Some(ZoneFound { id: "Z1".into(), name: "z.".into(), ours: false }), ..Default::default() };
     check(Want::Down, &o, "no changes");
 }
+
+#[test]
+fn down_waits_for_instances_already_shutting_down_before_their_subnet() {
+    let mut r = ObservedRegion { name: "us-east-1".into(), ..Default::default() };
+    let leaving = InstanceAttrs { state: "shutting-down".into(), ..Default::default() };
+    r.leaving.push(Found { key: "i".into(), id: "i-9".into(), attrs: leaving });
+    r.subnets.push(Found { key: "s".into(), id: "subnet-1".into(), attrs: SubnetAttrs::default() });
+    let o = Observed { regions: vec![r], ..Default::default() };
+    check(
+        Want::Down,
+        &o,
+        "
+        0 - us-east-1 terminate 1 instance(s): i-9
+        1 - us-east-1 subnet s (subnet-1)  <- 0
+    ",
+    );
+}

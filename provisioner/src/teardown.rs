@@ -47,7 +47,7 @@ pub fn plan_down(o: &Observed) -> Plan {
     };
     for r in &o.regions {
         let rt = t.region(&r.name);
-        rt.instances = r.instances.clone();
+        rt.instances = r.instances.iter().chain(&r.leaving).cloned().collect();
         rt.sgs = r.sgs.clone();
         rt.subnets = r.subnets.clone();
         rt.route_tables = r.route_tables.clone();

@@ -118,7 +118,8 @@ impl Cloud {
             self.observe_instances(region),
             self.resolve_ami(region, ami),
         )?;
-        let mut o = ObservedRegion { name: region.to_string(), ami_id, instances: inst, ..Default::default() };
+        let (leaving, instances) = inst.into_iter().partition(|i| i.attrs.state == "shutting-down");
+        let mut o = ObservedRegion { name: region.to_string(), ami_id, instances, leaving, ..Default::default() };
         for v in vpcs.vpcs() {
             o.vpcs.push(Found {
                 key: tags::key(v.tags()),
@@ -194,7 +195,7 @@ impl Cloud {
         let c = self.ec2(region)?;
         let states = Filter::builder()
             .name("instance-state-name")
-            .set_values(Some(["pending", "running", "stopping", "stopped"].map(String::from).to_vec()))
+            .set_values(Some(["pending", "running", "shutting-down", "stopping", "stopped"].map(String::from).to_vec()))
             .build();
         let mut out = Vec::new();
         let mut next: Option<String> = None;

@@ -79,9 +79,10 @@ impl Host {
         format!("{}-{}", self.region, self.name)
     }
 
-    /// Where `provision` connects over SSH: `ssh_ip`, through the region's bastion if any.
+    /// Where `provision` connects over SSH: `ssh_ip` as its region's `ssh_user`, through the
+    /// region's bastion if any.
     pub fn ssh_target(&self) -> crate::ssh::Target {
-        crate::ssh::Target::new(self.ssh_ip.clone(), 22).via(self.bastion.clone())
+        crate::ssh::Target::new(self.ssh_ip.clone(), 22).via(self.bastion.clone()).as_user(self.ssh_user.clone())
     }
 }
 

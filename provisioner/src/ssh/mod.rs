@@ -47,6 +47,9 @@ pub struct Target {
     pub port: u16,
     /// When set, the TCP connection is a `direct-tcpip` channel opened on this bastion.
     pub jump: Option<Box<Jump>>,
+    /// The user to log in as on this host, when it is not [`SshConfig::user`] (each region
+    /// has its own `ssh_user`: images differ).
+    pub user: Option<String>,
 }
 
 /// A bastion: where it listens and the user to log in as (with the same key and known_hosts
@@ -60,7 +63,13 @@ pub struct Jump {
 
 impl Target {
     pub fn new(host: impl Into<String>, port: u16) -> Self {
-        Target { host: host.into(), port, jump: None }
+        Target { host: host.into(), port, jump: None, user: None }
+    }
+
+    /// The same target, logged into as `user`.
+    pub fn as_user(mut self, user: impl Into<String>) -> Self {
+        self.user = Some(user.into());
+        self
     }
 
     /// The same target, reached through `jump` when one is given.

@@ -204,6 +204,7 @@ impl Session {
 
     fn attempt(cfg: &SshConfig, target: &Target) -> Result<Session, Attempt> {
         let host = target.to_string();
+        let user = target.user.as_deref().unwrap_or(&cfg.user);
         let mut sess = ssh2::Session::new()
             .map_err(|e| Attempt::Fatal(SshError::Step { host: host.clone(), step: Step::Handshake, message: e.to_string() }))?;
         sess.set_timeout(timeout_u32(cfg.connect_timeout_ms));
@@ -241,12 +242,12 @@ impl Session {
         let refused = |message: String| {
             Attempt::Fatal(SshError::AuthRefused {
                 host: host.clone(),
-                user: cfg.user.clone(),
+                user: user.to_string(),
                 key_path: cfg.private_key_path.display().to_string(),
                 message,
             })
         };
-        match sess.userauth_pubkey_file(&cfg.user, None, &cfg.private_key_path, None) {
+        match sess.userauth_pubkey_file(user, None, &cfg.private_key_path, None) {
             Ok(()) => {}
             Err(e) => match e.code() {
                 ssh2::ErrorCode::Session(LIBSSH2_ERROR_AUTHENTICATION_FAILED | LIBSSH2_ERROR_PUBLICKEY_UNVERIFIED | LIBSSH2_ERROR_FILE) => {
@@ -262,7 +263,7 @@ impl Session {
         Ok(Session {
             target: target.clone(),
             host,
-            user: cfg.user.clone(),
+            user: user.to_string(),
             sess,
             tcp_fd,
             pin,
