@@ -375,7 +375,11 @@ pub const LEADER_PLANS: &str = "SET plan_cache_mode = force_generic_plan; SET en
 pub const LOAD_PLANS: &str = "SET plan_cache_mode = force_custom_plan; RESET enable_seqscan; RESET enable_hashjoin; \
      RESET enable_mergejoin";
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("migrations/001_init.sql")), (2, include_str!("migrations/002_fence.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("migrations/001_init.sql")),
+    (2, include_str!("migrations/002_fence.sql")),
+    (3, include_str!("migrations/003_fills_market.sql")),
+];
 
 /// SQLSTATE raised by `fence_or_raise` when the caller's epoch was superseded.
 pub const FENCED_SQLSTATE: &str = "EF001";

@@ -27,7 +27,7 @@ use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Job, LeadError, LeaderCtx, Logic};
 use crate::perp::{PerpMarket, Position};
-use crate::protocol::UserOrder;
+use crate::protocol::{ErrorCode, UserOrder};
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
@@ -119,14 +119,15 @@ enum Verdict {
 }
 
 impl SpotLogic {
-    pub fn spot(symbol: &str, base: &str, quote: &str, fees: Fees, fee_account: i64) -> Self {
-        MarketLogic::new(symbol, base, quote, Box::new(move || SpotMarket::new(fees, fee_account)))
+    pub fn spot(symbol: &str, base: &str, quote: &str, fees: Fees, band_bps: u32, fee_account: i64) -> Self {
+        MarketLogic::new(symbol, base, quote, Box::new(move || SpotMarket::new(fees, fee_account).with_price_band(band_bps)))
     }
 }
 
 impl PerpLogic {
-    pub fn perp(symbol: &str, quote: &str, fees: Fees, im_bps: u32, fee_account: i64, pool_account: i64) -> Self {
-        MarketLogic::new(symbol, quote, quote, Box::new(move || PerpMarket::new(fees, im_bps, fee_account, pool_account)))
+    pub fn perp(symbol: &str, quote: &str, fees: Fees, im_bps: u32, band_bps: u32, fee_account: i64, pool_account: i64) -> Self {
+        let make = move || PerpMarket::new(fees, im_bps, fee_account, pool_account).with_price_band(band_bps);
+        MarketLogic::new(symbol, quote, quote, Box::new(make))
     }
 }
 
@@ -181,7 +182,7 @@ impl<C: Core> MarketLogic<C> {
     async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<(), LeadError> {
         let mut pairs = std::collections::BTreeSet::new();
         for (_, p) in places {
-            let (asset, _) = self.market.reservation(&new_order(0, p)).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let (asset, _) = self.market.reservation(&new_order(0, p), None).map_err(|e| LeadError::Invariant(e.to_string()))?;
             pairs.insert((p.user_id, asset));
         }
         let users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
@@ -218,6 +219,8 @@ impl<C: Core> MarketLogic<C> {
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
         let mut spent: HashMap<(i64, Asset), i64> = HashMap::new();
+        // The highest bid the batch's accepted buys so far may rest (a later sell may trade at it).
+        let mut batch_bid: Option<i64> = None;
         for (job, p) in places {
             if !known.is_empty() {
                 if let Some(v) = known.get(&(p.user_id, p.order.client_order_id.clone())) {
@@ -232,12 +235,15 @@ impl<C: Core> MarketLogic<C> {
             first_job.insert((p.user_id, p.order.client_order_id.as_str()), *job);
             let id = ids[fresh.len()];
             let order = new_order(id, p);
-            let (asset, amount) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            let (asset, amount) = self.market.reservation(&order, batch_bid).map_err(|e| LeadError::Invariant(e.to_string()))?;
             let have = self.funds.get(&(p.user_id, asset)).copied();
             let used = spent.entry((p.user_id, asset)).or_insert(0);
             let left = have.unwrap_or(0) - *used;
             let reserved = if left >= amount {
                 *used += amount;
+                if order.side == Side::Buy {
+                    batch_bid = batch_bid.max(Some(order.price_ticks));
+                }
                 Some(amount)
             } else if fresh_funds {
                 None
@@ -264,7 +270,7 @@ impl<C: Core> MarketLogic<C> {
         let mut results = Vec::with_capacity(fresh.len());
         for f in fresh {
             let Some(reserved) = f.reserved else {
-                results.push(OrderUpdate { order_id: f.order.id, filled_qty: 0, held_minor: 0, status: "rejected" });
+                results.push(OrderUpdate::rejected(f.order.id, ErrorCode::InsufficientFunds));
                 continue;
             };
             if !f.existing {
@@ -383,6 +389,26 @@ impl<C: Core> MarketLogic<C> {
         })
     }
 
+    /// Puts the open orders of `rows` (in time order) back in the book and returns the
+    /// `pending` ones (left by an older engine) to be matched now. Their reservations are
+    /// taken first, on the empty book: what that engine held for them (at their limit).
+    fn restore_orders(&mut self, rows: &[tokio_postgres::Row]) -> Result<Vec<Fresh>, LeadError> {
+        let mut pending = Vec::new();
+        for r in rows.iter().filter(|r| r.get::<_, &str>(9) == "pending") {
+            let order = order_of_row(r);
+            let (asset, reserved) = self.market.reservation(&order, None).map_err(|e| LeadError::Invariant(e.to_string()))?;
+            pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), asset, reserved: Some(reserved), existing: true });
+        }
+        for r in rows.iter().filter(|r| r.get::<_, &str>(9) == "open") {
+            let o = order_of_row(r);
+            let filled: i64 = r.get(7);
+            let rest =
+                Resting { id: o.id, user_id: o.user_id, side: o.side, price_ticks: o.price_ticks, remaining_qty: o.qty_lots - filled };
+            self.market.restore(rest, o.qty_lots, filled, r.get(8));
+        }
+        Ok(pending)
+    }
+
     fn book_json(&self, levels: usize) -> Value {
         json!({
             "market": self.symbol,
@@ -417,6 +443,8 @@ impl<C: Core> Logic for MarketLogic<C> {
                 self.market.restore_position(r.get(0), p);
             }
         }
+        let last = ctx.client.query_opt(SQL_LAST_TRADE, &[&self.symbol]).await?;
+        self.market.set_last_trade(last.map(|r| r.get(0)));
         let rows = ctx
             .client
             .query(
@@ -427,30 +455,7 @@ impl<C: Core> Logic for MarketLogic<C> {
             .await?;
         // The batch statements' plans, made at their first execution from here on.
         ctx.client.batch_execute(crate::db::LEADER_PLANS).await?;
-        let mut pending = Vec::new();
-        for r in rows {
-            let side = Side::from_i16(r.get(2));
-            let qty: i64 = r.get(5);
-            let filled: i64 = r.get(7);
-            let status: &str = r.get(9);
-            let order = NewOrder {
-                id: r.get(0),
-                user_id: r.get(1),
-                side,
-                kind: OrderKind::from_i16(r.get(3)),
-                price_ticks: r.get(4),
-                qty_lots: qty,
-                quote_budget: r.get(6),
-            };
-            if status == "open" {
-                let rest =
-                    Resting { id: order.id, user_id: order.user_id, side, price_ticks: order.price_ticks, remaining_qty: qty - filled };
-                self.market.restore(rest, qty, filled, r.get(8));
-            } else {
-                let (asset, reserved) = self.market.reservation(&order).map_err(|e| LeadError::Invariant(e.to_string()))?;
-                pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), asset, reserved: Some(reserved), existing: true });
-            }
-        }
+        let pending = self.restore_orders(&rows)?;
         if !pending.is_empty() {
             // Written by an engine that committed acceptance and matching separately.
             tracing::info!(market = %self.symbol, n = pending.len(), "matching accepted orders of the previous leader");
@@ -511,7 +516,7 @@ impl<C: Core> Logic for MarketLogic<C> {
                 Verdict::Known(v) => Ok(v),
                 Verdict::Fresh(i) => {
                     let (f, u) = (&fresh[i], &results[i]);
-                    let reason = (u.status == "rejected").then_some("insufficient_funds");
+                    let reason = u.reason.map(|c| c.as_str());
                     Ok(order_json(&self.symbol, u.order_id, &f.client_order_id, u.status, u.filled_qty, f.order.qty_lots, reason))
                 }
                 Verdict::SameAs(first) => answers.get(&first).cloned().unwrap_or_else(|| Err(ApiError::unavailable("retry"))),
@@ -531,6 +536,20 @@ impl<C: Core> Logic for MarketLogic<C> {
     }
 }
 
+/// The order of a row of the load query (order_id, user_id, side, kind, price_ticks,
+/// qty_lots, quote_budget first).
+fn order_of_row(r: &tokio_postgres::Row) -> NewOrder {
+    NewOrder {
+        id: r.get(0),
+        user_id: r.get(1),
+        side: Side::from_i16(r.get(2)),
+        kind: OrderKind::from_i16(r.get(3)),
+        price_ticks: r.get(4),
+        qty_lots: r.get(5),
+        quote_budget: r.get(6),
+    }
+}
+
 /// The order a placement asks for, under `id`.
 fn new_order(id: i64, p: &UserOrder) -> NewOrder {
     let o = &p.order;
@@ -547,4 +566,39 @@ fn new_order(id: i64, p: &UserOrder) -> NewOrder {
 
 mod oneshot_reply {
     pub type Sender = tokio::sync::oneshot::Sender<crate::api::Reply>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::requests::PlaceOrder;
+
+    fn limit(user_id: i64, cid: &str, side: Side, price_ticks: i64, qty_lots: i64) -> UserOrder {
+        let order = PlaceOrder {
+            market: "BTC-PERP".into(),
+            client_order_id: cid.into(),
+            side,
+            kind: OrderKind::Limit,
+            price_ticks,
+            qty_lots,
+            quote_budget_minor: 0,
+        };
+        UserOrder { user_id, order }
+    }
+
+    /// A sell decided after a buy of its own batch may trade at that buy's limit (the buy
+    /// rests first): it holds against it, and matched in order it fills within its hold.
+    #[test]
+    fn a_sell_holds_against_the_bids_of_earlier_orders_in_its_batch() {
+        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, 1000, 0, -1000, -2000);
+        l.funds.insert((1, Asset::Quote), 1_000_000);
+        l.funds.insert((2, Asset::Quote), 1_000_000);
+        let places = vec![(0, limit(1, "b", Side::Buy, 500, 10)), (1, limit(2, "s", Side::Sell, 1, 10))];
+        let (fresh, _) = l.decide(&places, &Known::new(), &[1, 2], true).unwrap().expect("decided");
+        assert_eq!(fresh[1].reserved, Some(l.market.need(500, 10)));
+        let mut out = Effects::default();
+        let updates: Vec<_> = fresh.iter().map(|f| l.market.place(f.order, f.reserved.unwrap(), &mut out).unwrap()).collect();
+        assert_eq!((updates[1].status, updates[1].filled_qty), ("filled", 10));
+        assert_eq!(out.fills[0].fill.price_ticks, 500);
+    }
 }

@@ -124,10 +124,11 @@ impl Node {
             let (key, rank) = (kind.key(&m.symbol), rank(&self.cfg, i));
             let h = match kind {
                 MarketKind::Spot => partition::spawn(self.state.clone(), key, rank, move || {
-                    SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, fee_account(i))
+                    SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, m.price_band_bps, fee_account(i))
                 }),
                 MarketKind::Perp => partition::spawn(self.state.clone(), key, rank, move || {
-                    PerpLogic::perp(&m.symbol, &m.quote, fees, m.initial_margin_bps, perp_fee_account(i), perp_pool_account(i))
+                    let (im, band) = (m.initial_margin_bps, m.price_band_bps);
+                    PerpLogic::perp(&m.symbol, &m.quote, fees, im, band, perp_fee_account(i), perp_pool_account(i))
                 }),
             };
             out.insert(list[i].symbol.clone(), h);

@@ -1,16 +1,25 @@
 //! One perpetual contract's in-memory state: the book (same matching core as spot), what
 //! each live order holds, and positions. Pure, no IO.
 //!
-//! Everything settles in the quote asset. An order holds `IM(limit notional) + max fee` on
-//! entry (opening or closing alike). On a fill each side pays its fee from held funds; the
-//! margin of the opening part moves to the contract's margin pool (the position's margin);
-//! the closing part gets back its reserved margin, plus the closed share of the position's
-//! margin and the realized PnL (floored at zero: a loss beyond the posted margin is absorbed
-//! by the pool, which is the one account allowed to go negative; there is no liquidation
-//! engine yet). Fees and margin are computed on the order's limit-price notional, so the
-//! amounts a fill consumes never exceed what the order holds.
+//! Everything settles in the quote asset. Fees and initial margin are charged on the trade
+//! notional (fill price x quantity). An order holds on entry what its fills can consume at
+//! most, `IM(n) + fee(n, max(maker, taker))` with `n` its quantity at the worst price it can
+//! trade at: a buy trades at its limit or below; a sell trades at its limit or above, as a
+//! taker at most at the best bid it finds, so it holds against `max(limit, best bid)` at
+//! entry (the leader also counts the bids of earlier orders of the same batch). A resting
+//! order trades only at its own limit, so once it rests it keeps exactly what its remaining
+//! quantity needs at its limit and the excess goes back to available (after its taking part,
+//! and after each maker fill). An order whose hold does not cover its worst case when it
+//! reaches the book is rejected (`insufficient_funds`) instead of overdrawn.
+//!
+//! On a fill each side pays its fee from held funds; the margin of the opening part moves
+//! to the contract's margin pool (the position's margin); the closing part gets back its
+//! reserved margin, plus the closed share of the position's margin and the realized PnL
+//! (floored at zero: a loss beyond the posted margin is absorbed by the pool, which is the
+//! one account allowed to go negative; there is no liquidation engine yet).
 
 use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side, UserId};
+use crate::protocol::ErrorCode;
 use crate::settle::{self, Asset, Entry, Fees, Held, Postings, SettleError};
 use crate::spot::{canceled, maker_update, taker_update, Effects, FeeFill, OrderUpdate};
 use std::collections::{BTreeMap, HashMap};
@@ -76,12 +85,36 @@ impl PerpMarket {
         }
     }
 
-    /// What entering `o` must hold, in quote: initial margin + maximum fee.
-    pub fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
-        let n = settle::notional(o.price_ticks, o.qty_lots)?;
+    /// The same market with a price band of `band_bps` around the last trade (0: none).
+    pub fn with_price_band(mut self, band_bps: u32) -> Self {
+        assert!(self.book.is_empty(), "the band is set on an empty market");
+        self.book = Book::with_band(band_bps);
+        self
+    }
+
+    /// The most `qty` lots filled at `price` or better can consume: initial margin +
+    /// maximum fee of their notional. `i64::MAX` (nobody can hold it) when the notional
+    /// does not fit in 64 bits.
+    pub fn need(&self, price: i64, qty: i64) -> i64 {
+        let Ok(n) = settle::notional(price, qty) else { return i64::MAX };
         let fee = settle::fee(n, self.fees.maker_bps.max(self.fees.taker_bps));
-        let im = initial_margin(n, self.im_bps);
-        im.checked_add(fee).map(|t| (Asset::Quote, t)).ok_or(SettleError::Overflow)
+        initial_margin(n, self.im_bps).saturating_add(fee)
+    }
+
+    /// What entering `o` must hold, in quote, given the book as it is now.
+    pub fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+        self.reservation_with(o, None)
+    }
+
+    /// What entering `o` must hold, in quote, if bids up to `bid` may also rest before it
+    /// (orders earlier in its batch): `need` at the worst price it can trade at, its limit
+    /// for a buy, `max(limit, best bid, bid)` for a sell.
+    pub fn reservation_with(&self, o: &NewOrder, bid: Option<i64>) -> Result<(Asset, i64), SettleError> {
+        let worst = match o.side {
+            Side::Buy => o.price_ticks,
+            Side::Sell => o.price_ticks.max(self.book.best_bid().unwrap_or(0)).max(bid.unwrap_or(0)),
+        };
+        Ok((Asset::Quote, self.need(worst, o.qty_lots)))
     }
 
     pub fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
@@ -100,12 +133,12 @@ impl PerpMarket {
         d.into_keys().map(|u| (u, self.positions.get(&u).copied().unwrap_or_default())).collect()
     }
 
-    /// Applies one side of a fill to its order's held funds and its owner's position.
+    /// Applies one side of a fill (`q` lots at `price`) to its order's held funds and its
+    /// owner's position: fee and initial margin on the trade notional.
     #[allow(clippy::too_many_arguments)]
     fn settle_side(
         &mut self,
         held: &mut Held,
-        limit: i64,
         side: Side,
         q: i64,
         price: i64,
@@ -113,17 +146,17 @@ impl PerpMarket {
         out: &mut Postings,
         reference: &str,
     ) -> Result<i64, SettleError> {
-        let limit_notional = settle::notional(limit, q)?;
-        let fee = settle::fee(limit_notional, fee_bps);
-        let r = initial_margin(limit_notional, self.im_bps);
+        let trade_notional = settle::notional(price, q)?;
+        let fee = settle::fee(trade_notional, fee_bps);
+        let r = initial_margin(trade_notional, self.im_bps);
+        assert!(fee + r <= held.held_minor, "contract order reservation overdrawn: consumes {} of {}", fee + r, held.held_minor);
         held.held_minor -= fee + r;
-        assert!(held.held_minor >= 0, "contract order reservation overdrawn");
         let user = held.user_id;
         let pos = self.positions.entry(user).or_default();
         let dq = if side == Side::Buy { q } else { -q };
         let closing = if pos.size_lots != 0 && pos.size_lots.signum() != dq.signum() { q.min(pos.size_lots.abs()) } else { 0 };
         let opening = q - closing;
-        let r_open = initial_margin(settle::notional(limit, opening)?, self.im_bps);
+        let r_open = initial_margin(settle::notional(price, opening)?, self.im_bps);
         let r_close = r - r_open;
         let mut payout = 0i64;
         if closing > 0 {
@@ -157,52 +190,64 @@ impl PerpMarket {
         Ok(fee)
     }
 
+    /// Brings the hold of an order that rests at `limit` with `remaining` lots down to
+    /// what those lots need (they trade at `limit` only); the excess goes back to available.
+    fn release_excess(&self, held: &mut Held, limit: i64, remaining: i64, out: &mut Postings, reference: &str) {
+        let need = self.need(limit, remaining);
+        assert!(held.held_minor >= need, "resting contract order holds {} < {need} its remaining lots need", held.held_minor);
+        let excess = held.held_minor - need;
+        out.post(reference, Entry { owner_id: held.user_id, asset: Asset::Quote, d_available: excess, d_held: -excess });
+        held.held_minor = need;
+    }
+
+    /// Matches an order whose reservation `reserved` is already held. Appends order
+    /// updates (taker and touched makers), fills and postings.
     pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         assert!(o.kind != OrderKind::Market, "contract market orders are rejected at validation");
         let mut taker = Held { user_id: o.user_id, side: o.side, asset: Asset::Quote, held_minor: reserved };
-        self.fills.clear();
+        if reserved < self.reservation(&o)?.1 {
+            // Its fills could now consume more than it holds (bids rose since it was decided).
+            settle::post_release(&mut taker, &mut out.postings, &format!("done:{}", o.id));
+            let upd = OrderUpdate::rejected(o.id, ErrorCode::InsufficientFunds);
+            out.updates.push(upd);
+            return Ok(upd);
+        }
         let mut fills = std::mem::take(&mut self.fills);
+        fills.clear();
         let res = self.book.place(o, &mut fills);
-        let maker_side = if o.side == Side::Buy { Side::Sell } else { Side::Buy };
         for f in fills.drain(..) {
-            let reference = format!("perp-fill:{}:{}", f.taker_order_id, f.maker_order_id);
-            let taker_fee = self.settle_side(
-                &mut taker,
-                o.price_ticks,
-                o.side,
-                f.qty_lots,
-                f.price_ticks,
-                self.fees.taker_bps,
-                &mut out.postings,
-                &reference,
-            )?;
-            let mut maker = *self.live.get(&f.maker_order_id).expect("maker order not tracked");
-            let maker_fee = self.settle_side(
-                &mut maker.held,
-                maker.limit,
-                maker_side,
-                f.qty_lots,
-                f.price_ticks,
-                self.fees.maker_bps,
-                &mut out.postings,
-                &reference,
-            )?;
-            maker.filled += f.qty_lots;
-            assert!(maker.filled <= maker.qty, "maker overfilled");
-            maker_update(&f, &mut maker.held, maker.filled, out);
-            if f.maker_done {
-                self.live.remove(&f.maker_order_id);
-            } else {
-                self.live.insert(f.maker_order_id, maker);
-            }
-            out.fills.push(FeeFill { fill: f, maker_fee, taker_fee });
+            self.settle_fill(&f, o.side, &mut taker, out)?;
         }
         self.fills = fills;
+        if res.status == PlaceStatus::Open {
+            self.release_excess(&mut taker, o.price_ticks, res.remaining_qty, &mut out.postings, &format!("rest:{}", o.id));
+        }
         let upd = taker_update(&o, &res, &mut taker, out);
         if res.status == PlaceStatus::Open {
             self.live.insert(o.id, Live { held: taker, limit: o.price_ticks, qty: o.qty_lots, filled: res.filled_qty });
         }
         Ok(upd)
+    }
+
+    /// Settles fill `f` for the taker (on `taker_side`, holding `taker`) and its maker.
+    fn settle_fill(&mut self, f: &Fill, taker_side: Side, taker: &mut Held, out: &mut Effects) -> Result<(), SettleError> {
+        let reference = format!("perp-fill:{}:{}", f.taker_order_id, f.maker_order_id);
+        let maker_side = if taker_side == Side::Buy { Side::Sell } else { Side::Buy };
+        let (q, price) = (f.qty_lots, f.price_ticks);
+        let taker_fee = self.settle_side(taker, taker_side, q, price, self.fees.taker_bps, &mut out.postings, &reference)?;
+        let mut maker = *self.live.get(&f.maker_order_id).expect("maker order not tracked");
+        let maker_fee = self.settle_side(&mut maker.held, maker_side, q, price, self.fees.maker_bps, &mut out.postings, &reference)?;
+        maker.filled += q;
+        assert!(maker.filled <= maker.qty, "maker overfilled");
+        if f.maker_done {
+            self.live.remove(&f.maker_order_id);
+        } else {
+            self.release_excess(&mut maker.held, maker.limit, maker.qty - maker.filled, &mut out.postings, &reference);
+            self.live.insert(f.maker_order_id, maker);
+        }
+        maker_update(f, &mut maker.held, maker.filled, out);
+        out.fills.push(FeeFill { fill: *f, maker_fee, taker_fee });
+        Ok(())
     }
 
     pub fn cancel(&mut self, id: OrderId, postings: &mut Postings) -> Option<OrderUpdate> {
@@ -213,5 +258,98 @@ impl PerpMarket {
 
     pub fn total_held(&self) -> i64 {
         self.live.values().map(|l| l.held.held_minor).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FEE: i64 = -1000;
+    const POOL: i64 = -2000;
+
+    /// Maker 10 bps, taker 20 bps, initial margin 10 % (10x).
+    fn market() -> PerpMarket {
+        PerpMarket::new(Fees { maker_bps: 10, taker_bps: 20 }, 1000, FEE, POOL)
+    }
+
+    /// Places a limit order holding what `reservation` asks; returns its update and effects.
+    fn place(m: &mut PerpMarket, id: i64, user: i64, side: Side, price: i64, qty: i64) -> (OrderUpdate, Effects, i64) {
+        let o = NewOrder { id, user_id: user, side, kind: OrderKind::Limit, price_ticks: price, qty_lots: qty, quote_budget: 0 };
+        let (_, reserved) = m.reservation(&o).unwrap();
+        let mut out = Effects::default();
+        settle::post_reserve(user, Asset::Quote, reserved, &mut out.postings, "reserve");
+        let u = m.place(o, reserved, &mut out).unwrap();
+        (u, out, reserved)
+    }
+
+    fn net(out: &Effects, owner: i64) -> (i64, i64) {
+        out.postings.net.get(&(owner, Asset::Quote)).copied().unwrap_or_default()
+    }
+
+    /// Issue #17: a sell at limit 1 for 1000 lots filled against bids at 100 reserved 102,
+    /// paid a fee of 2 instead of 200 and opened a 100,000 position on 100 of margin.
+    #[test]
+    fn sell_at_one_tick_pays_fee_and_margin_on_the_trade_price() {
+        let mut m = market();
+        place(&mut m, 1, 1, Side::Buy, 100, 1000);
+        let (u, out, reserved) = place(&mut m, 2, 2, Side::Sell, 1, 1000);
+        assert_eq!((u.status, u.filled_qty), ("filled", 1000));
+        assert_eq!(reserved, 10_000 + 200, "held against the best bid, not the limit");
+        assert_eq!((out.fills[0].taker_fee, out.fills[0].maker_fee), (200, 100));
+        let short = m.positions[&2];
+        assert_eq!((short.size_lots, short.entry_cost_minor, short.margin_minor), (-1000, 100_000, 10_000));
+        assert_eq!(m.positions[&1].margin_minor, 10_000);
+        assert_eq!(net(&out, 2), (-10_200, 0), "the seller pays margin and fee, holds nothing after");
+        assert_eq!(net(&out, FEE), (300, 0));
+        assert_eq!(net(&out, POOL), (20_000, 0));
+    }
+
+    /// The buy side of the same bug: a high limit was charged on its limit notional.
+    #[test]
+    fn buy_with_a_high_limit_pays_on_the_trade_price_and_keeps_only_what_it_needs() {
+        let mut m = market();
+        place(&mut m, 1, 1, Side::Sell, 100, 10);
+        let (u, out, reserved) = place(&mut m, 2, 2, Side::Buy, 1000, 20);
+        assert_eq!(reserved, 2_000 + 40);
+        assert_eq!((u.status, u.filled_qty), ("open", 10));
+        assert_eq!(out.fills[0].taker_fee, 2);
+        assert_eq!(m.positions[&2].margin_minor, 100);
+        // The 10 resting lots trade at 1000 only: they keep 1000 + 20 held, the rest is back.
+        assert_eq!(u.held_minor, 1_000 + 20);
+        assert_eq!(net(&out, 2), (-(100 + 2) - (1_000 + 20), 1_000 + 20));
+        assert_eq!(m.total_held(), 1_000 + 20);
+    }
+
+    /// A resting maker is charged at its own price, and keeps exactly what its rest needs.
+    #[test]
+    fn maker_keeps_what_its_remaining_lots_need() {
+        let mut m = market();
+        let (_, _, reserved) = place(&mut m, 1, 1, Side::Sell, 333, 7);
+        assert_eq!(reserved, m.need(333, 7));
+        let (_, out, _) = place(&mut m, 2, 2, Side::Buy, 400, 3);
+        assert_eq!(out.fills[0].fill.price_ticks, 333);
+        assert_eq!(m.total_held(), m.need(333, 4));
+        assert_eq!(m.positions[&1].margin_minor, initial_margin(999, 1000));
+    }
+
+    /// Bids that rest before a sell in the same batch raise what the sell must hold; a sell
+    /// that reaches the book holding less than its worst case is rejected, not overdrawn.
+    #[test]
+    fn a_sell_holds_against_the_highest_bid_it_can_meet() {
+        let mut m = market();
+        let sell = NewOrder { id: 9, user_id: 2, side: Side::Sell, kind: OrderKind::Limit, price_ticks: 1, qty_lots: 10, quote_budget: 0 };
+        assert_eq!(m.reservation(&sell).unwrap().1, m.need(1, 10));
+        assert_eq!(m.reservation_with(&sell, Some(500)).unwrap().1, m.need(500, 10));
+        let (_, too_little) = m.reservation(&sell).unwrap();
+        place(&mut m, 1, 1, Side::Buy, 500, 10);
+        let mut out = Effects::default();
+        settle::post_reserve(2, Asset::Quote, too_little, &mut out.postings, "reserve");
+        let u = m.place(sell, too_little, &mut out).unwrap();
+        assert_eq!((u.status, u.reason), ("rejected", Some(ErrorCode::InsufficientFunds)));
+        assert!(out.fills.is_empty());
+        assert_eq!(net(&out, 2), (0, 0));
+        // A notional beyond 64 bits can never be held.
+        assert_eq!(m.need(i64::MAX, 2), i64::MAX);
     }
 }

@@ -2,7 +2,8 @@
 //! Pure, no IO: the partition leader feeds it orders whose reservation is committed and
 //! writes back the order updates, fills and postings it produces.
 
-use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceResult, PlaceStatus, Resting, Side};
+use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceResult, PlaceStatus, Resting, Side, Stop};
+use crate::protocol::ErrorCode;
 use crate::settle::{self, Asset, Fees, Held, Postings, SettleError};
 
 /// Final or current state of an order, as stored in the `orders` table.
@@ -12,6 +13,23 @@ pub struct OrderUpdate {
     pub filled_qty: i64,
     pub held_minor: i64,
     pub status: &'static str,
+    /// Why the order was rejected, or cancelled by the engine rather than its own terms.
+    pub reason: Option<ErrorCode>,
+}
+
+impl OrderUpdate {
+    /// An order refused before matching (nothing held any more).
+    pub fn rejected(order_id: OrderId, reason: ErrorCode) -> Self {
+        OrderUpdate { order_id, filled_qty: 0, held_minor: 0, status: "rejected", reason: Some(reason) }
+    }
+}
+
+/// The error code a `Stop` is reported with (the order's `reason`).
+pub fn stop_code(s: Stop) -> ErrorCode {
+    match s {
+        Stop::SelfTrade => ErrorCode::SelfTrade,
+        Stop::PriceBand => ErrorCode::PriceBand,
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +75,13 @@ pub struct SpotMarket {
 impl SpotMarket {
     pub fn new(fees: Fees, fee_account: i64) -> Self {
         SpotMarket { book: Book::new(), fees, fee_account, live: IdMap::default(), fills: Vec::new() }
+    }
+
+    /// The same market with a price band of `band_bps` around the last trade (0: none).
+    pub fn with_price_band(mut self, band_bps: u32) -> Self {
+        assert!(self.book.is_empty(), "the band is set on an empty market");
+        self.book = Book::with_band(band_bps);
+        self
     }
 
     /// Restores a resting order at rebuild time (in time order).
@@ -120,23 +145,27 @@ impl SpotMarket {
 pub(crate) fn maker_update(f: &Fill, held: &mut Held, filled: i64, out: &mut Effects) {
     if f.maker_done {
         settle::post_release(held, &mut out.postings, &format!("done:{}", f.maker_order_id));
-        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: 0, status: "filled" });
+        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: 0, status: "filled", reason: None });
     } else {
-        out.updates.push(OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: held.held_minor, status: "open" });
+        let upd = OrderUpdate { order_id: f.maker_order_id, filled_qty: filled, held_minor: held.held_minor, status: "open", reason: None };
+        out.updates.push(upd);
     }
 }
 
 /// The taker's update once matching is over: open (it rests; the caller tracks it with
-/// `taker`, what it still holds), or filled or canceled (what it held released).
+/// `taker`, what it still holds), or filled, canceled or rejected (what it held released).
 pub(crate) fn taker_update(o: &NewOrder, res: &PlaceResult, taker: &mut Held, out: &mut Effects) -> OrderUpdate {
-    let upd = match res.status {
-        PlaceStatus::Open => OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status: "open" },
-        PlaceStatus::Filled | PlaceStatus::Canceled => {
-            settle::post_release(taker, &mut out.postings, &format!("done:{}", o.id));
-            let status = if res.status == PlaceStatus::Filled { "filled" } else { "canceled" };
-            OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: 0, status }
-        }
+    let status = match res.status {
+        PlaceStatus::Open => "open",
+        PlaceStatus::Filled => "filled",
+        PlaceStatus::Canceled => "canceled",
+        PlaceStatus::Rejected => "rejected",
     };
+    if res.status != PlaceStatus::Open {
+        settle::post_release(taker, &mut out.postings, &format!("done:{}", o.id));
+    }
+    let reason = res.stop.map(stop_code);
+    let upd = OrderUpdate { order_id: o.id, filled_qty: res.filled_qty, held_minor: taker.held_minor, status, reason };
     out.updates.push(upd);
     upd
 }
@@ -144,5 +173,5 @@ pub(crate) fn taker_update(o: &NewOrder, res: &PlaceResult, taker: &mut Held, ou
 /// A resting order taken out of the book by its owner: what it held released.
 pub(crate) fn canceled(id: OrderId, held: &mut Held, filled: i64, postings: &mut Postings) -> OrderUpdate {
     settle::post_release(held, postings, &format!("cancel:{id}"));
-    OrderUpdate { order_id: id, filled_qty: filled, held_minor: 0, status: "canceled" }
+    OrderUpdate { order_id: id, filled_qty: filled, held_minor: 0, status: "canceled", reason: None }
 }

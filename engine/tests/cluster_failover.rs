@@ -195,7 +195,8 @@ async fn failover_keeps_every_acknowledged_order() {
     assert!(st.is_some_and(|s| s.success()), "gateway did not stop cleanly on SIGTERM");
 }
 
-/// Perpetuals: open, close with realized PnL, initial-margin check.
+/// Perpetuals: open, close with realized PnL, initial-margin check, the price band and
+/// self-trade prevention (with their reasons, as answered and as stored).
 async fn perpetuals(gw: &str) {
     let (ka, kb, kc) = (create_user(gw, 20).await, create_user(gw, 21).await, create_user(gw, 22).await);
     deposit(gw, "p-a", 20, "USD", 10_000).await;
@@ -226,6 +227,23 @@ async fn perpetuals(gw: &str) {
     // C cannot afford the initial margin of 10 lots at 100.
     let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &kc)], order("pc1", "buy", 100)).await;
     assert_eq!((s, v["status"].as_str(), v["reason"].as_str()), (200, Some("rejected"), Some("insufficient_funds")), "{v}");
+    // The last trade was at 110, so the price band (10 %) is [99, 121]: a sell at 1 is refused.
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &ka)], order("pa3", "sell", 1)).await;
+    assert_eq!((s, v["status"].as_str(), v["reason"].as_str()), (200, Some("rejected"), Some("price_band")), "{v}");
+    // A's sell meets A's own bid: the newest order (the sell) is cancelled, stored with its reason.
+    let (s, bid) = post(gw, "/v1/contract/orders", &[("x-api-key", &ka)], order("pa4", "buy", 105)).await;
+    assert_eq!((s, bid["status"].as_str()), (200, Some("open")), "{bid}");
+    let (s, v) = post(gw, "/v1/contract/orders", &[("x-api-key", &ka)], order("pa5", "sell", 105)).await;
+    assert_eq!(
+        (s, v["status"].as_str(), v["filled_qty"].as_i64(), v["reason"].as_str()),
+        (200, Some("canceled"), Some(0), Some("self_trade")),
+        "{v}"
+    );
+    let (_, v) = get(gw, "/v1/orders/by-client-id/pa5", &[("x-api-key", &ka)]).await;
+    assert_eq!(v["reason"].as_str(), Some("self_trade"), "{v}");
+    let cancel = json!({"market": "BTC-PERP", "order_id": bid["order_id"]});
+    let (s, v) = post(gw, "/v1/contract/orders/cancel", &[("x-api-key", &ka)], cancel).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("canceled")), "{v}");
     let (s, v) = post(
         gw,
         "/v1/contract/orders",

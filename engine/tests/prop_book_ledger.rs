@@ -1,6 +1,7 @@
 //! Property tests of the pure core: after every step of any order/cancel sequence the
-//! book is not crossed, no order is overfilled, no balance is negative, and the sum of all
-//! balances plus fees equals deposits per asset (no withdrawals in this model).
+//! book is not crossed, no order is overfilled, no balance is negative, the sum of all
+//! balances plus fees equals deposits per asset (no withdrawals in this model), no user
+//! trades with themself, and no taker trades beyond the price band it met.
 
 use engine::book::{NewOrder, OrderKind, Side};
 use engine::settle::{self, Asset, Fees, Postings};
@@ -37,9 +38,10 @@ fn apply(bal: &mut HashMap<(i64, Asset), (i64, i64)>, p: &Postings) {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
     #[test]
-    fn book_and_ledger_invariants(ops in proptest::collection::vec(op(), 1..200), maker in 0u32..30, taker in 0u32..60) {
+    fn book_and_ledger_invariants(ops in proptest::collection::vec(op(), 1..200), maker in 0u32..30, taker in 0u32..60,
+                                  band in prop_oneof![Just(0u32), 1u32..3000]) {
         let fees = Fees { maker_bps: maker, taker_bps: taker };
-        let mut m = SpotMarket::new(fees, FEE_ACCOUNT);
+        let mut m = SpotMarket::new(fees, FEE_ACCOUNT).with_price_band(band);
         let mut bal: HashMap<(i64, Asset), (i64, i64)> = HashMap::new();
         for u in 1..=USERS {
             bal.insert((u, Asset::Base), (DEPOSIT, 0));
@@ -60,6 +62,7 @@ proptest! {
                     let avail = bal[&(user, asset)].0;
                     if amount > avail || amount == 0 { continue; }
                     settle::post_reserve(user, asset, amount, &mut out.postings, "r");
+                    let band = m.book.band();
                     let upd = m.place(o, amount, &mut out).unwrap();
                     qty_of.insert(o.id, qty);
                     for u in &out.updates {
@@ -67,6 +70,12 @@ proptest! {
                     }
                     for f in &out.fills {
                         prop_assert!(f.fill.qty_lots > 0);
+                        prop_assert_ne!(f.fill.maker_user_id, f.fill.taker_user_id, "self-trade");
+                        // A taker never buys above the band or sells below it (it may meet makers
+                        // who rested beyond the band before it moved, on its good side).
+                        if let Some((lo, hi)) = band {
+                            prop_assert!(if side == Side::Buy { f.fill.price_ticks <= hi } else { f.fill.price_ticks >= lo }, "taker traded beyond the band");
+                        }
                         if kind != OrderKind::Market {
                             match side {
                                 Side::Buy => prop_assert!(f.fill.price_ticks <= price),

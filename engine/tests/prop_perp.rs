@@ -1,62 +1,138 @@
-//! Property tests of the perpetual core: after every step the book is not crossed, the
-//! sum of all accounts (users, fee account, margin pool) is conserved, user balances never
-//! go negative, held funds match live orders, and long and short sizes net to zero.
+//! Property tests of the perpetual core, over prices from 1 to 10,000 ticks (so takers
+//! trade far from their limits): after every step the book is not crossed, the sum of all
+//! accounts (users, fee account, margin pool) is conserved, user balances never go
+//! negative, held funds match live orders, long and short sizes net to zero, every fill
+//! pays its fees on its trade notional (the fee account holds exactly the fills' fees), no
+//! position is more leveraged than the initial margin allows, no user trades with
+//! themself, and no taker trades beyond the price band it met (a buy above it, a sell below).
 
 use engine::book::{NewOrder, OrderKind, Side};
-use engine::perp::PerpMarket;
-use engine::settle::{Asset, Fees, Postings};
+use engine::perp::{initial_margin, PerpMarket};
+use engine::settle::{fee, Asset, Entry, Fees, Postings};
 use engine::spot::Effects;
 use proptest::prelude::*;
 use std::collections::HashMap;
 
 const USERS: i64 = 4;
 const DEPOSIT: i64 = 100_000_000;
+const FEE_ACCOUNT: i64 = -1000;
+const POOL: i64 = -2000;
+
+/// One step: (user, buy, kind (limit, ioc, fok, post-only), price, qty, cancel instead).
+type Op = (i64, bool, u8, i64, i64, bool);
+
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    proptest::collection::vec((1..=USERS, any::<bool>(), 0u8..4, 1i64..=10_000, 1i64..100, any::<bool>()), 1..200)
+}
+
+/// Whether a taker on `side` trading at `price` stayed on its side of band `(lo, hi)`: it
+/// may still buy below `lo` from a maker who asked that (orders rested before the band
+/// moved), but never above `hi`.
+fn within(side: Side, (lo, hi): (i64, i64), price: i64) -> bool {
+    match side {
+        Side::Buy => price <= hi,
+        Side::Sell => price >= lo,
+    }
+}
+
+struct Model {
+    m: PerpMarket,
+    fees: Fees,
+    im: u32,
+    bal: HashMap<i64, (i64, i64)>,
+    open: Vec<i64>,
+    next: i64,
+    fees_of_fills: i64,
+    /// Fills each user took part in (each may round margin down by one unit).
+    fills_of: HashMap<i64, i64>,
+}
+
+impl Model {
+    fn new(fees: Fees, im: u32, band: u32) -> Self {
+        Model {
+            m: PerpMarket::new(fees, im, FEE_ACCOUNT, POOL).with_price_band(band),
+            fees,
+            im,
+            bal: (1..=USERS).map(|u| (u, (DEPOSIT, 0))).collect(),
+            open: Vec::new(),
+            next: 1,
+            fees_of_fills: 0,
+            fills_of: HashMap::new(),
+        }
+    }
+
+    /// Places or cancels; returns the postings of the step (or None: not affordable).
+    fn step(&mut self, (user, buy, kind, price, qty, cancel): Op) -> Result<Option<Postings>, TestCaseError> {
+        if cancel && !self.open.is_empty() {
+            let id = self.open.swap_remove((price as usize) % self.open.len());
+            let mut post = Postings::default();
+            self.m.cancel(id, &mut post);
+            return Ok(Some(post));
+        }
+        let side = if buy { Side::Buy } else { Side::Sell };
+        let kind = OrderKind::from_i16(kind as i16);
+        let o = NewOrder { id: self.next, user_id: user, side, kind, price_ticks: price, qty_lots: qty, quote_budget: 0 };
+        self.next += 1;
+        let (_, amount) = self.m.reservation(&o).unwrap();
+        if amount > self.bal[&user].0 {
+            return Ok(None);
+        }
+        let band = self.m.book.band();
+        let mut out = Effects::default();
+        out.postings.post("r", Entry { owner_id: user, asset: Asset::Quote, d_available: -amount, d_held: amount });
+        let u = self.m.place(o, amount, &mut out).unwrap();
+        prop_assert!(u.filled_qty <= qty);
+        prop_assert!(u.status != "rejected" || u.filled_qty == 0);
+        if u.status == "open" {
+            self.open.push(o.id);
+        }
+        for f in &out.fills {
+            let n = f.fill.price_ticks * f.fill.qty_lots;
+            prop_assert_ne!(f.fill.maker_user_id, f.fill.taker_user_id, "self-trade");
+            prop_assert!(band.is_none_or(|b| within(side, b, f.fill.price_ticks)), "taker traded beyond the band");
+            prop_assert_eq!(f.taker_fee, fee(n, self.fees.taker_bps), "taker fee not on the trade notional");
+            prop_assert_eq!(f.maker_fee, fee(n, self.fees.maker_bps), "maker fee not on the trade notional");
+            self.fees_of_fills += f.taker_fee + f.maker_fee;
+            *self.fills_of.entry(f.fill.maker_user_id).or_default() += 1;
+            *self.fills_of.entry(f.fill.taker_user_id).or_default() += 1;
+        }
+        Ok(Some(out.postings))
+    }
+
+    fn check(&self) -> Result<(), TestCaseError> {
+        prop_assert!(!self.m.book.is_crossed());
+        let total: i64 = self.bal.values().map(|(a, h)| a + h).sum();
+        prop_assert_eq!(total, DEPOSIT * USERS, "money created or destroyed");
+        for u in 1..=USERS {
+            prop_assert!(self.bal[&u].0 >= 0 && self.bal[&u].1 >= 0, "user {} negative", u);
+        }
+        let held: i64 = (1..=USERS).map(|u| self.bal[&u].1).sum();
+        prop_assert_eq!(held, self.m.total_held());
+        prop_assert_eq!(self.bal.get(&FEE_ACCOUNT).map_or(0, |b| b.0), self.fees_of_fills);
+        let net: i64 = self.m.positions.values().map(|p| p.size_lots).sum();
+        prop_assert_eq!(net, 0);
+        for (u, p) in &self.m.positions {
+            let slack = self.fills_of.get(u).copied().unwrap_or(0) + 1;
+            prop_assert!(p.margin_minor + slack >= initial_margin(p.entry_cost_minor, self.im), "user {} over-leveraged: {:?}", u, p);
+        }
+        Ok(())
+    }
+}
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
     #[test]
-    fn perp_invariants(ops in proptest::collection::vec((1..=USERS, any::<bool>(), 0u8..4, 90i64..111, 1i64..30, any::<bool>()), 1..200),
-                       maker in 0u32..30, taker in 0u32..60, im in 100u32..5000) {
-        let mut m = PerpMarket::new(Fees { maker_bps: maker, taker_bps: taker }, im, -1000, -2000);
-        let mut bal: HashMap<i64, (i64, i64)> = (1..=USERS).map(|u| (u, (DEPOSIT, 0))).collect();
-        let mut open = Vec::new();
-        let mut next = 1;
-        for (user, buy, kind, price, qty, cancel) in ops {
-            let mut post = Postings::default();
-            if cancel && !open.is_empty() {
-                let id = open.swap_remove((price as usize) % open.len());
-                m.cancel(id, &mut post);
-            } else {
-                let o = NewOrder { id: next, user_id: user, side: if buy { Side::Buy } else { Side::Sell },
-                    kind: OrderKind::from_i16(kind as i16), price_ticks: price, qty_lots: qty, quote_budget: 0 };
-                next += 1;
-                let (_, amount) = m.reservation(&o).unwrap();
-                if amount > bal[&user].0 { continue; }
-                post.post("r", engine::settle::Entry { owner_id: user, asset: Asset::Quote, d_available: -amount, d_held: amount });
-                let mut out = Effects { postings: std::mem::take(&mut post), ..Default::default() };
-                let u = m.place(o, amount, &mut out).unwrap();
-                post = out.postings;
-                prop_assert!(u.filled_qty <= qty);
-                if u.status == "open" { open.push(o.id); }
-            }
+    fn perp_invariants(ops in ops(), maker in 0u32..30, taker in 0u32..60, im in 100u32..5000,
+                       band in prop_oneof![Just(0u32), 1u32..5000]) {
+        let mut model = Model::new(Fees { maker_bps: maker, taker_bps: taker }, im, band);
+        for op in ops {
+            let Some(post) = model.step(op)? else { continue };
             for ((owner, _), (da, dh)) in &post.net {
-                let b = bal.entry(*owner).or_insert((0, 0));
+                let b = model.bal.entry(*owner).or_insert((0, 0));
                 b.0 += da;
                 b.1 += dh;
             }
-            prop_assert!(!m.book.is_crossed());
-            let total: i64 = bal.values().map(|(a, h)| a + h).sum();
-            prop_assert_eq!(total, DEPOSIT * USERS);
-            for u in 1..=USERS {
-                prop_assert!(bal[&u].0 >= 0 && bal[&u].1 >= 0, "user {} negative", u);
-            }
-            let held: i64 = (1..=USERS).map(|u| bal[&u].1).sum();
-            prop_assert_eq!(held, m.total_held());
-            prop_assert!(bal.get(&-1000).map_or(0, |b| b.0) >= 0);
-            let net: i64 = m.positions.values().map(|p| p.size_lots).sum();
-            prop_assert_eq!(net, 0);
-            let margins: i64 = m.positions.values().map(|p| p.margin_minor).sum();
-            prop_assert!(margins >= 0);
+            model.check()?;
         }
     }
 }

@@ -165,9 +165,17 @@ pub struct MarketConfig {
     /// Contracts only: initial margin in basis points of notional (e.g. 1000 = 10x).
     #[serde(default = "default_im_bps")]
     pub initial_margin_bps: u32,
+    /// Half-width of the price band around the last trade, in basis points of it: a limit
+    /// outside it is rejected (`price_band`), a market order sweeps no further than its edge.
+    /// No band before the market's first trade; 0 turns it off.
+    #[serde(default = "default_price_band_bps")]
+    pub price_band_bps: u32,
 }
 
 fn default_im_bps() -> u32 {
+    1000
+}
+fn default_price_band_bps() -> u32 {
     1000
 }
 
@@ -447,6 +455,7 @@ impl ExchangeConfig {
             maker_fee_bps: 10,
             taker_fee_bps: 20,
             initial_margin_bps: 1000,
+            price_band_bps: 1000,
         };
         ExchangeConfig {
             spot_markets: vec![m("BTC-USD", "BTC"), m("ETH-USD", "ETH"), m("SOL-USD", "SOL")],

@@ -7,11 +7,15 @@ use crate::spot::{Effects, OrderUpdate, SpotMarket};
 
 /// The in-memory market a leader drives: spot (`SpotMarket`) or perpetual (`PerpMarket`).
 pub trait Core: Send + Sync + 'static {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError>;
+    /// What entering `o` must hold, if bids up to `batch_bid` (earlier orders of its batch)
+    /// may rest before it reaches the book.
+    fn reservation(&self, o: &NewOrder, batch_bid: Option<i64>) -> Result<(Asset, i64), SettleError>;
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64);
     fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError>;
     fn cancel(&mut self, id: i64, postings: &mut Postings) -> Option<OrderUpdate>;
     fn book(&self) -> &Book;
+    /// Sets the centre of the price band at rebuild time (the market's last fill).
+    fn set_last_trade(&mut self, price_ticks: Option<i64>);
     /// Positions changed since the last call (perpetuals only).
     fn take_positions(&mut self) -> Vec<(i64, Position)> {
         Vec::new()
@@ -21,7 +25,7 @@ pub trait Core: Send + Sync + 'static {
 }
 
 impl Core for SpotMarket {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
+    fn reservation(&self, o: &NewOrder, _batch_bid: Option<i64>) -> Result<(Asset, i64), SettleError> {
         settle::reservation(o, self.fees)
     }
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
@@ -36,11 +40,14 @@ impl Core for SpotMarket {
     fn book(&self) -> &Book {
         &self.book
     }
+    fn set_last_trade(&mut self, price_ticks: Option<i64>) {
+        self.book.set_last_trade(price_ticks)
+    }
 }
 
 impl Core for PerpMarket {
-    fn reservation(&self, o: &NewOrder) -> Result<(Asset, i64), SettleError> {
-        PerpMarket::reservation(self, o)
+    fn reservation(&self, o: &NewOrder, batch_bid: Option<i64>) -> Result<(Asset, i64), SettleError> {
+        PerpMarket::reservation_with(self, o, batch_bid)
     }
     fn restore(&mut self, r: Resting, qty: i64, filled: i64, held_minor: i64) {
         PerpMarket::restore(self, r, qty, filled, held_minor)
@@ -53,6 +60,9 @@ impl Core for PerpMarket {
     }
     fn book(&self) -> &Book {
         &self.book
+    }
+    fn set_last_trade(&mut self, price_ticks: Option<i64>) {
+        self.book.set_last_trade(price_ticks)
     }
     fn take_positions(&mut self) -> Vec<(i64, Position)> {
         self.take_dirty()

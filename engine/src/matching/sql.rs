@@ -37,6 +37,9 @@ pub(super) const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b
      FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) AS t(o, a, da, dh) \
      WHERE b.owner_id = t.o AND b.asset = t.a RETURNING b.owner_id, b.asset, b.available";
 
+/// The market's last fill price, the centre of its price band (index `fills_market_id`).
+pub(super) const SQL_LAST_TRADE: &str = "SELECT price_ticks FROM fills WHERE market = $1 ORDER BY id DESC LIMIT 1";
+
 pub(super) const SQL_POSITIONS: &str =
     "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
      SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \
@@ -101,7 +104,7 @@ impl<'a> NewRows<'a> {
             filled: rows.iter().map(|(_, u)| u.filled_qty).collect(),
             held: rows.iter().map(|(_, u)| u.held_minor).collect(),
             status: rows.iter().map(|(_, u)| u.status).collect(),
-            reasons: rows.iter().map(|(_, u)| (u.status == "rejected").then_some("insufficient_funds")).collect(),
+            reasons: rows.iter().map(|(_, u)| u.reason.map(|c| c.as_str())).collect(),
         }
     }
 

@@ -26,10 +26,16 @@ pub enum ErrorCode {
     InvalidTransition,
     /// A SQL error of the request (e.g. a CHECK), reported by a wallet or OTC leader.
     Rejected,
+    /// An order's `reason`: its limit is outside the market's price band (refused), or a
+    /// market order's sweep reached the band's edge (the rest cancelled).
+    PriceBand,
+    /// An order's `reason`: it reached a resting order of the same user and was cancelled
+    /// there (self-trade prevention cancels the newest order).
+    SelfTrade,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -44,6 +50,8 @@ impl ErrorCode {
         ErrorCode::DealerInsufficientFunds,
         ErrorCode::InvalidTransition,
         ErrorCode::Rejected,
+        ErrorCode::PriceBand,
+        ErrorCode::SelfTrade,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +70,8 @@ impl ErrorCode {
             ErrorCode::DealerInsufficientFunds => "dealer_insufficient_funds",
             ErrorCode::InvalidTransition => "invalid_transition",
             ErrorCode::Rejected => "rejected",
+            ErrorCode::PriceBand => "price_band",
+            ErrorCode::SelfTrade => "self_trade",
         }
     }
 
