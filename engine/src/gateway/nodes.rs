@@ -4,7 +4,7 @@
 
 use super::{lock, Gateway};
 use crate::metrics::label;
-use crate::protocol::{paths, NodeStatus, PartitionKey, MODE_ACTIVE, MODE_STANDBY};
+use crate::protocol::{paths, NodeStatus, PartitionKey, GATEWAY_HEADER, MODE_ACTIVE, MODE_STANDBY};
 use engine_config::PeerConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,7 @@ impl Gateway {
     pub(super) async fn probe_node(&self, n: &NodeView, period: Duration) {
         let url = format!("http://{}{}", n.peer.addr, paths::NODE_STATUS);
         let timeout = period.max(Duration::from_millis(250));
-        let r = self.http.get(&url).timeout(timeout).send().await;
+        let r = self.http.get(&url).header(GATEWAY_HEADER, &self.cfg.gateway_id).timeout(timeout).send().await;
         let st = match r {
             Ok(r) if r.status().is_success() => r.json::<NodeStatus>().await.ok(),
             _ => None,
