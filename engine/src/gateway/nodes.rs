@@ -14,11 +14,32 @@ pub struct NodeView {
     pub peer: PeerConfig,
     pub alive: AtomicBool,
     pub status: Mutex<NodeStatus>,
+    /// Woken when the node is marked dead (calls waiting on it may be given up: `moved`).
+    died: tokio::sync::Notify,
 }
 
 impl NodeView {
     pub fn new(peer: PeerConfig) -> Self {
-        NodeView { peer, alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()) }
+        NodeView { peer, alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()), died: Default::default() }
+    }
+
+    /// The node did not answer (a probe, or a call failed): not routable until it does.
+    pub fn mark_dead(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.died.notify_waiters();
+    }
+
+    /// Resolves once the node is marked dead (at once if it is).
+    pub async fn dead(&self) {
+        loop {
+            let woken = self.died.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.alive.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
     }
 
     fn routable(&self) -> bool {
@@ -51,7 +72,7 @@ impl Gateway {
                 *lock(&n.status) = s;
                 n.alive.store(true, Ordering::SeqCst);
             }
-            None => n.alive.store(false, Ordering::SeqCst),
+            None => n.mark_dead(),
         }
         let now = n.alive.load(Ordering::SeqCst);
         if was != now {

@@ -54,15 +54,17 @@ impl Gateway {
 
     /// Resolves once `node` stopped answering its probes and `partition` has a live leader
     /// other than it: a call still waiting on `node` then waits on a former leader (hung,
-    /// or cut off), whose session a standby ended, so it can commit nothing more. The
+    /// or cut off) whose locked session is gone (the new leader holds the lock), so it can
+    /// commit nothing more. The
     /// caller sends the request again (every write is idempotent: the new leader returns
     /// the first result if one was committed). A call to a node that answers its probes is
     /// left alone, also while a continued former leader still claims the partition.
+    /// Costs nothing while the node answers: it waits to be woken by `mark_dead`.
     pub(super) async fn moved(&self, node: &NodeView, partition: &PartitionKey) {
         loop {
+            node.dead().await;
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let dead = !node.alive.load(Ordering::SeqCst);
-            if dead && self.leader_of(partition).is_some_and(|n| n.peer.node_id != node.peer.node_id) {
+            if !node.alive.load(Ordering::SeqCst) && self.leader_of(partition).is_some_and(|n| n.peer.node_id != node.peer.node_id) {
                 return;
             }
         }
@@ -99,7 +101,7 @@ impl Gateway {
                     Err(e) => {
                         // Connection refused / reset: the node is gone. Route around it now.
                         tracing::info!(node = %node.peer.node_id, error = %e, "forward failed; marking node dead");
-                        node.alive.store(false, Ordering::SeqCst);
+                        node.mark_dead();
                         last = ApiError::unavailable(format!("leader of {partition} unreachable"));
                         continue;
                     }
@@ -145,7 +147,7 @@ impl Gateway {
                         }
                     }
                 } else {
-                    n.alive.store(false, Ordering::SeqCst);
+                    n.mark_dead();
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -255,7 +257,7 @@ async fn call(g: &Gateway, node: &NodeView, batch: PlaceBatch) -> Option<Vec<Ans
     match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&batch).send().await {
         Err(e) => {
             tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
-            node.alive.store(false, Ordering::SeqCst);
+            node.mark_dead();
             None
         }
         Ok(r) if r.status().is_success() => r.json().await.ok(),
