@@ -45,7 +45,27 @@ fn mem_used_percent() -> Option<f64> {
 type Sample = Vec<(&'static str, f64, f64)>;
 
 pub fn spawn(node: Arc<Node>) {
+    let eliminations = node.eliminations.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(rx) = eliminations {
+        tokio::spawn(report_eliminations(node.clone(), rx));
+    }
     tokio::spawn(async move { run(node).await });
+}
+
+/// Each hung leader this node's partition loops ended (`partition::silent`): a metric
+/// (`engine_leader_eliminations_total`, and the transition count) and the webhook event
+/// `leader_eliminated`, posted off the trading path like every transition.
+async fn report_eliminations(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<crate::partition::Elimination>) {
+    let limit = node.state.leader_silence.as_millis() as f64;
+    while let Some(e) = rx.recv().await {
+        let (nid, part) = (label(&node.cfg.node_id), label(&e.partition));
+        node.metrics.inc(format!("engine_leader_eliminations_total{{node=\"{nid}\",partition=\"{part}\"}}"));
+        let what = vec![format!(
+            "partition {} leader {} (backend {}) silent for {:.0} ms: session ended",
+            e.partition, e.holder, e.pid, e.silent_ms
+        )];
+        transition(&node, "leader_eliminated", &what, &vec![("leader_silent_ms", e.silent_ms, limit)]);
+    }
 }
 
 async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {
@@ -70,6 +90,7 @@ async fn run(node: Arc<Node>) {
     let mut seen_readonly = node.cfg.mode == engine_config::RegionMode::Standby;
     let mut suppressed = false;
     let mut peers = PeerWatch::default();
+    let mut unreached = false;
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -109,6 +130,7 @@ async fn run(node: Arc<Node>) {
             breach += 1;
             tracing::debug!(?breaches, breach, "threshold crossed");
         }
+        watch_gateways(&node, &mut unreached);
         let isolated = node.state.isolated.load(Ordering::SeqCst);
         let n = m.breach_seconds.max(1);
         if !isolated && breach >= n {
@@ -132,6 +154,20 @@ async fn run(node: Arc<Node>) {
         } else {
             seen_readonly = false;
         }
+    }
+}
+
+/// Reports when gateways stop reaching this node (`NodeState::unreached`: it gives up its
+/// leaderships) and when they reach it again: webhook `gateways_unreachable` /
+/// `gateways_reachable`, and the transition metric.
+fn watch_gateways(node: &Arc<Node>, was: &mut bool) {
+    let now = node.state.unreached();
+    if now != *was {
+        *was = now;
+        let event = if now { "gateways_unreachable" } else { "gateways_reachable" };
+        let limit = node.state.leader_silence.as_millis() as f64;
+        let what = vec![format!("no gateway probe for more than {limit:.0} ms; leaderships given up")];
+        transition(node, event, if now { &what } else { &[] }, &vec![("gateway_silence_limit_ms", limit, limit)]);
     }
 }
 

@@ -7,8 +7,8 @@ use crate::metrics::{label, Metrics};
 use crate::otc::{OtcCmd, OtcLogic};
 use crate::partition::{self, NodeState, PartitionHandle, PartitionState};
 use crate::protocol::{
-    paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, MODE_ACTIVE, MODE_STANDBY,
-    USER_HEADER,
+    paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, GATEWAY_HEADER, MODE_ACTIVE,
+    MODE_STANDBY, USER_HEADER,
 };
 use crate::requests::{self as rq, parse};
 use crate::settle::Fees;
@@ -36,6 +36,8 @@ pub struct Node {
     pub perp: Markets,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
+    /// Leaders ended by this node's partition loops; the monitor takes it and reports them.
+    pub eliminations: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<partition::Elimination>>>,
 }
 
 /// Fee account of spot market `i` (a system account; see migrations).
@@ -84,6 +86,7 @@ fn rank(cfg: &NodeConfig, p: usize) -> u32 {
 impl Node {
     pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, admin_token: String) -> Arc<Node> {
         let addr = cfg.advertise.clone().unwrap_or_else(|| cfg.listen.clone());
+        let (events, eliminations) = tokio::sync::mpsc::channel(64);
         let state = Arc::new(NodeState {
             node_id: cfg.node_id.clone(),
             addr,
@@ -93,6 +96,9 @@ impl Node {
             isolated: Default::default(),
             shutting_down: Default::default(),
             batch_max: cfg.batch_max.max(1),
+            leader_silence: std::time::Duration::from_millis(cfg.db.leader_silence_ms.max(1)),
+            events,
+            gateway_heard: Default::default(),
         });
         let mut node = Node {
             cfg,
@@ -103,6 +109,7 @@ impl Node {
             perp: HashMap::new(),
             wallet: Vec::new(),
             otc: Vec::new(),
+            eliminations: std::sync::Mutex::new(Some(eliminations)),
         };
         match node.cfg.module {
             Module::Matching => node.spot = node.spawn_markets(MarketKind::Spot),
@@ -309,7 +316,10 @@ async fn dispatch<C: Send + 'static>(n: &Node, r: Result<(&PartitionHandle<C>, C
     })
 }
 
-async fn status(State(n): S) -> Response {
+async fn status(State(n): S, h: HeaderMap) -> Response {
+    if h.contains_key(GATEWAY_HEADER) {
+        n.state.heard_gateway();
+    }
     Json(n.status()).into_response()
 }
 

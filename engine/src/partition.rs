@@ -7,6 +7,12 @@
 //! Belt and braces: each takeover bumps `partitions.epoch`, and every commit runs
 //! `UPDATE partitions ... WHERE epoch = <mine>` inside its transaction, so a leader
 //! whose epoch was superseded cannot commit either.
+//!
+//! A hung leader (its process stopped while its kernel still answers, so the session
+//! lives on) is ended by a standby: see `silent`.
+
+mod silent;
+pub use silent::Elimination;
 
 use crate::api::{ApiError, Reply};
 use crate::db;
@@ -55,6 +61,13 @@ pub struct NodeState {
     pub isolated: AtomicBool,
     pub shutting_down: AtomicBool,
     pub batch_max: usize,
+    /// `db.leader_silence_ms`: how long a lock holder's session may wait on its client
+    /// before a standby ends it, and how long gateways may go without probing this node.
+    pub leader_silence: Duration,
+    /// Leaders this node's partition loops ended (`silent`), for the monitor to report.
+    pub events: mpsc::Sender<Elimination>,
+    /// When a gateway's status probe last arrived (None: never).
+    pub gateway_heard: std::sync::Mutex<Option<Instant>>,
 }
 
 impl NodeState {
@@ -63,7 +76,23 @@ impl NodeState {
     }
     /// May this node hold leaderships right now?
     pub fn can_lead(&self) -> bool {
-        self.is_active() && !self.isolated.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst)
+        self.is_active() && !self.isolated.load(Ordering::SeqCst) && !self.shutting_down.load(Ordering::SeqCst) && !self.unreached()
+    }
+    /// A gateway's status probe arrived.
+    pub fn heard_gateway(&self) {
+        *self.gateway_heard.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+    }
+    /// Gateways probed this node before, and none has for `leader_silence`: they cannot
+    /// reach it (its listener hangs, or the network between them is cut) while the DB
+    /// still can, so it must not lead; a standby the gateways reach takes over.
+    pub fn unreached(&self) -> bool {
+        matches!(*self.gateway_heard.lock().unwrap_or_else(|e| e.into_inner()), Some(t) if t.elapsed() > self.leader_silence)
+    }
+    /// Hands an elimination to the monitor (never waits: dropped if 64 are queued).
+    pub fn report(&self, e: Elimination) {
+        if let Err(e) = self.events.try_send(e) {
+            tracing::warn!(error = %e, "elimination report dropped");
+        }
     }
 }
 
@@ -250,6 +279,7 @@ pub fn spawn<L: Logic>(
         // At start-up the preferred node goes first; later whoever notices first wins.
         tokio::time::sleep(Duration::from_millis(400 * rank as u64)).await;
         let mut candidate: Option<db::Session> = None;
+        let mut watch = silent::Watch::default();
         // Reconnects and lost sessions back off (jittered, capped); never a tight loop.
         let mut backoff = db::Backoff::new(&node.pg.limits);
         loop {
@@ -262,7 +292,7 @@ pub fn spawn<L: Logic>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            let Some(client) = take_lock(&node, &key, &mut candidate, &mut backoff).await else { continue };
+            let Some(client) = take_lock(&node, &key, &mut candidate, &mut backoff, &mut watch).await else { continue };
             let started = std::time::Instant::now();
             let r = lead(&node, &st, key.as_str(), client, &mut rx, make()).await;
             st.leading.store(false, Ordering::SeqCst);
@@ -285,12 +315,14 @@ pub fn spawn<L: Logic>(
 
 /// One attempt at the partition's advisory lock, on the kept `candidate` session or a new
 /// one: the session that holds it, or `None` after waiting as the outcome calls for
-/// (backoff after a failure, 100-200 ms while another session holds the lock).
+/// (backoff after a failure, 100-200 ms while another session holds the lock, none when
+/// the holder was silent and `watch` just ended its session).
 async fn take_lock(
     node: &NodeState,
     key: &PartitionKey,
     candidate: &mut Option<db::Session>,
     backoff: &mut db::Backoff,
+    watch: &mut silent::Watch,
 ) -> Option<db::Session> {
     let client = match candidate.take() {
         Some(c) if !c.is_closed() => c,
@@ -314,8 +346,13 @@ async fn take_lock(
     };
     backoff.reset();
     if !got {
-        // The session works: only the lock is taken. Keep the session, retry soon.
+        // The session works: only the lock is taken. Keep the session, retry soon (at once
+        // if its holder was silent and is gone now).
+        let ended = watch.end_silent_holder(node, key.as_str(), &client).await;
         *candidate = Some(client);
+        if ended {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100)).await;
         return None;
     }
@@ -341,6 +378,10 @@ fn drain<C>(rx: &mut mpsc::Receiver<Job<C>>, key: &PartitionKey) {
 /// at 64 clients (batches of about 11) lingering lowered throughput by 15 % and added 2 ms
 /// at p50; at 384 (batches of about 60) it saves CPU per order (`docs/benchmarks.md`).
 const LINGER_FROM_BATCH: usize = 32;
+
+/// An idle leader pings its session when it has had no answer for this long, so a healthy
+/// leader's session never waits on it for more than ~2x this (`silent`).
+const PING_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs one DB step of the leader with client-side bounds. After `query_timeout_ms`
 /// without an answer, and then every `query_timeout_ms`, it asks on a fresh session
@@ -418,9 +459,12 @@ async fn lead<L: Logic>(
     st.leading.store(true, Ordering::SeqCst);
     tracing::info!(partition = %key, epoch, load_ms = t0.elapsed().as_millis() as u64, "took leadership");
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_batch = 0usize;
-    // Last answer from the DB: an idle leader pings it once a second, so a server that
-    // froze or vanished is noticed without waiting for the next request.
+    // Last answer from the DB: an idle leader pings it every `PING_EVERY`, so a server that
+    // froze or vanished is noticed without waiting for the next request, and standbys see
+    // a live leader's session talking (`silent`).
     let mut last_answer = Instant::now();
     loop {
         tokio::select! {
@@ -441,7 +485,9 @@ async fn lead<L: Logic>(
                     return Err(LeadError::Invariant("leader session closed".into()));
                 }
                 guarded(node, st, &host, true, logic.tick(&mut ctx)).await?;
-                if last_answer.elapsed() >= Duration::from_secs(1) {
+            }
+            _ = ping.tick() => {
+                if last_answer.elapsed() >= PING_EVERY {
                     let c = &ctx.client;
                     guarded(node, st, &host, true, async { c.simple_query("SELECT 1").await.map(drop).map_err(LeadError::from) })
                         .await?;

@@ -65,9 +65,8 @@ async fn a_dead_peer_is_reported_and_never_isolates_a_healthy_node() {
             problems.push(format!("{} has no metric {down}", cfg.node_id));
         }
     }
-    // Whether the region still serves is not asked here: a hung leader keeps its partitions
-    // (its DB session lives on), which is issue 17's second item; kill -9 failover is
-    // cluster_failover.rs.
+    // Whether the region still serves is not asked here: a hung leader's partitions are
+    // taken over (hung_leader.rs), kill -9 failover is cluster_failover.rs.
     if !problems.is_empty() {
         c.dump_logs();
     }

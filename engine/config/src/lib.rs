@@ -97,6 +97,15 @@ pub struct DbConfig {
     pub reconnect_min_ms: u64,
     #[serde(default = "default_reconnect_max_ms")]
     pub reconnect_max_ms: u64,
+    /// A partition leader whose DB session has been waiting on the leader itself (the
+    /// server idle, `wait_event_type = 'Client'`) for this long, seen twice in a row, is
+    /// taken to be hung: a standby ends that session (`pg_terminate_backend`) and takes
+    /// the partition. A healthy leader talks to its session at least every ~0.5 s (its
+    /// batches, its idle ping every 250 ms); a leader waiting on the server (a slow commit)
+    /// is never silent in this sense. Also how long a node that gateways probed before may
+    /// go without a gateway's probe before it gives up its leaderships (cut off from them).
+    #[serde(default = "default_leader_silence_ms")]
+    pub leader_silence_ms: u64,
     /// Most DB sessions this process holds at once (a connection attempt waits for a free
     /// slot). Default: for a node, one per partition of its module + 3 (monitor, liveness
     /// probe, a transient one); for the gateway 4.
@@ -127,6 +136,12 @@ fn default_reconnect_min_ms() -> u64 {
 fn default_reconnect_max_ms() -> u64 {
     2000
 }
+/// Default of `DbConfig::leader_silence_ms`: three times a healthy leader's longest quiet
+/// spell (~0.5 s), and short enough that a standby serves within 3 s of a hang.
+pub const DEFAULT_LEADER_SILENCE_MS: u64 = 1500;
+fn default_leader_silence_ms() -> u64 {
+    DEFAULT_LEADER_SILENCE_MS
+}
 
 impl Default for DbConfig {
     /// Every setting at its default; `hosts`, `dbname` and `user` empty (to be filled in).
@@ -143,6 +158,7 @@ impl Default for DbConfig {
             commit_stall_ms: default_commit_stall_ms(),
             reconnect_min_ms: default_reconnect_min_ms(),
             reconnect_max_ms: default_reconnect_max_ms(),
+            leader_silence_ms: default_leader_silence_ms(),
             connections_max: None,
         }
     }

@@ -4,7 +4,7 @@
 
 use super::{lock, Gateway};
 use crate::metrics::label;
-use crate::protocol::{paths, NodeStatus, PartitionKey, MODE_ACTIVE, MODE_STANDBY};
+use crate::protocol::{paths, NodeStatus, PartitionKey, GATEWAY_HEADER, MODE_ACTIVE, MODE_STANDBY};
 use engine_config::PeerConfig;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,11 +14,32 @@ pub struct NodeView {
     pub peer: PeerConfig,
     pub alive: AtomicBool,
     pub status: Mutex<NodeStatus>,
+    /// Woken when the node is marked dead (calls waiting on it may be given up: `moved`).
+    died: tokio::sync::Notify,
 }
 
 impl NodeView {
     pub fn new(peer: PeerConfig) -> Self {
-        NodeView { peer, alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()) }
+        NodeView { peer, alive: AtomicBool::new(false), status: Mutex::new(NodeStatus::default()), died: Default::default() }
+    }
+
+    /// The node did not answer (a probe, or a call failed): not routable until it does.
+    pub fn mark_dead(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        self.died.notify_waiters();
+    }
+
+    /// Resolves once the node is marked dead (at once if it is).
+    pub async fn dead(&self) {
+        loop {
+            let woken = self.died.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            if !self.alive.load(Ordering::SeqCst) {
+                return;
+            }
+            woken.await;
+        }
     }
 
     fn routable(&self) -> bool {
@@ -39,7 +60,7 @@ impl Gateway {
     pub(super) async fn probe_node(&self, n: &NodeView, period: Duration) {
         let url = format!("http://{}{}", n.peer.addr, paths::NODE_STATUS);
         let timeout = period.max(Duration::from_millis(250));
-        let r = self.http.get(&url).timeout(timeout).send().await;
+        let r = self.http.get(&url).header(GATEWAY_HEADER, &self.cfg.gateway_id).timeout(timeout).send().await;
         let st = match r {
             Ok(r) if r.status().is_success() => r.json::<NodeStatus>().await.ok(),
             _ => None,
@@ -51,7 +72,7 @@ impl Gateway {
                 *lock(&n.status) = s;
                 n.alive.store(true, Ordering::SeqCst);
             }
-            None => n.alive.store(false, Ordering::SeqCst),
+            None => n.mark_dead(),
         }
         let now = n.alive.load(Ordering::SeqCst);
         if was != now {

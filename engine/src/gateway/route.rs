@@ -9,6 +9,11 @@
 //! order whose answer is "not the leader" / "outcome unknown", or whose call failed, is
 //! handed back to its request, which then goes through `forward` and its idempotent
 //! retries.
+//!
+//! A call waits on its node only while that node answers its probes or still leads the
+//! partition for the gateway: once the node stopped answering and another node leads the
+//! partition (the first one hung or was cut off and a standby took over), the call is
+//! given up and the request goes to the new leader (`moved`).
 
 use super::{Gateway, NodeView};
 use crate::api::ApiError;
@@ -47,6 +52,24 @@ impl Gateway {
         false
     }
 
+    /// Resolves once `node` stopped answering its probes and `partition` has a live leader
+    /// other than it: a call still waiting on `node` then waits on a former leader (hung,
+    /// or cut off) whose locked session is gone (the new leader holds the lock), so it can
+    /// commit nothing more. The
+    /// caller sends the request again (every write is idempotent: the new leader returns
+    /// the first result if one was committed). A call to a node that answers its probes is
+    /// left alone, also while a continued former leader still claims the partition.
+    /// Costs nothing while the node answers: it waits to be woken by `mark_dead`.
+    pub(super) async fn moved(&self, node: &NodeView, partition: &PartitionKey) {
+        loop {
+            node.dead().await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if !node.alive.load(Ordering::SeqCst) && self.leader_of(partition).is_some_and(|n| n.peer.node_id != node.peer.node_id) {
+                return;
+            }
+        }
+    }
+
     /// Forwards a write to the leader of `partition`, retrying across failovers. The
     /// request carries a client-supplied id (or is a state transition), so a retry after
     /// a lost answer returns the first result instead of applying twice.
@@ -68,18 +91,27 @@ impl Gateway {
             if let Some(u) = user {
                 req = req.header(USER_HEADER, u.to_string());
             }
-            let r = match req.send().await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Connection refused / reset: the node is gone. Route around it now.
-                    tracing::info!(node = %node.peer.node_id, error = %e, "forward failed; marking node dead");
-                    node.alive.store(false, Ordering::SeqCst);
-                    last = ApiError::unavailable(format!("leader of {partition} unreachable"));
+            let answer = async {
+                let r = req.send().await?;
+                Ok::<_, reqwest::Error>((r.status(), r.bytes().await.unwrap_or_default()))
+            };
+            let (status, bytes) = tokio::select! {
+                r = answer => match r {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // Connection refused / reset: the node is gone. Route around it now.
+                        tracing::info!(node = %node.peer.node_id, error = %e, "forward failed; marking node dead");
+                        node.mark_dead();
+                        last = ApiError::unavailable(format!("leader of {partition} unreachable"));
+                        continue;
+                    }
+                },
+                _ = self.moved(&node, partition) => {
+                    tracing::info!(node = %node.peer.node_id, %partition, "leader moved during a forward; sending it again");
+                    last = ApiError::unavailable(format!("{partition} is changing leader"));
                     continue;
                 }
             };
-            let status = r.status();
-            let bytes = r.bytes().await.unwrap_or_default();
             let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             let code = v.get("error").and_then(|c| c.as_str()).and_then(|c| c.parse().ok());
             if self.refused(&node, partition, status, code) {
@@ -115,7 +147,7 @@ impl Gateway {
                         }
                     }
                 } else {
-                    n.alive.store(false, Ordering::SeqCst);
+                    n.mark_dead();
                 }
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -195,7 +227,14 @@ async fn send(g: &Gateway, partition: &PartitionKey, items: Vec<Item>) {
     let (t, waited_us) = (Instant::now(), items.first().map(|i| i.queued.elapsed().as_micros() as u64).unwrap_or(0));
     let (orders, replies): (Vec<UserOrder>, Vec<oneshot::Sender<Outcome>>) = items.into_iter().map(|i| (i.order, i.reply)).unzip();
     let n = orders.len();
-    let Some(answers) = call(g, &node, PlaceBatch { orders }).await.filter(|a| a.len() == n) else {
+    let answers = tokio::select! {
+        a = call(g, &node, PlaceBatch { orders }) => a,
+        _ = g.moved(&node, partition) => {
+            tracing::info!(node = %node.peer.node_id, %partition, "leader moved during a batch call; its orders go on their own");
+            None
+        }
+    };
+    let Some(answers) = answers.filter(|a| a.len() == n) else {
         return;
     };
     tracing::debug!(partition = %partition, n, waited_us, call_us = t.elapsed().as_micros() as u64, "batch call");
@@ -218,7 +257,7 @@ async fn call(g: &Gateway, node: &NodeView, batch: PlaceBatch) -> Option<Vec<Ans
     match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&batch).send().await {
         Err(e) => {
             tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
-            node.alive.store(false, Ordering::SeqCst);
+            node.mark_dead();
             None
         }
         Ok(r) if r.status().is_success() => r.json().await.ok(),

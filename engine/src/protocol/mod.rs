@@ -21,6 +21,9 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 pub const ADMIN_HEADER: &str = "x-admin-token";
 /// The authenticated user, set by the gateway on gateway -> node calls.
 pub const USER_HEADER: &str = "x-user-id";
+/// Set by a gateway on its status probes of a node (the gateway's id): a node that hears
+/// no gateway for `db.leader_silence_ms` gives up its leaderships.
+pub const GATEWAY_HEADER: &str = "x-gateway-id";
 
 /// Paths. Writes are forwarded to the leader on the same path unless a separate node path
 /// is named; `{...}` are axum route parameters.

@@ -4,6 +4,8 @@
 #![allow(dead_code)]
 
 pub mod cpu;
+pub mod load;
+pub mod proxy;
 
 use engine_config::*;
 use std::path::{Path, PathBuf};
@@ -378,6 +380,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(per_module: usize, tweak: impl Fn(&mut NodeConfig)) -> Cluster {
+        Cluster::start_with_gateway(per_module, tweak, |_| {})
+    }
+
+    /// Like `start`, with the gateway's config changed by `gw_tweak` (e.g. node addresses
+    /// through a proxy).
+    pub fn start_with_gateway(per_module: usize, tweak: impl Fn(&mut NodeConfig), gw_tweak: impl Fn(&mut GatewayConfig)) -> Cluster {
         let env = Env::new();
         let mut peers = Vec::new();
         for m in [Module::Matching, Module::Wallet, Module::Otc, Module::Contract] {
@@ -398,7 +406,8 @@ impl Cluster {
             nodes.push(env.spawn_node(&c));
             node_cfgs.push(c);
         }
-        let gcfg = env.gateway_config(free_port(), &peers);
+        let mut gcfg = env.gateway_config(free_port(), &peers);
+        gw_tweak(&mut gcfg);
         let gateway = env.spawn_gateway(&gcfg);
         let gw = format!("http://{}", gcfg.listen);
         Cluster { env, nodes, node_cfgs, gateway, gw }
