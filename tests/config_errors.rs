@@ -483,6 +483,17 @@ const CASES: &[Case] = &[
         hides: &[],
     },
     Case {
+        name: "gateway probes too rare for the leader step-down",
+        edits: &[("[[region]]", "[engine]\ngateway_probe_interval_ms = 2000\n\n[[region]]")],
+        template: None,
+        files: NO_FILES,
+        line_of: "gateway_probe_interval_ms",
+        file: "regions.toml",
+        field: "engine.gateway_probe_interval_ms",
+        says: &["50..=500 ms", "gives up its partitions", "use e.g. 200"],
+        hides: &[],
+    },
+    Case {
         name: "bastion that starts with a dash",
         edits: &[("ssh_user = \"root\"\nami", "ssh_user = \"root\"\nbastion = \"-oProxyCommand=touch /tmp/x\"\nami")],
         template: None,

@@ -59,8 +59,18 @@ impl Validator<'_> {
         if !(1..=65_536).contains(&raw.engine.batch_max) {
             return Err(self.err(&["engine", "batch_max"], "must be 1..=65536", "use e.g. 1024"));
         }
-        if !(50..=10_000).contains(&raw.engine.gateway_probe_interval_ms) {
-            return Err(self.err(&["engine", "gateway_probe_interval_ms"], "must be 50..=10000 ms", "use e.g. 200"));
+        // A leader that no gateway probed for `leader_silence_ms` steps down (it is the one
+        // cut off): a probe must come several times within that span.
+        let probe_ms_max = engine_config::DEFAULT_LEADER_SILENCE_MS / 3;
+        if !(50..=probe_ms_max).contains(&raw.engine.gateway_probe_interval_ms) {
+            return Err(self.err(
+                &["engine", "gateway_probe_interval_ms"],
+                format!(
+                    "must be 50..={probe_ms_max} ms: a leader no gateway probed for {} ms gives up its partitions",
+                    engine_config::DEFAULT_LEADER_SILENCE_MS
+                ),
+                "use e.g. 200",
+            ));
         }
         for (i, u) in raw.engine.webhook_urls.iter().enumerate() {
             if let Some(problem) = url_problem(u, false) {
