@@ -62,7 +62,12 @@ enum Cmd {
     },
     /// Return the primary role to the configured primary region (rebuilding it first if a
     /// failover fenced it).
-    Failback,
+    Failback {
+        /// Go on even if a fresh listing of the fenced region does not show every host (the
+        /// ones it does not show are not terminated).
+        #[arg(long)]
+        force: bool,
+    },
     /// Prove DR works: order load, failover (planned unless --unplanned), every acknowledged
     /// order checked in the surviving region, failback, and a report (RTO, RPO, errors).
     Drill {
@@ -171,8 +176,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &r, || render::failover(&r));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Failback => {
-            let r = ops::failback(&cfg, &tpl, false).await?;
+        Cmd::Failback { force } => {
+            let r = ops::failback(&cfg, &tpl, false, *force).await?;
             print(json, &r, || render::failback(&r));
             Ok(ExitCode::SUCCESS)
         }

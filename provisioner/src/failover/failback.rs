@@ -17,14 +17,22 @@ pub struct FailbackReport {
 
 /// Terminates a fenced region's instances (their data may hold writes the survivors never
 /// saw: the region is rebuilt from a fresh clone, not rewound), forgets their host keys and
-/// clears the fence. Nothing to do when no region is fenced.
-pub async fn unfence(w: &Situation, quiet: bool) -> Result<(), FailoverError> {
+/// clears the fence. Nothing to do when no region is fenced. What it terminates comes from a
+/// fresh listing that must show every desired host of the region (else only `force` goes on).
+pub async fn unfence(w: &Situation, quiet: bool, force: bool) -> Result<(), FailoverError> {
     let Some(f) = &w.observed.marks.fence else { return Ok(()) };
     let zone_id = zone_id(w)?;
     w.cloud.ec2_answers(&f.region).await.map_err(|e| {
         refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers")
     })?;
-    let instances = w.observed.region(&f.region).map(|r| r.instances.as_slice()).unwrap_or_default();
+    let listing = super::listing::fresh(w, &f.region).await;
+    if let (Some(gap), false) = (super::listing::incomplete(&f.region, "terminated", &listing), force) {
+        return Err(refused(
+            format!("{gap}; clearing the fence now would let it serve"),
+            "retry when the API lists every host, or pass --force after making sure the missing hosts are gone",
+        ));
+    }
+    let instances = listing.map(|l| l.instances).unwrap_or_default();
     let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
     let addrs: Vec<crate::ssh::Target> = instances
         .iter()

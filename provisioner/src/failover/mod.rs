@@ -8,6 +8,7 @@
 mod failback;
 pub mod hosts;
 pub mod ladder;
+mod listing;
 mod rungs;
 pub mod webhook;
 

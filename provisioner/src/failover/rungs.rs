@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::hosts::RegionHosts;
 use super::ladder::now_ms;
+use super::listing;
 use super::*;
 use crate::cloud::RecordTarget;
 use crate::model::{pick, Fence, Marks};
@@ -48,38 +49,36 @@ pub(super) async fn positions(r: &RegionHosts) -> Option<Position> {
 }
 
 /// Stops every instance of `region` through its EC2 API and records the fence on the zone
-/// first, so that `up` refuses to start them again. Without an answering API, only `force`
-/// goes on, and then nothing stops the old hosts: the report says so.
+/// first, so that `up` refuses to start them again. What it stops comes from a fresh listing
+/// that must show every desired host of the region. Without an answering API or a complete
+/// listing, only `force` goes on, and then what is not listed is not stopped: the report says so.
 pub(super) async fn fence(w: &Situation, region: &str, force: bool) -> Result<Rung<Fenced>, Msg> {
     let zone_id = zone_id(w).map_err(|e| Msg(e.to_string()))?;
     let at = now_ms();
     let mut marks = w.observed.marks.clone();
     marks.active = Some(w.cfg.active().name.clone());
     marks.fence = Some(Fence { region: region.to_string(), at_unix_ms: at });
-    if let Err(e) = w.cloud.ec2_answers(region).await {
-        if !force {
-            return Err(Msg(format!(
-                "{region}'s EC2 API does not answer ({e}), so its instances cannot be stopped: promoting the DR region now could leave two primaries taking writes if {region} comes back.\n  fix: retry when the API answers, or pass --force after making sure {region}'s hosts are really down"
-            )));
-        }
-        w.cloud.set_marks(zone_id, &marks).await?;
-        let note = format!("FORCED: {region}'s EC2 API did not answer; its instances were NOT stopped. If they come back they must not serve: run `provision failback` as soon as the API answers");
-        return Ok(Rung::new(Fenced { instances: vec![], note: note.clone() }, note));
+    let listing = match w.cloud.ec2_answers(region).await {
+        Ok(()) => listing::fresh(w, region).await,
+        Err(e) => Err(format!("its EC2 API does not answer: {e}")),
+    };
+    let gap = listing::incomplete(region, "stopped", &listing);
+    if let (Some(gap), false) = (&gap, force) {
+        return Err(Msg(format!(
+            "{gap}: promoting the DR region now could leave two primaries taking writes if {region}'s hosts come back.\n  fix: retry when the API answers and lists every host, or pass --force after making sure {region}'s hosts are really down"
+        )));
     }
     w.cloud.set_marks(zone_id, &marks).await?;
-    let ids: Vec<String> = w
-        .observed
-        .region(region)
-        .map(|r| {
-            r.instances
-                .iter()
-                .filter(|i| matches!(i.attrs.state.as_str(), "pending" | "running" | "stopping"))
-                .map(|i| i.id.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    w.cloud.fence_instances(region, &ids, at).await?;
-    let note = format!("{region}: {} instance(s) stopped through EC2 and tagged {}", ids.len(), crate::model::TAG_FENCED);
+    let ids = listing.as_ref().map(|l| l.ids_in(&["pending", "running", "stopping"])).unwrap_or_default();
+    if !ids.is_empty() {
+        w.cloud.fence_instances(region, &ids, at).await?;
+    }
+    let mut note = format!("{region}: {} instance(s) stopped through EC2 and tagged {}", ids.len(), crate::model::TAG_FENCED);
+    if let Some(gap) = gap {
+        note = format!(
+            "FORCED: {gap}. {note}. If the others come back they must not serve: run `provision failback` as soon as the API lists them"
+        );
+    }
     Ok(Rung::new(Fenced { instances: ids, note: note.clone() }, note))
 }
 

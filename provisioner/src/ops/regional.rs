@@ -17,12 +17,12 @@ pub async fn failover(cfg: &Config, tpl: &Template, opts: &failover::Opts) -> Re
 /// `provision failback`: rebuild a fenced region as a standby (terminate its fenced
 /// instances; `up` makes new ones and clones the DB from the primary), then a planned
 /// switchover back to the configured primary.
-pub async fn failback(cfg: &Config, tpl: &Template, quiet: bool) -> Result<FailbackReport, FailoverError> {
+pub async fn failback(cfg: &Config, tpl: &Template, quiet: bool, force: bool) -> Result<FailbackReport, FailoverError> {
     let s = failover::look(cfg, tpl).await?;
     let home = cfg.primary().name.clone();
     let mut report = FailbackReport { rebuild: "none".into(), rebuild_ms: 0, switchover: None, notes: vec![] };
     let t0 = Instant::now();
-    failover::unfence(&s, quiet).await?;
+    failover::unfence(&s, quiet, force).await?;
     if failover::needs_rebuild(&s) {
         let passive = s.cfg.passive().name.clone();
         if !quiet {
@@ -51,7 +51,7 @@ pub async fn failback(cfg: &Config, tpl: &Template, quiet: bool) -> Result<Failb
 
 /// `provision drill`: load, failover, verify, failback (this module's), verify.
 pub async fn drill(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<DrillReport, DrillError> {
-    drill::drill(cfg, tpl, opts, || failback(cfg, tpl, opts.quiet)).await
+    drill::drill(cfg, tpl, opts, || failback(cfg, tpl, opts.quiet, false)).await
 }
 
 /// `provision drill --db-leader`.
