@@ -13,7 +13,9 @@
 //! The cache is never trusted for money: another partition may have spent the funds, and
 //! then the balance delta breaks `balances_non_negative` and the commit fails. Any such
 //! conflict (also a client id raced from another market) rolls memory back by reloading
-//! the partition from the DB, and the batch is decided again on fresh reads.
+//! the partition from the DB, and the batch is decided again on fresh reads. An order
+//! whose deciding or matching fails an invariant is quarantined the same way: memory is
+//! reloaded and the batch runs again with that order rejected (`quarantine`).
 //! SQL and row types are in `sql`, the market trait in `market`.
 
 mod market;
