@@ -13,25 +13,33 @@
 //! The cache is never trusted for money: another partition may have spent the funds, and
 //! then the balance delta breaks `balances_non_negative` and the commit fails. Any such
 //! conflict (also a client id raced from another market) rolls memory back by reloading
-//! the partition from the DB, and the batch is decided again on fresh reads.
+//! the partition from the DB, and the batch is decided again on fresh reads. An order
+//! whose deciding or matching fails an invariant is quarantined the same way: memory is
+//! reloaded and the batch runs again with that order rejected (`quarantine`).
 //! SQL and row types are in `sql`, the market trait in `market`.
 
 mod market;
+mod quarantine;
 mod sql;
 
 pub use market::Core;
+pub use quarantine::panic_contained;
+#[cfg(feature = "poison-test")]
+pub use quarantine::POISON_PREFIX;
+use quarantine::{contain, Hand, Poison, Poisoned};
 use sql::*;
 pub use sql::{order_by_client_id, order_by_id, order_json};
 
 use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
-use crate::partition::{Job, LeadError, LeaderCtx, Logic};
+use crate::partition::{Event, Job, LeadError, LeaderCtx, Logic, Quarantine};
 use crate::perp::{PerpMarket, Position};
 use crate::protocol::{ErrorCode, UserOrder};
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 #[derive(Debug)]
 pub enum SpotCmd {
@@ -96,10 +104,54 @@ struct Fresh {
     client_order_id: String,
     /// The asset its reservation is in.
     asset: Asset,
-    /// Funds reserved for it; `None`: rejected for insufficient funds.
-    reserved: Option<i64>,
+    /// Funds reserved for it, or why it is rejected (insufficient funds, quarantined).
+    reserved: Result<i64, ErrorCode>,
     /// Already in `orders` as `pending` with its funds held (left by an older engine).
     existing: bool,
+    /// Its index among the batch's placements (`Hand::Place`); `NO_PLACE` for pending ones.
+    place: usize,
+}
+
+/// `Fresh::place` of an order matched at load time.
+const NO_PLACE: usize = usize::MAX;
+
+/// How a batch attempt failed: like any leader step, or on a panic in its in-memory part.
+enum Failed {
+    Lead(LeadError),
+    Poisoned(Poisoned),
+}
+
+impl From<LeadError> for Failed {
+    fn from(e: LeadError) -> Self {
+        Failed::Lead(e)
+    }
+}
+
+impl From<Poisoned> for Failed {
+    fn from(p: Poisoned) -> Self {
+        Failed::Poisoned(p)
+    }
+}
+
+/// A batch decided, matched and committed.
+struct Settled {
+    fresh: Vec<Fresh>,
+    verdicts: Vec<(usize, Verdict)>,
+    /// Each fresh order's state.
+    results: Vec<OrderUpdate>,
+    /// Each cancel's update (None: nothing to cancel, or quarantined).
+    cancels: Vec<Option<OrderUpdate>>,
+}
+
+/// The in-memory outcome of a batch, to be written: `finals` are the new orders in their
+/// last state, `changed` the older orders' updates.
+struct Matched<'a> {
+    results: Vec<OrderUpdate>,
+    cancels: Vec<Option<OrderUpdate>>,
+    finals: Vec<(&'a Fresh, OrderUpdate)>,
+    changed: BTreeMap<i64, OrderUpdate>,
+    out: Effects,
+    positions: Vec<(i64, Position)>,
 }
 
 /// Fresh orders, and each job's verdict.
@@ -178,13 +230,24 @@ impl<C: Core> MarketLogic<C> {
         Ok(rows.iter().map(|r| ((r.get(KNOWN_USER_COL), r.get(2)), row_json(r))).collect())
     }
 
-    /// Reads the available funds of every account the batch's orders reserve from.
-    async fn refresh_funds(&mut self, ctx: &LeaderCtx, places: &[(usize, UserOrder)]) -> Result<(), LeadError> {
-        let mut pairs = std::collections::BTreeSet::new();
-        for (_, p) in places {
+    /// The accounts the batch's orders reserve from (quarantined ones left out).
+    fn funds_keys(
+        &self,
+        places: &[(usize, UserOrder)],
+        poison: &Poison,
+        hand: &Cell<Option<Hand>>,
+    ) -> Result<BTreeSet<(i64, Asset)>, LeadError> {
+        let mut pairs = BTreeSet::new();
+        for (k, (_, p)) in places.iter().enumerate().filter(|(k, _)| !poison.has(Hand::Place(*k))) {
+            hand.set(Some(Hand::Place(k)));
             let (asset, _) = self.market.reservation(&new_order(0, p), None).map_err(|e| LeadError::Invariant(e.to_string()))?;
             pairs.insert((p.user_id, asset));
         }
+        Ok(pairs)
+    }
+
+    /// Reads the available funds of the accounts `pairs`.
+    async fn refresh_funds(&mut self, ctx: &LeaderCtx, pairs: BTreeSet<(i64, Asset)>) -> Result<(), LeadError> {
         let users: Vec<i64> = pairs.iter().map(|x| x.0).collect();
         let assets: Vec<&str> = pairs.iter().map(|x| self.asset_name(x.1)).collect();
         let rows = ctx.client.query(&ctx.stmts[SQL_FUNDS], &[&users, &assets]).await?;
@@ -214,14 +277,24 @@ impl<C: Core> MarketLogic<C> {
     /// that reserves from the known funds (in job order) or is rejected. `None` when an
     /// order would be rejected on funds that were not just read: read them, then decide
     /// again with `fresh_funds`.
-    fn decide(&self, places: &[(usize, UserOrder)], known: &Known, ids: &[i64], fresh_funds: bool) -> Result<Option<Decided>, LeadError> {
+    /// Quarantined orders (`poison`) are rejected without a look; `hand` holds the order
+    /// being decided.
+    fn decide(
+        &self,
+        places: &[(usize, UserOrder)],
+        known: &Known,
+        ids: &[i64],
+        fresh_funds: bool,
+        poison: &Poison,
+        hand: &Cell<Option<Hand>>,
+    ) -> Result<Option<Decided>, LeadError> {
         let mut fresh = Vec::new();
         let mut verdicts = Vec::with_capacity(places.len());
         let mut first_job: HashMap<(i64, &str), usize> = HashMap::new();
         let mut spent: HashMap<(i64, Asset), i64> = HashMap::new();
         // The highest bid the batch's accepted buys so far may rest (a later sell may trade at it).
         let mut batch_bid: Option<i64> = None;
-        for (job, p) in places {
+        for (k, (job, p)) in places.iter().enumerate() {
             if !known.is_empty() {
                 if let Some(v) = known.get(&(p.user_id, p.order.client_order_id.clone())) {
                     verdicts.push((*job, Verdict::Known(v.clone())));
@@ -235,6 +308,14 @@ impl<C: Core> MarketLogic<C> {
             first_job.insert((p.user_id, p.order.client_order_id.as_str()), *job);
             let id = ids[fresh.len()];
             let order = new_order(id, p);
+            let cid = p.order.client_order_id.clone();
+            if poison.has(Hand::Place(k)) {
+                verdicts.push((*job, Verdict::Fresh(fresh.len())));
+                let reserved = Err(ErrorCode::Quarantined);
+                fresh.push(Fresh { order, seq: id, client_order_id: cid, asset: Asset::Quote, reserved, existing: false, place: k });
+                continue;
+            }
+            hand.set(Some(Hand::Place(k)));
             let (asset, amount) = self.market.reservation(&order, batch_bid).map_err(|e| LeadError::Invariant(e.to_string()))?;
             let have = self.funds.get(&(p.user_id, asset)).copied();
             let used = spent.entry((p.user_id, asset)).or_insert(0);
@@ -244,50 +325,58 @@ impl<C: Core> MarketLogic<C> {
                 if order.side == Side::Buy {
                     batch_bid = batch_bid.max(Some(order.price_ticks));
                 }
-                Some(amount)
+                Ok(amount)
             } else if fresh_funds {
-                None
+                Err(ErrorCode::InsufficientFunds)
             } else {
                 return Ok(None);
             };
             verdicts.push((*job, Verdict::Fresh(fresh.len())));
             // Order ids come from one sequence in ascending blocks: already in arrival order.
-            fresh.push(Fresh { order, seq: id, client_order_id: p.order.client_order_id.clone(), asset, reserved, existing: false });
+            fresh.push(Fresh { order, seq: id, client_order_id: cid, asset, reserved, existing: false, place: k });
         }
         Ok(Some((fresh, verdicts)))
     }
 
-    /// Matches in memory, then writes the outcome in one transaction. Returns each fresh
-    /// order's state and each cancel's update. On error, memory is ahead of the DB: the
-    /// caller must reload before deciding anything again.
-    async fn apply(
+    /// Matches the batch in memory (no IO): places the fresh orders and runs the cancels
+    /// that are not quarantined, `hand` holding the item at work. On error or panic,
+    /// memory is ahead of the DB: the caller must reload before deciding anything again.
+    fn execute<'a>(
         &mut self,
-        ctx: &mut LeaderCtx,
-        fresh: &[Fresh],
+        fresh: &'a [Fresh],
         cancels: &[(i64, i64)],
-    ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
+        poison: &Poison,
+        hand: &Cell<Option<Hand>>,
+    ) -> Result<Matched<'a>, LeadError> {
         let mut out = Effects::default();
         let mut results = Vec::with_capacity(fresh.len());
         for f in fresh {
-            let Some(reserved) = f.reserved else {
-                results.push(OrderUpdate::rejected(f.order.id, ErrorCode::InsufficientFunds));
-                continue;
+            let reserved = match f.reserved {
+                Ok(r) => r,
+                Err(code) => {
+                    results.push(OrderUpdate::rejected(f.order.id, code));
+                    continue;
+                }
             };
+            hand.set((f.place != NO_PLACE).then_some(Hand::Place(f.place)));
             if !f.existing {
                 settle::post_reserve(f.order.user_id, f.asset, reserved, &mut out.postings, "reserve");
             }
+            quarantine::trip_if_poison(&f.client_order_id);
             let u = self.market.place(f.order, reserved, &mut out).map_err(|e| LeadError::Invariant(e.to_string()))?;
             results.push(u);
         }
         let mut cancel_results = Vec::with_capacity(cancels.len());
-        for (user_id, order_id) in cancels {
-            let mine = self.market.book().get(*order_id).is_some_and(|r| r.user_id == *user_id);
+        for (k, (user_id, order_id)) in cancels.iter().enumerate() {
+            hand.set(Some(Hand::Cancel(k)));
+            let mine = !poison.has(Hand::Cancel(k)) && self.market.book().get(*order_id).is_some_and(|r| r.user_id == *user_id);
             let u = if mine { self.market.cancel(*order_id, &mut out.postings) } else { None };
             if let Some(u) = u {
                 out.updates.push(u);
             }
             cancel_results.push(u);
         }
+        hand.set(None);
         // The last update of each order wins: a new order may rest and then fill later in
         // the same batch. New orders are inserted in that state, older ones updated.
         let mut last: BTreeMap<i64, OrderUpdate> = BTreeMap::new();
@@ -300,13 +389,34 @@ impl<C: Core> MarketLogic<C> {
             finals.push((f, u));
         }
         let positions = self.market.take_positions();
-        let balances = self.write(ctx, &finals, &last, &out.fills, &out.postings, &positions).await?;
+        Ok(Matched { results, cancels: cancel_results, finals, changed: last, out, positions })
+    }
+
+    /// Matches in memory (contained: a panic is returned as `Failed::Poisoned`), then
+    /// writes the outcome in one transaction. Returns each fresh order's state and each
+    /// cancel's update. On error, memory is ahead of the DB: the caller must reload before
+    /// deciding anything again.
+    async fn apply(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        fresh: &[Fresh],
+        cancels: &[(i64, i64)],
+        poison: &Poison,
+    ) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), Failed> {
+        let hand = Cell::new(None);
+        let m = contain(&hand, || self.execute(fresh, cancels, poison, &hand))??;
+        Ok(self.commit(ctx, m).await?)
+    }
+
+    /// Writes a matched batch (`write`) and refreshes the funds cache from it.
+    async fn commit(&mut self, ctx: &mut LeaderCtx, m: Matched<'_>) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
+        let balances = self.write(ctx, &m.finals, &m.changed, &m.out.fills, &m.out.postings, &m.positions).await?;
         for (owner, name, available) in balances {
             if let Some(a) = self.asset_of(&name) {
                 self.funds.insert((owner, a), available);
             }
         }
-        Ok((results, cancel_results))
+        Ok((m.results, m.cancels))
     }
 
     /// Round trip 2: the batch's one transaction, statements pipelined, committed
@@ -397,7 +507,15 @@ impl<C: Core> MarketLogic<C> {
         for r in rows.iter().filter(|r| r.get::<_, &str>(9) == "pending") {
             let order = order_of_row(r);
             let (asset, reserved) = self.market.reservation(&order, None).map_err(|e| LeadError::Invariant(e.to_string()))?;
-            pending.push(Fresh { order, seq: order.id, client_order_id: r.get(10), asset, reserved: Some(reserved), existing: true });
+            pending.push(Fresh {
+                order,
+                seq: order.id,
+                client_order_id: r.get(10),
+                asset,
+                reserved: Ok(reserved),
+                existing: true,
+                place: NO_PLACE,
+            });
         }
         for r in rows.iter().filter(|r| r.get::<_, &str>(9) == "open") {
             let o = order_of_row(r);
@@ -407,6 +525,63 @@ impl<C: Core> MarketLogic<C> {
             self.market.restore(rest, o.qty_lots, filled, r.get(8));
         }
         Ok(pending)
+    }
+
+    /// One attempt at a batch, its quarantined items (`poison`) left out: look up client
+    /// ids if due, decide, match and write. Deciding and matching are contained.
+    async fn settle(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        places: &[(usize, UserOrder)],
+        cancels: &[(i64, i64)],
+        poison: &Poison,
+    ) -> Result<Settled, Failed> {
+        let known = self.lookup_known(ctx, places).await?;
+        self.ensure_ids(ctx, places.len()).await?;
+        let ids: Vec<i64> = self.id_pool.iter().take(places.len()).copied().collect();
+        let hand = Cell::new(None);
+        let (fresh, verdicts) = match contain(&hand, || self.decide(places, &known, &ids, false, poison, &hand))?? {
+            Some(d) => d,
+            None => {
+                let pairs = contain(&hand, || self.funds_keys(places, poison, &hand))??;
+                self.refresh_funds(ctx, pairs).await?;
+                let d = contain(&hand, || self.decide(places, &known, &ids, true, poison, &hand))??;
+                d.ok_or_else(|| LeadError::Invariant("undecided batch".into()))?
+            }
+        };
+        let (results, cancels) = self.apply(ctx, &fresh, cancels, poison).await?;
+        self.id_pool.drain(..fresh.len());
+        Ok(Settled { fresh, verdicts, results, cancels })
+    }
+
+    /// Settles the batch. A panic while deciding or matching an item quarantines that item;
+    /// a conflict is tried again (5 attempts in all). Either way the market is reloaded
+    /// first (memory may be ahead of the DB or half-updated). Returns the batch and what
+    /// it took out.
+    async fn settle_batch(
+        &mut self,
+        ctx: &mut LeaderCtx,
+        places: &[(usize, UserOrder)],
+        cancels: &[(i64, i64)],
+    ) -> Result<(Settled, Poison), LeadError> {
+        let mut poison = Poison::default();
+        let mut conflicts = 0;
+        loop {
+            match self.settle(ctx, places, cancels, &poison).await {
+                Ok(s) => return Ok((s, poison)),
+                Err(Failed::Poisoned(Poisoned { hand: Some(h), message })) if !poison.has(h) => {
+                    tracing::error!(market = %self.symbol, item = ?h, error = %message, "an order failed an invariant: quarantined; reloading the market");
+                    poison.items.insert(h, message);
+                }
+                Err(Failed::Poisoned(p)) => return Err(LeadError::Invariant(p.message)),
+                Err(Failed::Lead(LeadError::Db(e))) if crate::db::is_conflict(&e) && conflicts < 4 => {
+                    conflicts += 1;
+                    tracing::info!(market = %self.symbol, attempt = conflicts, error = %crate::db::describe(&e), "batch conflicted; reloading the market and deciding again");
+                }
+                Err(Failed::Lead(e)) => return Err(e),
+            }
+            self.load(ctx).await?;
+        }
     }
 
     fn book_json(&self, levels: usize) -> Value {
@@ -459,7 +634,9 @@ impl<C: Core> Logic for MarketLogic<C> {
         if !pending.is_empty() {
             // Written by an engine that committed acceptance and matching separately.
             tracing::info!(market = %self.symbol, n = pending.len(), "matching accepted orders of the previous leader");
-            self.apply(ctx, &pending, &[]).await?;
+            // Not contained: a panic here exits, as anywhere outside a batch's matching.
+            let m = self.execute(&pending, &[], &Poison::default(), &Cell::new(None))?;
+            self.commit(ctx, m).await?;
         }
         Ok(())
     }
@@ -483,39 +660,14 @@ impl<C: Core> Logic for MarketLogic<C> {
             }
             replies.push(Some(j.reply));
         }
-        let mut attempt = 0;
-        let (fresh, verdicts, results) = loop {
-            attempt += 1;
-            let known = self.lookup_known(ctx, &places).await?;
-            self.ensure_ids(ctx, places.len()).await?;
-            let ids: Vec<i64> = self.id_pool.iter().take(places.len()).copied().collect();
-            let (fresh, verdicts) = match self.decide(&places, &known, &ids, false)? {
-                Some(d) => d,
-                None => {
-                    self.refresh_funds(ctx, &places).await?;
-                    self.decide(&places, &known, &ids, true)?.ok_or_else(|| LeadError::Invariant("undecided batch".into()))?
-                }
-            };
-            match self.apply(ctx, &fresh, &cancels).await {
-                Ok((results, cancel_results)) => {
-                    self.id_pool.drain(..fresh.len());
-                    break (fresh, verdicts, (results, cancel_results));
-                }
-                Err(LeadError::Db(e)) if crate::db::is_conflict(&e) && attempt < 5 => {
-                    tracing::info!(market = %self.symbol, attempt, error = %crate::db::describe(&e), "batch conflicted; reloading the market and deciding again");
-                    self.load(ctx).await?;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let (s, poison) = self.settle_batch(ctx, &places, &cancels).await?;
         self.batches += 1;
         self.known_checks_left = self.known_checks_left.saturating_sub(1);
-        let (results, cancel_results) = results;
-        for (job, v) in verdicts {
+        for (job, v) in s.verdicts {
             let reply = match v {
                 Verdict::Known(v) => Ok(v),
                 Verdict::Fresh(i) => {
-                    let (f, u) = (&fresh[i], &results[i]);
+                    let (f, u) = (&s.fresh[i], &s.results[i]);
                     let reason = u.reason.map(|c| c.as_str());
                     Ok(order_json(&self.symbol, u.order_id, &f.client_order_id, u.status, u.filled_qty, f.order.qty_lots, reason))
                 }
@@ -523,7 +675,13 @@ impl<C: Core> Logic for MarketLogic<C> {
             };
             answers.insert(job, reply);
         }
-        for ((user_id, order_id), (job, _)) in cancels.iter().zip(cancel_jobs.iter().zip(cancel_results)) {
+        report_quarantined(ctx, &places, &cancels, &poison);
+        let cancel_results = s.cancels;
+        for (k, ((user_id, order_id), (job, _))) in cancels.iter().zip(cancel_jobs.iter().zip(cancel_results)).enumerate() {
+            if let Some(why) = poison.items.get(&Hand::Cancel(k)) {
+                answers.insert(*job, Err(ApiError::conflict(ErrorCode::Quarantined, format!("cancel quarantined: {why}"))));
+                continue;
+            }
             let reply = order_by_id(&ctx.client, *user_id, *order_id).await?;
             answers.insert(*job, reply.ok_or_else(|| ApiError::not_found(format!("no order {order_id} of this user"))));
         }
@@ -533,6 +691,19 @@ impl<C: Core> Logic for MarketLogic<C> {
             }
         }
         Ok(())
+    }
+}
+
+/// Reports the batch's quarantined items to the monitor, once their batch committed (an
+/// order as `rejected`, reason `quarantined`).
+fn report_quarantined(ctx: &LeaderCtx, places: &[(usize, UserOrder)], cancels: &[(i64, i64)], poison: &Poison) {
+    for (h, message) in &poison.items {
+        let (user_id, client_order_id) = match *h {
+            Hand::Place(k) => (places[k].1.user_id, places[k].1.order.client_order_id.clone()),
+            Hand::Cancel(k) => (cancels[k].0, format!("(cancel of order {})", cancels[k].1)),
+        };
+        let q = Quarantine { partition: ctx.key.clone(), user_id, client_order_id, message: message.clone() };
+        crate::partition::report(&ctx.events, Event::Quarantined(q));
     }
 }
 
@@ -594,11 +765,29 @@ mod tests {
         l.funds.insert((1, Asset::Quote), 1_000_000);
         l.funds.insert((2, Asset::Quote), 1_000_000);
         let places = vec![(0, limit(1, "b", Side::Buy, 500, 10)), (1, limit(2, "s", Side::Sell, 1, 10))];
-        let (fresh, _) = l.decide(&places, &Known::new(), &[1, 2], true).unwrap().expect("decided");
-        assert_eq!(fresh[1].reserved, Some(l.market.need(500, 10)));
+        let (fresh, _) = l.decide(&places, &Known::new(), &[1, 2], true, &Poison::default(), &Cell::new(None)).unwrap().expect("decided");
+        assert_eq!(fresh[1].reserved, Ok(l.market.need(500, 10)));
         let mut out = Effects::default();
         let updates: Vec<_> = fresh.iter().map(|f| l.market.place(f.order, f.reserved.unwrap(), &mut out).unwrap()).collect();
         assert_eq!((updates[1].status, updates[1].filled_qty), ("filled", 10));
         assert_eq!(out.fills[0].fill.price_ticks, 500);
+    }
+
+    /// A quarantined placement is decided `rejected`/`quarantined` without a reservation
+    /// and keeps its slot (an order id, a row); the rest of the batch is decided as usual.
+    #[test]
+    fn a_quarantined_order_is_rejected_and_the_rest_decided() {
+        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, 1000, 0, -1000, -2000);
+        l.funds.insert((1, Asset::Quote), 1_000_000);
+        let places = vec![(0, limit(1, "a", Side::Buy, 500, 10)), (1, limit(1, "b", Side::Buy, 500, 10))];
+        let mut poison = Poison::default();
+        poison.items.insert(Hand::Place(0), "boom".into());
+        let (fresh, verdicts) = l.decide(&places, &Known::new(), &[1, 2], true, &poison, &Cell::new(None)).unwrap().expect("decided");
+        assert_eq!((fresh[0].order.id, fresh[0].reserved), (1, Err(ErrorCode::Quarantined)));
+        assert_eq!(fresh[1].reserved, Ok(l.market.need(500, 10)));
+        assert_eq!(verdicts.len(), 2);
+        let m = l.execute(&fresh, &[], &poison, &Cell::new(None)).unwrap();
+        assert_eq!((m.results[0].status, m.results[0].reason), ("rejected", Some(ErrorCode::Quarantined)));
+        assert_eq!(m.finals.len(), 2);
     }
 }

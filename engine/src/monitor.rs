@@ -11,6 +11,7 @@
 
 use crate::metrics::label;
 use crate::node::Node;
+use crate::partition::{Elimination, Event, Quarantine};
 use crate::protocol::{paths, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
@@ -45,27 +46,42 @@ fn mem_used_percent() -> Option<f64> {
 type Sample = Vec<(&'static str, f64, f64)>;
 
 pub fn spawn(node: Arc<Node>) {
-    let eliminations = node.eliminations.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Some(rx) = eliminations {
-        tokio::spawn(report_eliminations(node.clone(), rx));
+    let events = node.events.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(rx) = events {
+        tokio::spawn(report_events(node.clone(), rx));
     }
     tokio::spawn(async move { run(node).await });
 }
 
-/// Each hung leader this node's partition loops ended (`partition::silent`): a metric
-/// (`engine_leader_eliminations_total`, and the transition count) and the webhook event
-/// `leader_eliminated`, posted off the trading path like every transition.
-async fn report_eliminations(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<crate::partition::Elimination>) {
-    let limit = node.state.leader_silence.as_millis() as f64;
+/// What this node's partition loops hand over, posted off the trading path like every
+/// transition: hung leaders they ended and orders they quarantined.
+async fn report_events(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<Event>) {
     while let Some(e) = rx.recv().await {
-        let (nid, part) = (label(&node.cfg.node_id), label(&e.partition));
-        node.metrics.inc(format!("engine_leader_eliminations_total{{node=\"{nid}\",partition=\"{part}\"}}"));
-        let what = vec![format!(
-            "partition {} leader {} (backend {}) silent for {:.0} ms: session ended",
-            e.partition, e.holder, e.pid, e.silent_ms
-        )];
-        transition(&node, "leader_eliminated", &what, &vec![("leader_silent_ms", e.silent_ms, limit)]);
+        match e {
+            Event::Eliminated(e) => report_elimination(&node, e),
+            Event::Quarantined(q) => report_quarantine(&node, q),
+        }
     }
+}
+
+/// A hung leader this node ended (`partition::silent`): a metric
+/// (`engine_leader_eliminations_total`, and the transition count) and the webhook event
+/// `leader_eliminated`.
+fn report_elimination(node: &Arc<Node>, e: Elimination) {
+    let limit = node.state.leader_silence.as_millis() as f64;
+    let (nid, part) = (label(&node.cfg.node_id), label(&e.partition));
+    node.metrics.inc(format!("engine_leader_eliminations_total{{node=\"{nid}\",partition=\"{part}\"}}"));
+    let what =
+        vec![format!("partition {} leader {} (backend {}) silent for {:.0} ms: session ended", e.partition, e.holder, e.pid, e.silent_ms)];
+    transition(node, "leader_eliminated", &what, &vec![("leader_silent_ms", e.silent_ms, limit)]);
+}
+
+/// An order a market leader here took out of its batch (`matching::quarantine`): metric
+/// `engine_orders_quarantined_total{partition}` and the webhook event `order_quarantined`.
+fn report_quarantine(node: &Arc<Node>, q: Quarantine) {
+    node.metrics.inc(format!("engine_orders_quarantined_total{{partition=\"{}\"}}", label(&q.partition)));
+    let what = vec![format!("partition {} quarantined order {:?} of user {}: {}", q.partition, q.client_order_id, q.user_id, q.message)];
+    transition(node, "order_quarantined", &what, &vec![("orders_quarantined", 1.0, 0.0)]);
 }
 
 async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {

@@ -36,8 +36,9 @@ pub struct Node {
     pub perp: Markets,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
-    /// Leaders ended by this node's partition loops; the monitor takes it and reports them.
-    pub eliminations: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<partition::Elimination>>>,
+    /// Leaders ended and orders quarantined by this node's partition loops; the monitor
+    /// takes it and reports them.
+    pub events: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<partition::Event>>>,
 }
 
 /// Fee account of spot market `i` (a system account; see migrations).
@@ -86,7 +87,7 @@ fn rank(cfg: &NodeConfig, p: usize) -> u32 {
 impl Node {
     pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, admin_token: String) -> Arc<Node> {
         let addr = cfg.advertise.clone().unwrap_or_else(|| cfg.listen.clone());
-        let (events, eliminations) = tokio::sync::mpsc::channel(64);
+        let (events, event_rx) = tokio::sync::mpsc::channel(64);
         let state = Arc::new(NodeState {
             node_id: cfg.node_id.clone(),
             addr,
@@ -109,7 +110,7 @@ impl Node {
             perp: HashMap::new(),
             wallet: Vec::new(),
             otc: Vec::new(),
-            eliminations: std::sync::Mutex::new(Some(eliminations)),
+            events: std::sync::Mutex::new(Some(event_rx)),
         };
         match node.cfg.module {
             Module::Matching => node.spot = node.spawn_markets(MarketKind::Spot),

@@ -14,6 +14,24 @@
 mod silent;
 pub use silent::Elimination;
 
+/// An order a market leader took out of its batch because deciding or matching it failed
+/// an invariant (`matching::quarantine`): what the node reports (log, metric, webhook).
+#[derive(Debug, Clone)]
+pub struct Quarantine {
+    pub partition: String,
+    pub user_id: i64,
+    pub client_order_id: String,
+    /// The panic's message.
+    pub message: String,
+}
+
+/// What partition loops hand to the monitor to report off the trading path.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Eliminated(Elimination),
+    Quarantined(Quarantine),
+}
+
 use crate::api::{ApiError, Reply};
 use crate::db;
 use crate::protocol::PartitionKey;
@@ -64,8 +82,9 @@ pub struct NodeState {
     /// `db.leader_silence_ms`: how long a lock holder's session may wait on its client
     /// before a standby ends it, and how long gateways may go without probing this node.
     pub leader_silence: Duration,
-    /// Leaders this node's partition loops ended (`silent`), for the monitor to report.
-    pub events: mpsc::Sender<Elimination>,
+    /// Leaders this node's partition loops ended (`silent`) and orders they quarantined,
+    /// for the monitor to report.
+    pub events: mpsc::Sender<Event>,
     /// When a gateway's status probe last arrived (None: never).
     pub gateway_heard: std::sync::Mutex<Option<Instant>>,
 }
@@ -88,11 +107,16 @@ impl NodeState {
     pub fn unreached(&self) -> bool {
         matches!(*self.gateway_heard.lock().unwrap_or_else(|e| e.into_inner()), Some(t) if t.elapsed() > self.leader_silence)
     }
-    /// Hands an elimination to the monitor (never waits: dropped if 64 are queued).
-    pub fn report(&self, e: Elimination) {
-        if let Err(e) = self.events.try_send(e) {
-            tracing::warn!(error = %e, "elimination report dropped");
-        }
+    /// Hands an event to the monitor (never waits: dropped if 64 are queued).
+    pub fn report(&self, e: Event) {
+        report(&self.events, e)
+    }
+}
+
+/// Hands `e` to the monitor's queue without waiting (dropped, and logged, when it is full).
+pub fn report(events: &mpsc::Sender<Event>, e: Event) {
+    if let Err(e) = events.try_send(e) {
+        tracing::warn!(error = %e, "event report dropped");
     }
 }
 
@@ -108,6 +132,8 @@ pub struct LeaderCtx {
     pub epoch: i64,
     /// Statements prepared on the leader session (saves a round trip per statement).
     pub stmts: std::collections::HashMap<&'static str, tokio_postgres::Statement>,
+    /// The monitor's queue of events (`NodeState::events`).
+    pub events: mpsc::Sender<Event>,
 }
 
 /// The epoch check every write transaction runs (params: key, epoch): `fence_or_raise`
@@ -453,7 +479,7 @@ async fn lead<L: Logic>(
             .get(0))
     })
     .await?;
-    let mut ctx = LeaderCtx { client, key: key.to_string(), epoch, stmts: Default::default() };
+    let mut ctx = LeaderCtx { client, key: key.to_string(), epoch, stmts: Default::default(), events: node.events.clone() };
     guarded(node, st, &host, false, logic.load(&mut ctx)).await?;
     st.epoch.store(epoch, Ordering::SeqCst);
     st.leading.store(true, Ordering::SeqCst);

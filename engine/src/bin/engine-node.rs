@@ -25,9 +25,15 @@ async fn main() -> anyhow::Result<()> {
     engine::init_logging(&cfg.log);
     // An invariant assertion failing anywhere means this node's in-memory state cannot be
     // trusted: exit at once so its sessions (and advisory locks) close, another node takes
-    // over from the DB, and the supervisor restarts this one.
+    // over from the DB, and the supervisor restarts this one. Except while a market leader
+    // decides or matches a batch (`matching::quarantine`): it catches the panic, rebuilds
+    // its market from the DB and quarantines the order in hand.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
+        if engine::matching::panic_contained() {
+            tracing::error!(panic = %info, "an order failed an invariant while matched: quarantining it");
+            return;
+        }
         tracing::error!(panic = %info, "invariant violated or bug: exiting");
         default_hook(info);
         std::process::exit(70);

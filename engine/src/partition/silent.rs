@@ -71,7 +71,7 @@ impl Watch {
         let ended = matches!(db::bounded(&node.pg, client.query_one(TERMINATE_SQL, &[&pid])).await, Ok(r) if r.get::<_, bool>(0));
         if ended {
             tracing::warn!(partition = key, holder, pid, silent_ms, "ended the session of a silent leader");
-            node.report(Elimination { partition: key.to_string(), holder, pid, silent_ms });
+            node.report(super::Event::Eliminated(Elimination { partition: key.to_string(), holder, pid, silent_ms }));
         }
         ended
     }

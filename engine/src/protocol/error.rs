@@ -32,10 +32,13 @@ pub enum ErrorCode {
     /// An order's `reason`: it reached a resting order of the same user and was cancelled
     /// there (self-trade prevention cancels the newest order).
     SelfTrade,
+    /// An order's `reason`: deciding or matching it made the leader fail an invariant
+    /// (a bug the order triggers); it was taken out of its batch and refused, and reported.
+    Quarantined,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -52,6 +55,7 @@ impl ErrorCode {
         ErrorCode::Rejected,
         ErrorCode::PriceBand,
         ErrorCode::SelfTrade,
+        ErrorCode::Quarantined,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +76,7 @@ impl ErrorCode {
             ErrorCode::Rejected => "rejected",
             ErrorCode::PriceBand => "price_band",
             ErrorCode::SelfTrade => "self_trade",
+            ErrorCode::Quarantined => "quarantined",
         }
     }
 
