@@ -3,7 +3,8 @@
 //! balance changed behind the engine's back (a direct SQL UPDATE) is reported at the next
 //! run (metric `engine_reconcile_ok` 0, the imbalance, webhook `conservation_broken` once,
 //! not at every run); repaired, the check recovers (webhook `conservation_restored` once).
-//! The shipped interval (60 s) is kept: the test runs the check with `POST /admin/reconcile`.
+//! Exactly one node of the region runs the checks. The shipped interval (60 s) is kept:
+//! the test runs the check with `POST /admin/reconcile`.
 
 mod common;
 use common::*;
@@ -31,6 +32,14 @@ async fn conservation_break_is_reported_once_and_recovers() {
     assert!(m.contains(&format!("engine_reconcile_ok{{node=\"{node}\",asset=\"USD\"}} 1")), "{m}");
     assert!(m.contains(&format!("engine_reconcile_runs_total{{node=\"{node}\"}}")), "{m}");
     assert!(m.contains("engine_reconcile_last_run_timestamp_seconds"), "{m}");
+    // Exactly one node of the region runs the checks (the holder of the lock).
+    let mut runners = Vec::new();
+    for n in &c.node_cfgs {
+        if metrics_of(&c, &n.node_id).await.contains("engine_reconcile_runs_total") {
+            runners.push(n.node_id.clone());
+        }
+    }
+    assert_eq!(runners, vec![node.clone()], "nodes that ran a check");
 
     // Five dollars made up behind the engine's back.
     c.env.pg.sql("UPDATE balances SET available = available + 5 WHERE owner_id = 11 AND asset = 'USD'");
