@@ -3,7 +3,7 @@
 //! balance changed behind the engine's back (a direct SQL UPDATE) is reported at the next
 //! run (metric `engine_reconcile_ok` 0, the imbalance, webhook `conservation_broken` once,
 //! not at every run); repaired, the check recovers (webhook `conservation_restored` once).
-//! Exactly one node of the region runs the checks. The shipped interval (60 s) is kept:
+//! Exactly one node of the region runs the checks; when it dies another takes over. The shipped interval (60 s) is kept:
 //! the test runs the check with `POST /admin/reconcile`.
 
 mod common;
@@ -17,7 +17,7 @@ const ADMIN: (&str, &str) = ("x-admin-token", ADMIN_TOKEN);
 async fn conservation_break_is_reported_once_and_recovers() {
     let hooks = Webhooks::start().await;
     let url = hooks.url.clone();
-    let c = Cluster::start(1, |n| n.monitor.webhook_urls = vec![url.clone()]);
+    let mut c = Cluster::start(1, |n| n.monitor.webhook_urls = vec![url.clone()]);
     assert_eq!(c.node_cfgs[0].monitor.reconcile_interval_ms, engine_config::DEFAULT_RECONCILE_INTERVAL_MS);
     wait_healthy(&c.gw, Duration::from_secs(60)).await.expect("healthy");
     trade_and_move_money(&c.gw).await;
@@ -70,6 +70,20 @@ async fn conservation_break_is_reported_once_and_recovers() {
     assert_eq!((count(&hooks, "conservation_broken"), count(&hooks, "conservation_restored")), (1, 1), "{:?}", hooks.events());
     let m = metrics_of(&c, &node).await;
     assert!(m.contains(&format!("engine_reconcile_ok{{node=\"{node}\",asset=\"USD\"}} 1")), "{m}");
+
+    // The runner dies: its session and lock go with it, and another node takes over.
+    let i = c.node_cfgs.iter().position(|n| n.node_id == node).unwrap();
+    c.nodes[i].kill9();
+    let t = Instant::now();
+    let r = loop {
+        let (s, v) = post(&c.gw, "/admin/reconcile", &[ADMIN], json!({})).await;
+        if s == 200 {
+            break v;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no node took the check over: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(r["node_id"] != node.as_str() && r["ok"] == true, "{r}");
 }
 
 /// Deposits, a BTC trade between users 11 and 12 (fees to the market's fee account), a
