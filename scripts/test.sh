@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: installs what is missing, builds, starts the local cloud (LocalStack and its
 # API front) if it is not running (and stops it again at the end if it started it), then
-# `cargo test --workspace`. The front throttles 20 % of every service's calls and keeps EC2
+# `cargo test --workspace`, then the engine's poison-order test (a test-only feature). The front throttles 20 % of every service's calls and keeps EC2
 # eventually consistent (2 s), as AWS can be: the whole suite must pass so.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -21,4 +21,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cargo test --workspace --no-fail-fast
+# The poison-order test needs a test-only engine feature (an order that trips an assertion);
+# run last, as it rebuilds the debug engine binaries with it.
+cargo test -p engine --features poison-test --test poison_order
 echo "test.sh: all tests done in $(( $(date +%s) - t0 )) s"

@@ -13,6 +13,7 @@ pub mod otc;
 pub mod partition;
 pub mod perp;
 pub mod protocol;
+pub mod reconcile;
 pub mod requests;
 pub mod settle;
 pub mod spot;

@@ -323,8 +323,20 @@ fn transition(node: &Arc<Node>, event: &str, breaches: &[String], sample: &Sampl
         "region": node.cfg.region,
         "breaches": breaches,
         "measurements": measurements,
-        "at_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+        "at_ms": now_ms(),
     });
+    post_webhooks(node, body);
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// POSTs `body` to every `monitor.webhook_urls` entry from a task of its own (never waits
+/// on the caller's path), each with `webhook_retries` attempts, exponential backoff and
+/// `webhook_timeout_ms` per attempt; counted in `engine_webhook_{sent,failed}_total`.
+pub(crate) fn post_webhooks(node: &Arc<Node>, body: serde_json::Value) {
     let m = node.cfg.monitor.clone();
     for url in m.webhook_urls.clone() {
         let body = body.clone();

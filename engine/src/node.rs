@@ -39,6 +39,10 @@ pub struct Node {
     /// Leaders ended and orders quarantined by this node's partition loops; the monitor
     /// takes it and reports them.
     pub events: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<partition::Event>>>,
+    /// `POST /admin/reconcile` asks the reconciliation task through this.
+    pub reconcile: crate::reconcile::Trigger,
+    /// The reconciliation task's end of `reconcile` (taken when it starts).
+    pub reconcile_requests: std::sync::Mutex<Option<crate::reconcile::Requests>>,
 }
 
 /// Fee account of spot market `i` (a system account; see migrations).
@@ -57,9 +61,10 @@ pub fn perp_pool_account(i: usize) -> i64 {
 }
 
 /// Default `db.connections_max` of a node: one session per partition of its module
-/// (its leader or hot-standby session), plus the monitor's, one liveness check of a host
-/// that stopped answering, and one transient session (migrations at start-up, the standby
-/// mode's promotion check).
+/// (its leader or hot-standby session), plus the monitor's, the reconciliation session
+/// (held by one node of the region, opened briefly by the others to try its lock), one
+/// liveness check of a host that stopped answering, and one transient session
+/// (migrations at start-up, the standby mode's promotion check).
 pub fn default_db_sessions(cfg: &NodeConfig) -> usize {
     let ex = &cfg.exchange;
     let partitions = match cfg.module {
@@ -68,7 +73,7 @@ pub fn default_db_sessions(cfg: &NodeConfig) -> usize {
         Module::Wallet => ex.wallet_shards as usize,
         Module::Otc => ex.otc_shards as usize,
     };
-    partitions + 3
+    partitions + 4
 }
 
 /// This node's preference rank for partition `p` among the nodes of its module.
@@ -88,6 +93,7 @@ impl Node {
     pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, admin_token: String) -> Arc<Node> {
         let addr = cfg.advertise.clone().unwrap_or_else(|| cfg.listen.clone());
         let (events, event_rx) = tokio::sync::mpsc::channel(64);
+        let (reconcile, reconcile_requests) = crate::reconcile::channel();
         let state = Arc::new(NodeState {
             node_id: cfg.node_id.clone(),
             addr,
@@ -111,6 +117,8 @@ impl Node {
             wallet: Vec::new(),
             otc: Vec::new(),
             events: std::sync::Mutex::new(Some(event_rx)),
+            reconcile,
+            reconcile_requests: std::sync::Mutex::new(Some(reconcile_requests)),
         };
         match node.cfg.module {
             Module::Matching => node.spot = node.spawn_markets(MarketKind::Spot),
@@ -238,6 +246,7 @@ impl Node {
             .route(paths::NODE_PING, get(|| async { "pong" }))
             .route(paths::METRICS, get(metrics))
             .route(paths::ADMIN_MODE, post(set_mode))
+            .route(paths::ADMIN_RECONCILE, post(reconcile_now))
             .route(paths::ORDERS, post(|s: S, h: HeaderMap, b: Bytes| place(s, h, b, Spot)))
             .route(paths::NODE_ORDERS_BATCH, post(place_batch))
             .route(paths::ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Spot)))
@@ -339,6 +348,19 @@ async fn set_mode(State(n): S, h: HeaderMap, body: Bytes) -> Response {
         }
         serde_json::to_value(n.status()).unwrap_or_default()
     });
+    respond(r)
+}
+
+/// Runs the conservation check now if this node holds the reconciliation lock (or takes
+/// it): the run's report; `not_leader` if another node holds it.
+async fn reconcile_now(State(n): S, h: HeaderMap) -> Response {
+    let r: Reply = async {
+        n.auth(&h)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        n.reconcile.send(reply).await.map_err(|_| ApiError::unavailable("reconciliation is not running"))?;
+        rx.await.map_err(|_| ApiError::unavailable("reconciliation stopped"))?
+    }
+    .await;
     respond(r)
 }
 

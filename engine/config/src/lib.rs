@@ -275,6 +275,16 @@ pub struct MonitorConfig {
     pub webhook_retries: u32,
     #[serde(default = "default_webhook_timeout_ms")]
     pub webhook_timeout_ms: u64,
+    /// How often the region's conservation check runs (on the one node holding the
+    /// reconciliation lock): per asset, users' available + held + fee accounts + margin
+    /// pools = deposits - completed withdrawals, and every balance = the sum of its ledger
+    /// lines. A break is posted to `webhook_urls` (`conservation_broken`). At least 1000.
+    #[serde(default = "default_reconcile_interval_ms")]
+    pub reconcile_interval_ms: u64,
+    /// Server-side bound (`statement_timeout`) on one conservation check; a check that
+    /// takes longer is cancelled and counted as an error, never left running.
+    #[serde(default = "default_reconcile_timeout_ms")]
+    pub reconcile_timeout_ms: u64,
 }
 
 fn default_interval_ms() -> u64 {
@@ -304,6 +314,18 @@ fn default_webhook_retries() -> u32 {
 fn default_webhook_timeout_ms() -> u64 {
     2000
 }
+/// Default of `MonitorConfig::reconcile_interval_ms`: a minute. The check scans every
+/// balance and ledger line in one snapshot, so it is far too heavy for the per-second
+/// monitor, and a minute bounds how long a break goes unreported.
+pub const DEFAULT_RECONCILE_INTERVAL_MS: u64 = 60_000;
+fn default_reconcile_interval_ms() -> u64 {
+    DEFAULT_RECONCILE_INTERVAL_MS
+}
+/// Default of `MonitorConfig::reconcile_timeout_ms`.
+pub const DEFAULT_RECONCILE_TIMEOUT_MS: u64 = 30_000;
+fn default_reconcile_timeout_ms() -> u64 {
+    DEFAULT_RECONCILE_TIMEOUT_MS
+}
 
 impl Default for MonitorConfig {
     fn default() -> Self {
@@ -318,6 +340,8 @@ impl Default for MonitorConfig {
             webhook_urls: Vec::new(),
             webhook_retries: default_webhook_retries(),
             webhook_timeout_ms: default_webhook_timeout_ms(),
+            reconcile_interval_ms: default_reconcile_interval_ms(),
+            reconcile_timeout_ms: default_reconcile_timeout_ms(),
         }
     }
 }

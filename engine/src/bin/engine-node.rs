@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let node = Node::start(cfg, pg, pg_any, admin_token);
     engine::monitor::spawn(node.clone());
+    engine::reconcile::spawn(node.clone());
     let app = node.router();
     let n2 = node.clone();
     axum::serve(listener, app)

@@ -45,6 +45,7 @@ pub(super) fn router(g: Arc<Gateway>) -> Router {
         .route(paths::ADMIN_WITHDRAWAL_ACTION, post(withdrawal_action))
         .route(paths::ADMIN_OTC_REFERENCE, post(otc_reference))
         .route(paths::ADMIN_MODE, post(set_mode))
+        .route(paths::ADMIN_RECONCILE, post(reconcile))
         .with_state(g)
 }
 
@@ -260,4 +261,37 @@ async fn set_mode(State(g): S, h: HeaderMap, body: Bytes) -> Response {
 async fn set_node_mode(g: &Gateway, n: &NodeView, m: &rq::ModeReq) -> bool {
     let url = format!("http://{}{}", n.peer.addr, paths::ADMIN_MODE);
     g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(m).send().await.is_ok_and(|r| r.status().is_success())
+}
+
+/// Runs the conservation check now on the node that holds the reconciliation lock (asked
+/// in turn; a node that does not hold it answers `not_leader`, and one may take a free
+/// lock): that node's report, or 503 if none ran it.
+async fn reconcile(State(g): S, h: HeaderMap) -> Response {
+    let r: Reply = async {
+        g.admin(&h)?;
+        let mut refused = Vec::new();
+        for n in &g.nodes {
+            match reconcile_on(&g, n).await {
+                Ok(v) => return Ok(v),
+                Err(e) => refused.push(format!("{}: {e}", n.peer.node_id)),
+            }
+        }
+        Err(ApiError::unavailable(format!("no node ran the conservation check ({})", refused.join("; "))))
+    }
+    .await;
+    respond(r)
+}
+
+async fn reconcile_on(g: &Gateway, n: &NodeView) -> Result<Value, String> {
+    let url = format!("http://{}{}", n.peer.addr, paths::ADMIN_RECONCILE);
+    // A check may scan for up to `monitor.reconcile_timeout_ms`, longer than a forward.
+    let limit = std::time::Duration::from_millis(engine_config::DEFAULT_RECONCILE_TIMEOUT_MS) * 2;
+    let r = g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).timeout(limit).send().await.map_err(|e| e.to_string())?;
+    let ok = r.status().is_success();
+    let v: Value = r.json().await.map_err(|e| e.to_string())?;
+    if ok {
+        Ok(v)
+    } else {
+        Err(v["error"].as_str().unwrap_or("error").to_string())
+    }
 }

@@ -40,6 +40,9 @@ pub mod paths {
     pub const OTC_QUOTES: &str = "/v1/otc/quotes";
     pub const ADMIN_OTC_REFERENCE: &str = "/admin/otc/reference";
     pub const ADMIN_MODE: &str = "/admin/mode";
+    /// Runs the conservation check now (gateway: on whichever node holds the
+    /// reconciliation lock; node: if it holds it, else `not_leader`).
+    pub const ADMIN_RECONCILE: &str = "/admin/reconcile";
 
     // Gateway only (public).
     pub const HEALTH: &str = "/health";
