@@ -29,8 +29,19 @@ impl Drop for FrontProc {
     }
 }
 
+/// A port free for TCP and UDP now, never handed out twice in this process (the tests run in
+/// parallel; two fronts drawing the same port made one fail to bind).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").expect("bind tcp");
+        let port = tcp.local_addr().expect("addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 async fn start(extra: &[&str]) -> FrontProc {

@@ -46,10 +46,12 @@ pub enum CloudError {
 impl CloudError {
     /// AWS refuses for now, because of something a listing does not show yet (EC2 is
     /// eventually consistent) or that is going away: a resource still depended on (by what an
-    /// interrupted run made, or by an instance shutting down), or a subnet range taken by a
-    /// subnet an interrupted run made. A fresh look and a later round clear it.
+    /// interrupted run made, or by an instance shutting down), or a subnet range or group name
+    /// taken by a subnet or group an interrupted run made. A fresh look and a later round
+    /// clear it (the unlisted one is then listed, and kept).
     pub fn retry_later(&self) -> bool {
-        matches!(self, CloudError::Api { code, .. } if code == "DependencyViolation" || code == "InvalidSubnet.Conflict")
+        const LATER: [&str; 3] = ["DependencyViolation", "InvalidSubnet.Conflict", "InvalidGroup.Duplicate"];
+        matches!(self, CloudError::Api { code, .. } if LATER.contains(&code.as_str()))
     }
 }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const LOCALSTACK: &str = "http://127.0.0.1:4566";
 const QUERY_TIMEOUT_MS: u64 = 1000;
 const FRONT_READY_TIMEOUT_MS: u64 = 10_000;
+const FRONT_START_ATTEMPTS: u32 = 3;
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
@@ -23,11 +24,16 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{nanos}-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
+/// A port free for UDP and TCP now, never handed out twice in this process: the tests of a
+/// binary run in parallel, and two of them drawing the same port made one front fail to bind.
 pub fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind udp");
         let port = udp.local_addr().expect("addr").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
             return port;
         }
     }
@@ -40,7 +46,18 @@ pub struct FrontProcess {
 }
 
 impl FrontProcess {
+    /// Starts a front on fresh ports; again on others if it exits (a port another process
+    /// took between the draw and the bind).
     pub async fn start() -> FrontProcess {
+        for _ in 0..FRONT_START_ATTEMPTS {
+            if let Some(front) = Self::start_once().await {
+                return front;
+            }
+        }
+        panic!("labfront did not start in {FRONT_START_ATTEMPTS} attempts (see its log above)");
+    }
+
+    async fn start_once() -> Option<FrontProcess> {
         let dns = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_labfront"))
@@ -48,13 +65,16 @@ impl FrontProcess {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start labfront");
-        let front = FrontProcess { child, dns };
+        let mut front = FrontProcess { child, dns };
         let deadline = Instant::now() + Duration::from_millis(FRONT_READY_TIMEOUT_MS);
         while query(dns, "ready.invalid.", RecordType::A).await.is_none() {
+            if front.child.try_wait().expect("labfront status").is_some() {
+                return None;
+            }
             assert!(Instant::now() < deadline, "labfront's DNS did not answer");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        front
+        Some(front)
     }
 }
 
