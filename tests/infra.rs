@@ -308,3 +308,22 @@ async fn deploy_without_lab_hosts_refuses_before_connecting() {
     assert!(!p.dir.path().join(".provision").join(&p.name).join("known_hosts").exists(), "a host was contacted");
     p.ok(&["down"]);
 }
+
+/// An AZ that does not offer an instance type (us-east-1e offers no t3 or r6i in EC2's
+/// offerings): `plan` and `up` refuse before creating anything, naming the type, the AZ, the
+/// field and where the type is offered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_type_an_az_does_not_offer_is_refused_before_anything_is_created() {
+    let p = Project::new("ofr", "compact");
+    let cfg = std::fs::read_to_string(p.config()).unwrap().replace("\"us-east-1c\"]", "\"us-east-1e\"]");
+    std::fs::write(p.config(), cfg).unwrap();
+    for cmd in ["plan", "up"] {
+        let out = p.run(&[cmd, "--output", "json"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        for says in ["nothing was created", "instance_types.app = \"t3.medium\" is not offered in us-east-1e", "us-east-1a", "fix:"] {
+            assert!(err.contains(says), "{cmd} must say {says:?}: {err}");
+        }
+    }
+    assert_nothing_left(&p.name).await;
+}

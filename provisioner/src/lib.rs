@@ -17,6 +17,7 @@ pub mod locate;
 pub mod model;
 pub mod ops;
 pub mod plan;
+pub mod preflight;
 pub mod progress;
 pub mod render;
 pub mod roles;

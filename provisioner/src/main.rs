@@ -111,6 +111,8 @@ enum Cmd {
         #[arg(long, default_value_t = CONCURRENCY_DEFAULT, value_parser = clap::value_parser!(u16).range(1..=64))]
         concurrency: u16,
     },
+    /// Print the minimal IAM policy `provision` needs (exactly the AWS calls it makes).
+    IamPolicy,
     /// Print this binary's version.
     Version,
 }
@@ -137,9 +139,14 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
         version(json);
         return Ok(ExitCode::SUCCESS);
     }
+    if let Cmd::IamPolicy = &cli.cmd {
+        // The policy is JSON already: the same text for both outputs.
+        print!("{}", provisioner::cloud::IAM_POLICY_JSON);
+        return Ok(ExitCode::SUCCESS);
+    }
     let (cfg, tpl) = ops::load(cli.config.as_deref())?;
     match &cli.cmd {
-        Cmd::Version => unreachable!("handled above"),
+        Cmd::Version | Cmd::IamPolicy => unreachable!("handled above"),
         Cmd::Plan => {
             let r = ops::plan(&cfg, &tpl).await?;
             print(json, &r, || render::plan(&r));

@@ -248,18 +248,29 @@ pub fn status_answer(p: &Project) -> Vec<String> {
 
 /// A real DNS query for the API name answers `want`, and `status` says the same. DNS follows
 /// an API change within 1 s and a health change within the checks' interval x threshold (30 s
-/// for the project's checks): waited for up to 45 s.
+/// for the project's checks): waited for up to 45 s. `status` reads the checkers' latest
+/// observations (all `GetHealthCheckStatus` shows), while Route53 answers by each checker's
+/// verdict, which flips only after `FailureThreshold` observations: during a change the two may
+/// differ for up to interval x threshold, so `status` gets the same 45 s to agree.
 pub fn assert_dns_answers(p: &Project, want: &[String], when: &str) {
     let mut want = want.to_vec();
     want.sort();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
     let name = api_name(p);
+    let settle = || std::time::Instant::now() + std::time::Duration::from_secs(45);
+    let deadline = settle();
     let mut got = dns_a(&name);
     while got != want && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(250));
         got = dns_a(&name);
     }
     assert_eq!(got, want, "{when}: the DNS answer for {name}");
-    let said = status_answer(p);
+    let deadline = settle();
+    let mut said = status_answer(p);
+    while said != got && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        said = status_answer(p);
+        got = dns_a(&name);
+    }
     assert_eq!(said, got, "{when}: `provision status` must report the answer the DNS server gives");
+    assert_eq!(got, want, "{when}: the DNS answer for {name} moved away while `status` settled");
 }

@@ -5,7 +5,9 @@
 mod apply;
 mod failover;
 mod health;
+mod iam;
 mod observe;
+mod preflight;
 mod tags;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 
 pub use apply::{Created, Outputs};
 pub use failover::RecordTarget;
+pub use iam::IAM_POLICY_JSON;
 
 use crate::config::Config;
 

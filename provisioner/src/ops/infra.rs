@@ -100,7 +100,9 @@ impl ApplyReport {
 pub async fn plan(cfg: &Config, tpl: &Template) -> Result<PlanReport, Error> {
     let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Read).await?;
     s.refuse_if_fenced()?;
-    Ok(PlanReport::of(&plan_up(&s.desired, &s.observed)?))
+    let p = plan_up(&s.desired, &s.observed)?;
+    crate::preflight::check(&s.cloud, &s.cfg, &p).await?;
+    Ok(PlanReport::of(&p))
 }
 
 pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport, Error> {
@@ -135,6 +137,9 @@ async fn converge(s: &Situation, opts: &Opts) -> Result<(ApplyReport, bool), Err
             &fresh
         };
         let p = shape(plan_up(&s.desired, observed)?);
+        if round == 1 {
+            crate::preflight::check(cloud, cfg, &p).await?;
+        }
         report.notes = p.notes.clone();
         if p.is_empty() {
             wait_running(cloud, cfg, observed).await?;

@@ -41,6 +41,8 @@ pub enum Error {
     Deploy(#[from] crate::deploy::DeployError),
     #[error(transparent)]
     Fenced(#[from] crate::roles::FencedError),
+    #[error(transparent)]
+    Preflight(#[from] crate::preflight::PreflightError),
 }
 
 impl From<crate::situation::LookError> for Error {

@@ -16,7 +16,10 @@ pub struct StatusReport {
     pub unreachable: Vec<UnreachableRegion>,
     /// Which region the API name's records send clients to, and why.
     pub dns: Vec<String>,
-    /// What Route53 answers for the API name now, from its checkers' observations.
+    /// What Route53 answers for the API name now, from its checkers' latest observations (all
+    /// `GetHealthCheckStatus` shows). Route53 itself flips a checker's verdict only after
+    /// `FailureThreshold` observations, so during a change this may lead or trail the real
+    /// answer by up to interval x threshold (30 s for the project's checks).
     pub answer: Option<DnsAnswer>,
     /// What runs on the hosts (empty when no host is reachable).
     pub live: Vec<crate::deploy::live::RegionLive>,
