@@ -35,7 +35,7 @@ pub struct Node {
     pub spot: Markets,
     pub perp: Markets,
     /// Each market's depth as its leader here last published it (book reads).
-    pub depths: HashMap<PartitionKey, Arc<crate::matching::DepthView>>,
+    pub depths: HashMap<PartitionKey, Arc<DepthView>>,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
     /// Leaders ended and orders quarantined by this node's partition loops; the monitor
