@@ -52,13 +52,20 @@ pub fn init_logging(log: &engine_config::LogConfig) {
 
 /// Binds the HTTP listener; every accepted connection gets `TCP_NODELAY`: answers are
 /// small and latency-bound, and Nagle would hold one back behind an unacknowledged one.
-pub async fn listen(addr: &str) -> std::io::Result<impl axum::serve::Listener<Addr = std::net::SocketAddr>> {
+/// (A named type, so that axum gives a router served on it the peer's `SocketAddr` as
+/// connect info.)
+pub async fn listen(addr: &str) -> std::io::Result<Listener> {
     use axum::serve::ListenerExt;
-    Ok(tokio::net::TcpListener::bind(addr).await?.tap_io(|s| {
-        if let Err(e) = s.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    }))
+    Ok(tokio::net::TcpListener::bind(addr).await?.tap_io(nodelay as fn(&mut tokio::net::TcpStream)))
+}
+
+/// What `listen` binds: a TCP listener that sets `TCP_NODELAY` on each connection.
+pub type Listener = axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)>;
+
+fn nodelay(s: &mut tokio::net::TcpStream) {
+    if let Err(e) = s.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

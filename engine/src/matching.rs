@@ -18,10 +18,12 @@
 //! reloaded and the batch runs again with that order rejected (`quarantine`).
 //! SQL and row types are in `sql`, the market trait in `market`.
 
+mod depth;
 mod market;
 mod quarantine;
 mod sql;
 
+pub use depth::{Depth, DepthView, LEVELS_DEFAULT, LEVELS_MAX};
 pub use market::Core;
 pub use quarantine::panic_contained;
 #[cfg(feature = "poison-test")]
@@ -37,9 +39,10 @@ use crate::perp::{PerpMarket, Position};
 use crate::protocol::{ErrorCode, UserOrder};
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 #[derive(Debug)]
 pub enum SpotCmd {
@@ -48,9 +51,6 @@ pub enum SpotCmd {
     Cancel {
         user_id: i64,
         order_id: i64,
-    },
-    Book {
-        levels: usize,
     },
 }
 
@@ -77,6 +77,8 @@ pub struct MarketLogic<C: Core> {
     pub quote: String,
     market: C,
     make: Box<dyn Fn() -> C + Send + Sync>,
+    /// Where the book's depth is published for reads (`depth`).
+    depth: Arc<DepthView>,
     /// Batches committed in this leadership (names the batch's ledger entry).
     batches: u64,
     /// Batches left that look up their client ids before deciding (see `read_inputs`).
@@ -191,6 +193,7 @@ impl<C: Core> MarketLogic<C> {
             quote: quote.into(),
             market: make(),
             make,
+            depth: Arc::default(),
             batches: 0,
             known_checks_left: 0,
             funds: HashMap::new(),
@@ -584,12 +587,10 @@ impl<C: Core> MarketLogic<C> {
         }
     }
 
-    fn book_json(&self, levels: usize) -> Value {
-        json!({
-            "market": self.symbol,
-            "bids": self.market.book().depth(Side::Buy, levels),
-            "asks": self.market.book().depth(Side::Sell, levels),
-        })
+    /// Publishes book reads to `depth` (the node's view of this market) instead of a view of its own.
+    pub fn with_depth(mut self, depth: Arc<DepthView>) -> Self {
+        self.depth = depth;
+        self
     }
 }
 
@@ -599,6 +600,7 @@ impl<C: Core> Logic for MarketLogic<C> {
     async fn load(&mut self, ctx: &mut LeaderCtx) -> Result<(), LeadError> {
         // Plain settings for the loading queries (a reload after a conflict runs on a session
         // that already has `LEADER_PLANS`), which scan rather than look up.
+        self.depth.clear();
         ctx.client.batch_execute(crate::db::LOAD_PLANS).await?;
         ctx.prepare(ALL_SQL).await?;
         self.market = (self.make)();
@@ -638,6 +640,7 @@ impl<C: Core> Logic for MarketLogic<C> {
             let m = self.execute(&pending, &[], &Poison::default(), &Cell::new(None))?;
             self.commit(ctx, m).await?;
         }
+        self.depth.publish(self.market.book());
         Ok(())
     }
 
@@ -654,13 +657,12 @@ impl<C: Core> Logic for MarketLogic<C> {
                     cancels.push((user_id, order_id));
                     cancel_jobs.push(i);
                 }
-                SpotCmd::Book { levels } => {
-                    answers.insert(i, Ok(self.book_json(levels)));
-                }
             }
             replies.push(Some(j.reply));
         }
         let (s, poison) = self.settle_batch(ctx, &places, &cancels).await?;
+        // Committed: reads see this batch before any of its requests is answered.
+        self.depth.publish(self.market.book());
         self.batches += 1;
         self.known_checks_left = self.known_checks_left.saturating_sub(1);
         for (job, v) in s.verdicts {

@@ -13,6 +13,10 @@ impl Metrics {
     pub fn set(&self, series: String, v: f64) {
         self.values.lock().unwrap_or_else(|e| e.into_inner()).insert(series, ("gauge", v));
     }
+    /// A counter kept elsewhere (e.g. an atomic), copied in at render time.
+    pub fn set_counter(&self, series: String, v: f64) {
+        self.values.lock().unwrap_or_else(|e| e.into_inner()).insert(series, ("counter", v));
+    }
     pub fn inc(&self, series: String) {
         self.add(series, 1.0)
     }

@@ -11,7 +11,9 @@
 
 use crate::metrics::label;
 use crate::node::Node;
-use crate::partition::{Elimination, Event, Quarantine};
+mod primary;
+
+use crate::partition::{Elimination, Event, Fenced, Quarantine, Takeover};
 use crate::protocol::{paths, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
@@ -60,6 +62,8 @@ async fn report_events(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<Even
         match e {
             Event::Eliminated(e) => report_elimination(&node, e),
             Event::Quarantined(q) => report_quarantine(&node, q),
+            Event::Takeover(t) => report_takeover(&node, t),
+            Event::Fenced(f) => report_fenced(&node, f),
         }
     }
 }
@@ -82,6 +86,25 @@ fn report_quarantine(node: &Arc<Node>, q: Quarantine) {
     node.metrics.inc(format!("engine_orders_quarantined_total{{partition=\"{}\"}}", label(&q.partition)));
     let what = vec![format!("partition {} quarantined order {:?} of user {}: {}", q.partition, q.client_order_id, q.user_id, q.message)];
     transition(node, "order_quarantined", &what, &vec![("orders_quarantined", 1.0, 0.0)]);
+}
+
+/// A leadership this node took: metric `engine_leader_takeovers_total{node,partition}` and
+/// the webhook event `leader_takeover` (with the epoch and the previous leader).
+fn report_takeover(node: &Arc<Node>, t: Takeover) {
+    let (nid, part) = (label(&node.cfg.node_id), label(&t.partition));
+    node.metrics.inc(format!("engine_leader_takeovers_total{{node=\"{nid}\",partition=\"{part}\"}}"));
+    let before = t.previous.as_deref().unwrap_or("nobody");
+    let what = vec![format!("partition {} taken at epoch {} (led before by {before})", t.partition, t.epoch)];
+    transition(node, "leader_takeover", &what, &vec![("epoch", t.epoch as f64, 0.0)]);
+}
+
+/// A leadership this node lost to a newer epoch (its write was fenced): metric
+/// `engine_leaders_fenced_total{node,partition}` and the webhook event `leader_fenced`.
+fn report_fenced(node: &Arc<Node>, f: Fenced) {
+    let (nid, part) = (label(&node.cfg.node_id), label(&f.partition));
+    node.metrics.inc(format!("engine_leaders_fenced_total{{node=\"{nid}\",partition=\"{part}\"}}"));
+    let what = vec![format!("partition {} fenced: epoch {} was superseded; leadership given up", f.partition, f.epoch)];
+    transition(node, "leader_fenced", &what, &vec![("epoch", f.epoch as f64, 0.0)]);
 }
 
 async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {
@@ -107,6 +130,7 @@ async fn run(node: Arc<Node>) {
     let mut suppressed = false;
     let mut peers = PeerWatch::default();
     let mut unreached = false;
+    let mut db_primary = primary::Watch::default();
     let nid = label(&node.cfg.node_id);
     let mut tick = tokio::time::interval(interval);
     loop {
@@ -133,6 +157,7 @@ async fn run(node: Arc<Node>) {
             }
         }
         sample_db(&node, &mut db, &mut sample).await;
+        db_primary.observe(&node, db.as_ref()).await;
         for (name, v, _) in &sample {
             node.metrics.set(format!("engine_monitor_{name}{{node=\"{nid}\"}}"), if v.is_finite() { *v } else { 1e9 });
         }
@@ -387,6 +412,7 @@ async fn check_promotion(node: &Arc<Node>, seen_readonly: &mut bool) {
     if *seen_readonly && node.state.mode.swap(0, Ordering::SeqCst) != 0 {
         *seen_readonly = false;
         tracing::warn!(node = %node.cfg.node_id, "DB is writable: switching from standby to active");
+        transition(node, "standby_activated", &["the DB turned writable: switched from standby to active".into()], &Vec::new());
         node.metrics.inc(format!("engine_mode_transitions_total{{node=\"{}\"}}", label(&node.cfg.node_id)));
     }
 }

@@ -2,7 +2,7 @@
 //! by the gateway with the admin token), status for the gateway's probes, and metrics.
 
 use crate::api::{respond, ApiError, Reply};
-use crate::matching::{PerpLogic, SpotCmd, SpotLogic};
+use crate::matching::{DepthView, PerpLogic, SpotCmd, SpotLogic};
 use crate::metrics::{label, Metrics};
 use crate::otc::{OtcCmd, OtcLogic};
 use crate::partition::{self, NodeState, PartitionHandle, PartitionState};
@@ -34,6 +34,8 @@ pub struct Node {
     pub metrics: Metrics,
     pub spot: Markets,
     pub perp: Markets,
+    /// Each market's depth as its leader here last published it (book reads).
+    pub depths: HashMap<PartitionKey, Arc<DepthView>>,
     pub wallet: Vec<PartitionHandle<WalletCmd>>,
     pub otc: Vec<PartitionHandle<OtcCmd>>,
     /// Leaders ended and orders quarantined by this node's partition loops; the monitor
@@ -114,6 +116,7 @@ impl Node {
             metrics: Metrics::default(),
             spot: HashMap::new(),
             perp: HashMap::new(),
+            depths: HashMap::new(),
             wallet: Vec::new(),
             otc: Vec::new(),
             events: std::sync::Mutex::new(Some(event_rx)),
@@ -121,35 +124,38 @@ impl Node {
             reconcile_requests: std::sync::Mutex::new(Some(reconcile_requests)),
         };
         match node.cfg.module {
-            Module::Matching => node.spot = node.spawn_markets(MarketKind::Spot),
-            Module::Contract => node.perp = node.spawn_markets(MarketKind::Perp),
+            Module::Matching => (node.spot, node.depths) = node.spawn_markets(MarketKind::Spot),
+            Module::Contract => (node.perp, node.depths) = node.spawn_markets(MarketKind::Perp),
             Module::Wallet => node.wallet = node.spawn_wallets(),
             Module::Otc => node.otc = node.spawn_otc(),
         }
         Arc::new(node)
     }
 
-    /// The partition loops of the spot markets or the perpetuals, by symbol.
-    fn spawn_markets(&self, kind: MarketKind) -> Markets {
+    /// The partition loops of the spot markets or the perpetuals, by symbol, and where
+    /// each publishes its depth.
+    fn spawn_markets(&self, kind: MarketKind) -> (Markets, HashMap<PartitionKey, Arc<DepthView>>) {
         let ex = &self.cfg.exchange;
         let list = if kind == MarketKind::Spot { &ex.spot_markets } else { &ex.perp_markets };
-        let mut out = HashMap::new();
+        let (mut out, mut depths) = (HashMap::new(), HashMap::new());
         for (i, m) in list.iter().enumerate() {
             let m = m.clone();
             let fees = Fees { maker_bps: m.maker_fee_bps, taker_bps: m.taker_fee_bps };
-            let (key, rank) = (kind.key(&m.symbol), rank(&self.cfg, i));
+            let (key, rank, depth) = (kind.key(&m.symbol), rank(&self.cfg, i), Arc::new(DepthView::default()));
+            depths.insert(key.clone(), depth.clone());
             let h = match kind {
                 MarketKind::Spot => partition::spawn(self.state.clone(), key, rank, move || {
-                    SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, m.price_band_bps, fee_account(i))
+                    SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, m.price_band_bps, fee_account(i)).with_depth(depth.clone())
                 }),
                 MarketKind::Perp => partition::spawn(self.state.clone(), key, rank, move || {
                     let (im, band) = (m.initial_margin_bps, m.price_band_bps);
-                    PerpLogic::perp(&m.symbol, &m.quote, fees, im, band, perp_fee_account(i), perp_pool_account(i))
+                    let logic = PerpLogic::perp(&m.symbol, &m.quote, fees, im, band, perp_fee_account(i), perp_pool_account(i));
+                    logic.with_depth(depth.clone())
                 }),
             };
             out.insert(list[i].symbol.clone(), h);
         }
-        out
+        (out, depths)
     }
 
     fn spawn_wallets(&self) -> Vec<PartitionHandle<WalletCmd>> {
@@ -233,6 +239,9 @@ impl Node {
         for s in self.partition_states() {
             let v = if s.leading.load(Ordering::SeqCst) { 1.0 } else { 0.0 };
             self.metrics.set(format!("engine_partition_leader{{node=\"{n}\",partition=\"{}\"}}", label(s.key.as_str())), v);
+            let batches = s.batches.load(Ordering::Relaxed) as f64;
+            self.metrics
+                .set_counter(format!("engine_partition_batches_total{{node=\"{n}\",partition=\"{}\"}}", label(s.key.as_str())), batches);
         }
         self.metrics.set(format!("engine_node_active{{node=\"{n}\"}}"), if self.state.is_active() { 1.0 } else { 0.0 });
         self.metrics
@@ -419,23 +428,23 @@ struct Levels {
     levels: Option<usize>,
 }
 
-/// A book as this leader has it in memory (read through the leader loop).
+/// A book as this leader last published it (`matching::depth`): answered from memory,
+/// with no job for the leader loop and no DB round trip.
 async fn book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Query<Levels>, kind: MarketKind) -> Response {
     if let Err(e) = kind.check_market(n.ex(), &market) {
         return e.into_response();
     }
-    let r: Reply = async {
+    let r: Reply = (|| {
         n.auth(&h)?;
         let part = n.market(kind, &market)?;
-        let levels = q.levels.unwrap_or(20).min(1000);
+        let levels = q.levels.unwrap_or(crate::matching::LEVELS_DEFAULT);
+        let not_leader = || ApiError::not_leader(&part.state.key);
         if !part.state.leading.load(Ordering::SeqCst) {
-            return Err(ApiError::not_leader(&part.state.key));
+            return Err(not_leader());
         }
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        part.tx.send(partition::Job { cmd: SpotCmd::Book { levels }, reply }).await.map_err(|_| ApiError::not_leader(&part.state.key))?;
-        rx.await.map_err(|_| ApiError::unavailable("leader changed"))?
-    }
-    .await;
+        let depth = n.depths.get(&part.state.key).ok_or_else(not_leader)?;
+        depth.json(&market, levels).ok_or_else(not_leader)
+    })();
     respond(r)
 }
 

@@ -25,18 +25,36 @@ pub struct Quarantine {
     pub message: String,
 }
 
+/// A leadership this node took: the partition, its new epoch, and the node that led it
+/// before (None: nobody had).
+#[derive(Debug, Clone)]
+pub struct Takeover {
+    pub partition: String,
+    pub epoch: i64,
+    pub previous: Option<String>,
+}
+
+/// A leadership this node lost because its epoch was superseded (its write was fenced).
+#[derive(Debug, Clone)]
+pub struct Fenced {
+    pub partition: String,
+    pub epoch: i64,
+}
+
 /// What partition loops hand to the monitor to report off the trading path.
 #[derive(Debug, Clone)]
 pub enum Event {
     Eliminated(Elimination),
     Quarantined(Quarantine),
+    Takeover(Takeover),
+    Fenced(Fenced),
 }
 
 use crate::api::{ApiError, Reply};
 use crate::db;
 use crate::protocol::PartitionKey;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -238,6 +256,8 @@ pub struct PartitionState {
     /// Since when the leader has been waiting for the DB (a batch, usually its commit, or
     /// a tick); reported in `/internal/status` so the gateway's `/health` sees a stall.
     pub in_flight: std::sync::Mutex<Option<Instant>>,
+    /// Batches this node ran as the partition's leader (metric `engine_partition_batches_total`).
+    pub batches: AtomicU64,
 }
 
 impl PartitionState {
@@ -281,6 +301,12 @@ impl<C: Send + 'static> PartitionHandle<C> {
     }
 }
 
+/// A new leadership of partition $1 by node $2 (address $3): the next epoch, and who led before.
+const SQL_TAKE: &str = "WITH prev AS (SELECT leader_node FROM partitions WHERE partition_key = $1) \
+     INSERT INTO partitions (partition_key, epoch, leader_node, leader_addr, since) VALUES ($1, 1, $2, $3, now()) \
+     ON CONFLICT (partition_key) DO UPDATE SET epoch = partitions.epoch + 1, leader_node = $2, leader_addr = $3, since = now() \
+     RETURNING epoch, (SELECT leader_node FROM prev)";
+
 fn lock_sql() -> &'static str {
     "SELECT pg_try_advisory_lock(7152, hashtext($1))"
 }
@@ -299,6 +325,7 @@ pub fn spawn<L: Logic>(
         leading: AtomicBool::new(false),
         epoch: AtomicI64::new(0),
         in_flight: Default::default(),
+        batches: AtomicU64::new(0),
     });
     let st = state.clone();
     tokio::spawn(async move {
@@ -330,6 +357,9 @@ pub fn spawn<L: Logic>(
                 }
                 Err(e) => {
                     tracing::warn!(partition = %key, error = %e, "lost leadership");
+                    if let LeadError::Fenced(p) = &e {
+                        node.report(Event::Fenced(Fenced { partition: p.clone(), epoch: st.epoch.load(Ordering::SeqCst) }));
+                    }
                     backoff.wait().await;
                 }
             }
@@ -467,16 +497,9 @@ async fn lead<L: Logic>(
 ) -> Result<(), LeadError> {
     let t0 = std::time::Instant::now();
     let host = client.host.clone();
-    let epoch: i64 = guarded(node, st, &host, false, async {
-        Ok(client
-            .query_one(
-                "INSERT INTO partitions (partition_key, epoch, leader_node, leader_addr, since) VALUES ($1, 1, $2, $3, now()) \
-                 ON CONFLICT (partition_key) DO UPDATE SET epoch = partitions.epoch + 1, leader_node = $2, leader_addr = $3, since = now() \
-                 RETURNING epoch",
-                &[&key, &node.node_id, &node.addr],
-            )
-            .await?
-            .get(0))
+    let (epoch, previous): (i64, Option<String>) = guarded(node, st, &host, false, async {
+        let r = client.query_one(SQL_TAKE, &[&key, &node.node_id, &node.addr]).await?;
+        Ok((r.get(0), r.get(1)))
     })
     .await?;
     let mut ctx = LeaderCtx { client, key: key.to_string(), epoch, stmts: Default::default(), events: node.events.clone() };
@@ -484,6 +507,7 @@ async fn lead<L: Logic>(
     st.epoch.store(epoch, Ordering::SeqCst);
     st.leading.store(true, Ordering::SeqCst);
     tracing::info!(partition = %key, epoch, load_ms = t0.elapsed().as_millis() as u64, "took leadership");
+    node.report(Event::Takeover(Takeover { partition: key.to_string(), epoch, previous }));
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -500,6 +524,7 @@ async fn lead<L: Logic>(
                 last_batch = jobs.len();
                 let (n, t) = (jobs.len(), std::time::Instant::now());
                 guarded(node, st, &host, true, logic.run_batch(&mut ctx, jobs)).await?;
+                st.batches.fetch_add(1, Ordering::Relaxed);
                 last_answer = Instant::now();
                 tracing::debug!(partition = %key, n, us = t.elapsed().as_micros() as u64, "batch");
             }

@@ -1,6 +1,7 @@
 //! Region mode: nodes on a read-only replica run in standby (warm, answer reads, reject
 //! writes with a clear error, /health 503); they become active by themselves when the DB is
-//! promoted, and follow admin calls to /admin/mode. Also: garbage requests never get a 5xx.
+//! promoted (each posts `standby_activated` to the admin webhook), and follow admin calls to
+//! /admin/mode. Also: garbage requests never get a 5xx.
 
 mod common;
 use common::*;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_rejects_writes_then_becomes_active() {
     let env = Env::new();
+    let hooks = Webhooks::start().await;
     // Schema and a user, written on the primary (as the other region would have).
     let mut c = engine::db::connect(&engine::db::pg_config(&env.pg.db_config(), true).unwrap()).await.unwrap();
     engine::db::migrate(&mut c).await.unwrap();
@@ -30,6 +32,7 @@ async fn standby_rejects_writes_then_becomes_active() {
         cfg.mode = RegionMode::Standby;
         cfg.db = env.pg.standby_only_db_config();
         cfg.monitor.interval_ms = 200;
+        cfg.monitor.webhook_urls = vec![hooks.url.clone()];
         nodes.push(env.spawn_node(&cfg));
     }
     let mut gcfg = env.gateway_config(free_port(), &peers);
@@ -77,6 +80,13 @@ async fn standby_rejects_writes_then_becomes_active() {
     let (s, v) = post(&gw, "/v1/orders", &user, order("a1")).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["status"], "open");
+    let t = Instant::now();
+    for p in &peers {
+        while !hooks.events().iter().any(|e| e["event"] == "standby_activated" && e["node_id"] == p.node_id.as_str()) {
+            assert!(t.elapsed() < Duration::from_secs(10), "no standby_activated webhook from {}: {:?}", p.node_id, hooks.events());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // Admin switches the region to standby and back.
     let admin = [("x-admin-token", ADMIN_TOKEN)];

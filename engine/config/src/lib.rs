@@ -437,6 +437,13 @@ pub struct GatewayConfig {
     /// Such calls in flight per market at once; more requests wait and join the next call.
     #[serde(default = "default_batch_in_flight_max")]
     pub batch_in_flight_max: usize,
+    /// Unauthenticated reads (the books) one client address may make per second, on
+    /// average; over it the gateway answers 429 with `Retry-After`. 0: no limit.
+    #[serde(default = "default_public_reads_per_s_max")]
+    pub public_reads_per_s_max: u32,
+    /// Such reads one client address may make at once after a quiet spell (the burst).
+    #[serde(default = "default_public_reads_burst_max")]
+    pub public_reads_burst_max: u32,
     #[serde(default)]
     pub log: LogConfig,
 }
@@ -446,6 +453,17 @@ pub const DEFAULT_BATCH_ORDERS_MAX: usize = 256;
 /// Default of `GatewayConfig::batch_in_flight_max`.
 pub const DEFAULT_BATCH_IN_FLIGHT_MAX: usize = 4;
 
+/// Default of `GatewayConfig::public_reads_per_s_max`.
+pub const DEFAULT_PUBLIC_READS_PER_S_MAX: u32 = 20;
+/// Default of `GatewayConfig::public_reads_burst_max`.
+pub const DEFAULT_PUBLIC_READS_BURST_MAX: u32 = 40;
+
+fn default_public_reads_per_s_max() -> u32 {
+    DEFAULT_PUBLIC_READS_PER_S_MAX
+}
+fn default_public_reads_burst_max() -> u32 {
+    DEFAULT_PUBLIC_READS_BURST_MAX
+}
 fn default_batch_orders_max() -> usize {
     DEFAULT_BATCH_ORDERS_MAX
 }
@@ -566,6 +584,8 @@ mod tests {
             retry_budget_ms: 5000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
+            public_reads_per_s_max: DEFAULT_PUBLIC_READS_PER_S_MAX,
+            public_reads_burst_max: DEFAULT_PUBLIC_READS_BURST_MAX,
             log: LogConfig::default(),
         };
         let s = c.to_toml_string().unwrap();

@@ -29,7 +29,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let g = Gateway::new(cfg, admin_token, pg_rw, pg_any);
     g.spawn_probes();
-    axum::serve(listener, g.router()).with_graceful_shutdown(engine::shutdown_signal()).await?;
+    // The peer address limits unauthenticated reads per client (`gateway::limit`).
+    let app = g.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(engine::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -8,7 +8,7 @@ use crate::metrics::label;
 use crate::protocol::{paths, MarketKind, PartitionKey, ADMIN_HEADER};
 use crate::requests::{self as rq};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 type S = State<Arc<Gateway>>;
+/// The client's TCP peer address (the router is served with connect info).
+type Peer = ConnectInfo<std::net::SocketAddr>;
 
 pub(super) fn router(g: Arc<Gateway>) -> Router {
     use MarketKind::{Perp, Spot};
@@ -30,10 +32,10 @@ pub(super) fn router(g: Arc<Gateway>) -> Router {
         .route(paths::ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Spot)))
         .route(paths::ORDER, get(order))
         .route(paths::ORDER_BY_CLIENT_ID, get(order_by_cid))
-        .route(paths::BOOK, get(|s: S, m: Path<String>| book(s, m, Spot)))
+        .route(paths::BOOK, get(|s: S, a: Peer, m: Path<String>| book(s, a, m, Spot)))
         .route(paths::CONTRACT_ORDERS, post(perp_place))
         .route(paths::CONTRACT_ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Perp)))
-        .route(paths::CONTRACT_BOOK, get(|s: S, m: Path<String>| book(s, m, Perp)))
+        .route(paths::CONTRACT_BOOK, get(|s: S, a: Peer, m: Path<String>| book(s, a, m, Perp)))
         .route(paths::POSITIONS, get(positions))
         .route(paths::BALANCES, get(balances))
         .route(paths::WITHDRAWALS, post(withdraw))
@@ -139,11 +141,28 @@ async fn cancel(State(g): S, h: HeaderMap, body: Bytes, kind: MarketKind) -> Res
     forward_write(&g, r).await
 }
 
-async fn book(State(g): S, Path(market): Path<String>, kind: MarketKind) -> Response {
+/// A book (no authentication): limited per client address first (`limit`), then the
+/// leader's published depth.
+async fn book(State(g): S, ConnectInfo(peer): Peer, Path(market): Path<String>, kind: MarketKind) -> Response {
+    if let Err(wait) = g.public_reads.check(peer.ip()) {
+        g.metrics.inc("engine_gateway_public_reads_limited_total".into());
+        return too_many(wait);
+    }
     if let Err(e) = kind.check_market(&g.cfg.exchange, &market) {
         return e.into_response();
     }
     g.book_of(kind.key(&market), kind.book_path(&market)).await
+}
+
+/// 429 with `Retry-After` (whole seconds).
+fn too_many(wait: std::time::Duration) -> Response {
+    let after = super::limit::retry_after_s(wait);
+    let e = ApiError::new(
+        429,
+        crate::protocol::ErrorCode::RateLimited,
+        format!("too many unauthenticated reads from this address; retry in {after} s"),
+    );
+    (StatusCode::TOO_MANY_REQUESTS, [(axum::http::header::RETRY_AFTER, after.to_string())], Json(e.body())).into_response()
 }
 
 async fn withdraw(State(g): S, h: HeaderMap, body: Bytes) -> Response {

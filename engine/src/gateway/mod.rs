@@ -6,10 +6,13 @@
 //! One role per file: `nodes` (the node table: liveness, who leads what, health),
 //! `probe` (the DB probe), `route` (forwarding to leaders with retries, and the order
 //! batching), `auth` (API keys, admin token), `reads` (DB sessions and SQL reads),
-//! `handlers` (the HTTP handlers, one shape for every forwarded write).
+//! `limit` (the per-address limit on unauthenticated reads), `handlers` (the HTTP
+//! handlers, one shape for every forwarded write). The router needs the peer address:
+//! serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
 
 mod auth;
 mod handlers;
+mod limit;
 mod nodes;
 mod probe;
 mod reads;
@@ -49,6 +52,8 @@ pub struct Gateway {
     db_reason: Mutex<String>,
     keys: Mutex<HashMap<String, i64>>,
     batcher: std::sync::OnceLock<Coalescer>,
+    /// Unauthenticated reads per client address (`limit`).
+    public_reads: limit::PublicReads,
     pub metrics: Metrics,
 }
 
@@ -66,6 +71,7 @@ impl Gateway {
             .expect("http client");
         let nodes = cfg.nodes.iter().map(|p| Arc::new(NodeView::new(p.clone()))).collect();
         let backoff = db::Backoff::new(&pg_rw.limits);
+        let cfg_reads = (cfg.public_reads_per_s_max, cfg.public_reads_burst_max);
         Arc::new(Gateway {
             cfg,
             admin_token,
@@ -82,6 +88,7 @@ impl Gateway {
             db_reason: Mutex::new("not checked yet".into()),
             keys: Mutex::new(HashMap::new()),
             batcher: std::sync::OnceLock::new(),
+            public_reads: limit::PublicReads::new(cfg_reads.0, cfg_reads.1),
             metrics: Metrics::default(),
         })
     }
@@ -104,6 +111,14 @@ impl Gateway {
         }
         let g = self.clone();
         tokio::spawn(async move { g.probe_db().await });
+        let g = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limit::FORGET_EVERY);
+            while let Some(g) = (tick.tick().await, g.upgrade()).1 {
+                let kept = g.public_reads.forget_idle();
+                g.metrics.set("engine_gateway_public_read_addresses".into(), kept as f64);
+            }
+        });
     }
 
     pub(crate) fn admin_token(&self) -> &str {

@@ -345,6 +345,8 @@ impl Env {
             retry_budget_ms: 8000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
+            public_reads_per_s_max: DEFAULT_PUBLIC_READS_PER_S_MAX,
+            public_reads_burst_max: DEFAULT_PUBLIC_READS_BURST_MAX,
             // GATEWAY_LOG: a tracing filter for diagnostics, e.g. "info,engine::gateway::route=debug".
             log: LogConfig { format: "json".into(), level: std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()) },
         }

@@ -334,6 +334,8 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
             retry_budget_ms: 5000,
             batch_orders_max: engine_config::DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: engine_config::DEFAULT_BATCH_IN_FLIGHT_MAX,
+            public_reads_per_s_max: engine_config::DEFAULT_PUBLIC_READS_PER_S_MAX,
+            public_reads_burst_max: engine_config::DEFAULT_PUBLIC_READS_BURST_MAX,
             log: LogConfig::default(),
         };
         let path = format!("{}/gateway.toml", p.etc);
