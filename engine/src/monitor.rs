@@ -11,7 +11,7 @@
 
 use crate::metrics::label;
 use crate::node::Node;
-use crate::partition::{Elimination, Event, Quarantine};
+use crate::partition::{Elimination, Event, MarketHalted, Quarantine};
 use crate::protocol::{paths, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
@@ -60,6 +60,7 @@ async fn report_events(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<Even
         match e {
             Event::Eliminated(e) => report_elimination(&node, e),
             Event::Quarantined(q) => report_quarantine(&node, q),
+            Event::Halted(h) => report_halt(&node, h),
         }
     }
 }
@@ -82,6 +83,13 @@ fn report_quarantine(node: &Arc<Node>, q: Quarantine) {
     node.metrics.inc(format!("engine_orders_quarantined_total{{partition=\"{}\"}}", label(&q.partition)));
     let what = vec![format!("partition {} quarantined order {:?} of user {}: {}", q.partition, q.client_order_id, q.user_id, q.message)];
     transition(node, "order_quarantined", &what, &vec![("orders_quarantined", 1.0, 0.0)]);
+}
+
+fn report_halt(node: &Arc<Node>, h: MarketHalted) {
+    node.metrics.set(format!("engine_market_halted{{partition=\"{}\"}}", label(&h.partition)), 1.0);
+    let what =
+        vec![format!("partition {} halted: owed {} more than its margin pool and insurance fund held", h.partition, h.shortfall_minor)];
+    transition(node, "market_halted", &what, &vec![("shortfall_minor", h.shortfall_minor as f64, 0.0)]);
 }
 
 async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {

@@ -25,11 +25,20 @@ pub struct Quarantine {
     pub message: String,
 }
 
+/// A perpetual that halted: it owed more than its margin pool and insurance fund held
+/// (`perp::solvency`), and refuses new orders until an operator reopens it.
+#[derive(Debug, Clone)]
+pub struct MarketHalted {
+    pub partition: String,
+    pub shortfall_minor: i64,
+}
+
 /// What partition loops hand to the monitor to report off the trading path.
 #[derive(Debug, Clone)]
 pub enum Event {
     Eliminated(Elimination),
     Quarantined(Quarantine),
+    Halted(MarketHalted),
 }
 
 use crate::api::{ApiError, Reply};

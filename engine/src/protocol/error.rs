@@ -35,10 +35,13 @@ pub enum ErrorCode {
     /// An order's `reason`: deciding or matching it made the leader fail an invariant
     /// (a bug the order triggers); it was taken out of its batch and refused, and reported.
     Quarantined,
+    /// An order's `reason`: the perpetual halted (it owed more than its margin pool and
+    /// insurance fund held) and refuses new orders until an operator reopens it.
+    MarketHalted,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -56,6 +59,7 @@ impl ErrorCode {
         ErrorCode::PriceBand,
         ErrorCode::SelfTrade,
         ErrorCode::Quarantined,
+        ErrorCode::MarketHalted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +81,7 @@ impl ErrorCode {
             ErrorCode::PriceBand => "price_band",
             ErrorCode::SelfTrade => "self_trade",
             ErrorCode::Quarantined => "quarantined",
+            ErrorCode::MarketHalted => "market_halted",
         }
     }
 
