@@ -377,6 +377,28 @@ mod tests {
         assert_eq!(m.positions[&1].margin_minor, initial_margin(999, 1000));
     }
 
+    /// Below maintenance at the mark (the last trade), a position is closed there against
+    /// the opposite position with the largest unrealized profit; its remaining equity goes
+    /// to the insurance fund, the counterparty gets its margin and profit from the pool.
+    #[test]
+    fn liquidation_closes_at_the_mark_against_the_most_profitable_opposite_position() {
+        let mut m = market();
+        place(&mut m, 1, 1, Side::Buy, 100, 10);
+        place(&mut m, 2, 2, Side::Sell, 100, 10);
+        place(&mut m, 3, 3, Side::Buy, 102, 10);
+        place(&mut m, 4, 4, Side::Sell, 102, 10);
+        place(&mut m, 5, 5, Side::Buy, 106, 1);
+        let (_, out, _) = place(&mut m, 6, 6, Side::Sell, 106, 1);
+        // At 106, 2's short (margin 100, loss 60) has 40 < 53 (5 % of 1060); 4's has 62.
+        let size = |u: i64| m.positions.get(&u).map_or(0, |p| p.size_lots);
+        assert_eq!((size(1), size(2), size(3), size(4)), (0, 0, 10, -10));
+        assert_eq!(net(&out, INSURANCE), (40, 0));
+        assert_eq!(net(&out, 1), (100 + 60, 0), "1's margin and profit at the mark");
+        assert_eq!(m.insurance_minor(), 40);
+        assert_eq!(m.pool_minor() as i128, m.open_equity(106));
+        assert_eq!(m.halt(), None);
+    }
+
     /// Bids that rest before a sell in the same batch raise what the sell must hold; a sell
     /// that reaches the book holding less than its worst case is rejected, not overdrawn.
     #[test]
