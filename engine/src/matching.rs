@@ -613,6 +613,9 @@ impl<C: Core> MarketLogic<C> {
             let h = Halt { shortfall_minor: r.get(0) };
             tracing::error!(market = %self.symbol, shortfall_minor = h.shortfall_minor, "market is halted (perp_halts): new orders are refused");
             self.market.restore_halt(h);
+            // Reported again by each leader that loads it, so its node's metric says so too.
+            let halted = crate::partition::MarketHalted { partition: ctx.key.clone(), shortfall_minor: h.shortfall_minor };
+            crate::partition::report(&ctx.events, Event::Halted(halted));
         }
         Ok(())
     }

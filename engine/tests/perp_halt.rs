@@ -4,7 +4,7 @@
 //! halts: A gets both margins back and no more, the margin pool and the insurance fund stay
 //! at or above zero in the DB, A cannot withdraw more than that, the next order is rejected
 //! `market_halted`, the halt is stored and reported (metric, webhook), it survives a
-//! takeover (the leader is killed, the standby loads the halt), and the region's
+//! takeover (the leader is killed, the standby loads and reports the halt), and the region's
 //! conservation check holds (insurance fund included).
 
 mod common;
@@ -76,6 +76,9 @@ async fn a_loss_beyond_margin_and_insurance_halts_the_contract() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!((v["status"].as_str(), v["reason"].as_str()), (Some("rejected"), Some("market_halted")), "{v}");
+    let new = common::load::leader_of(&c, "contract/BTC-PERP").await.expect("a new contract leader");
+    let m = http().get(format!("http://{}/metrics", c.node_cfgs[new].listen)).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("engine_market_halted{partition=\"contract/BTC-PERP\"} 1"), "the new leader reports the halt: {m}");
 
     let (s, r) = post(gw, "/admin/reconcile", &[ADMIN], json!({})).await;
     assert_eq!((s, r["ok"].as_bool()), (200, Some(true)), "{r}");
