@@ -379,6 +379,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("migrations/001_init.sql")),
     (2, include_str!("migrations/002_fence.sql")),
     (3, include_str!("migrations/003_fills_market.sql")),
+    (4, include_str!("migrations/004_insurance.sql")),
 ];
 
 /// SQLSTATE raised by `fence_or_raise` when the caller's epoch was superseded.

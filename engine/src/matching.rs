@@ -35,7 +35,7 @@ pub use sql::{order_by_client_id, order_by_id, order_json};
 use crate::api::{ApiError, Reply};
 use crate::book::{NewOrder, OrderKind, Resting, Side};
 use crate::partition::{Event, Job, LeadError, LeaderCtx, Logic, Quarantine};
-use crate::perp::{PerpMarket, Position};
+use crate::perp::{Accounts, Halt, Margins, PerpMarket, Position};
 use crate::protocol::{ErrorCode, UserOrder};
 use crate::settle::{self, Asset, Fees, Postings};
 use crate::spot::{Effects, FeeFill, OrderUpdate, SpotMarket};
@@ -68,6 +68,7 @@ const ALL_SQL: &[&str] = &[
     SQL_BALANCE_ROWS,
     SQL_APPLY_BALANCES,
     SQL_POSITIONS,
+    SQL_HALT,
     crate::partition::SQL_FENCE,
 ];
 
@@ -154,6 +155,8 @@ struct Matched<'a> {
     changed: BTreeMap<i64, OrderUpdate>,
     out: Effects,
     positions: Vec<(i64, Position)>,
+    /// The market halted in this batch (perpetuals): recorded with it, then reported.
+    halt: Option<Halt>,
 }
 
 /// Fresh orders, and each job's verdict.
@@ -179,8 +182,8 @@ impl SpotLogic {
 }
 
 impl PerpLogic {
-    pub fn perp(symbol: &str, quote: &str, fees: Fees, im_bps: u32, band_bps: u32, fee_account: i64, pool_account: i64) -> Self {
-        let make = move || PerpMarket::new(fees, im_bps, fee_account, pool_account).with_price_band(band_bps);
+    pub fn perp(symbol: &str, quote: &str, fees: Fees, margins: Margins, band_bps: u32, accounts: Accounts) -> Self {
+        let make = move || PerpMarket::new(fees, margins, accounts).with_price_band(band_bps);
         MarketLogic::new(symbol, quote, quote, Box::new(make))
     }
 }
@@ -392,7 +395,8 @@ impl<C: Core> MarketLogic<C> {
             finals.push((f, u));
         }
         let positions = self.market.take_positions();
-        Ok(Matched { results, cancels: cancel_results, finals, changed: last, out, positions })
+        let halt = self.market.take_new_halt();
+        Ok(Matched { results, cancels: cancel_results, finals, changed: last, out, positions, halt })
     }
 
     /// Matches in memory (contained: a panic is returned as `Failed::Poisoned`), then
@@ -413,11 +417,16 @@ impl<C: Core> MarketLogic<C> {
 
     /// Writes a matched batch (`write`) and refreshes the funds cache from it.
     async fn commit(&mut self, ctx: &mut LeaderCtx, m: Matched<'_>) -> Result<(Vec<OrderUpdate>, Vec<Option<OrderUpdate>>), LeadError> {
-        let balances = self.write(ctx, &m.finals, &m.changed, &m.out.fills, &m.out.postings, &m.positions).await?;
+        let balances = self.write(ctx, &m.finals, &m.changed, &m.out.fills, &m.out.postings, &m.positions, m.halt).await?;
         for (owner, name, available) in balances {
             if let Some(a) = self.asset_of(&name) {
                 self.funds.insert((owner, a), available);
             }
+        }
+        if let Some(h) = m.halt {
+            tracing::error!(market = %self.symbol, shortfall_minor = h.shortfall_minor, "market halted: it owes more than its margin pool and insurance fund hold; new orders are refused");
+            let halted = crate::partition::MarketHalted { partition: ctx.key.clone(), shortfall_minor: h.shortfall_minor };
+            crate::partition::report(&ctx.events, Event::Halted(halted));
         }
         Ok((m.results, m.cancels))
     }
@@ -433,7 +442,9 @@ impl<C: Core> MarketLogic<C> {
         fills: &[FeeFill],
         postings: &Postings,
         positions: &[(i64, Position)],
+        halt: Option<Halt>,
     ) -> Result<Vec<(i64, String, i64)>, LeadError> {
+        let shortfall = halt.map_or(0, |h| h.shortfall_minor);
         let new = NewRows::of(finals);
         let pos = PositionRows::of(positions);
         let changed = ChangedRows::of(changed);
@@ -457,6 +468,7 @@ impl<C: Core> MarketLogic<C> {
             async { exec_if(c, &st[SQL_POSITIONS], !pos.users.is_empty(), &pos.params(m)).await },
             async { exec_if(c, &st[SQL_UPDATE_ORDERS], !changed.ids.is_empty(), &changed.params()).await },
             async { exec_if(c, &st[SQL_FILLS], !fills.is_empty(), &fill_rows.params(m)).await },
+            async { exec_if(c, &st[SQL_HALT], halt.is_some(), &[m, &shortfall]).await },
             async { exec_if(c, &st[SQL_BALANCE_ROWS], !missing.owners.is_empty(), &missing.keys()).await },
             async {
                 if balances.owners.is_empty() {
@@ -474,7 +486,7 @@ impl<C: Core> MarketLogic<C> {
         );
         let e = match r {
             // Balances after this commit (with every other partition's commits before it).
-            Ok((_, _, _, _, _, _, _, rows, _, _)) => return Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()),
+            Ok((_, _, _, _, _, _, _, _, rows, _, _)) => return Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()),
             Err(e) => e,
         };
         // A statement that failed before it was sent leaves the later ones (and the
@@ -592,6 +604,30 @@ impl<C: Core> MarketLogic<C> {
         self.depth = depth;
         self
     }
+
+    /// Reads the balances of the market's pool and insurance fund and its recorded halt.
+    async fn load_solvency(&mut self, ctx: &LeaderCtx) -> Result<(), LeadError> {
+        let accounts = self.market.system_accounts();
+        for r in ctx.client.query(SQL_SYSTEM_BALANCES, &[&accounts, &self.quote]).await? {
+            let (owner, available): (i64, i64) = (r.get(0), r.get(1));
+            if available < 0 {
+                return Err(LeadError::Invariant(format!(
+                    "system account {owner} of {} is negative ({available}): settle it first",
+                    self.symbol
+                )));
+            }
+            self.market.restore_system_balance(owner, available);
+        }
+        if let Some(r) = ctx.client.query_opt(SQL_HALT_READ, &[&self.symbol]).await? {
+            let h = Halt { shortfall_minor: r.get(0) };
+            tracing::error!(market = %self.symbol, shortfall_minor = h.shortfall_minor, "market is halted (perp_halts): new orders are refused");
+            self.market.restore_halt(h);
+            // Reported again by each leader that loads it, so its node's metric says so too.
+            let halted = crate::partition::MarketHalted { partition: ctx.key.clone(), shortfall_minor: h.shortfall_minor };
+            crate::partition::report(&ctx.events, Event::Halted(halted));
+        }
+        Ok(())
+    }
 }
 
 impl<C: Core> Logic for MarketLogic<C> {
@@ -619,6 +655,7 @@ impl<C: Core> Logic for MarketLogic<C> {
                 let p = Position { size_lots: r.get(1), entry_cost_minor: r.get(2), margin_minor: r.get(3), realized_pnl_minor: r.get(4) };
                 self.market.restore_position(r.get(0), p);
             }
+            self.load_solvency(ctx).await?;
         }
         let last = ctx.client.query_opt(SQL_LAST_TRADE, &[&self.symbol]).await?;
         self.market.set_last_trade(last.map(|r| r.get(0)));
@@ -746,6 +783,9 @@ mod tests {
     use super::*;
     use crate::requests::PlaceOrder;
 
+    const MARGINS: Margins = Margins { im_bps: 1000, mm_bps: 500 };
+    const ACCOUNTS: Accounts = Accounts { fee: -1000, pool: -2000, insurance: -3000 };
+
     fn limit(user_id: i64, cid: &str, side: Side, price_ticks: i64, qty_lots: i64) -> UserOrder {
         let order = PlaceOrder {
             market: "BTC-PERP".into(),
@@ -763,7 +803,7 @@ mod tests {
     /// rests first): it holds against it, and matched in order it fills within its hold.
     #[test]
     fn a_sell_holds_against_the_bids_of_earlier_orders_in_its_batch() {
-        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, 1000, 0, -1000, -2000);
+        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, MARGINS, 0, ACCOUNTS);
         l.funds.insert((1, Asset::Quote), 1_000_000);
         l.funds.insert((2, Asset::Quote), 1_000_000);
         let places = vec![(0, limit(1, "b", Side::Buy, 500, 10)), (1, limit(2, "s", Side::Sell, 1, 10))];
@@ -779,7 +819,7 @@ mod tests {
     /// and keeps its slot (an order id, a row); the rest of the batch is decided as usual.
     #[test]
     fn a_quarantined_order_is_rejected_and_the_rest_decided() {
-        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, 1000, 0, -1000, -2000);
+        let mut l = PerpLogic::perp("BTC-PERP", "USD", Fees { maker_bps: 10, taker_bps: 20 }, MARGINS, 0, ACCOUNTS);
         l.funds.insert((1, Asset::Quote), 1_000_000);
         let places = vec![(0, limit(1, "a", Side::Buy, 500, 10)), (1, limit(1, "b", Side::Buy, 500, 10))];
         let mut poison = Poison::default();

@@ -13,7 +13,7 @@ use crate::metrics::label;
 use crate::node::Node;
 mod primary;
 
-use crate::partition::{Elimination, Event, Fenced, Quarantine, Takeover};
+use crate::partition::{Elimination, Event, Fenced, MarketHalted, Quarantine, Takeover};
 use crate::protocol::{paths, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
@@ -64,6 +64,7 @@ async fn report_events(node: Arc<Node>, mut rx: tokio::sync::mpsc::Receiver<Even
             Event::Quarantined(q) => report_quarantine(&node, q),
             Event::Takeover(t) => report_takeover(&node, t),
             Event::Fenced(f) => report_fenced(&node, f),
+            Event::Halted(h) => report_halt(&node, h),
         }
     }
 }
@@ -105,6 +106,14 @@ fn report_fenced(node: &Arc<Node>, f: Fenced) {
     node.metrics.inc(format!("engine_leaders_fenced_total{{node=\"{nid}\",partition=\"{part}\"}}"));
     let what = vec![format!("partition {} fenced: epoch {} was superseded; leadership given up", f.partition, f.epoch)];
     transition(node, "leader_fenced", &what, &vec![("epoch", f.epoch as f64, 0.0)]);
+}
+
+/// A perpetual that halted: metric `engine_market_halted{partition}` and the webhook event `market_halted`.
+fn report_halt(node: &Arc<Node>, h: MarketHalted) {
+    node.metrics.set(format!("engine_market_halted{{partition=\"{}\"}}", label(&h.partition)), 1.0);
+    let what =
+        vec![format!("partition {} halted: owed {} more than its margin pool and insurance fund held", h.partition, h.shortfall_minor)];
+    transition(node, "market_halted", &what, &vec![("shortfall_minor", h.shortfall_minor as f64, 0.0)]);
 }
 
 async fn timed<F: std::future::Future<Output = Result<T, E>>, T, E>(limit: Duration, f: F) -> f64 {

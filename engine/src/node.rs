@@ -6,6 +6,7 @@ use crate::matching::{DepthView, PerpLogic, SpotCmd, SpotLogic};
 use crate::metrics::{label, Metrics};
 use crate::otc::{OtcCmd, OtcLogic};
 use crate::partition::{self, NodeState, PartitionHandle, PartitionState};
+use crate::perp::{Accounts, Margins};
 use crate::protocol::{
     paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, GATEWAY_HEADER, MODE_ACTIVE,
     MODE_STANDBY, USER_HEADER,
@@ -57,9 +58,19 @@ pub fn perp_fee_account(i: usize) -> i64 {
     -1500 - i as i64
 }
 
-/// Margin pool of perpetual `i` (may go negative: losses beyond margin).
+/// Margin pool of perpetual `i` (never negative, migration 004).
 pub fn perp_pool_account(i: usize) -> i64 {
     -2000 - i as i64
+}
+
+/// Insurance fund of perpetual `i` (never negative).
+pub fn perp_insurance_account(i: usize) -> i64 {
+    -3000 - i as i64
+}
+
+/// The system accounts of perpetual `i`.
+pub fn perp_accounts(i: usize) -> Accounts {
+    Accounts { fee: perp_fee_account(i), pool: perp_pool_account(i), insurance: perp_insurance_account(i) }
 }
 
 /// Default `db.connections_max` of a node: one session per partition of its module
@@ -148,8 +159,8 @@ impl Node {
                     SpotLogic::spot(&m.symbol, &m.base, &m.quote, fees, m.price_band_bps, fee_account(i)).with_depth(depth.clone())
                 }),
                 MarketKind::Perp => partition::spawn(self.state.clone(), key, rank, move || {
-                    let (im, band) = (m.initial_margin_bps, m.price_band_bps);
-                    let logic = PerpLogic::perp(&m.symbol, &m.quote, fees, im, band, perp_fee_account(i), perp_pool_account(i));
+                    let margins = Margins { im_bps: m.initial_margin_bps, mm_bps: m.maintenance_margin_bps };
+                    let logic = PerpLogic::perp(&m.symbol, &m.quote, fees, margins, m.price_band_bps, perp_accounts(i));
                     logic.with_depth(depth.clone())
                 }),
             };

@@ -41,6 +41,14 @@ pub struct Fenced {
     pub epoch: i64,
 }
 
+/// A perpetual that halted: it owed more than its margin pool and insurance fund held
+/// (`perp::solvency`), and refuses new orders until an operator reopens it.
+#[derive(Debug, Clone)]
+pub struct MarketHalted {
+    pub partition: String,
+    pub shortfall_minor: i64,
+}
+
 /// What partition loops hand to the monitor to report off the trading path.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -48,6 +56,7 @@ pub enum Event {
     Quarantined(Quarantine),
     Takeover(Takeover),
     Fenced(Fenced),
+    Halted(MarketHalted),
 }
 
 use crate::api::{ApiError, Reply};

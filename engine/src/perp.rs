@@ -14,9 +14,14 @@
 //!
 //! On a fill each side pays its fee from held funds; the margin of the opening part moves
 //! to the contract's margin pool (the position's margin); the closing part gets back its
-//! reserved margin, plus the closed share of the position's margin and the realized PnL
-//! (floored at zero: a loss beyond the posted margin is absorbed by the pool, which is the
-//! one account allowed to go negative; there is no liquidation engine yet).
+//! reserved margin, and is owed the closed share of the position's margin plus the
+//! realized PnL. What is owed, the liquidations at the mark and the insurance fund are in
+//! `solvency`: neither the pool nor the insurance fund ever goes negative; a market that
+//! cannot pay what is owed halts.
+
+mod solvency;
+
+pub use solvency::{equity, maintenance, Accounts, Halt, Margins};
 
 use crate::book::{Book, Fill, IdMap, NewOrder, OrderId, OrderKind, PlaceStatus, Resting, Side, UserId};
 use crate::protocol::ErrorCode;
@@ -43,6 +48,29 @@ impl Position {
             self.entry_cost_minor / self.size_lots.abs()
         }
     }
+
+    /// Closes `q` lots at `price`: returns what the closed part is owed, its share of the
+    /// margin plus its realized PnL (negative: a loss beyond that margin). A position
+    /// closed in full takes its rounding leftovers of margin with it.
+    fn close(&mut self, q: i64, price: i64) -> Result<i64, SettleError> {
+        let abs = self.size_lots.abs();
+        assert!(q > 0 && q <= abs, "closing {q} lots of a position of {abs}");
+        let cost_share = ((self.entry_cost_minor as i128 * q as i128) / abs as i128) as i64;
+        let margin_share = ((self.margin_minor as i128 * q as i128) / abs as i128) as i64;
+        let exit = settle::notional(price, q)?;
+        let pnl = if self.size_lots > 0 { exit - cost_share } else { cost_share - exit };
+        self.size_lots -= self.size_lots.signum() * q;
+        self.entry_cost_minor -= cost_share;
+        self.margin_minor -= margin_share;
+        self.realized_pnl_minor += pnl;
+        let mut owed = margin_share + pnl;
+        if self.size_lots == 0 {
+            owed += self.margin_minor;
+            self.margin_minor = 0;
+            self.entry_cost_minor = 0;
+        }
+        Ok(owed)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -53,17 +81,34 @@ struct Live {
     filled: i64,
 }
 
+/// One side of a fill, settled on its order's hold and its owner's position; what it is
+/// owed (closing part) is paid by `solvency` once both sides' margins are in.
+struct Leg {
+    user: UserId,
+    fee: i64,
+    r_open: i64,
+    r_close: i64,
+    owed: Option<i64>,
+}
+
 pub struct PerpMarket {
     pub book: Book,
     pub fees: Fees,
-    pub im_bps: u32,
-    pub fee_account: i64,
-    pub pool_account: i64,
+    pub margins: Margins,
+    pub accounts: Accounts,
     live: IdMap<Live>,
     pub positions: HashMap<UserId, Position>,
     /// Users whose position changed since the last `take_dirty`.
     dirty: BTreeMap<UserId, ()>,
     fills: Vec<Fill>,
+    /// Balances of the margin pool and the insurance fund: this market's leader is their
+    /// only writer, so its memory (loaded at takeover, moved with every posting) is exact.
+    pool_minor: i64,
+    insurance_minor: i64,
+    /// Set once the market could not pay what it owed (see `solvency`); never cleared here.
+    halt: Option<Halt>,
+    /// The halt happened since the last `take_new_halt`.
+    new_halt: bool,
 }
 
 pub fn initial_margin(notional: i64, im_bps: u32) -> i64 {
@@ -71,17 +116,21 @@ pub fn initial_margin(notional: i64, im_bps: u32) -> i64 {
 }
 
 impl PerpMarket {
-    pub fn new(fees: Fees, im_bps: u32, fee_account: i64, pool_account: i64) -> Self {
+    pub fn new(fees: Fees, margins: Margins, accounts: Accounts) -> Self {
+        assert!(margins.mm_bps <= margins.im_bps, "maintenance margin {margins:?} above the initial margin");
         PerpMarket {
             book: Book::new(),
             fees,
-            im_bps,
-            fee_account,
-            pool_account,
+            margins,
+            accounts,
             live: IdMap::default(),
             positions: HashMap::new(),
             dirty: BTreeMap::new(),
             fills: Vec::new(),
+            pool_minor: 0,
+            insurance_minor: 0,
+            halt: None,
+            new_halt: false,
         }
     }
 
@@ -98,7 +147,7 @@ impl PerpMarket {
     pub fn need(&self, price: i64, qty: i64) -> i64 {
         let Ok(n) = settle::notional(price, qty) else { return i64::MAX };
         let fee = settle::fee(n, self.fees.maker_bps.max(self.fees.taker_bps));
-        initial_margin(n, self.im_bps).saturating_add(fee)
+        initial_margin(n, self.margins.im_bps).saturating_add(fee)
     }
 
     /// What entering `o` must hold, in quote, given the book as it is now.
@@ -135,20 +184,10 @@ impl PerpMarket {
 
     /// Applies one side of a fill (`q` lots at `price`) to its order's held funds and its
     /// owner's position: fee and initial margin on the trade notional.
-    #[allow(clippy::too_many_arguments)]
-    fn settle_side(
-        &mut self,
-        held: &mut Held,
-        side: Side,
-        q: i64,
-        price: i64,
-        fee_bps: u32,
-        out: &mut Postings,
-        reference: &str,
-    ) -> Result<i64, SettleError> {
+    fn settle_side(&mut self, held: &mut Held, side: Side, q: i64, price: i64, fee_bps: u32) -> Result<Leg, SettleError> {
         let trade_notional = settle::notional(price, q)?;
         let fee = settle::fee(trade_notional, fee_bps);
-        let r = initial_margin(trade_notional, self.im_bps);
+        let r = initial_margin(trade_notional, self.margins.im_bps);
         assert!(fee + r <= held.held_minor, "contract order reservation overdrawn: consumes {} of {}", fee + r, held.held_minor);
         held.held_minor -= fee + r;
         let user = held.user_id;
@@ -156,27 +195,8 @@ impl PerpMarket {
         let dq = if side == Side::Buy { q } else { -q };
         let closing = if pos.size_lots != 0 && pos.size_lots.signum() != dq.signum() { q.min(pos.size_lots.abs()) } else { 0 };
         let opening = q - closing;
-        let r_open = initial_margin(settle::notional(price, opening)?, self.im_bps);
-        let r_close = r - r_open;
-        let mut payout = 0i64;
-        if closing > 0 {
-            let abs = pos.size_lots.abs();
-            let cost_share = ((pos.entry_cost_minor as i128 * closing as i128) / abs as i128) as i64;
-            let margin_share = ((pos.margin_minor as i128 * closing as i128) / abs as i128) as i64;
-            let exit = settle::notional(price, closing)?;
-            let pnl = if pos.size_lots > 0 { exit - cost_share } else { cost_share - exit };
-            pos.size_lots += if dq > 0 { closing } else { -closing };
-            pos.entry_cost_minor -= cost_share;
-            pos.margin_minor -= margin_share;
-            pos.realized_pnl_minor += pnl;
-            payout = (margin_share + pnl).max(0);
-            if pos.size_lots == 0 {
-                // Rounding leftovers of a fully closed position go with it.
-                payout += pos.margin_minor;
-                pos.margin_minor = 0;
-                pos.entry_cost_minor = 0;
-            }
-        }
+        let r_open = initial_margin(settle::notional(price, opening)?, self.margins.im_bps);
+        let owed = if closing > 0 { Some(pos.close(closing, price)?) } else { None };
         if opening > 0 {
             pos.size_lots += if dq > 0 { opening } else { -opening };
             pos.entry_cost_minor += settle::notional(price, opening)?;
@@ -184,10 +204,16 @@ impl PerpMarket {
         }
         assert!(pos.entry_cost_minor >= 0 && pos.margin_minor >= 0, "position accounting broken");
         self.dirty.insert(user, ());
-        out.post(reference, Entry { owner_id: user, asset: Asset::Quote, d_available: r_close + payout, d_held: -(fee + r) });
-        out.post(reference, Entry { owner_id: self.fee_account, asset: Asset::Quote, d_available: fee, d_held: 0 });
-        out.post(reference, Entry { owner_id: self.pool_account, asset: Asset::Quote, d_available: r_open - payout, d_held: 0 });
-        Ok(fee)
+        Ok(Leg { user, fee, r_open, r_close: r - r_open, owed })
+    }
+
+    /// Posts a leg's fee and margins: the fee to the fee account, the opening margin to the
+    /// pool, the closing part's reserved margin back to available.
+    fn post_leg(&mut self, leg: &Leg, out: &mut Postings, reference: &str) {
+        let d_held = -(leg.fee + leg.r_open + leg.r_close);
+        out.post(reference, Entry { owner_id: leg.user, asset: Asset::Quote, d_available: leg.r_close, d_held });
+        out.post(reference, Entry { owner_id: self.accounts.fee, asset: Asset::Quote, d_available: leg.fee, d_held: 0 });
+        self.pool_in(leg.r_open, out, reference);
     }
 
     /// Brings the hold of an order that rests at `limit` with `remaining` lots down to
@@ -201,14 +227,22 @@ impl PerpMarket {
     }
 
     /// Matches an order whose reservation `reserved` is already held. Appends order
-    /// updates (taker and touched makers), fills and postings.
+    /// updates (taker and touched makers), fills and postings. A halted market, and an
+    /// order whose hold no longer covers its worst case, are refused before matching.
     pub fn place(&mut self, o: NewOrder, reserved: i64, out: &mut Effects) -> Result<OrderUpdate, SettleError> {
         assert!(o.kind != OrderKind::Market, "contract market orders are rejected at validation");
         let mut taker = Held { user_id: o.user_id, side: o.side, asset: Asset::Quote, held_minor: reserved };
-        if reserved < self.reservation(&o)?.1 {
+        let refused = if self.halt.is_some() {
+            Some(ErrorCode::MarketHalted)
+        } else if reserved < self.reservation(&o)?.1 {
             // Its fills could now consume more than it holds (bids rose since it was decided).
+            Some(ErrorCode::InsufficientFunds)
+        } else {
+            None
+        };
+        if let Some(code) = refused {
             settle::post_release(&mut taker, &mut out.postings, &format!("done:{}", o.id));
-            let upd = OrderUpdate::rejected(o.id, ErrorCode::InsufficientFunds);
+            let upd = OrderUpdate::rejected(o.id, code);
             out.updates.push(upd);
             return Ok(upd);
         }
@@ -229,14 +263,22 @@ impl PerpMarket {
         Ok(upd)
     }
 
-    /// Settles fill `f` for the taker (on `taker_side`, holding `taker`) and its maker.
+    /// Settles fill `f` for the taker (on `taker_side`, holding `taker`) and its maker,
+    /// and liquidates at the new mark (the fill's price).
     fn settle_fill(&mut self, f: &Fill, taker_side: Side, taker: &mut Held, out: &mut Effects) -> Result<(), SettleError> {
         let reference = format!("perp-fill:{}:{}", f.taker_order_id, f.maker_order_id);
         let maker_side = if taker_side == Side::Buy { Side::Sell } else { Side::Buy };
         let (q, price) = (f.qty_lots, f.price_ticks);
-        let taker_fee = self.settle_side(taker, taker_side, q, price, self.fees.taker_bps, &mut out.postings, &reference)?;
+        let t = self.settle_side(taker, taker_side, q, price, self.fees.taker_bps)?;
         let mut maker = *self.live.get(&f.maker_order_id).expect("maker order not tracked");
-        let maker_fee = self.settle_side(&mut maker.held, maker_side, q, price, self.fees.maker_bps, &mut out.postings, &reference)?;
+        let m = self.settle_side(&mut maker.held, maker_side, q, price, self.fees.maker_bps)?;
+        self.post_leg(&t, &mut out.postings, &reference);
+        self.post_leg(&m, &mut out.postings, &reference);
+        let mut owed: Vec<(i64, i64)> = [&t, &m].iter().filter_map(|l| Some((l.user, l.owed?))).collect();
+        // The fill's price is the new mark: what falls below maintenance there is closed
+        // before anything is paid, so its losses are covered first.
+        owed.extend(self.liquidate(price)?);
+        self.settle_owed(&owed, price, &mut out.postings, &reference);
         maker.filled += q;
         assert!(maker.filled <= maker.qty, "maker overfilled");
         if f.maker_done {
@@ -246,7 +288,7 @@ impl PerpMarket {
             self.live.insert(f.maker_order_id, maker);
         }
         maker_update(f, &mut maker.held, maker.filled, out);
-        out.fills.push(FeeFill { fill: *f, maker_fee, taker_fee });
+        out.fills.push(FeeFill { fill: *f, maker_fee: m.fee, taker_fee: t.fee });
         Ok(())
     }
 
@@ -267,10 +309,12 @@ mod tests {
 
     const FEE: i64 = -1000;
     const POOL: i64 = -2000;
+    const INSURANCE: i64 = -3000;
 
-    /// Maker 10 bps, taker 20 bps, initial margin 10 % (10x).
+    /// Maker 10 bps, taker 20 bps, initial margin 10 % (10x), maintenance 5 %.
     fn market() -> PerpMarket {
-        PerpMarket::new(Fees { maker_bps: 10, taker_bps: 20 }, 1000, FEE, POOL)
+        let accounts = Accounts { fee: FEE, pool: POOL, insurance: INSURANCE };
+        PerpMarket::new(Fees { maker_bps: 10, taker_bps: 20 }, Margins { im_bps: 1000, mm_bps: 500 }, accounts)
     }
 
     /// Places a limit order holding what `reservation` asks; returns its update and effects.
@@ -331,6 +375,28 @@ mod tests {
         assert_eq!(out.fills[0].fill.price_ticks, 333);
         assert_eq!(m.total_held(), m.need(333, 4));
         assert_eq!(m.positions[&1].margin_minor, initial_margin(999, 1000));
+    }
+
+    /// Below maintenance at the mark (the last trade), a position is closed there against
+    /// the opposite position with the largest unrealized profit; its remaining equity goes
+    /// to the insurance fund, the counterparty gets its margin and profit from the pool.
+    #[test]
+    fn liquidation_closes_at_the_mark_against_the_most_profitable_opposite_position() {
+        let mut m = market();
+        place(&mut m, 1, 1, Side::Buy, 100, 10);
+        place(&mut m, 2, 2, Side::Sell, 100, 10);
+        place(&mut m, 3, 3, Side::Buy, 102, 10);
+        place(&mut m, 4, 4, Side::Sell, 102, 10);
+        place(&mut m, 5, 5, Side::Buy, 106, 1);
+        let (_, out, _) = place(&mut m, 6, 6, Side::Sell, 106, 1);
+        // At 106, 2's short (margin 100, loss 60) has 40 < 53 (5 % of 1060); 4's has 62.
+        let size = |u: i64| m.positions.get(&u).map_or(0, |p| p.size_lots);
+        assert_eq!((size(1), size(2), size(3), size(4)), (0, 0, 10, -10));
+        assert_eq!(net(&out, INSURANCE), (40, 0));
+        assert_eq!(net(&out, 1), (100 + 60, 0), "1's margin and profit at the mark");
+        assert_eq!(m.insurance_minor(), 40);
+        assert_eq!(m.pool_minor() as i128, m.open_equity(106));
+        assert_eq!(m.halt(), None);
     }
 
     /// Bids that rest before a sell in the same batch raise what the sell must hold; a sell

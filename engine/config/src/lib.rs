@@ -181,6 +181,11 @@ pub struct MarketConfig {
     /// Contracts only: initial margin in basis points of notional (e.g. 1000 = 10x).
     #[serde(default = "default_im_bps")]
     pub initial_margin_bps: u32,
+    /// Contracts only: maintenance margin in basis points of notional at the mark (the last
+    /// trade). A position whose margin + unrealized PnL falls below it is liquidated. At
+    /// most `initial_margin_bps`.
+    #[serde(default = "default_mm_bps")]
+    pub maintenance_margin_bps: u32,
     /// Half-width of the price band around the last trade, in basis points of it: a limit
     /// outside it is rejected (`price_band`), a market order sweeps no further than its edge.
     /// No band before the market's first trade; 0 turns it off.
@@ -190,6 +195,9 @@ pub struct MarketConfig {
 
 fn default_im_bps() -> u32 {
     1000
+}
+fn default_mm_bps() -> u32 {
+    500
 }
 fn default_price_band_bps() -> u32 {
     1000
@@ -513,6 +521,7 @@ impl ExchangeConfig {
             maker_fee_bps: 10,
             taker_fee_bps: 20,
             initial_margin_bps: 1000,
+            maintenance_margin_bps: 500,
             price_band_bps: 1000,
         };
         ExchangeConfig {

@@ -1,7 +1,7 @@
 //! The in-memory market a leader drives, spot or perpetual, behind one trait.
 
 use crate::book::{Book, NewOrder, Resting};
-use crate::perp::{PerpMarket, Position};
+use crate::perp::{Halt, PerpMarket, Position};
 use crate::settle::{self, Asset, Postings, SettleError};
 use crate::spot::{Effects, OrderUpdate, SpotMarket};
 
@@ -22,6 +22,17 @@ pub trait Core: Send + Sync + 'static {
     }
     fn restore_position(&mut self, _user: i64, _p: Position) {}
     const HAS_POSITIONS: bool = false;
+    /// The system accounts the market alone writes and keeps balances of (perpetuals: its
+    /// margin pool and insurance fund), read at takeover.
+    fn system_accounts(&self) -> Vec<i64> {
+        Vec::new()
+    }
+    fn restore_system_balance(&mut self, _owner: i64, _available: i64) {}
+    fn restore_halt(&mut self, _h: Halt) {}
+    /// A halt that happened since the last call, to be recorded with the batch.
+    fn take_new_halt(&mut self) -> Option<Halt> {
+        None
+    }
 }
 
 impl Core for SpotMarket {
@@ -71,4 +82,16 @@ impl Core for PerpMarket {
         PerpMarket::restore_position(self, user, p)
     }
     const HAS_POSITIONS: bool = true;
+    fn system_accounts(&self) -> Vec<i64> {
+        vec![self.accounts.pool, self.accounts.insurance]
+    }
+    fn restore_system_balance(&mut self, owner: i64, available: i64) {
+        PerpMarket::restore_system_balance(self, owner, available)
+    }
+    fn restore_halt(&mut self, h: Halt) {
+        PerpMarket::restore_halt(self, h)
+    }
+    fn take_new_halt(&mut self) -> Option<Halt> {
+        PerpMarket::take_new_halt(self)
+    }
 }

@@ -40,6 +40,14 @@ pub(super) const SQL_APPLY_BALANCES: &str = "UPDATE balances b SET available = b
 /// The market's last fill price, the centre of its price band (index `fills_market_id`).
 pub(super) const SQL_LAST_TRADE: &str = "SELECT price_ticks FROM fills WHERE market = $1 ORDER BY id DESC LIMIT 1";
 
+/// Records a perpetual's halt (migration 004) in the batch that halted it.
+pub(super) const SQL_HALT: &str = "INSERT INTO perp_halts (market, shortfall_minor) VALUES ($1, $2) \
+     ON CONFLICT (market) DO UPDATE SET shortfall_minor = excluded.shortfall_minor";
+/// A perpetual's recorded halt, read at takeover.
+pub(super) const SQL_HALT_READ: &str = "SELECT shortfall_minor FROM perp_halts WHERE market = $1";
+/// The balances of a market's system accounts in its quote asset, read at takeover.
+pub(super) const SQL_SYSTEM_BALANCES: &str = "SELECT owner_id, available FROM balances WHERE owner_id = ANY($1) AND asset = $2";
+
 pub(super) const SQL_POSITIONS: &str =
     "INSERT INTO positions (user_id, market, size_lots, entry_cost_minor, margin_minor, realized_pnl_minor) \
      SELECT u, $1, s, e, m, r FROM unnest($2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[]) AS t(u, s, e, m, r) \

@@ -37,10 +37,13 @@ pub enum ErrorCode {
     Quarantined,
     /// Too many unauthenticated reads from this client address: retry after `Retry-After`.
     RateLimited,
+    /// An order's `reason`: the perpetual halted (it owed more than its margin pool and
+    /// insurance fund held) and refuses new orders until an operator reopens it.
+    MarketHalted,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -59,6 +62,7 @@ impl ErrorCode {
         ErrorCode::SelfTrade,
         ErrorCode::Quarantined,
         ErrorCode::RateLimited,
+        ErrorCode::MarketHalted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +85,7 @@ impl ErrorCode {
             ErrorCode::SelfTrade => "self_trade",
             ErrorCode::Quarantined => "quarantined",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::MarketHalted => "market_halted",
         }
     }
 

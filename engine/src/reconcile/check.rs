@@ -1,13 +1,14 @@
 //! The conservation identity of one asset, read in one snapshot (see ARCHITECTURE.md,
 //! "Runtime reconciliation"). Accounts (migration 001): `owner_id > 0` users, `0` the
 //! outside world, `-1000 - i` / `-1500 - i` fee accounts of spot market / perpetual `i`,
-//! `-2000 - i` the margin pool of perpetual `i`. Holds are the `held` column of each
+//! `-2000 - i` the margin pool and `-3000 - i` the insurance fund of perpetual `i` (both
+//! never negative, migration 004). Holds are the `held` column of each
 //! account. Deposits are rows of `deposits` (credited in the transaction that inserts
 //! them), withdrawals leave on `status = 'completed'`.
 //!
 //! Two checks per asset:
-//! * outside funds: users' available + users' held + fees + pools (+ any other system
-//!   account) = sum(deposits) - sum(completed withdrawals);
+//! * outside funds: users' available + users' held + fees + pools + insurance funds (+ any
+//!   other system account) = sum(deposits) - sum(completed withdrawals);
 //! * ledger: every account's `available` and `held` equal the sums of its ledger lines.
 
 use serde_json::{json, Value};
@@ -21,8 +22,10 @@ pub struct AssetTotals {
     pub users_held: i128,
     /// Fee accounts of spot markets and perpetuals (`-1999..=-1000`).
     pub fees: i128,
-    /// Margin pools of perpetuals (`<= -2000`), the exchange's loss-absorbing fund.
+    /// Margin pools of perpetuals (`-2999..=-2000`): the open positions' margins.
     pub pools: i128,
+    /// Insurance funds of perpetuals (`<= -3000`): pay losses beyond a position's margin.
+    pub insurance: i128,
     /// System accounts of no known kind (`-999..=-1`): none exist; counted so that money
     /// moved to one is not lost from the sum.
     pub other: i128,
@@ -37,9 +40,11 @@ pub struct AssetTotals {
 }
 
 impl AssetTotals {
-    /// What the exchange holds for this asset: users' available and held, fees, pools.
+    /// What the exchange holds for this asset: users' available and held, fees, pools,
+    /// insurance funds.
     pub fn inside(&self) -> Option<i128> {
-        self.users_available.checked_add(self.users_held)?.checked_add(self.fees)?.checked_add(self.pools)?.checked_add(self.other)
+        let system = self.fees.checked_add(self.pools)?.checked_add(self.insurance)?.checked_add(self.other)?;
+        self.users_available.checked_add(self.users_held)?.checked_add(system)
     }
 
     /// What came in from outside and did not leave: deposits - completed withdrawals.
@@ -70,6 +75,7 @@ impl AssetTotals {
             "users_held_minor": self.users_held.to_string(),
             "fees_minor": self.fees.to_string(),
             "pools_minor": self.pools.to_string(),
+            "insurance_minor": self.insurance.to_string(),
             "other_system_minor": self.other.to_string(),
             "world_minor": self.world.to_string(),
             "deposits_minor": self.deposits.to_string(),
@@ -88,7 +94,8 @@ WITH b AS (SELECT asset,
         sum(available) FILTER (WHERE owner_id > 0) AS ua,
         sum(held) FILTER (WHERE owner_id > 0) AS uh,
         sum(available + held) FILTER (WHERE owner_id BETWEEN -1999 AND -1000) AS fees,
-        sum(available + held) FILTER (WHERE owner_id <= -2000) AS pools,
+        sum(available + held) FILTER (WHERE owner_id BETWEEN -2999 AND -2000) AS pools,
+        sum(available + held) FILTER (WHERE owner_id <= -3000) AS insurance,
         sum(available + held) FILTER (WHERE owner_id BETWEEN -999 AND -1) AS other,
         sum(available + held) FILTER (WHERE owner_id = 0) AS world
     FROM balances GROUP BY asset),
@@ -102,7 +109,7 @@ m AS (SELECT asset, count(*) AS n,
     GROUP BY asset),
 a AS (SELECT asset FROM b UNION SELECT asset FROM d UNION SELECT asset FROM w UNION SELECT asset FROM m)
 SELECT a.asset, coalesce(b.ua, 0)::text, coalesce(b.uh, 0)::text, coalesce(b.fees, 0)::text, coalesce(b.pools, 0)::text,
-       coalesce(b.other, 0)::text, coalesce(b.world, 0)::text, coalesce(d.dep, 0)::text, coalesce(w.wd, 0)::text,
+       coalesce(b.insurance, 0)::text, coalesce(b.other, 0)::text, coalesce(b.world, 0)::text, coalesce(d.dep, 0)::text, coalesce(w.wd, 0)::text,
        coalesce(m.n, 0), coalesce(m.diff, 0)::text
 FROM a LEFT JOIN b USING (asset) LEFT JOIN d USING (asset) LEFT JOIN w USING (asset) LEFT JOIN m USING (asset)
 ORDER BY a.asset";
@@ -136,12 +143,13 @@ fn row_totals(r: &tokio_postgres::Row) -> Result<AssetTotals, CheckError> {
         users_held: n(2)?,
         fees: n(3)?,
         pools: n(4)?,
-        other: n(5)?,
-        world: n(6)?,
-        deposits: n(7)?,
-        completed_withdrawals: n(8)?,
-        ledger_mismatch_accounts: r.get(9),
-        ledger_mismatch_minor: n(10)?,
+        insurance: n(5)?,
+        other: n(6)?,
+        world: n(7)?,
+        deposits: n(8)?,
+        completed_withdrawals: n(9)?,
+        ledger_mismatch_accounts: r.get(10),
+        ledger_mismatch_minor: n(11)?,
     })
 }
 
@@ -150,13 +158,15 @@ mod tests {
     use super::*;
 
     fn usd() -> AssetTotals {
-        // 1,000 deposited, 100 withdrawn; users hold 850 (50 of it held), fees 30, pool 20.
+        // 1,000 deposited, 100 withdrawn; users hold 840 (50 of it held), fees 30, pool 20,
+        // insurance fund 10.
         AssetTotals {
             asset: "USD".into(),
-            users_available: 800,
+            users_available: 790,
             users_held: 50,
             fees: 30,
             pools: 20,
+            insurance: 10,
             world: -900,
             deposits: 1000,
             completed_withdrawals: 100,
@@ -178,11 +188,14 @@ mod tests {
         assert!(!t.ok());
         t.users_available -= 10;
         assert_eq!(t.imbalance(), Some(-3));
-        // A negative pool (losses beyond margin) still counts: it is money the pool owes.
+        // Money moved between the pool and the insurance fund is conserved; money the
+        // insurance fund lost (and nobody got) is not.
         let mut t = usd();
-        t.pools = -20;
-        t.users_available += 40;
+        t.pools += 10;
+        t.insurance -= 10;
         assert!(t.ok());
+        t.insurance -= 4;
+        assert_eq!(t.imbalance(), Some(-4));
     }
 
     #[test]
@@ -197,7 +210,7 @@ mod tests {
     fn sums_beyond_i64_are_exact_and_overflow_is_broken() {
         let mut t = usd();
         t.users_available = i64::MAX as i128 * 4;
-        t.deposits = i64::MAX as i128 * 4 + 200;
+        t.deposits = i64::MAX as i128 * 4 + 210;
         assert!(t.ok());
         t.users_available = i128::MAX;
         assert_eq!(t.imbalance(), None);
