@@ -35,10 +35,12 @@ pub enum ErrorCode {
     /// An order's `reason`: deciding or matching it made the leader fail an invariant
     /// (a bug the order triggers); it was taken out of its batch and refused, and reported.
     Quarantined,
+    /// An admin's withdrawal action named a user who does not own the withdrawal.
+    WrongOwner,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -56,6 +58,7 @@ impl ErrorCode {
         ErrorCode::PriceBand,
         ErrorCode::SelfTrade,
         ErrorCode::Quarantined,
+        ErrorCode::WrongOwner,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +80,7 @@ impl ErrorCode {
             ErrorCode::PriceBand => "price_band",
             ErrorCode::SelfTrade => "self_trade",
             ErrorCode::Quarantined => "quarantined",
+            ErrorCode::WrongOwner => "wrong_owner",
         }
     }
 
