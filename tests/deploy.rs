@@ -54,12 +54,15 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     let gw = &ips(PRIMARY, &p.name, "app").await[0];
     let base = format!("http://{gw}:8080");
     let (code, body) = http("POST", &format!("{base}/admin/users"), &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
+    assert_eq!(code, 404, "admin calls are not served on the public port: {body}");
+    let (code, body) =
+        http("POST", &format!("{}/admin/users", admin_base(gw)), &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
     assert_eq!(code, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let api_key = v["api_key"].as_str().unwrap().to_string();
     let (code, body) = http(
         "POST",
-        &format!("{base}/admin/deposits"),
+        &format!("{}/admin/deposits", admin_base(gw)),
         &[("X-Admin-Token", admin.trim())],
         Some(r#"{"deposit_id":"d-4242","user_id":4242,"asset":"USD","amount_minor":1000000}"#),
     );
@@ -95,11 +98,17 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     // secrets and configs.
     let users = ssh(&key, gw, "ps -eo user=,comm= | awk '$2 ~ /^engine-/ {print $1}' | sort | uniq -c | awk '{print $2\":\"$1}'");
     assert_eq!(users.trim(), "exchange:5", "engine processes by user on {gw}");
-    let modes =
-        ssh(&key, gw, &format!("stat -c '%a %U %n' /etc/{p}/secrets /etc/{p}/secrets/admin_token /etc/{p}/gateway.toml", p = p.name));
+    let modes = ssh(
+        &key,
+        gw,
+        &format!(
+            "stat -c '%a %U %n' /etc/{p}/secrets /etc/{p}/secrets/admin_token /etc/{p}/secrets/internal_token /etc/{p}/gateway.toml",
+            p = p.name
+        ),
+    );
     assert_eq!(
         modes.trim(),
-        format!("710 root /etc/{p}/secrets\n600 exchange /etc/{p}/secrets/admin_token\n600 exchange /etc/{p}/gateway.toml", p = p.name)
+        format!("710 root /etc/{p}/secrets\n600 exchange /etc/{p}/secrets/admin_token\n600 exchange /etc/{p}/secrets/internal_token\n600 exchange /etc/{p}/gateway.toml", p = p.name)
     );
 
     // `up` again uploads nothing: the binaries on an app host keep their inode and mtime.

@@ -46,11 +46,11 @@ fn secrets(p: &Project) -> Secrets {
 
 fn make_user(gw: &str, admin: &str, user_id: i64) -> String {
     let (code, body) =
-        http("POST", &format!("http://{gw}:8080/admin/users"), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
+        http("POST", &format!("{}/admin/users", admin_base(gw)), &[("X-Admin-Token", admin)], Some(&format!(r#"{{"user_id":{user_id}}}"#)));
     assert_eq!(code, 200, "{body}");
     let key = serde_json::from_str::<serde_json::Value>(&body).unwrap()["api_key"].as_str().unwrap().to_string();
     let dep = format!(r#"{{"deposit_id":"d-{user_id}","user_id":{user_id},"asset":"USD","amount_minor":1000000000000}}"#);
-    let (code, body) = http("POST", &format!("http://{gw}:8080/admin/deposits"), &[("X-Admin-Token", admin)], Some(&dep));
+    let (code, body) = http("POST", &format!("{}/admin/deposits", admin_base(gw)), &[("X-Admin-Token", admin)], Some(&dep));
     assert_eq!(code, 200, "{body}");
     key
 }

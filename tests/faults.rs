@@ -79,7 +79,7 @@ async fn setup() -> World {
     let su = std::fs::read_to_string(dir.join("secrets").join("db_superuser_password")).unwrap().trim().to_string();
     let admin = std::fs::read_to_string(dir.join("secrets").join("admin_token")).unwrap().trim().to_string();
     let (pdb, ddb, apps) = (ips(PRIMARY, &p.name, "db").await, ips(DR, &p.name, "db").await, ips(PRIMARY, &p.name, "app").await);
-    let base = format!("http://{}:8080", apps[0]);
+    let base = admin_base(&apps[0]);
     let mut keys = Vec::new();
     for (user, asset) in [(7001, "USD"), (7002, "BTC")] {
         let (code, body) =

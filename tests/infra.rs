@@ -150,7 +150,10 @@ async fn assert_compact(project: &str) {
                 want.push((*p, peer.into()));
             }
             if role == "app" {
+                // The public API to all; the gateway's admin listener to the project's VPCs only.
                 want.push((8080, "0.0.0.0/0".into()));
+                want.push((8081, vpc.into()));
+                want.push((8081, peer.into()));
             }
             want.sort();
             assert_eq!(rules, want, "{region}: security group {role}");

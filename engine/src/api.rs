@@ -35,6 +35,10 @@ impl ApiError {
     pub fn standby() -> Self {
         Self::new(503, ErrorCode::RegionStandby, "this region is in standby mode and does not accept writes")
     }
+    /// An admin call on a withdrawal named a user who does not own it.
+    pub fn wrong_owner(message: impl Into<String>) -> Self {
+        Self::new(403, ErrorCode::WrongOwner, message)
+    }
     pub fn unauthorized() -> Self {
         Self::new(401, ErrorCode::Unauthorized, "missing or invalid credentials")
     }

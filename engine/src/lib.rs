@@ -17,6 +17,7 @@ pub mod reconcile;
 pub mod requests;
 pub mod settle;
 pub mod spot;
+pub mod tokens;
 pub mod wallet;
 
 /// Version string printed by `--version`: crate version and the build's git sha.

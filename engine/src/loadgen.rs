@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
+    /// The gateway's public URL (orders).
     pub gateway: String,
+    /// The gateway's admin listener URL (creating and funding the load users).
+    pub admin: String,
     pub admin_token: String,
     pub markets: Vec<(String, String)>,
     pub users: usize,
@@ -67,7 +70,7 @@ pub async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<(i64, String)>> {
     for i in 0..cfg.users {
         let u = cfg.first_user_id + i as i64;
         let r = http
-            .post(format!("{}{}", cfg.gateway, paths::ADMIN_USERS))
+            .post(format!("{}{}", cfg.admin, paths::ADMIN_USERS))
             .header(ADMIN_HEADER, &cfg.admin_token)
             .json(&json!({"user_id": u}))
             .send()
@@ -79,7 +82,7 @@ pub async fn setup(cfg: &LoadConfig) -> anyhow::Result<Vec<(i64, String)>> {
         assets.push("USD");
         for a in assets {
             let r = http
-                .post(format!("{}{}", cfg.gateway, paths::ADMIN_DEPOSITS))
+                .post(format!("{}{}", cfg.admin, paths::ADMIN_DEPOSITS))
                 .header(ADMIN_HEADER, &cfg.admin_token)
                 .json(&json!({"deposit_id": format!("load-{u}-{a}"), "user_id": u, "asset": a, "amount_minor": 1_000_000_000_000i64}))
                 .send()

@@ -1,5 +1,6 @@
 //! One `engine-node` process: the partitions of its module, its internal HTTP API (called
-//! by the gateway with the admin token), status for the gateway's probes, and metrics.
+//! by the gateway: user calls with the internal token, admin calls with the admin token;
+//! see `tokens`), status for the gateway's probes, and metrics.
 
 use crate::api::{respond, ApiError, Reply};
 use crate::matching::{DepthView, PerpLogic, SpotCmd, SpotLogic};
@@ -8,8 +9,8 @@ use crate::otc::{OtcCmd, OtcLogic};
 use crate::partition::{self, NodeState, PartitionHandle, PartitionState};
 use crate::perp::{Accounts, Margins};
 use crate::protocol::{
-    paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, GATEWAY_HEADER, MODE_ACTIVE,
-    MODE_STANDBY, USER_HEADER,
+    paths, shard_of, BatchReply, MarketKind, NodeStatus, PartitionKey, PlaceBatch, UserOrder, GATEWAY_HEADER, MODE_ACTIVE, MODE_STANDBY,
+    USER_HEADER,
 };
 use crate::requests::{self as rq, parse};
 use crate::settle::Fees;
@@ -31,7 +32,7 @@ type Markets = HashMap<String, PartitionHandle<SpotCmd>>;
 pub struct Node {
     pub cfg: NodeConfig,
     pub state: Arc<NodeState>,
-    pub admin_token: String,
+    pub tokens: crate::tokens::Tokens,
     pub metrics: Metrics,
     pub spot: Markets,
     pub perp: Markets,
@@ -103,7 +104,7 @@ fn rank(cfg: &NodeConfig, p: usize) -> u32 {
 }
 
 impl Node {
-    pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, admin_token: String) -> Arc<Node> {
+    pub fn start(cfg: NodeConfig, pg: crate::db::Target, pg_any: crate::db::Target, tokens: crate::tokens::Tokens) -> Arc<Node> {
         let addr = cfg.advertise.clone().unwrap_or_else(|| cfg.listen.clone());
         let (events, event_rx) = tokio::sync::mpsc::channel(64);
         let (reconcile, reconcile_requests) = crate::reconcile::channel();
@@ -123,7 +124,7 @@ impl Node {
         let mut node = Node {
             cfg,
             state,
-            admin_token,
+            tokens,
             metrics: Metrics::default(),
             spot: HashMap::new(),
             perp: HashMap::new(),
@@ -283,17 +284,19 @@ impl Node {
             .with_state(self.clone())
     }
 
+    /// An admin call: the admin token (401).
     fn auth(&self, h: &HeaderMap) -> Result<(), ApiError> {
-        let ok = h.get(ADMIN_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| crate::ct_eq(v, &self.admin_token));
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        self.tokens.is_admin(h).then_some(()).ok_or_else(ApiError::unauthorized)
+    }
+
+    /// A call the gateway makes for a user (or a public read): the internal token (401).
+    /// The admin token is not enough: it must not act as a user.
+    fn internal(&self, h: &HeaderMap) -> Result<(), ApiError> {
+        self.tokens.is_internal(h).then_some(()).ok_or_else(ApiError::unauthorized)
     }
 
     fn user(&self, h: &HeaderMap) -> Result<i64, ApiError> {
-        self.auth(h)?;
+        self.internal(h)?;
         let u = h
             .get(USER_HEADER)
             .and_then(|v| v.to_str().ok())
@@ -408,7 +411,7 @@ async fn place_one(n: &Node, kind: MarketKind, o: UserOrder) -> Reply {
 /// the partition queues together, so they share a group commit, and each gets its own
 /// answer (`status` + `body`, as the single call would have returned).
 async fn place_batch(State(n): S, h: HeaderMap, body: Bytes) -> Response {
-    let batch: PlaceBatch = match n.admin_body(&h, &body) {
+    let batch: PlaceBatch = match n.internal(&h).and_then(|()| parse(&body)) {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
@@ -446,7 +449,7 @@ async fn book(State(n): S, h: HeaderMap, Path(market): Path<String>, Query(q): Q
         return e.into_response();
     }
     let r: Reply = (|| {
-        n.auth(&h)?;
+        n.internal(&h)?;
         let part = n.market(kind, &market)?;
         let levels = q.levels.unwrap_or(crate::matching::LEVELS_DEFAULT);
         let not_leader = || ApiError::not_leader(&part.state.key);
@@ -480,7 +483,7 @@ async fn withdraw(State(n): S, h: HeaderMap, body: Bytes) -> Response {
 async fn withdrawal_action(State(n): S, h: HeaderMap, Path(id): Path<i64>, body: Bytes) -> Response {
     let r = n.admin_body::<rq::WithdrawalActionReq>(&h, &body).and_then(|a| {
         rq::check_user(a.user_id)?;
-        Ok((n.wallet_shard(a.user_id)?, WalletCmd::Action { withdrawal_id: id, action: a.action }))
+        Ok((n.wallet_shard(a.user_id)?, WalletCmd::Action { withdrawal_id: id, user_id: a.user_id, action: a.action }))
     });
     dispatch(&n, r).await
 }

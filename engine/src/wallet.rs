@@ -9,9 +9,24 @@ use tokio_postgres::Transaction;
 
 #[derive(Debug)]
 pub enum WalletCmd {
-    Deposit { deposit_id: String, user_id: i64, asset: String, amount_minor: i64 },
-    Withdraw { user_id: i64, client_id: String, asset: String, amount_minor: i64 },
-    Action { withdrawal_id: i64, action: WithdrawalAction },
+    Deposit {
+        deposit_id: String,
+        user_id: i64,
+        asset: String,
+        amount_minor: i64,
+    },
+    Withdraw {
+        user_id: i64,
+        client_id: String,
+        asset: String,
+        amount_minor: i64,
+    },
+    /// An admin's step on a withdrawal of `user_id` (refused if it is another user's).
+    Action {
+        withdrawal_id: i64,
+        user_id: i64,
+        action: WithdrawalAction,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -52,7 +67,7 @@ impl TxLogic for WalletLogic {
             WalletCmd::Withdraw { user_id, client_id, asset, amount_minor } => {
                 withdraw(tx, *user_id, client_id, asset, *amount_minor).await
             }
-            WalletCmd::Action { withdrawal_id, action } => withdrawal_action(tx, *withdrawal_id, *action).await,
+            WalletCmd::Action { withdrawal_id, user_id, action } => withdrawal_action(tx, *withdrawal_id, *user_id, *action).await,
         }
     }
 }
@@ -105,8 +120,9 @@ async fn withdraw(tx: &Transaction<'_>, user_id: i64, client_id: &str, asset: &s
 }
 
 /// Moves a withdrawal along request -> approve -> complete (or reject, its funds released);
-/// repeating a step already taken answers the current state.
-async fn withdrawal_action(tx: &Transaction<'_>, withdrawal_id: i64, action: WithdrawalAction) -> Result<Reply, LeadError> {
+/// repeating a step already taken answers the current state. The call names the owner: a
+/// withdrawal of another user is refused (403 `wrong_owner`) and nothing changes.
+async fn withdrawal_action(tx: &Transaction<'_>, withdrawal_id: i64, owner: i64, action: WithdrawalAction) -> Result<Reply, LeadError> {
     let row = tx
         .query_opt("SELECT user_id, asset, amount_minor, status FROM withdrawals WHERE withdrawal_id = $1 FOR UPDATE", &[&withdrawal_id])
         .await?;
@@ -114,6 +130,9 @@ async fn withdrawal_action(tx: &Transaction<'_>, withdrawal_id: i64, action: Wit
         return Ok(Err(ApiError::not_found(format!("no withdrawal {withdrawal_id}"))));
     };
     let (user, asset, amt, status): (i64, String, i64, String) = (r.get(0), r.get(1), r.get(2), r.get(3));
+    if user != owner {
+        return Ok(Err(ApiError::wrong_owner(format!("withdrawal {withdrawal_id} is not user {owner}'s"))));
+    }
     let next = match (action, status.as_str()) {
         (WithdrawalAction::Approve, "requested") => Some("approved"),
         (WithdrawalAction::Complete, "approved") => Some("completed"),

@@ -36,6 +36,7 @@ async fn bench_end_to_end_throughput() {
     wait_healthy(&c.gw, Duration::from_secs(60)).await.expect("healthy");
     let cfg = engine::loadgen::LoadConfig {
         gateway: c.gw.clone(),
+        admin: admin_url(&c.gw),
         admin_token: ADMIN_TOKEN.into(),
         markets: vec![("BTC-USD".into(), "BTC".into()), ("ETH-USD".into(), "ETH".into()), ("SOL-USD".into(), "SOL".into())],
         users: 24,

@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use engine::protocol::{paths, ADMIN_HEADER};
+use engine::protocol::{paths, INTERNAL_HEADER};
 use engine_config::{Module, DEFAULT_PUBLIC_READS_BURST_MAX};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -70,7 +70,7 @@ async fn a_flood_of_book_reads_commits_nothing_and_answers_the_book() {
     let url = format!("http://{}{}?levels=50", node.listen, paths::book(MARKET));
     let h = http();
     for i in 0..READS {
-        let r = h.get(&url).header(ADMIN_HEADER, ADMIN_TOKEN).send().await.expect("book read");
+        let r = h.get(&url).header(INTERNAL_HEADER, INTERNAL_TOKEN).send().await.expect("book read");
         assert_eq!(r.status(), 200, "read {i}");
         assert_eq!(r.json::<Value>().await.unwrap(), expected, "read {i}");
     }
@@ -111,7 +111,7 @@ async fn one_address_over_its_read_limit_gets_429_while_another_is_served() {
     assert_eq!(body["error"], "rate_limited", "{body}");
     let r = quiet.get(&url).send().await.expect("read");
     assert_eq!(r.status(), 200, "another address is served");
-    let m = text(&format!("{}/metrics", c.gw)).await;
+    let m = text(&format!("{}/metrics", admin_url(&c.gw))).await;
     assert!(metric(&m, "engine_gateway_public_reads_limited_total").is_some_and(|v| v >= 1.0), "{m}");
 }
 

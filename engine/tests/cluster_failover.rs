@@ -93,7 +93,7 @@ async fn failover_keeps_every_acknowledged_order() {
     let dead_series = format!("engine_gateway_node_alive{{node=\"{}\"}} 0", c.nodes[m_leader].name);
     let http = http();
     loop {
-        let m = http.get(format!("{gw}/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = http.get(format!("{}/metrics", admin_url(&gw))).send().await.unwrap().text().await.unwrap();
         if m.contains(&dead_series) {
             break;
         }
@@ -103,7 +103,7 @@ async fn failover_keeps_every_acknowledged_order() {
     eprintln!("GATEWAY: dead node noticed within {} ms", killed_at.elapsed().as_millis());
     // Deposit to a user of wallet/1 right after the kill: the gateway must route around.
     let (s, v) = post(
-        &gw,
+        &admin_url(&gw),
         "/admin/deposits",
         &[("x-admin-token", ADMIN_TOKEN)],
         json!({"deposit_id": "after-kill", "user_id": 13, "asset": "USD", "amount_minor": 5}),
@@ -263,7 +263,7 @@ async fn otc(gw: &str) {
     let k = create_user(gw, 30).await;
     deposit(gw, "otc-usd", 30, "USD", 100_000).await;
     let admin = [("x-admin-token", ADMIN_TOKEN)];
-    let (s, v) = post(gw, "/admin/otc/reference", &admin, json!({"market": "BTC-USD", "price_ticks": 1000})).await;
+    let (s, v) = post(&admin_url(gw), "/admin/otc/reference", &admin, json!({"market": "BTC-USD", "price_ticks": 1000})).await;
     assert_eq!(s, 200, "{v}");
     let (s, q) =
         post(gw, "/v1/otc/quotes", &[("x-api-key", &k)], json!({"client_id": "q1", "market": "BTC-USD", "side": "buy", "qty_lots": 5}))
@@ -291,11 +291,12 @@ async fn withdrawals(gw: &str, key: &str) {
     assert_eq!((s, w["status"].as_str()), (200, Some("requested")), "{w}");
     let id = w["withdrawal_id"].as_i64().unwrap();
     let admin = [("x-admin-token", ADMIN_TOKEN)];
-    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
+    let admin_gw = admin_url(gw);
+    let (s, v) = post(&admin_gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
     assert_eq!(s, 409, "complete before approve: {v}");
-    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/approve"), &admin, json!({"user_id": 11})).await;
+    let (s, v) = post(&admin_gw, &format!("/admin/withdrawals/{id}/approve"), &admin, json!({"user_id": 11})).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("approved")), "{v}");
-    let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
+    let (s, v) = post(&admin_gw, &format!("/admin/withdrawals/{id}/complete"), &admin, json!({"user_id": 11})).await;
     assert_eq!((s, v["status"].as_str()), (200, Some("completed")), "{v}");
     let (s, v) =
         post(gw, "/v1/withdrawals", &[("x-api-key", key)], json!({"client_id": "w2", "asset": "ETH", "amount_minor": 1_000_000_000})).await;

@@ -55,7 +55,7 @@ async fn superseded_leader_cannot_commit() {
     let body = json!({"deposit_id": "fence-usd-2", "user_id": 50, "asset": "USD", "amount_minor": 1000});
     let t = Instant::now();
     let (s, v) = loop {
-        let (s, v) = post(&gw, "/admin/deposits", &[("x-admin-token", ADMIN_TOKEN)], body.clone()).await;
+        let (s, v) = post(&admin_url(&gw), "/admin/deposits", &[("x-admin-token", ADMIN_TOKEN)], body.clone()).await;
         if s == 200 || t.elapsed() > Duration::from_secs(20) {
             break (s, v);
         }

@@ -80,7 +80,7 @@ async fn a_loss_beyond_margin_and_insurance_halts_the_contract() {
     let m = http().get(format!("http://{}/metrics", c.node_cfgs[new].listen)).send().await.unwrap().text().await.unwrap();
     assert!(m.contains("engine_market_halted{partition=\"contract/BTC-PERP\"} 1"), "the new leader reports the halt: {m}");
 
-    let (s, r) = post(gw, "/admin/reconcile", &[ADMIN], json!({})).await;
+    let (s, r) = post(&admin_url(gw), "/admin/reconcile", &[ADMIN], json!({})).await;
     assert_eq!((s, r["ok"].as_bool()), (200, Some(true)), "{r}");
     let usd = r["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "USD").unwrap().clone();
     assert_eq!((usd["pools_minor"].as_str(), usd["insurance_minor"].as_str()), (Some("0"), Some("0")), "{usd}");

@@ -76,7 +76,7 @@ async fn conservation_break_is_reported_once_and_recovers() {
     c.nodes[i].kill9();
     let t = Instant::now();
     let r = loop {
-        let (s, v) = post(&c.gw, "/admin/reconcile", &[ADMIN], json!({})).await;
+        let (s, v) = post(&admin_url(&c.gw), "/admin/reconcile", &[ADMIN], json!({})).await;
         if s == 200 {
             break v;
         }
@@ -102,7 +102,7 @@ async fn trade_and_move_money(gw: &str) {
     assert_eq!((s, v["status"].as_str()), (200, Some("filled")), "{v}");
     let id = withdraw(gw, &k11, "rc-w1", 300).await;
     for action in ["approve", "complete"] {
-        let (s, v) = post(gw, &format!("/admin/withdrawals/{id}/{action}"), &[ADMIN], json!({"user_id": 11})).await;
+        let (s, v) = post(&admin_url(gw), &format!("/admin/withdrawals/{id}/{action}"), &[ADMIN], json!({"user_id": 11})).await;
         assert_eq!(s, 200, "{v}");
     }
     withdraw(gw, &k11, "rc-w2", 200).await;
@@ -116,7 +116,7 @@ async fn withdraw(gw: &str, key: &str, cid: &str, amount: i64) -> i64 {
 }
 
 async fn reconcile(gw: &str) -> Value {
-    let (s, v) = post(gw, "/admin/reconcile", &[ADMIN], json!({})).await;
+    let (s, v) = post(&admin_url(gw), "/admin/reconcile", &[ADMIN], json!({})).await;
     assert_eq!(s, 200, "POST /admin/reconcile: {v}");
     v
 }

@@ -59,7 +59,8 @@ async fn standby_rejects_writes_then_becomes_active() {
     let (s, v) = post(&gw, "/v1/orders", &user, order("s1")).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("region_standby")), "{v}");
     let (s, v) =
-        post(&format!("http://{}", peers[0].addr), "/v1/orders", &[("x-admin-token", ADMIN_TOKEN), ("x-user-id", "20")], order("s1")).await;
+        post(&format!("http://{}", peers[0].addr), "/v1/orders", &[("x-internal-token", INTERNAL_TOKEN), ("x-user-id", "20")], order("s1"))
+            .await;
     assert_eq!((s, v["error"].as_str()), (503, Some("region_standby")), "node itself: {v}");
     let (s, v) = get(&gw, "/health", &[]).await;
     assert_eq!(s, 503, "{v}");
@@ -90,16 +91,17 @@ async fn standby_rejects_writes_then_becomes_active() {
 
     // Admin switches the region to standby and back.
     let admin = [("x-admin-token", ADMIN_TOKEN)];
-    let (s, v) = post(&gw, "/admin/mode", &admin, json!({"mode": "standby"})).await;
+    let admin_gw = admin_url(&gw);
+    let (s, v) = post(&admin_gw, "/admin/mode", &admin, json!({"mode": "standby"})).await;
     assert_eq!(s, 200, "{v}");
     tokio::time::sleep(Duration::from_millis(800)).await;
     let (s, v) = post(&gw, "/v1/orders", &user, order("a2")).await;
     assert_eq!((s, v["error"].as_str()), (503, Some("region_standby")), "{v}");
     let (s, _) = get(&gw, "/health", &[]).await;
     assert_eq!(s, 503);
-    let (s, v) = post(&gw, "/admin/mode", &[("x-admin-token", "wrong")], json!({"mode": "active"})).await;
+    let (s, v) = post(&admin_gw, "/admin/mode", &[("x-admin-token", "wrong")], json!({"mode": "active"})).await;
     assert_eq!(s, 401, "{v}");
-    let (s, v) = post(&gw, "/admin/mode", &admin, json!({"mode": "active"})).await;
+    let (s, v) = post(&admin_gw, "/admin/mode", &admin, json!({"mode": "active"})).await;
     assert_eq!(s, 200, "{v}");
     wait_healthy(&gw, Duration::from_secs(30)).await.expect("healthy after admin activation");
     let (s, v) = post(&gw, "/v1/orders", &user, order("a2")).await;
@@ -130,7 +132,8 @@ async fn standby_rejects_writes_then_becomes_active() {
     for p in paths {
         for b in bodies {
             for hdr in [("x-api-key", key), ("x-admin-token", ADMIN_TOKEN)] {
-                let r = client.post(format!("{gw}{p}")).header(hdr.0, hdr.1).body(b.to_string()).send().await.unwrap();
+                let base = if p.starts_with("/admin/") { &admin_gw } else { &gw };
+                let r = client.post(format!("{base}{p}")).header(hdr.0, hdr.1).body(b.to_string()).send().await.unwrap();
                 let s = r.status().as_u16();
                 let text = r.text().await.unwrap_or_default();
                 assert!((400..500).contains(&s), "{p} {b:?} -> {s} {text}");

@@ -147,6 +147,9 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
         }
         if g.gateway {
             rules.push(Rule { port: tpl.ports.gateway_http, cidr: OPEN_CIDR.into() });
+            for c in &vpcs {
+                rules.push(Rule { port: tpl.ports.gateway_admin, cidr: c.clone() });
+            }
         }
         if g.database {
             for p in [tpl.ports.postgres, tpl.ports.patroni_rest, tpl.ports.etcd_client, tpl.ports.etcd_peer] {

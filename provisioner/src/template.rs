@@ -47,6 +47,10 @@ pub struct HostGroup {
 pub struct Ports {
     pub ssh: u16,
     pub gateway_http: u16,
+    /// The gateway's admin listener (`/admin/*`, `/metrics`) on the host's private
+    /// address, open only to the project's VPCs.
+    #[serde(default = "default_gateway_admin")]
+    pub gateway_admin: u16,
     pub postgres: u16,
     pub patroni_rest: u16,
     pub etcd_client: u16,
@@ -179,6 +183,7 @@ impl Template {
         let mut ports: Vec<(String, u16)> = vec![
             ("ssh".into(), self.ports.ssh),
             ("gateway_http".into(), self.ports.gateway_http),
+            ("gateway_admin".into(), self.ports.gateway_admin),
             ("postgres".into(), self.ports.postgres),
             ("patroni_rest".into(), self.ports.patroni_rest),
             ("etcd_client".into(), self.ports.etcd_client),
@@ -248,6 +253,13 @@ impl Template {
     pub fn nodes(&self, module: &str) -> u32 {
         self.hosts.iter().filter(|g| g.modules.iter().any(|m| m == module)).map(|g| g.count).sum()
     }
+}
+
+/// Default of `ports.gateway_admin` (a template written before it existed).
+pub const DEFAULT_GATEWAY_ADMIN_PORT: u16 = 8081;
+
+fn default_gateway_admin() -> u16 {
+    DEFAULT_GATEWAY_ADMIN_PORT
 }
 
 pub fn builtin_names() -> Vec<&'static str> {

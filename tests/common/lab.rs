@@ -102,6 +102,12 @@ pub fn psql(ip: &str, password: &str, db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// The gateway's admin listener (`/admin/*`, `/metrics`): the host's private address, port
+/// `ports.gateway_admin` of the built-in templates. The public port (8080) answers 404 there.
+pub fn admin_base(gateway_ip: &str) -> String {
+    format!("http://{gateway_ip}:8081")
+}
+
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
     let host = url.trim_start_matches("http://").split(':').next().unwrap();
     assert_local(host);

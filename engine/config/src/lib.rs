@@ -398,8 +398,12 @@ pub struct NodeConfig {
     pub peers: Vec<PeerConfig>,
     pub db: DbConfig,
     pub exchange: ExchangeConfig,
-    /// Path of a file holding the admin token (also authenticates gateway -> node calls).
+    /// Path of a file holding the admin token: authenticates the gateway's admin calls
+    /// (deposits, withdrawal actions, mode, reconcile, OTC reference), never a user's call.
     pub admin_token_file: PathBuf,
+    /// Path of a file holding the region's internal token: the only credential of the
+    /// gateway's forwarded user calls (those carrying `x-user-id`) and book reads.
+    pub internal_token_file: PathBuf,
     #[serde(default)]
     pub monitor: MonitorConfig,
     #[serde(default)]
@@ -424,14 +428,18 @@ fn default_batch_max() -> usize {
 pub struct GatewayConfig {
     pub gateway_id: String,
     pub region: String,
-    /// "ip:port" of the public REST API (also serves /health and /metrics).
+    /// "ip:port" of the public REST API: `/v1/*` and `/health` only.
     pub listen: String,
+    /// "ip:port" of the admin listener (`/admin/*` and `/metrics`): a private address.
+    pub admin_listen: String,
     /// Every engine node of the region.
     pub nodes: Vec<PeerConfig>,
     pub db: DbConfig,
     pub exchange: ExchangeConfig,
-    /// Path of a file holding the admin token.
+    /// Path of a file holding the admin token (admin calls, on `admin_listen` only).
     pub admin_token_file: PathBuf,
+    /// Path of a file holding the region's internal token, sent on user calls to nodes.
+    pub internal_token_file: PathBuf,
     /// How often nodes are probed; a dead node is noticed within about 2 probes.
     #[serde(default = "default_probe_ms")]
     pub probe_interval_ms: u64,
@@ -504,6 +512,34 @@ macro_rules! toml_io {
 toml_io!(NodeConfig);
 toml_io!(GatewayConfig);
 
+/// Shortest token accepted (admin or internal), in characters.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Reads a token file (`what`: its name in errors): present, at least `MIN_TOKEN_LEN`
+/// characters once trimmed. The error names the file, never its content.
+pub fn read_token(path: &std::path::Path, what: &str) -> Result<String, ConfigError> {
+    let t = read_secret(path)?;
+    if t.len() < MIN_TOKEN_LEN {
+        return Err(ConfigError(format!(
+            "{what} file {} holds {} characters; at least {MIN_TOKEN_LEN} are needed",
+            path.display(),
+            t.len()
+        )));
+    }
+    Ok(t)
+}
+
+/// The admin and internal tokens of a process: both valid, and distinct (one credential
+/// must not both act as any user and call admin endpoints).
+pub fn read_tokens(admin: &std::path::Path, internal: &std::path::Path) -> Result<(String, String), ConfigError> {
+    let a = read_token(admin, "admin token")?;
+    let i = read_token(internal, "internal token")?;
+    if a == i {
+        return Err(ConfigError(format!("internal token file {} holds the admin token; they must differ", internal.display())));
+    }
+    Ok((a, i))
+}
+
 /// Reads a secret file (content trimmed of surrounding whitespace).
 pub fn read_secret(path: &std::path::Path) -> Result<String, ConfigError> {
     std::fs::read_to_string(path)
@@ -560,6 +596,7 @@ mod tests {
             },
             exchange: ExchangeConfig::example(),
             admin_token_file: "/etc/engine/admin_token".into(),
+            internal_token_file: "/etc/engine/internal_token".into(),
             monitor: MonitorConfig::default(),
             log: LogConfig::default(),
             batch_max: 1024,
@@ -585,10 +622,12 @@ mod tests {
             gateway_id: "gw1".into(),
             region: "eu-west-1".into(),
             listen: "0.0.0.0:8080".into(),
+            admin_listen: "10.0.0.5:8081".into(),
             nodes: node().peers,
             db: node().db,
             exchange: ExchangeConfig::example(),
             admin_token_file: "/etc/engine/admin_token".into(),
+            internal_token_file: "/etc/engine/internal_token".into(),
             probe_interval_ms: 200,
             retry_budget_ms: 5000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
@@ -599,5 +638,51 @@ mod tests {
         };
         let s = c.to_toml_string().unwrap();
         assert_eq!(GatewayConfig::from_toml_str(&s).unwrap(), c);
+    }
+
+    fn token_files(admin: &str, internal: &str) -> (tempdir::Dir, PathBuf, PathBuf) {
+        let d = tempdir::Dir::new();
+        let (a, i) = (d.0.join("admin"), d.0.join("internal"));
+        std::fs::write(&a, admin).unwrap();
+        std::fs::write(&i, internal).unwrap();
+        (d, a, i)
+    }
+
+    mod tempdir {
+        pub struct Dir(pub std::path::PathBuf);
+        impl Dir {
+            pub fn new() -> Dir {
+                static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let p = std::env::temp_dir().join(format!("engine-config-test-{}-{n}", std::process::id()));
+                std::fs::create_dir_all(&p).unwrap();
+                Dir(p)
+            }
+        }
+        impl Drop for Dir {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.0);
+            }
+        }
+    }
+
+    #[test]
+    fn tokens_must_be_long_enough_and_distinct() {
+        let (_d, a, i) = token_files("an-admin-token-of-length", "an-internal-token-long\n");
+        assert_eq!(read_tokens(&a, &i).unwrap().1, "an-internal-token-long");
+        let (_d, a, i) = token_files("an-admin-token-of-length", "short");
+        let e = read_tokens(&a, &i).unwrap_err().0;
+        assert!(e.contains("internal token file") && e.contains("at least 16") && !e.contains("short"), "{e}");
+        let (_d, a, i) = token_files("same-token-in-both-files", "same-token-in-both-files");
+        assert!(read_tokens(&a, &i).unwrap_err().0.contains("must differ"));
+        let e = read_tokens(&a, std::path::Path::new("/nonexistent/internal_token")).unwrap_err().0;
+        assert!(e.contains("cannot read secret file /nonexistent/internal_token"), "{e}");
+    }
+
+    #[test]
+    fn missing_internal_token_file_is_named() {
+        let s = node().to_toml_string().unwrap().replace("internal_token_file", "# internal_token_file");
+        let e = NodeConfig::from_toml_str(&s).unwrap_err().0;
+        assert!(e.contains("missing field `internal_token_file`"), "{e}");
     }
 }

@@ -9,7 +9,7 @@ use engine::gateway::Gateway;
 use engine_config::GatewayConfig;
 
 #[derive(Parser)]
-#[command(name = "engine-gateway", version = engine::VERSION, about = "Exchange gateway: public REST API, routes writes to partition leaders, /health and /metrics.")]
+#[command(name = "engine-gateway", version = engine::VERSION, about = "Exchange gateway: public REST API and /health on `listen`, /admin/* and /metrics on `admin_listen`; routes writes to partition leaders.")]
 struct Args {
     /// Path of the gateway's TOML config file.
     #[arg(long)]
@@ -21,17 +21,19 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let cfg = GatewayConfig::from_file(&args.config)?;
     engine::init_logging(&cfg.log);
-    let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
-    anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
+    let tokens = engine_config::read_tokens(&cfg.admin_token_file, &cfg.internal_token_file)?;
     let slots = cfg.db.connections_max.map(|n| n as usize).unwrap_or(engine::gateway::DEFAULT_DB_SESSIONS);
     let (pg_rw, pg_any) = engine::db::targets(&cfg.db, &cfg.gateway_id, slots)?;
     tracing::info!(version = engine::VERSION, gateway = %cfg.gateway_id, region = %cfg.region, "starting");
     let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let g = Gateway::new(cfg, admin_token, pg_rw, pg_any);
+    let admin = engine::listen(&cfg.admin_listen).await.with_context(|| format!("cannot listen on {}", cfg.admin_listen))?;
+    let g = Gateway::new(cfg, tokens.into(), pg_rw, pg_any);
     g.spawn_probes();
     // The peer address limits unauthenticated reads per client (`gateway::limit`).
     let app = g.router().into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(engine::shutdown_signal()).await?;
+    let public = axum::serve(listener, app).with_graceful_shutdown(engine::shutdown_signal());
+    let private = axum::serve(admin, g.admin_router()).with_graceful_shutdown(engine::shutdown_signal());
+    tokio::try_join!(async { public.await }, async { private.await })?;
     tracing::info!("stopped");
     Ok(())
 }

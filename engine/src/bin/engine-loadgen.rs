@@ -12,6 +12,9 @@ struct Args {
     /// Gateway base URL, e.g. http://127.0.0.1:8080
     #[arg(long)]
     gateway: String,
+    /// The gateway's admin listener URL, e.g. http://10.0.1.5:8081
+    #[arg(long)]
+    admin_url: String,
     /// File holding the admin token (to create and fund the load users).
     #[arg(long)]
     admin_token_file: std::path::PathBuf,
@@ -36,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(!markets.is_empty(), "no markets");
     let cfg = engine::loadgen::LoadConfig {
         gateway: a.gateway.trim_end_matches('/').to_string(),
+        admin: a.admin_url.trim_end_matches('/').to_string(),
         admin_token: engine_config::read_secret(&a.admin_token_file)?,
         markets,
         users: a.users.max(1),

@@ -38,8 +38,7 @@ async fn main() -> anyhow::Result<()> {
         default_hook(info);
         std::process::exit(70);
     }));
-    let admin_token = engine_config::read_secret(&cfg.admin_token_file)?;
-    anyhow::ensure!(!admin_token.is_empty(), "admin token file is empty");
+    let tokens = engine_config::read_tokens(&cfg.admin_token_file, &cfg.internal_token_file)?;
     let slots = cfg.db.connections_max.map(|n| n as usize).unwrap_or_else(|| engine::node::default_db_sessions(&cfg));
     let (pg, pg_any) = engine::db::targets(&cfg.db, &cfg.node_id, slots)?;
     tracing::info!(db_connections_max = slots, "DB session limit");
@@ -48,7 +47,7 @@ async fn main() -> anyhow::Result<()> {
         migrate_with_retry(&pg).await?;
     }
     let listener = engine::listen(&cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
-    let node = Node::start(cfg, pg, pg_any, admin_token);
+    let node = Node::start(cfg, pg, pg_any, tokens.into());
     engine::monitor::spawn(node.clone());
     engine::reconcile::spawn(node.clone());
     let app = node.router();

@@ -1,21 +1,16 @@
 //! Who is calling the gateway: a user by API key (hash looked up in `users`, cached), or
-//! an admin by the admin token (compared in constant time).
+//! an admin by the admin token (compared in constant time; routed on the admin listener only).
 
 use super::{lock, Gateway};
 use crate::api::ApiError;
-use crate::protocol::{ADMIN_HEADER, API_KEY_HEADER};
+use crate::protocol::API_KEY_HEADER;
 use crate::requests::parse;
 use axum::http::HeaderMap;
 use serde::de::DeserializeOwned;
 
 impl Gateway {
     pub(super) fn admin(&self, h: &HeaderMap) -> Result<(), ApiError> {
-        let ok = h.get(ADMIN_HEADER).and_then(|v| v.to_str().ok()).is_some_and(|v| crate::ct_eq(v, &self.admin_token));
-        if ok {
-            Ok(())
-        } else {
-            Err(ApiError::unauthorized())
-        }
+        self.tokens.is_admin(h).then_some(()).ok_or_else(ApiError::unauthorized)
     }
 
     /// Resolves an API key to its user.

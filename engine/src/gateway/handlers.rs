@@ -23,11 +23,11 @@ type S = State<Arc<Gateway>>;
 /// The client's TCP peer address (the router is served with connect info).
 type Peer = ConnectInfo<std::net::SocketAddr>;
 
+/// The public listener: `/v1/*` and `/health`.
 pub(super) fn router(g: Arc<Gateway>) -> Router {
     use MarketKind::{Perp, Spot};
     Router::new()
         .route(paths::HEALTH, get(health))
-        .route(paths::METRICS, get(metrics))
         .route(paths::ORDERS, post(place))
         .route(paths::ORDERS_CANCEL, post(|s: S, h: HeaderMap, b: Bytes| cancel(s, h, b, Spot)))
         .route(paths::ORDER, get(order))
@@ -42,6 +42,13 @@ pub(super) fn router(g: Arc<Gateway>) -> Router {
         .route(paths::WITHDRAWAL, get(withdrawal))
         .route(paths::OTC_QUOTES, post(otc_quote))
         .route(paths::OTC_ACCEPT, post(otc_accept))
+        .with_state(g)
+}
+
+/// The admin listener (a private address): `/admin/*` and `/metrics`.
+pub(super) fn admin_router(g: Arc<Gateway>) -> Router {
+    Router::new()
+        .route(paths::METRICS, get(metrics))
         .route(paths::ADMIN_USERS, post(create_user))
         .route(paths::ADMIN_DEPOSITS, post(deposit))
         .route(paths::ADMIN_WITHDRAWAL_ACTION, post(withdrawal_action))

@@ -1,7 +1,10 @@
-//! `engine-gateway`: the public REST API. Authenticates users (API key) and admins,
-//! validates requests, and forwards writes to the current leader of their partition,
-//! retrying idempotently across failovers. Reads go to the DB. `/health` says whether the
-//! region can take writes; `/metrics` is Prometheus text.
+//! `engine-gateway`: the public REST API (`listen`: `/v1/*` and `/health`) and the admin
+//! API (`admin_listen`, a private address: `/admin/*` and `/metrics`). Authenticates users
+//! (API key) and admins (admin token, on the admin listener only), validates requests, and
+//! forwards writes to the current leader of their partition, retrying idempotently across
+//! failovers: user calls with the region's internal token, admin calls with the admin
+//! token. Reads go to the DB. `/health` says whether the region can take writes;
+//! `/metrics` is Prometheus text.
 //!
 //! One role per file: `nodes` (the node table: liveness, who leads what, health),
 //! `probe` (the DB probe), `route` (forwarding to leaders with retries, and the order
@@ -35,7 +38,7 @@ pub const DEFAULT_DB_SESSIONS: usize = 4;
 
 pub struct Gateway {
     pub cfg: GatewayConfig,
-    admin_token: String,
+    tokens: crate::tokens::Tokens,
     pub(crate) http: reqwest::Client,
     pub nodes: Vec<Arc<NodeView>>,
     pg_any: db::Target,
@@ -62,7 +65,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Gateway {
-    pub fn new(cfg: GatewayConfig, admin_token: String, pg_rw: db::Target, pg_any: db::Target) -> Arc<Self> {
+    pub fn new(cfg: GatewayConfig, tokens: crate::tokens::Tokens, pg_rw: db::Target, pg_any: db::Target) -> Arc<Self> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(250))
             .timeout(Duration::from_secs(10))
@@ -74,7 +77,7 @@ impl Gateway {
         let cfg_reads = (cfg.public_reads_per_s_max, cfg.public_reads_burst_max);
         Arc::new(Gateway {
             cfg,
-            admin_token,
+            tokens,
             http,
             nodes,
             pg_any,
@@ -122,10 +125,20 @@ impl Gateway {
     }
 
     pub(crate) fn admin_token(&self) -> &str {
-        &self.admin_token
+        &self.tokens.admin
     }
 
+    pub(crate) fn internal_token(&self) -> &str {
+        &self.tokens.internal
+    }
+
+    /// The public listener's routes: `/v1/*` and `/health` (anything else is 404).
     pub fn router(self: &Arc<Self>) -> axum::Router {
         handlers::router(self.clone())
+    }
+
+    /// The admin listener's routes: `/admin/*` and `/metrics`.
+    pub fn admin_router(self: &Arc<Self>) -> axum::Router {
+        handlers::admin_router(self.clone())
     }
 }

@@ -17,7 +17,7 @@
 
 use super::{Gateway, NodeView};
 use crate::api::ApiError;
-use crate::protocol::{paths, BatchReply, ErrorCode, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, USER_HEADER};
+use crate::protocol::{paths, BatchReply, ErrorCode, PartitionKey, PlaceBatch, UserOrder, ADMIN_HEADER, INTERNAL_HEADER, USER_HEADER};
 use crate::requests::PlaceOrder;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -72,7 +72,8 @@ impl Gateway {
 
     /// Forwards a write to the leader of `partition`, retrying across failovers. The
     /// request carries a client-supplied id (or is a state transition), so a retry after
-    /// a lost answer returns the first result instead of applying twice.
+    /// a lost answer returns the first result instead of applying twice. A user's call
+    /// (`user`) carries the internal token and the user; an admin's, the admin token.
     pub async fn forward(&self, partition: &PartitionKey, path: &str, user: Option<i64>, body: &Value) -> Response {
         let deadline = Instant::now() + Duration::from_millis(self.cfg.retry_budget_ms);
         let mut last = ApiError::unavailable(format!("no live leader for {partition}"));
@@ -87,10 +88,11 @@ impl Gateway {
                 continue;
             };
             let url = format!("http://{}{}", node.peer.addr, path);
-            let mut req = self.http.post(&url).header(ADMIN_HEADER, &self.admin_token).json(body);
-            if let Some(u) = user {
-                req = req.header(USER_HEADER, u.to_string());
+            let req = match user {
+                Some(u) => self.http.post(&url).header(INTERNAL_HEADER, self.internal_token()).header(USER_HEADER, u.to_string()),
+                None => self.http.post(&url).header(ADMIN_HEADER, self.admin_token()),
             }
+            .json(body);
             let answer = async {
                 let r = req.send().await?;
                 Ok::<_, reqwest::Error>((r.status(), r.bytes().await.unwrap_or_default()))
@@ -140,7 +142,7 @@ impl Gateway {
         while Instant::now() < deadline {
             if let Some(n) = self.leader_of(&partition) {
                 let url = format!("http://{}{}", n.peer.addr, path);
-                if let Ok(r) = self.http.get(&url).header(ADMIN_HEADER, &self.admin_token).send().await {
+                if let Ok(r) = self.http.get(&url).header(INTERNAL_HEADER, self.internal_token()).send().await {
                     if r.status().is_success() {
                         if let Ok(v) = r.json::<Value>().await {
                             return Json(v).into_response();
@@ -254,7 +256,7 @@ async fn send(g: &Gateway, partition: &PartitionKey, items: Vec<Item>) {
 /// One batch call; `None` when it failed (the node is then marked dead) or was refused.
 async fn call(g: &Gateway, node: &NodeView, batch: PlaceBatch) -> Option<Vec<Answer>> {
     let url = format!("http://{}{}", node.peer.addr, paths::NODE_ORDERS_BATCH);
-    match g.http.post(&url).header(ADMIN_HEADER, g.admin_token()).json(&batch).send().await {
+    match g.http.post(&url).header(INTERNAL_HEADER, g.internal_token()).json(&batch).send().await {
         Err(e) => {
             tracing::info!(node = %node.peer.node_id, error = %e, "batch call failed; marking node dead");
             node.mark_dead();

@@ -40,10 +40,12 @@ pub enum ErrorCode {
     /// An order's `reason`: the perpetual halted (it owed more than its margin pool and
     /// insurance fund held) and refuses new orders until an operator reopens it.
     MarketHalted,
+    /// An admin's withdrawal action named a user who does not own the withdrawal.
+    WrongOwner,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 19] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadRequest,
         ErrorCode::NotFound,
         ErrorCode::Unauthorized,
@@ -63,6 +65,7 @@ impl ErrorCode {
         ErrorCode::Quarantined,
         ErrorCode::RateLimited,
         ErrorCode::MarketHalted,
+        ErrorCode::WrongOwner,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Quarantined => "quarantined",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::MarketHalted => "market_halted",
+            ErrorCode::WrongOwner => "wrong_owner",
         }
     }
 

@@ -17,8 +17,12 @@ use std::time::Instant;
 
 /// A client's API key (gateway).
 pub const API_KEY_HEADER: &str = "x-api-key";
-/// The admin token: admin calls to the gateway, and every gateway -> node call.
+/// The admin token: admin calls to the gateway's admin listener, and the gateway's
+/// forwards of them to nodes. Never authenticates a user call.
 pub const ADMIN_HEADER: &str = "x-admin-token";
+/// The region's internal token: the gateway's forwards of user calls (with
+/// `USER_HEADER`) and book reads to nodes. The gateway's listeners never accept it.
+pub const INTERNAL_HEADER: &str = "x-internal-token";
 /// The authenticated user, set by the gateway on gateway -> node calls.
 pub const USER_HEADER: &str = "x-user-id";
 /// Set by a gateway on its status probes of a node (the gateway's id): a node that hears
@@ -56,7 +60,7 @@ pub mod paths {
     pub const ADMIN_DEPOSITS: &str = "/admin/deposits";
     pub const ADMIN_WITHDRAWAL_ACTION: &str = "/admin/withdrawals/{id}/{action}";
 
-    // Node only (internal, admin token).
+    // Node only (internal: the internal token for user calls, the admin token for admin ones).
     pub const NODE_STATUS: &str = "/internal/status";
     pub const NODE_PING: &str = "/internal/ping";
     pub const NODE_ORDERS_BATCH: &str = "/v1/orders/batch";

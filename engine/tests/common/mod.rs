@@ -14,6 +14,18 @@ use std::time::{Duration, Instant};
 
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const ADMIN_TOKEN: &str = "test-admin-token";
+/// The region's internal token of the test processes (gateway -> node user calls).
+pub const INTERNAL_TOKEN: &str = "test-internal-token";
+
+/// Admin listener URL of each gateway started here, by its public URL.
+static ADMIN_URLS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The admin listener (`/admin/*`, `/metrics`) of the gateway whose public URL is `gw`, as
+/// `spawn_gateway` registered it; `gw` itself if it is not a gateway started here.
+pub fn admin_url(gw: &str) -> String {
+    let urls = ADMIN_URLS.lock().unwrap_or_else(|e| e.into_inner());
+    urls.iter().rev().find(|(p, _)| p == gw).map(|(_, a)| a.clone()).unwrap_or_else(|| gw.to_string())
+}
 
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -297,6 +309,7 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     pub pg: Pg,
     pub token_file: PathBuf,
+    pub internal_token_file: PathBuf,
 }
 
 impl Env {
@@ -305,7 +318,9 @@ impl Env {
         let dir = tempfile::Builder::new().prefix("engine-test-").tempdir_in("/tmp").unwrap();
         let token_file = dir.path().join("admin_token");
         std::fs::write(&token_file, ADMIN_TOKEN).unwrap();
-        Env { dir, pg, token_file }
+        let internal_token_file = dir.path().join("internal_token");
+        std::fs::write(&internal_token_file, INTERNAL_TOKEN).unwrap();
+        Env { dir, pg, token_file, internal_token_file }
     }
 
     pub fn node_config(&self, id: &str, module: Module, port: u16, peers: &[PeerConfig]) -> NodeConfig {
@@ -320,6 +335,7 @@ impl Env {
             db: self.pg.db_config(),
             exchange: ExchangeConfig::example(),
             admin_token_file: self.token_file.clone(),
+            internal_token_file: self.internal_token_file.clone(),
             monitor: MonitorConfig { breach_seconds: 1000, ..MonitorConfig::default() },
             log: LogConfig { format: "json".into(), level: "info".into() },
             batch_max: 1024,
@@ -337,10 +353,12 @@ impl Env {
             gateway_id: "gw1".into(),
             region: "test-1".into(),
             listen: format!("127.0.0.1:{port}"),
+            admin_listen: format!("127.0.0.1:{}", free_port()),
             nodes: nodes.to_vec(),
             db: self.pg.db_config(),
             exchange: ExchangeConfig::example(),
             admin_token_file: self.token_file.clone(),
+            internal_token_file: self.internal_token_file.clone(),
             probe_interval_ms: 100,
             retry_budget_ms: 8000,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
@@ -355,6 +373,8 @@ impl Env {
     pub fn spawn_gateway(&self, cfg: &GatewayConfig) -> Proc {
         let path = self.dir.path().join(format!("{}.toml", cfg.gateway_id));
         std::fs::write(&path, cfg.to_toml_string().unwrap()).unwrap();
+        let urls = (format!("http://{}", cfg.listen), format!("http://{}", cfg.admin_listen));
+        ADMIN_URLS.lock().unwrap_or_else(|e| e.into_inner()).push(urls);
         spawn(env!("CARGO_BIN_EXE_engine-gateway"), &cfg.gateway_id, &path, &cfg.listen, self.dir.path())
     }
 }
@@ -475,14 +495,14 @@ async fn send(mut r: reqwest::RequestBuilder, headers: &[(&str, &str)]) -> (u16,
 }
 
 pub async fn create_user(gw: &str, user_id: i64) -> String {
-    let (s, v) = post(gw, "/admin/users", &[("x-admin-token", ADMIN_TOKEN)], serde_json::json!({"user_id": user_id})).await;
+    let (s, v) = post(&admin_url(gw), "/admin/users", &[("x-admin-token", ADMIN_TOKEN)], serde_json::json!({"user_id": user_id})).await;
     assert_eq!(s, 200, "create user: {v}");
     v["api_key"].as_str().unwrap().to_string()
 }
 
 pub async fn deposit(gw: &str, id: &str, user_id: i64, asset: &str, amount: i64) {
     let (s, v) = post(
-        gw,
+        &admin_url(gw),
         "/admin/deposits",
         &[("x-admin-token", ADMIN_TOKEN)],
         serde_json::json!({"deposit_id": id, "user_id": user_id, "asset": asset, "amount_minor": amount}),

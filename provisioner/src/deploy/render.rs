@@ -7,7 +7,7 @@ use engine_config::{DbConfig, ExchangeConfig, GatewayConfig, LogConfig, Module, 
 
 use super::inventory::{Host, Inventory};
 use super::prereq::SERVICE_USER;
-use super::secrets::Secrets;
+use super::secrets::{Secrets, INTERNAL_TOKEN};
 use crate::config::{Config, RegionRole};
 use crate::template::Template;
 
@@ -291,8 +291,11 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
     }
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     let nodes: Vec<&str> = all.iter().copied().filter(|s| *s != "gateway").collect();
+    let internal =
+        ctx.secrets.internal_token(&h.region).map_err(|e| RenderError { template: "engine secrets".into(), name: e.to_string() })?;
     let mut files = vec![
         restarting(owned(file(p.secret("admin_token"), 0o600, ctx.secrets.admin_token.expose())), &all),
+        restarting(owned(file(p.secret(INTERNAL_TOKEN), 0o600, internal.expose())), &all),
         restarting(owned(file(p.secret("db_engine_password"), 0o600, ctx.secrets.db_engine_password.expose())), &all),
     ];
     if !h.modules.is_empty() {
@@ -310,6 +313,7 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
             db: db_config(ctx, &h.region),
             exchange: ExchangeConfig::example(),
             admin_token_file: p.secret("admin_token").into(),
+            internal_token_file: p.secret(INTERNAL_TOKEN).into(),
             monitor: monitor(&ctx.cfg.engine.webhook_urls),
             log: LogConfig::default(),
             batch_max: ctx.cfg.engine.batch_max,
@@ -326,10 +330,12 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
             gateway_id: format!("{}-gateway-{}", h.region, h.name),
             region: h.region.clone(),
             listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.gateway_http),
+            admin_listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.gateway_admin),
             nodes: peers(ctx, &h.region),
             db: db_config(ctx, &h.region),
             exchange: ExchangeConfig::example(),
             admin_token_file: p.secret("admin_token").into(),
+            internal_token_file: p.secret(INTERNAL_TOKEN).into(),
             probe_interval_ms: ctx.cfg.engine.gateway_probe_interval_ms,
             retry_budget_ms: 5000,
             batch_orders_max: engine_config::DEFAULT_BATCH_ORDERS_MAX,

@@ -1,7 +1,10 @@
 //! Deployment secrets: generated once, kept under `<config dir>/.provision/<project>/secrets/`
 //! with mode 0600, uploaded to hosts with mode 0600. Never printed, logged or serialized:
-//! [`Secret`] has no `Serialize` and its `Debug` is redacted.
+//! [`Secret`] has no `Serialize` and its `Debug` is redacted. The internal token (gateway ->
+//! node user calls) is one per region: `internal_token.<region>` here, `internal_token` on
+//! the region's hosts.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,8 @@ use crate::config::Config;
 use crate::keys::{key_dir, KeyError};
 
 pub const NAMES: [&str; 4] = ["db_superuser_password", "db_replication_password", "db_engine_password", "admin_token"];
+/// Name of the internal token on a host (and, with `.<region>`, here).
+pub const INTERNAL_TOKEN: &str = "internal_token";
 const SECRET_BYTES: usize = 24;
 
 #[derive(Clone, PartialEq, Eq)]
@@ -35,6 +40,18 @@ pub struct Secrets {
     pub db_replication_password: Secret,
     pub db_engine_password: Secret,
     pub admin_token: Secret,
+    /// The internal token of each region, by region name.
+    pub internal_tokens: BTreeMap<String, Secret>,
+}
+
+impl Secrets {
+    /// The internal token of `region` (`ensure` made one for every configured region).
+    pub fn internal_token(&self, region: &str) -> Result<&Secret, KeyError> {
+        self.internal_tokens.get(region).ok_or_else(|| KeyError::Io {
+            path: format!("{INTERNAL_TOKEN}.{region}"),
+            message: "no internal token for this region (not in the config when secrets were loaded)".into(),
+        })
+    }
 }
 
 pub fn dir(cfg: &Config) -> PathBuf {
@@ -51,6 +68,11 @@ pub fn ensure(cfg: &Config) -> Result<Secrets, KeyError> {
         db_replication_password: get(NAMES[1])?,
         db_engine_password: get(NAMES[2])?,
         admin_token: get(NAMES[3])?,
+        internal_tokens: cfg
+            .regions
+            .iter()
+            .map(|r| Ok((r.name.clone(), get(&format!("{INTERNAL_TOKEN}.{}", r.name))?)))
+            .collect::<Result<_, KeyError>>()?,
     })
 }
 

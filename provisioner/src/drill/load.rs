@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::cloud::Cloud;
 use crate::config::Config;
+use crate::failover::hosts::RegionHosts;
 
 const REQUEST_TIMEOUT_MS: u64 = 2_000;
 const TARGETS_REFRESH_MS: u64 = 500;
@@ -60,31 +61,15 @@ pub async fn api_answer(cloud: &Cloud, cfg: &Config) -> Vec<String> {
     cloud.primary_answer(cfg).await.unwrap_or_default()
 }
 
-/// Creates the drill's user and funds it through an admin call on `gateway`.
-pub async fn make_user(gateway: &str, admin_token: &str, user_id: i64) -> Result<DrillUser, String> {
-    let c = http();
-    let r = c
-        .post(format!("{gateway}/admin/users"))
-        .header("X-Admin-Token", admin_token)
-        .json(&json!({ "user_id": user_id }))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = r.status().as_u16();
-    let v: serde_json::Value = r.json().await.unwrap_or_default();
-    let api_key = v["api_key"].as_str().ok_or_else(|| format!("POST /admin/users -> {status} {v}"))?.to_string();
+/// Creates the drill's user and funds it through admin calls made on a gateway host of
+/// `hosts` (its admin listener answers on the private address only).
+pub async fn make_user(hosts: &RegionHosts, user_id: i64) -> Result<DrillUser, String> {
+    let created = hosts.admin_post("/admin/users", &json!({ "user_id": user_id }).to_string()).await.map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&created).unwrap_or_default();
+    let api_key = v["api_key"].as_str().ok_or("POST /admin/users: the answer has no api_key")?.to_string();
     let deposit =
         json!({ "deposit_id": format!("drill-{user_id}"), "user_id": user_id, "asset": "USD", "amount_minor": 1_000_000_000_000i64 });
-    let r = c
-        .post(format!("{gateway}/admin/deposits"))
-        .header("X-Admin-Token", admin_token)
-        .json(&deposit)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if !r.status().is_success() {
-        return Err(format!("POST /admin/deposits -> {}", r.status()));
-    }
+    hosts.admin_post("/admin/deposits", &deposit.to_string()).await.map_err(|e| e.to_string())?;
     Ok(DrillUser { user_id, api_key })
 }
 

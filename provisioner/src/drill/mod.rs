@@ -209,7 +209,8 @@ async fn preflight(cfg: &Config, tpl: &Template, opts: &DrillOpts) -> Result<(Op
 }
 
 /// A funded user of the drill's own (id `id_base` + a time-derived part), created through
-/// the gateway the API name's PRIMARY record answers; `lab_only`: that gateway must be a lab
+/// the admin listener of a gateway of the region that holds the primary role (over SSH, on
+/// that host); `lab_only`: the gateway the API name's PRIMARY record answers must be a lab
 /// host of this machine.
 pub(crate) async fn setup_user(
     cfg: &Config,
@@ -223,10 +224,10 @@ pub(crate) async fn setup_user(
     if lab_only {
         crate::deploy::lab_route(gw).map_err(|e| step_err("setup", e))?;
     }
-    let secrets = crate::deploy::secrets::ensure(cfg).map_err(|e| step_err("setup", e))?;
     let user_id = id_base + (now_ms() % 100_000_000) as i64;
-    let url = format!("http://{gw}:{}", tpl.ports.gateway_http);
-    let user = load::make_user(&url, secrets.admin_token.expose(), user_id).await.map_err(|e| step_err("setup", e))?;
+    let w = failover::look(cfg, tpl).await.map_err(|e| step_err("setup", e))?;
+    let hosts = failover::ladder::region_hosts(&w, tpl, &w.cfg.active().name);
+    let user = load::make_user(&hosts, user_id).await.map_err(|e| step_err("setup", e))?;
     Ok((cloud, user, user_id))
 }
 

@@ -42,6 +42,8 @@ pub struct RegionHosts {
     patroni_port: u16,
     pg_port: u16,
     gw_port: u16,
+    /// The gateways' admin listener (on their private address).
+    gw_admin_port: u16,
 }
 
 /// Patroni's view of a cluster: its members with role, state and lag.
@@ -98,6 +100,7 @@ impl RegionHosts {
             patroni_port: tpl.ports.patroni_rest,
             pg_port: tpl.ports.postgres,
             gw_port: tpl.ports.gateway_http,
+            gw_admin_port: tpl.ports.gateway_admin,
         }
     }
 
@@ -247,12 +250,13 @@ impl RegionHosts {
         }
     }
 
-    /// Switches every engine node of the region through each gateway's `/admin/mode`. The
-    /// admin token is read from the host's secret file there, never sent from here.
+    /// Switches every engine node of the region through each gateway's `/admin/mode` (its
+    /// admin listener, on the private address). The admin token is read from the host's
+    /// secret file there, never sent from here.
     pub async fn set_mode(&self, mode: &str) -> Result<(), HostError> {
         let body = json!({ "mode": mode }).to_string();
         let secret = self.paths.secret("admin_token");
-        let port = self.gw_port;
+        let port = self.gw_admin_port;
         let mut ok = 0;
         let mut last = String::from("no gateway");
         for g in &self.gateways {
@@ -272,6 +276,29 @@ impl RegionHosts {
             return Err(HostError::NoHost { region: self.region.clone(), detail: format!("no gateway took mode {mode}: {last}") });
         }
         Ok(())
+    }
+
+    /// POSTs `body` (JSON) to `path` of a gateway's admin listener, from that gateway host
+    /// (the admin listener answers on the private address only; the admin token is read
+    /// from the host's secret file there): the answer's body when it is 200.
+    pub async fn admin_post(&self, path: &str, body: &str) -> Result<String, HostError> {
+        let (secret, port) = (self.paths.secret("admin_token"), self.gw_admin_port);
+        let (path, body) = (path.to_string(), shell_quote(body));
+        self.on_any(&self.gateways, move |s, g| {
+            let cmd = format!(
+                "curl -s --max-time 10 -w '\\n%{{http_code}}' -X POST -H \"X-Admin-Token: $(cat {secret})\" -H 'Content-Type: application/json' -d {body} http://{}:{port}{path}",
+                g.private_ip
+            );
+            let out = s.exec(&sudo_wrap(s.user(), &cmd), false)?.stdout;
+            match out.trim_end().rsplit_once('\n') {
+                Some((answer, "200")) => Ok(answer.to_string()),
+                other => {
+                    let code = other.map(|(_, c)| c).unwrap_or("none");
+                    Err(HostError::Refused { host: g.name.clone(), what: format!("POST {path}"), detail: format!("HTTP {code}") })
+                }
+            }
+        })
+        .await
     }
 
     /// HTTP status of each gateway's `/health` (0 when it does not answer).
