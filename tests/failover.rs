@@ -16,23 +16,6 @@ const PRIMARY_CIDR: &str = "10.70.0.0/16";
 const DR_CIDR: &str = "10.80.0.0/16";
 const LAB_PREFIX: &str = "fo";
 
-/// Instance states of the project in `region`, from EC2.
-async fn states(region: &str, project: &str) -> Vec<String> {
-    let r = ec2(region)
-        .await
-        .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
-        .send()
-        .await
-        .unwrap();
-    r.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .filter_map(|i| i.state().and_then(|s| s.name()).map(|n| n.as_str().to_string()))
-        .filter(|s| s != "terminated")
-        .collect()
-}
-
 struct Secrets {
     su: String,
     admin: String,
@@ -174,7 +157,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
     assert_eq!(records(&p).await.0, dgw, "after the blackout PRIMARY points at the DR gateways; watch log: {log}");
     assert_dns_answers(&p, &dgw, "after an unplanned failover");
-    let st = states(PRIMARY, &p.name).await;
+    let st: Vec<String> = instances_now(PRIMARY, &p.name).await.into_iter().map(|(_, s)| s).collect();
     assert!(!st.is_empty() && st.iter().all(|s| s == "stopped"), "the fenced region's instances are stopped in EC2: {st:?}");
     let writable: Vec<&String> = ddb.iter().filter(|ip| psql(ip, &s.su, "postgres", "select pg_is_in_recovery()") == "f").collect();
     assert_eq!(writable.len(), 1, "DR databases that are writable primaries after the failover: {writable:?}; watch log: {log}");
@@ -277,7 +260,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     // --- Teardown and recreate. ---
     p.ok(&["down"]);
     wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
-    assert!(states(PRIMARY, &p.name).await.is_empty() && states(DR, &p.name).await.is_empty());
+    assert!(instances_now(PRIMARY, &p.name).await.is_empty() && instances_now(DR, &p.name).await.is_empty());
     p.ok(&["up"]);
     let gw = ips(PRIMARY, &p.name, "app").await;
     let (code, body) = http("GET", &format!("http://{}:8080/health", gw[0]), &[], None);

@@ -13,23 +13,6 @@ const PRIMARY_CIDR: &str = "10.90.0.0/16";
 const DR_CIDR: &str = "10.100.0.0/16";
 const LAB_PREFIX: &str = "fe";
 
-/// (instance id, state) of every project instance in `region` that is not terminated.
-async fn instances_now(region: &str, project: &str) -> Vec<(String, String)> {
-    let r = ec2(region)
-        .await
-        .describe_instances()
-        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
-        .send()
-        .await
-        .unwrap();
-    r.reservations()
-        .iter()
-        .flat_map(|r| r.instances())
-        .map(|i| (i.instance_id().unwrap().to_string(), i.state().and_then(|s| s.name()).unwrap().as_str().to_string()))
-        .filter(|(_, s)| s != "terminated")
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unplanned_failover_refuses_when_the_old_region_lists_fewer_hosts_than_wanted() {
     let _turn = serial();

@@ -55,7 +55,7 @@ async fn a_loss_beyond_margin_and_insurance_halts_the_contract() {
     // A halted market refuses new orders with a clear reason.
     let (s, v) = place(&ka, order("after", "buy", 500)).await;
     assert_eq!((s, v["status"].as_str(), v["reason"].as_str()), (200, Some("rejected"), Some("market_halted")), "{v}");
-    let hook = wait_event(&hooks, "market_halted").await;
+    let hook = hooks.wait_event("market_halted").await;
     assert!(hook.to_string().contains("contract/BTC-PERP"), "{hook}");
     let mut metrics = String::new();
     for n in c.node_cfgs.iter().filter(|n| n.node_id.starts_with("contract")) {
@@ -84,15 +84,4 @@ async fn a_loss_beyond_margin_and_insurance_halts_the_contract() {
     assert_eq!((s, r["ok"].as_bool()), (200, Some(true)), "{r}");
     let usd = r["assets"].as_array().unwrap().iter().find(|a| a["asset"] == "USD").unwrap().clone();
     assert_eq!((usd["pools_minor"].as_str(), usd["insurance_minor"].as_str()), (Some("0"), Some("0")), "{usd}");
-}
-
-async fn wait_event(hooks: &Webhooks, event: &str) -> Value {
-    let t = Instant::now();
-    loop {
-        if let Some(e) = hooks.events().into_iter().find(|e| e["event"] == event) {
-            return e;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no {event} webhook: {:?}", hooks.events());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -52,7 +52,7 @@ async fn conservation_break_is_reported_once_and_recovers() {
     assert!(m.contains(&format!("engine_reconcile_ok{{node=\"{node}\",asset=\"USD\"}} 0")), "{m}");
     assert!(m.contains(&format!("engine_reconcile_imbalance_minor{{node=\"{node}\",asset=\"USD\"}} 5")), "{m}");
     assert!(m.contains(&format!("engine_reconcile_ok{{node=\"{node}\",asset=\"BTC\"}} 1")), "{m}");
-    let broken = wait_event(&hooks, "conservation_broken").await;
+    let broken = hooks.wait_event("conservation_broken").await;
     assert_eq!((broken["asset"].as_str(), broken["imbalance_minor"].as_str()), (Some("USD"), Some("5")), "{broken}");
 
     // Still broken at the next run: no second post.
@@ -63,7 +63,7 @@ async fn conservation_break_is_reported_once_and_recovers() {
     // Repaired: the next run recovers, and says so once.
     c.env.pg.sql("UPDATE balances SET available = available - 5 WHERE owner_id = 11 AND asset = 'USD'");
     assert_eq!(reconcile(&c.gw).await["ok"], true);
-    let restored = wait_event(&hooks, "conservation_restored").await;
+    let restored = hooks.wait_event("conservation_restored").await;
     assert_eq!(restored["asset"], "USD", "{restored}");
     assert_eq!(reconcile(&c.gw).await["ok"], true);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -132,15 +132,4 @@ async fn metrics_of(c: &Cluster, node_id: &str) -> String {
 
 fn count(hooks: &Webhooks, event: &str) -> usize {
     hooks.events().iter().filter(|e| e["event"] == event).count()
-}
-
-async fn wait_event(hooks: &Webhooks, event: &str) -> Value {
-    let t = Instant::now();
-    loop {
-        if let Some(e) = hooks.events().into_iter().find(|e| e["event"] == event) {
-            return e;
-        }
-        assert!(t.elapsed() < Duration::from_secs(10), "no {event} webhook: {:?}", hooks.events());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -139,6 +139,24 @@ pub async fn ec2(region: &str) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&sdk(region).await)
 }
 
+/// The project's instances in `region` that are not terminated, as (id, state), read
+/// through the API.
+pub async fn instances_now(region: &str, project: &str) -> Vec<(String, String)> {
+    let r = ec2(region)
+        .await
+        .describe_instances()
+        .filters(aws_sdk_ec2::types::Filter::builder().name("tag:Project").values(project).build())
+        .send()
+        .await
+        .unwrap();
+    r.reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .map(|i| (i.instance_id().unwrap().to_string(), i.state().and_then(|s| s.name()).unwrap().as_str().to_string()))
+        .filter(|(_, s)| s != "terminated")
+        .collect()
+}
+
 pub async fn route53() -> aws_sdk_route53::Client {
     aws_sdk_route53::Client::new(&sdk(PRIMARY).await)
 }

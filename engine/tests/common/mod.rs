@@ -561,6 +561,18 @@ impl Webhooks {
     pub fn events(&self) -> Vec<serde_json::Value> {
         self.events.lock().unwrap().clone()
     }
+
+    /// The first posted event named `event`, waited for up to 10 s.
+    pub async fn wait_event(&self, event: &str) -> serde_json::Value {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| e["event"] == event) {
+                return e;
+            }
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "no {event} webhook: {:?}", self.events());
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
 }
 
 impl Drop for Webhooks {
