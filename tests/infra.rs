@@ -133,27 +133,32 @@ async fn assert_compact(project: &str) {
             "{region}: {counts:?}"
         );
 
-        // Security groups: exactly the template's rules.
+        // Security groups: exactly the template's rules, and ICMP "fragmentation needed"
+        // (type 3, code 4) from the peer VPC, for path MTU discovery over the peering.
         let sgs = c.describe_security_groups().filters(tag_filter(project)).send().await.unwrap();
         for sg in sgs.security_groups() {
-            let mut rules: Vec<(i32, String)> = sg
+            let mut rules: Vec<(String, i32, i32, String)> = sg
                 .ip_permissions()
                 .iter()
-                .flat_map(|p| p.ip_ranges().iter().map(move |r| (p.from_port().unwrap(), r.cidr_ip().unwrap().to_string())))
+                .flat_map(|p| {
+                    let (proto, from, to) = (p.ip_protocol().unwrap().to_string(), p.from_port().unwrap(), p.to_port().unwrap());
+                    p.ip_ranges().iter().map(move |r| (proto.clone(), from, to, r.cidr_ip().unwrap().to_string()))
+                })
                 .collect();
             rules.sort();
             let role = tag(sg.tags(), "provision:key").unwrap().rsplit('/').next().unwrap().to_string();
-            let mut want: Vec<(i32, String)> = vec![(22, "127.0.0.0/8".into())];
+            let tcp = |port: i32, cidr: &str| ("tcp".to_string(), port, port, cidr.to_string());
+            let mut want = vec![tcp(22, "127.0.0.0/8"), ("icmp".to_string(), 3, 4, peer.to_string())];
             let ports: &[i32] = if role == "app" { &[7101, 7102, 7103, 7104] } else { &[2379, 2380, 5432, 8008] };
             for p in ports {
-                want.push((*p, vpc.into()));
-                want.push((*p, peer.into()));
+                want.push(tcp(*p, vpc));
+                want.push(tcp(*p, peer));
             }
             if role == "app" {
                 // The public API to all; the gateway's admin listener to the project's VPCs only.
-                want.push((8080, "0.0.0.0/0".into()));
-                want.push((8081, vpc.into()));
-                want.push((8081, peer.into()));
+                want.push(tcp(8080, "0.0.0.0/0"));
+                want.push(tcp(8081, vpc));
+                want.push(tcp(8081, peer));
             }
             want.sort();
             assert_eq!(rules, want, "{region}: security group {role}");

@@ -378,7 +378,11 @@ fn ip_text(x: &IpRef) -> String {
 }
 
 fn rules_text(rules: &[Rule]) -> String {
-    rules.iter().map(|x| format!("tcp/{} from {}", x.port, x.cidr)).collect::<Vec<_>>().join(", ")
+    let what = |p: &crate::model::Proto| match p {
+        crate::model::Proto::Tcp(port) => format!("tcp/{port}"),
+        crate::model::Proto::IcmpFragNeeded => "icmp frag-needed".to_string(),
+    };
+    rules.iter().map(|x| format!("{} from {}", what(&x.proto), x.cidr)).collect::<Vec<_>>().join(", ")
 }
 
 /// One step of a plan: an action and the steps that must finish before it.

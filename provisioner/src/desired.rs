@@ -139,25 +139,26 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
     let mut hosts = Vec::new();
     for g in &tpl.hosts {
         let sg_key = format!("{n}/sg/{}", g.role);
-        let mut rules = vec![Rule { port: tpl.ports.ssh, cidr: cfg.operator_cidr.to_string() }];
+        let mut rules = vec![Rule::tcp(tpl.ports.ssh, cfg.operator_cidr.to_string())];
         for m in &g.modules {
             for c in &vpcs {
-                rules.push(Rule { port: tpl.ports.modules[m], cidr: c.clone() });
+                rules.push(Rule::tcp(tpl.ports.modules[m], c.clone()));
             }
         }
         if g.gateway {
-            rules.push(Rule { port: tpl.ports.gateway_http, cidr: OPEN_CIDR.into() });
+            rules.push(Rule::tcp(tpl.ports.gateway_http, OPEN_CIDR));
             for c in &vpcs {
-                rules.push(Rule { port: tpl.ports.gateway_admin, cidr: c.clone() });
+                rules.push(Rule::tcp(tpl.ports.gateway_admin, c.clone()));
             }
         }
         if g.database {
             for p in [tpl.ports.postgres, tpl.ports.patroni_rest, tpl.ports.etcd_client, tpl.ports.etcd_peer] {
                 for c in &vpcs {
-                    rules.push(Rule { port: p, cidr: c.clone() });
+                    rules.push(Rule::tcp(p, c.clone()));
                 }
             }
         }
+        rules.push(Rule { proto: Proto::IcmpFragNeeded, cidr: peer.vpc_cidr.to_string() });
         rules.sort();
         rules.dedup();
         sgs.push(SgSpec { key: sg_key.clone(), name: format!("{}-{}", cfg.project, g.role), rules });

@@ -19,11 +19,30 @@ pub const TAG_INDEX: &str = "provision:index";
 pub const TAG_GATEWAY: &str = "provision:gateway";
 pub const TAG_DATABASE: &str = "provision:database";
 
-/// An ingress rule: TCP `port` from `cidr`.
+/// What an ingress rule lets in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Proto {
+    Tcp(u16),
+    /// ICMP type 3 code 4, "fragmentation needed": inter-region peering carries at most
+    /// 8500 bytes and drops larger DF packets, so path MTU discovery needs these from the peer.
+    IcmpFragNeeded,
+}
+
+/// ICMP "destination unreachable" / "fragmentation needed" (EC2 puts type and code in the
+/// rule's from and to port).
+pub const ICMP_FRAG_NEEDED: (i32, i32) = (3, 4);
+
+/// An ingress rule: `proto` from `cidr`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Rule {
-    pub port: u16,
+    pub proto: Proto,
     pub cidr: String,
+}
+
+impl Rule {
+    pub fn tcp(port: u16, cidr: impl Into<String>) -> Rule {
+        Rule { proto: Proto::Tcp(port), cidr: cidr.into() }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -194,9 +194,9 @@ fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
         9 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1b  <- 4 6
         10 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1c  <- 5 6
         11 + us-east-1 security group us-east-1/sg/app (exa-app)  <- 0
-        12 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16 in us-east-1/sg/app  <- 11
+        12 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/app  <- 11
         13 + us-east-1 security group us-east-1/sg/db (exa-db)  <- 0
-        14 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16 in us-east-1/sg/db  <- 13
+        14 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/db  <- 13
         15 + us-east-1 key pair us-east-1/key-pair (exa)
         16 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)  <- 3 11 15
         17 + us-east-1 instance us-east-1/instance/app-1 (t3.medium in us-east-1b)  <- 4 11 15
@@ -216,9 +216,9 @@ fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
         31 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2b  <- 26 28
         32 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2c  <- 27 28
         33 + us-west-2 security group us-west-2/sg/app (exa-app)  <- 22
-        34 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16 in us-west-2/sg/app  <- 33
+        34 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/app  <- 33
         35 + us-west-2 security group us-west-2/sg/db (exa-db)  <- 22
-        36 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16 in us-west-2/sg/db  <- 35
+        36 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/db  <- 35
         37 + us-west-2 key pair us-west-2/key-pair (exa)
         38 + us-west-2 instance us-west-2/instance/app-0 (t3.medium in us-west-2a)  <- 25 33 37
         39 + us-west-2 instance us-west-2/instance/app-1 (t3.medium in us-west-2b)  <- 26 33 37
@@ -260,12 +260,12 @@ fn security_group_drift_is_authorized_and_revoked() {
     let mut o = converged(&d);
     let rules = &mut o.regions[0].sgs[0].attrs.rules;
     rules.pop();
-    rules.push(Rule { port: 3306, cidr: "0.0.0.0/0".into() });
+    rules.push(Rule::tcp(3306, "0.0.0.0/0"));
     check(
         Want::Up(&d),
         &o,
         "
-        0 + us-east-1 allow tcp/8081 from 10.20.0.0/16 in id:us-east-1/sg/app
+        0 + us-east-1 allow icmp frag-needed from 10.20.0.0/16 in id:us-east-1/sg/app
         1 ~ us-east-1 revoke tcp/3306 from 0.0.0.0/0 in id:us-east-1/sg/app
     ",
     );

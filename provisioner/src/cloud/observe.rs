@@ -166,12 +166,14 @@ impl Cloud {
         for g in sgs.security_groups() {
             let mut rules = Vec::new();
             for p in g.ip_permissions() {
-                if let (Some("tcp"), Some(from), Some(to)) = (p.ip_protocol(), p.from_port(), p.to_port()) {
-                    if from == to {
-                        for r in p.ip_ranges() {
-                            rules.push(Rule { port: from as u16, cidr: r.cidr_ip().unwrap_or_default().into() });
-                        }
-                    }
+                let proto = match (p.ip_protocol(), p.from_port(), p.to_port()) {
+                    (Some("tcp"), Some(from), Some(to)) if from == to => u16::try_from(from).ok().map(Proto::Tcp),
+                    (Some("icmp"), Some(t), Some(c)) if (t, c) == ICMP_FRAG_NEEDED => Some(Proto::IcmpFragNeeded),
+                    _ => None,
+                };
+                let Some(proto) = proto else { continue };
+                for r in p.ip_ranges() {
+                    rules.push(Rule { proto, cidr: r.cidr_ip().unwrap_or_default().into() });
                 }
             }
             rules.sort();

@@ -336,10 +336,9 @@ fn imds_v2_only() -> InstanceMetadataOptionsRequest {
 }
 
 fn perm(r: &Rule) -> IpPermission {
-    IpPermission::builder()
-        .ip_protocol("tcp")
-        .from_port(i32::from(r.port))
-        .to_port(i32::from(r.port))
-        .ip_ranges(IpRange::builder().cidr_ip(&r.cidr).build())
-        .build()
+    let (proto, from, to) = match r.proto {
+        Proto::Tcp(port) => ("tcp", i32::from(port), i32::from(port)),
+        Proto::IcmpFragNeeded => ("icmp", ICMP_FRAG_NEEDED.0, ICMP_FRAG_NEEDED.1),
+    };
+    IpPermission::builder().ip_protocol(proto).from_port(from).to_port(to).ip_ranges(IpRange::builder().cidr_ip(&r.cidr).build()).build()
 }
