@@ -27,9 +27,24 @@ pub fn admin_url(gw: &str) -> String {
     urls.iter().rev().find(|(p, _)| p == gw).map(|(_, a)| a.clone()).unwrap_or_else(|| gw.to_string())
 }
 
+/// Ports handed to test processes come from below the kernel's ephemeral range (32768-60999
+/// here): a port taken with `bind(0)` is an ephemeral one, which any outgoing connection (a
+/// node's DB sessions) may take as its source port before the process meant to listen on it
+/// binds it. Each port is handed out once per test binary.
+const TEST_PORT_LOW: u32 = 20_000;
+const TEST_PORT_SPAN: u32 = 12_000;
+
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().unwrap().port()
+    static NEXT: std::sync::OnceLock<std::sync::atomic::AtomicU32> = std::sync::OnceLock::new();
+    // Test binaries run one after another; each starts at its own offset all the same.
+    let next = NEXT.get_or_init(|| std::sync::atomic::AtomicU32::new(std::process::id() % TEST_PORT_SPAN));
+    loop {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let port = u16::try_from(TEST_PORT_LOW + n % TEST_PORT_SPAN).expect("below 65536");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 fn run_as_postgres(args: &[&str]) {
@@ -571,6 +586,15 @@ impl Webhooks {
             }
             assert!(t.elapsed() < std::time::Duration::from_secs(10), "no {event} webhook: {:?}", self.events());
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    /// A failing test shows what the engine processes logged.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
         }
     }
 }

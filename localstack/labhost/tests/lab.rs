@@ -44,7 +44,8 @@ fn ssh_keys_private_dirs_shared_packages_and_routing() {
     ssh_ok(
         &n.key,
         b.ip,
-        "test -x /usr/lib/postgresql/15/bin/postgres && test -x /usr/bin/patroni && \
+        // The project's pinned Patroni (scripts/setup.sh), not Debian's package.
+        "test -x /usr/lib/postgresql/15/bin/postgres && ls /usr/local/lib/patroni-*/bin/patroni >/dev/null && \
          test -x /usr/bin/etcd && test -x /usr/sbin/sshd",
     );
 
