@@ -35,7 +35,7 @@ printf 'nameserver 127.0.0.1\n' > "$state/resolv.conf"
 # setsid: its own process group, so stop.sh ends LocalStack and every child it spawned.
 # unshare --mount: the bind mount of resolv.conf is seen by LocalStack alone.
 setsid env \
-  SERVICES=ec2,route53,sts,iam \
+  SERVICES=ec2,route53,sts,iam,ssm \
   GATEWAY_LISTEN=127.0.0.1:4566 \
   LOCALSTACK_VOLUME_DIR="$state/volume" \
   DNS_ADDRESS=0 \

@@ -9,39 +9,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
-use common::lab::labhost_bin;
+use common::lab::{labhost_bin, ApiFault};
 use common::*;
 
 /// `status` reports a region whose EC2 API does not answer within the SDK's operation bound
 /// (`cloud::OPERATION_TIMEOUT_MS`, 20 s), plus the time of one look at the rest.
 const UNREACHABLE_REPORTED_S_MAX: u64 = 35;
-
-/// An API fault at the front for one (region, service), healed on drop.
-struct ApiFault {
-    region: String,
-    service: String,
-}
-
-impl ApiFault {
-    fn set(region: &str, service: &str, fault: &[&str]) -> ApiFault {
-        let mut args = vec!["fault", "api", region, service];
-        args.extend_from_slice(fault);
-        lab_cli(&args);
-        ApiFault { region: region.into(), service: service.into() }
-    }
-}
-
-impl Drop for ApiFault {
-    fn drop(&mut self) {
-        let _ = Command::new(labhost_bin()).args(["heal", "api", &self.region, &self.service]).output();
-    }
-}
-
-fn lab_cli(args: &[&str]) -> String {
-    let out = Command::new(labhost_bin()).args(args).output().expect("labhost");
-    assert!(out.status.success(), "labhost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 async fn vpcs(region: &str, project: &str) -> usize {
     let f = Filter::builder().name("tag:Project").values(project).build();

@@ -156,6 +156,10 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     // database is a writable primary, and every DR gateway takes an order that lands there.
     let log = std::fs::read_to_string(&watch_log).unwrap_or_default();
     assert_eq!(records(&p).await.0, dgw, "after the blackout PRIMARY points at the DR gateways; watch log: {log}");
+    let mut want = dgw.clone();
+    want.sort();
+    wait_for("real DNS answers the DR gateways", Duration::from_secs(45), || dns_a(&api_name(&p)) == want);
+    let dns_moved = Instant::now();
     assert_dns_answers(&p, &dgw, "after an unplanned failover");
     let st: Vec<String> = instances_now(PRIMARY, &p.name).await.into_iter().map(|(_, s)| s).collect();
     assert!(!st.is_empty() && st.iter().all(|s| s == "stopped"), "the fenced region's instances are stopped in EC2: {st:?}");
@@ -173,9 +177,13 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert!(!after.is_empty(), "no order acknowledged through the API name after the failover");
     assert!(after.iter().all(|c| found.contains(*c)), "orders acked after the failover are missing");
     let lost = acked.iter().filter(|(c, _)| !found.contains(c)).count();
+    // The primary gateways are dark from the blackout on (an order in flight then may still land).
+    let first_dr_ack = acked.iter().map(|(_, t)| *t).filter(|t| *t > blackout + Duration::from_secs(2)).min();
     eprintln!(
-        "unplanned: watch failed over {} ms after the blackout; {lost} of {} acked orders not in DR (async RPO)",
+        "unplanned (Route53 control plane up): watch failed over {} ms after the blackout; DNS RTO (blackout -> DNS names the DR gateways) <= {} ms; RTO to writable (blackout -> first order acked through the PRIMARY record after it) {:?} ms; {lost} of {} acked orders not in DR (async RPO)",
         (recovered - blackout).as_millis(),
+        (dns_moved - blackout).as_millis(),
+        first_dr_ack.map(|t| (t - blackout).as_millis()),
         acked.len()
     );
 
@@ -257,6 +265,23 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
         psql(&leader, &s.su, "exchange", "select count(*) from orders where client_order_id like 'drill-%'").parse().unwrap();
     assert!(drill_orders > 0, "no order of the drill's own load in the primary DB");
 
+    // --- Issue 19: the primary region blacked out with its Parameter Store and Route53's
+    // control plane down, and two operators running `failover` at the same moment, one from a
+    // second checkout with an empty `.provision/`. Exactly one promotes; Route53's health
+    // checks alone move the DNS answer; the second checkout then fails back. ---
+    dataplane_failover(&p, &lab, &s, &key, (&dgw, &ddb)).await;
+    let (pgw3, pdb3) = (ips(PRIMARY, &p.name, "app").await, ips(PRIMARY, &p.name, "db").await);
+    assert_eq!(
+        records(&p).await,
+        (pgw3.clone(), dgw.clone()),
+        "after the second checkout's failback: PRIMARY on the rebuilt primary region"
+    );
+    assert_dns_answers(&p, &pgw3, "after the second checkout's failback");
+    writable_leader(&pdb3, &s.su).expect("the rebuilt primary region is writable");
+    let newest = *state_epochs(DR, &p.name).await.last().unwrap();
+    assert_eq!(state_epochs(PRIMARY, &p.name).await.last(), Some(&newest), "failback copied the newest epoch to {PRIMARY}'s store");
+    assert_eq!(zone_epoch(&p.name).await, Some(newest), "failback copied the newest epoch to the zone's tags");
+
     // --- Teardown and recreate. ---
     p.ok(&["down"]);
     wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
@@ -270,4 +295,86 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
     drop(lab);
     assert!(lab_namespaces(LAB_PREFIX).is_empty());
+}
+
+/// See the call site. Returns when the second checkout's `failback` has finished.
+async fn dataplane_failover(p: &Project, lab: &Lab, s: &Secrets, key: &str, dr: (&[String], &[String])) {
+    let (dgw, ddb) = dr;
+    let second = tempfile::tempdir().unwrap();
+    let second_cfg = second.path().join("regions.toml");
+    std::fs::copy(p.config(), &second_cfg).unwrap();
+    let epochs_before = state_epochs(DR, &p.name).await;
+    let load = Load::start(Targets::Dns(api_name(p)), key, "dataplane");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    lab.ctl(&["fault", "blackout", PRIMARY]);
+    let blackout = Instant::now();
+    let r53_down = ApiFault::set("us-east-1", "route53", &["down"]);
+    let ssm_down = ApiFault::set(PRIMARY, "ssm", &["down"]);
+    let spawn = |mut c: std::process::Command| c.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let args = ["failover", "--to", DR, "--output", "json"];
+    let (a, b) = (spawn(p.cmd(&args)), spawn(provision_cmd(&second_cfg, &args)));
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let failed_over = Instant::now();
+    let (won, lost) = match (a.status.success(), b.status.success()) {
+        (true, false) => (&a, &b),
+        (false, true) => (&b, &a),
+        _ => panic!("exactly one of two simultaneous failovers must promote:\nfirst: {}\nsecond: {}", stderr(&a), stderr(&b)),
+    };
+    let refusal = stderr(lost);
+    assert!(
+        refusal.contains("refused") && (refusal.contains("another run") || refusal.contains("already decided")),
+        "the loser's refusal: {refusal}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&won.stdout).unwrap();
+    let notes = report["notes"].to_string();
+    assert!(notes.contains("SKIPPED"), "the record swap is reported skipped while Route53's control plane is down: {notes}");
+
+    // Seen from outside: one new epoch in DR's store, naming DR active and the primary fenced;
+    // exactly one writable DR database; the DNS answer moved by Route53's checks alone.
+    let epochs = state_epochs(DR, &p.name).await;
+    assert_eq!(epochs.len(), epochs_before.len() + 1, "exactly one new failover epoch: {epochs_before:?} -> {epochs:?}");
+    let rec = state_record(DR, &p.name).await;
+    assert_eq!((rec["active"].as_str(), rec["fence"]["region"].as_str()), (Some(DR), Some(PRIMARY)), "{rec}");
+    let writable: Vec<&String> = ddb.iter().filter(|ip| psql(ip, &s.su, "postgres", "select pg_is_in_recovery()") == "f").collect();
+    assert_eq!(writable.len(), 1, "DR databases that are writable primaries: {writable:?}");
+    let mut want = dgw.to_vec();
+    want.sort();
+    // Route53: a checker's verdict flips after FailureThreshold (3) checks at RequestInterval
+    // (10 s), and a resolver may hold the old answer for the record's TTL (10 s).
+    let bound = Duration::from_secs(10 * 3 + 10);
+    wait_for("real DNS answers the DR gateways", bound, || dns_a(&api_name(p)) == want);
+    let moved = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while load.acked_after(moved) < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let acked = load.stop_by_gateway().await;
+    let after: Vec<&String> = acked.iter().filter(|(_, t, gw)| *t > moved && dgw.contains(gw)).map(|(c, _, _)| c).collect();
+    assert!(!after.is_empty(), "no order acknowledged by a DR gateway through the DNS-resolved address");
+    let first_dr_ack = acked.iter().filter(|(_, _, gw)| dgw.contains(gw)).map(|(_, t, _)| *t).min().unwrap();
+    eprintln!(
+        "data-plane failover (Route53 control plane down): failover command {} ms; RTO to writable (blackout -> first order acked at a DR gateway through DNS) {} ms; DNS RTO (blackout -> DNS names the DR gateways) {} ms",
+        (failed_over - blackout).as_millis(),
+        (first_dr_ack - blackout).as_millis(),
+        (moved - blackout).as_millis()
+    );
+    let found = orders_of(writable[0], &s.su, 7001);
+    assert!(after.iter().all(|c| found.contains(*c)), "orders acked through DNS after the move are missing in DR");
+
+    // The second checkout reads the state and the vault from DR alone.
+    let out = provision_cmd(&second_cfg, &["status", "--output", "json"]).output().unwrap();
+    assert!(out.status.success(), "status from the second checkout: {}", stderr(&out));
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["cloud"]["marks"]["active"].as_str(), Some(DR), "{}", st["dns"]);
+
+    // Route53 and the primary region come back: the second checkout fails back, which swaps
+    // the records and copies the state everywhere.
+    drop((r53_down, ssm_down));
+    lab.ctl(&["heal", "all"]);
+    let out = provision_cmd(&second_cfg, &["status", "--output", "json"]).output().unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["records"], "pending", "status says the records still name the old PRIMARY: {}", st["dns"]);
+    let out = provision_cmd(&second_cfg, &["failback"]).output().unwrap();
+    assert!(out.status.success(), "failback from the second checkout: {}", stderr(&out));
 }

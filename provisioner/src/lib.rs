@@ -25,4 +25,5 @@ pub mod situation;
 pub mod ssh;
 pub mod teardown;
 pub mod template;
+pub mod vault;
 pub mod watch;

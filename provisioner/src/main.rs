@@ -59,6 +59,10 @@ enum Cmd {
         /// Go on even if the old region's EC2 API does not answer (it cannot be fenced then).
         #[arg(long)]
         force: bool,
+        /// Finish an unplanned failover an earlier run decided (the old region is fenced and
+        /// the target holds the primary role) but did not complete.
+        #[arg(long)]
+        resume: bool,
     },
     /// Return the primary role to the configured primary region (rebuilding it first if a
     /// failover fenced it).
@@ -177,8 +181,8 @@ async fn run(cli: &Cli) -> anyhow::Result<ExitCode> {
             print(json, &o, || render::status(&o));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Failover { to, planned, force } => {
-            let opts = provisioner::failover::Opts { to: to.clone(), planned: *planned, force: *force, quiet: false };
+        Cmd::Failover { to, planned, force, resume } => {
+            let opts = provisioner::failover::Opts { to: to.clone(), planned: *planned, force: *force, resume: *resume, quiet: false };
             let r = ops::failover(&cfg, &tpl, &opts).await?;
             print(json, &r, || render::failover(&r));
             Ok(ExitCode::SUCCESS)

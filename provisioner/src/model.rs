@@ -308,23 +308,44 @@ pub struct Observed {
     pub checks: Vec<Found<CheckAttrs>>,
     /// Record sets of the API name whose SetIdentifier is ours.
     pub records: Vec<RecordFound>,
-    /// Which region holds the primary role and which is fenced (tags on the hosted zone).
+    /// Which region holds the primary role and which is fenced: the newest epoch any answering
+    /// place holds (see `roles`).
     pub marks: Marks,
+    /// Each place the failover state is kept, and the epoch it holds (None: it did not answer).
+    pub mark_places: Vec<MarkPlace>,
 }
 
-/// The failover state, kept in the cloud as tags on the hosted zone: one resource, so one
-/// atomic write changes it, and it lives in Route53's global control plane, which answers
-/// when a region does not.
+/// The failover state. Kept in three places: a parameter per epoch in each region's SSM
+/// Parameter Store (created, never overwritten: the compare-and-set) and tags on the hosted
+/// zone. `epoch` grows by one with every change; 0 is the state before any failover.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Marks {
+    pub epoch: u64,
     /// The region that holds the primary role; None means the configured primary.
     pub active: Option<String>,
     pub fence: Option<Fence>,
 }
 
+impl Marks {
+    /// Same decision (who is primary, who is fenced), whatever the epoch.
+    pub fn same_state(&self, other: &Marks) -> bool {
+        self.active == other.active && self.fence == other.fence
+    }
+}
+
+/// One place the failover state is kept ("zone tags", "ssm eu-west-1") and the epoch it
+/// holds; None when it did not answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MarkPlace {
+    pub place: String,
+    pub epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 /// A region whose instances `failover` stopped: nothing there may serve writes until
 /// `failback` rebuilds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Fence {
     pub region: String,
     pub at_unix_ms: u64,

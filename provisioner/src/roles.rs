@@ -1,5 +1,17 @@
-//! Which region serves writes, and which is fenced: read from tags on the hosted zone, never
-//! from a local file. Pure: tag maps in, [`Marks`] out, and back.
+//! Which region serves writes, and which is fenced: the failover state, read from the cloud,
+//! never from a local file. Pure: tag maps and places in, [`Marks`] out, and back.
+//!
+//! The state is kept in three places (each region's Parameter Store, and the hosted zone's
+//! tags) so that it stays readable and writable with a region, or Route53's control plane,
+//! down. The rules that make that safe (see ARCHITECTURE.md, "Failover state"):
+//! - every change creates epoch N+1 in the Parameter Store of the region the change makes
+//!   active ([`deciding_region`]); the create is refused when N+1 exists, so of two runs
+//!   that read N, exactly one changes the state;
+//! - from any state, every valid change makes the same region active, so rivals always race
+//!   for the same parameter;
+//! - a reader takes the newest epoch any answering place holds ([`newest`]). A reader that
+//!   misses the newest epoch missed the deciding region's store, so its own write (which must
+//!   go there) cannot land either.
 
 use std::collections::BTreeMap;
 
@@ -13,6 +25,9 @@ pub fn active_key(project: &str) -> String {
 pub fn fence_key(project: &str) -> String {
     format!("provision:{project}:fenced")
 }
+pub fn epoch_key(project: &str) -> String {
+    format!("provision:{project}:epoch")
+}
 
 /// Reads the marks from the zone's tags. A fence tag is `<region> <unix ms>`.
 pub fn from_tags(project: &str, tags: &BTreeMap<String, String>) -> Marks {
@@ -22,7 +37,8 @@ pub fn from_tags(project: &str, tags: &BTreeMap<String, String>) -> Marks {
         Some((region, at)) => Fence { region: region.to_string(), at_unix_ms: at.parse().unwrap_or(0) },
         None => Fence { region: v.to_string(), at_unix_ms: 0 },
     });
-    Marks { active, fence }
+    let epoch = tags.get(&epoch_key(project)).and_then(|v| value(v)).and_then(|v| v.parse().ok()).unwrap_or(0);
+    Marks { epoch, active, fence }
 }
 
 /// Written for "no value": a tag is overwritten, never removed, so one ChangeTagsForResource
@@ -39,7 +55,23 @@ pub fn to_tags(project: &str, m: &Marks) -> Vec<(String, String)> {
     vec![
         (active_key(project), m.active.clone().unwrap_or_else(|| NONE.into())),
         (fence_key(project), m.fence.as_ref().map(|f| format!("{} {}", f.region, f.at_unix_ms)).unwrap_or_else(|| NONE.into())),
+        (epoch_key(project), m.epoch.to_string()),
     ]
+}
+
+/// The state as read from its places: the newest epoch that any answering place holds.
+pub fn newest(views: impl IntoIterator<Item = Marks>) -> Marks {
+    views.into_iter().max_by_key(|m| m.epoch).unwrap_or_default()
+}
+
+/// The region whose Parameter Store decides a change to `next`: the region it makes active.
+pub fn deciding_region(cfg: &Config, next: &Marks) -> String {
+    next.active.clone().filter(|r| cfg.region(r).is_some()).unwrap_or_else(|| cfg.primary().name.clone())
+}
+
+/// `next` as the change after `prev`: one epoch later. None when it changes nothing.
+pub fn successor(prev: &Marks, next: Marks) -> Option<Marks> {
+    (!prev.same_state(&next)).then(|| Marks { epoch: prev.epoch + 1, ..next })
 }
 
 /// The config as the cloud says it is now: the primary role where the marks put it.
@@ -75,12 +107,22 @@ mod tests {
 
     #[test]
     fn marks_round_trip_through_tags() {
-        let m = Marks { active: Some("eu-west-1".into()), fence: Some(Fence { region: "us-east-1".into(), at_unix_ms: 42 }) };
+        let m = Marks { epoch: 3, active: Some("eu-west-1".into()), fence: Some(Fence { region: "us-east-1".into(), at_unix_ms: 42 }) };
         let tags: BTreeMap<String, String> = to_tags("p", &m).into_iter().collect();
         assert_eq!(from_tags("p", &tags), m);
         let cleared: BTreeMap<String, String> = to_tags("p", &Marks::default()).into_iter().collect();
         assert_eq!(from_tags("p", &cleared), Marks::default(), "empty values mean no marks");
+        assert_eq!(from_tags("p", &BTreeMap::new()).epoch, 0, "a zone without an epoch tag (written before epochs) is epoch 0");
         assert_eq!(from_tags("other", &tags), Marks::default(), "another project's marks are not ours");
+    }
+
+    #[test]
+    fn the_newest_epoch_wins_and_a_change_is_one_epoch_later() {
+        let at = |epoch, active: Option<&str>| Marks { epoch, active: active.map(str::to_string), fence: None };
+        assert_eq!(newest([at(2, Some("b")), at(3, None), at(1, Some("b"))]), at(3, None));
+        assert_eq!(newest(Vec::<Marks>::new()), Marks::default(), "no place answered: the state before any failover");
+        assert_eq!(successor(&at(3, None), at(0, Some("b"))), Some(at(4, Some("b"))));
+        assert_eq!(successor(&at(3, Some("b")), at(0, Some("b"))), None, "the same state is no change");
     }
 
     #[test]

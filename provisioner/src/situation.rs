@@ -26,6 +26,8 @@ pub enum LookError {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Key(#[from] KeyError),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 pub struct Situation {
@@ -45,14 +47,46 @@ pub struct Situation {
 }
 
 impl Situation {
-    /// Connects, observes once and derives the rest.
+    /// Connects, observes once, fills `.provision/` from the project's vault in AWS (so this
+    /// machine uses the project's key and secrets, never fresh ones) and derives the rest.
     pub async fn look(cfg: &Config, tpl: &Template, look: Look, key: KeyUse) -> Result<Situation, LookError> {
         let cloud = Cloud::connect(cfg).await;
-        let (observed, unreachable) = match look {
-            Look::Strict => (cloud.observe(cfg).await?, vec![]),
-            Look::Partial => cloud.observe_partial(cfg).await?,
+        let observe = async {
+            match look {
+                Look::Strict => Ok((cloud.observe(cfg).await?, vec![])),
+                Look::Partial => cloud.observe_partial(cfg).await,
+            }
         };
+        // Side by side: a dead region's Parameter Store costs one SDK timeout, not two.
+        let (observed, pulled) = tokio::join!(observe, crate::vault::pull(cfg, &cloud));
+        let (observed, unreachable) = observed?;
+        pulled?;
         Situation::of(cfg, tpl, cloud, observed, unreachable, key)
+    }
+
+    /// Copies the newest failover state to the places that hold an older epoch (a copy a
+    /// failover could not make while a region or Route53 was down). Returns what it repaired.
+    pub async fn repair_marks(&self) -> Result<Vec<String>, CloudError> {
+        let behind: Vec<String> = self
+            .observed
+            .mark_places
+            .iter()
+            .filter(|p| p.epoch.is_some_and(|e| e < self.observed.marks.epoch))
+            .map(|p| p.place.clone())
+            .collect();
+        if behind.is_empty() {
+            return Ok(vec![]);
+        }
+        let zone = self.observed.zone.as_ref().map(|z| z.id.as_str());
+        let failed = self.cloud.copy_marks(&self.configured, zone, &self.observed.marks, None).await;
+        match failed.first() {
+            Some(f) => Err(CloudError::Other {
+                resource: "failover state".into(),
+                region: "any".into(),
+                message: format!("cannot copy epoch {}: {f}", self.observed.marks.epoch),
+            }),
+            None => Ok(behind),
+        }
     }
 
     /// The same look with a fresh observation (after a plan changed the cloud).

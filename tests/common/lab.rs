@@ -186,3 +186,31 @@ pub fn orders_of(leader: &str, su: &str, user_id: i64) -> BTreeSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// An API fault at the front for one (region, service), set with the lab's CLI and healed on
+/// drop (also when a test fails).
+pub struct ApiFault {
+    region: String,
+    service: String,
+}
+
+impl ApiFault {
+    pub fn set(region: &str, service: &str, fault: &[&str]) -> ApiFault {
+        let mut args = vec!["fault", "api", region, service];
+        args.extend_from_slice(fault);
+        lab_cli(&args);
+        ApiFault { region: region.into(), service: service.into() }
+    }
+}
+
+impl Drop for ApiFault {
+    fn drop(&mut self) {
+        let _ = Command::new(labhost_bin()).args(["heal", "api", &self.region, &self.service]).output();
+    }
+}
+
+pub fn lab_cli(args: &[&str]) -> String {
+    let out = Command::new(labhost_bin()).args(args).output().expect("labhost");
+    assert!(out.status.success(), "labhost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

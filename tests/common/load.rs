@@ -43,6 +43,8 @@ pub enum Targets {
     Fixed(Vec<String>),
     /// The PRIMARY record of this project's API name, re-read from Route53 twice a second.
     PrimaryRecordOf(String),
+    /// What a real DNS query for this name answers, asked twice a second (as a client does).
+    Dns(String),
 }
 
 /// Orders at a steady rate (one every 20 ms), remembering which were acknowledged, when, and
@@ -61,17 +63,24 @@ impl Load {
             let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
             let mut targets = match &to {
                 Targets::Fixed(v) => v.clone(),
-                Targets::PrimaryRecordOf(_) => Vec::new(),
+                Targets::PrimaryRecordOf(_) | Targets::Dns(_) => Vec::new(),
             };
             let mut refreshed = Instant::now() - Duration::from_secs(1);
             for n in 0u64.. {
                 if *s.lock().unwrap() {
                     break;
                 }
-                if let (Targets::PrimaryRecordOf(name), true) = (&to, refreshed.elapsed() > Duration::from_millis(500)) {
-                    let (primary, _) = records_of(name).await;
-                    if !primary.is_empty() {
-                        targets = primary;
+                if refreshed.elapsed() > Duration::from_millis(500) {
+                    let fresh = match &to {
+                        Targets::Fixed(_) => vec![],
+                        Targets::PrimaryRecordOf(name) => records_of(name).await.0,
+                        Targets::Dns(name) => {
+                            let name = name.clone();
+                            tokio::task::spawn_blocking(move || dns_a(&name)).await.unwrap_or_default()
+                        }
+                    };
+                    if !fresh.is_empty() {
+                        targets = fresh;
                     }
                     refreshed = Instant::now();
                 }

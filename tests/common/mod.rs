@@ -161,6 +161,41 @@ pub async fn route53() -> aws_sdk_route53::Client {
     aws_sdk_route53::Client::new(&sdk(PRIMARY).await)
 }
 
+/// The failover state's epochs in `region`'s Parameter Store (sorted), read through SSM's API.
+pub async fn state_epochs(region: &str, project: &str) -> Vec<u64> {
+    let c = aws_sdk_ssm::Client::new(&sdk(region).await);
+    let path = format!("/provision/{project}/failover/");
+    let r = c.get_parameters_by_path().path(&path).send().await.unwrap();
+    let mut v: Vec<u64> = r.parameters().iter().filter_map(|p| p.name()?.strip_prefix(&path)?.parse().ok()).collect();
+    v.sort();
+    v
+}
+
+/// The newest epoch's record in `region` (JSON), read through SSM's API.
+pub async fn state_record(region: &str, project: &str) -> serde_json::Value {
+    let c = aws_sdk_ssm::Client::new(&sdk(region).await);
+    let epoch = *state_epochs(region, project).await.last().expect("a failover state");
+    let r = c.get_parameter().name(format!("/provision/{project}/failover/{epoch:010}")).send().await.unwrap();
+    serde_json::from_str(r.parameter().unwrap().value().unwrap()).unwrap()
+}
+
+/// The epoch tag on the project's hosted zone, read through Route53's API.
+pub async fn zone_epoch(project: &str) -> Option<u64> {
+    let r53 = route53().await;
+    let zones = r53.list_hosted_zones_by_name().dns_name(format!("{project}.test.internal.")).send().await.unwrap();
+    let zone = zones.hosted_zones().iter().find(|z| z.name() == format!("{project}.test.internal."))?;
+    let id = zone.id().trim_start_matches("/hostedzone/");
+    let tags = r53
+        .list_tags_for_resource()
+        .resource_type(aws_sdk_route53::types::TagResourceType::Hostedzone)
+        .resource_id(id)
+        .send()
+        .await
+        .unwrap();
+    let key = format!("provision:{project}:epoch");
+    tags.resource_tag_set()?.tags().iter().find(|t| t.key() == Some(key.as_str()))?.value()?.parse().ok()
+}
+
 async fn sdk(region: &str) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new(region.to_string()))

@@ -5,8 +5,9 @@
 use bytes::Bytes;
 
 /// The services the front tells apart. Route53 and IAM are global: AWS serves their control
-/// planes from us-east-1, and so does the front.
-pub const SERVICES: [&str; 4] = ["ec2", "route53", "sts", "iam"];
+/// planes from us-east-1, and so does the front. SSM is regional (the failover state and the
+/// project's vault live in each region's Parameter Store).
+pub const SERVICES: [&str; 5] = ["ec2", "route53", "sts", "iam", "ssm"];
 pub const GLOBAL_SERVICES: [&str; 2] = ["route53", "iam"];
 pub const GLOBAL_REGION: &str = "us-east-1";
 
@@ -73,9 +74,11 @@ impl Call {
         if form.starts_with("application/x-www-form-urlencoded") {
             params.extend(url::form_urlencoded::parse(body).into_owned());
         }
+        // JSON-protocol services (SSM) name the action in `X-Amz-Target: AmazonSSM.PutParameter`.
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).and_then(|t| t.rsplit('.').next()).map(str::to_string);
         let action = match service.as_str() {
             "route53" => route53_operation(method, &path),
-            _ => params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).unwrap_or_default(),
+            _ => params.iter().find(|(k, _)| k == "Action").map(|(_, v)| v.clone()).or(target).unwrap_or_default(),
         };
         Some(Call { region, service, action, method: method.clone(), path, query, body: body.clone(), params })
     }
@@ -134,6 +137,11 @@ pub struct Reply {
 /// older `<InvalidChangeBatch><Messages>` body).
 pub fn error(service: &str, status: u16, code: &str, message: &str) -> Reply {
     let id = request_id();
+    if service == "ssm" {
+        // SSM speaks the JSON protocol (awsJson1_1).
+        let body = serde_json::json!({ "__type": code, "message": message }).to_string();
+        return Reply { status, content_type: "application/x-amz-json-1.1", body };
+    }
     let (code, message) = (xml_escape(code), xml_escape(message));
     let body = match service {
         "ec2" => format!(
@@ -153,6 +161,7 @@ pub fn error(service: &str, status: u16, code: &str, message: &str) -> Reply {
 pub fn throttling(service: &str) -> Reply {
     match service {
         "ec2" => error(service, 503, "RequestLimitExceeded", "Request limit exceeded."),
+        "ssm" => error(service, 400, "ThrottlingException", "Rate exceeded"),
         _ => error(service, 400, "Throttling", "Rate exceeded"),
     }
 }
@@ -183,5 +192,13 @@ mod tests {
         assert_eq!(route53_operation(&http::Method::GET, "/2013-04-01/healthcheck/abc/status"), "GetHealthCheckStatus");
         assert_eq!(route53_operation(&http::Method::POST, "/2013-04-01/hostedzone/Z1/rrset/"), "ChangeResourceRecordSets");
         assert_eq!(route53_operation(&http::Method::POST, "/2013-04-01/healthcheck"), "CreateHealthCheck");
+    }
+
+    #[test]
+    fn ssm_errors_are_json_as_its_sdk_reads_them() {
+        let r = throttling("ssm");
+        assert_eq!((r.status, r.content_type), (400, "application/x-amz-json-1.1"));
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["__type"], "ThrottlingException");
     }
 }

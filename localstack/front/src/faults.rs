@@ -29,7 +29,7 @@ pub enum Fault {
 pub enum FaultError {
     #[error("unknown region {0:?}: not one of AWS's commercial regions (e.g. us-east-1, eu-west-1)")]
     UnknownRegion(String),
-    #[error("unknown service {0:?}: one of ec2, route53, sts, iam")]
+    #[error("unknown service {0:?}: one of ec2, route53, sts, iam, ssm")]
     UnknownService(String),
     #[error("{0} is global: its control plane is in us-east-1; use us-east-1")]
     GlobalService(String),

@@ -7,11 +7,12 @@ pub const IAM_POLICY_JSON: &str = include_str!("../../../docs/iam-policy.json");
 mod tests {
     use std::collections::BTreeSet;
 
-    /// Route53's operations among the calls (the rest are EC2's).
+    /// Route53's and SSM's operations among the calls (the rest are EC2's).
     const ROUTE53_MARKS: [&str; 5] = ["health_check", "hosted_zone", "record_sets", "get_change", "tags_for_resource"];
+    const SSM_MARKS: [&str; 1] = ["parameter"];
     /// Builder methods that look like calls but are response accessors.
     const NOT_CALLS: [&str; 1] = ["change_info"];
-    const VERBS: [&str; 21] = [
+    const VERBS: [&str; 22] = [
         "accept",
         "associate",
         "attach",
@@ -26,6 +27,7 @@ mod tests {
         "import",
         "list",
         "modify",
+        "put",
         "replace",
         "revoke",
         "run",
@@ -54,7 +56,13 @@ mod tests {
                 let is_call = piece[name.len()..].starts_with("()") && name.contains('_');
                 let verb = name.split('_').next().unwrap_or_default();
                 if is_call && VERBS.contains(&verb) && !NOT_CALLS.contains(&name.as_str()) {
-                    let service = if ROUTE53_MARKS.iter().any(|m| name.contains(m)) { "route53" } else { "ec2" };
+                    let service = if ROUTE53_MARKS.iter().any(|m| name.contains(m)) {
+                        "route53"
+                    } else if SSM_MARKS.iter().any(|m| name.contains(m)) {
+                        "ssm"
+                    } else {
+                        "ec2"
+                    };
                     out.insert(format!("{service}:{}", camel(&name)));
                 }
             }

@@ -1,4 +1,4 @@
-//! The only module that talks to AWS (EC2 per region, Route53 globally).
+//! The only module that talks to AWS (EC2 and SSM Parameter Store per region, Route53 globally).
 //! `observe` reads the project's resources into [`crate::model::Observed`];
 //! `apply` performs one [`crate::action::Action`].
 
@@ -8,7 +8,9 @@ mod health;
 mod iam;
 mod observe;
 mod preflight;
+mod state;
 mod tags;
+mod vault;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,6 +22,7 @@ use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 pub use apply::{Created, Outputs};
 pub use failover::RecordTarget;
 pub use iam::IAM_POLICY_JSON;
+pub use state::MarksWrite;
 
 use crate::config::Config;
 
@@ -44,6 +47,12 @@ pub enum CloudError {
     Api { op: String, resource: String, region: String, code: String, message: String },
     #[error("{resource} in {region}: {message}")]
     Other { resource: String, region: String, message: String },
+    /// A create-only write lost: another run wrote this epoch of the failover state first.
+    #[error(
+        "another run decided failover epoch {epoch} first ({resource} in {region} already exists: {theirs}); this run changed nothing\n  \
+         fix: run `provision status` to see the state that run set; do not retry this command blindly"
+    )]
+    Raced { resource: String, region: String, epoch: u64, theirs: String },
 }
 
 impl CloudError {
@@ -62,6 +71,7 @@ pub struct Cloud {
     pub project: String,
     endpoint: String,
     ec2: BTreeMap<String, aws_sdk_ec2::Client>,
+    ssm: BTreeMap<String, aws_sdk_ssm::Client>,
     r53: aws_sdk_route53::Client,
     /// Distinguishes this run's ClientTokens and CallerReferences from earlier runs'.
     run_id: String,
@@ -69,10 +79,11 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn connect(cfg: &Config) -> Cloud {
-        let mut ec2 = BTreeMap::new();
+        let (mut ec2, mut ssm) = (BTreeMap::new(), BTreeMap::new());
         for r in &cfg.regions {
             let sdk = sdk_config(cfg, &r.name).await;
             ec2.insert(r.name.clone(), aws_sdk_ec2::Client::new(&sdk));
+            ssm.insert(r.name.clone(), aws_sdk_ssm::Client::new(&sdk));
         }
         // Route53 is global; its API lives in us-east-1.
         let r53 = aws_sdk_route53::Client::new(&sdk_config(cfg, "us-east-1").await);
@@ -80,11 +91,19 @@ impl Cloud {
         // Shown in errors: any credentials in the URL are redacted.
         let endpoint = endpoint.map(|u| crate::config::rules::redact_userinfo(&u)).unwrap_or_else(|| "AWS (default endpoints)".into());
         let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis());
-        Cloud { project: cfg.project.clone(), endpoint, ec2, r53, run_id }
+        Cloud { project: cfg.project.clone(), endpoint, ec2, ssm, r53, run_id }
     }
 
     pub(crate) fn ec2(&self, region: &str) -> Result<&aws_sdk_ec2::Client, CloudError> {
         self.ec2.get(region).ok_or_else(|| CloudError::Other {
+            resource: "client".into(),
+            region: region.into(),
+            message: "region is not in the config".into(),
+        })
+    }
+
+    pub(crate) fn ssm(&self, region: &str) -> Result<&aws_sdk_ssm::Client, CloudError> {
+        self.ssm.get(region).ok_or_else(|| CloudError::Other {
             resource: "client".into(),
             region: region.into(),
             message: "region is not in the config".into(),
@@ -97,10 +116,19 @@ impl Cloud {
         E: ProvideErrorMetadata + std::error::Error + 'static,
         R: std::fmt::Debug + 'static,
     {
+        self.err_in(service_of(region), op, resource, region, e)
+    }
+
+    /// [`Cloud::err`] for a regional service other than EC2.
+    pub(crate) fn err_in<E, R>(&self, service: &'static str, op: &str, resource: &str, region: &str, e: SdkError<E, R>) -> CloudError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug + 'static,
+    {
         match &e {
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => CloudError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                service: service_of(region),
+                service,
                 region: region.into(),
                 detail: format!("{op}: {}", root_cause(&e)),
                 hint: self.unreachable_hint(),

@@ -48,19 +48,28 @@ impl Cloud {
         }
     }
 
-    /// Like [`Cloud::observe`], but a region whose EC2 API does not answer is left empty and
-    /// named in the second value instead of failing the whole observation: `failover` must
-    /// work when a region is dead. Route53 must answer.
+    /// Like [`Cloud::observe`], but what does not answer is left empty and named in the second
+    /// value instead of failing the whole observation: `failover` must work when a region, or
+    /// Route53's control plane, is dead. Names: the region for its EC2 API, `route53`, and
+    /// `ssm <region>` for a region's Parameter Store (where the failover state is kept).
     pub async fn observe_partial(&self, cfg: &Config) -> Result<(Observed, Vec<(String, CloudError)>), CloudError> {
         let t0 = std::time::Instant::now();
         let region_views = futures::future::join_all(cfg.regions.iter().map(|r| async move {
             let v = tokio::try_join!(self.observe_region(&r.name, &r.ami), self.observe_peerings(&r.name));
             (r.name.clone(), v)
         }));
-        let zone = self.observe_zone(&cfg.dns.zone);
-        let checks = self.observe_checks();
-        let (region_views, zone, checks) = tokio::join!(region_views, zone, checks);
-        let (zone, checks) = (zone?, checks?);
+        let global = async {
+            let (zone, checks) = tokio::try_join!(self.observe_zone(&cfg.dns.zone), self.observe_checks())?;
+            let (records, marks) = match &zone {
+                Some(z) => {
+                    let (r, m) = tokio::try_join!(self.observe_records(&z.id, &cfg.dns.api_record), self.zone_marks(&z.id))?;
+                    (r, Some(m))
+                }
+                None => (vec![], None),
+            };
+            Ok::<_, CloudError>((zone, checks, records, marks))
+        };
+        let (region_views, global) = tokio::join!(region_views, global);
         let mut regions = Vec::new();
         let mut peerings = Vec::new();
         let mut unreachable = Vec::new();
@@ -76,10 +85,15 @@ impl Cloud {
                 }
             }
         }
-        let (records, marks) = match &zone {
-            Some(z) => tokio::try_join!(self.observe_records(&z.id, &cfg.dns.api_record), self.zone_marks(&z.id))?,
-            None => (vec![], Marks::default()),
+        let (zone, checks, records, zone_marks) = match global {
+            Ok((zone, checks, records, marks)) => (zone, checks, records, marks.map(Ok)),
+            Err(e) => {
+                unreachable.push(("route53".to_string(), e.clone()));
+                (None, vec![], vec![], Some(Err(e)))
+            }
         };
+        let (marks, mark_places, stores_dead) = self.observe_marks(cfg, zone_marks).await;
+        unreachable.extend(stores_dead);
         let mut all: Vec<Found<PeeringAttrs>> = Vec::new();
         for p in peerings.into_iter().flatten() {
             if !all.iter().any(|q| q.id == p.id) {
@@ -87,7 +101,7 @@ impl Cloud {
             }
         }
         tracing::info!(elapsed_ms = t0.elapsed().as_millis() as u64, endpoint = %self.endpoint, "observed the cloud");
-        Ok((Observed { regions, peerings: all, zone, checks, records, marks }, unreachable))
+        Ok((Observed { regions, peerings: all, zone, checks, records, marks, mark_places }, unreachable))
     }
 
     async fn observe_region(&self, region: &str, ami: &Ami) -> Result<ObservedRegion, CloudError> {

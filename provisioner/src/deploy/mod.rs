@@ -48,6 +48,9 @@ pub struct DeployReport {
     /// `host:service` whose files changed in this run (restarted, or reloaded for Patroni).
     pub services_changed: Vec<String>,
     pub duration_ms: u128,
+    /// E.g. a region whose vault could not be updated.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]

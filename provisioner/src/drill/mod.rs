@@ -118,7 +118,12 @@ where
         ld.mark();
     }
     let s = Instant::now();
-    let fo = failover::run(cfg, tpl, &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, quiet: opts.quiet }).await;
+    let fo = failover::run(
+        cfg,
+        tpl,
+        &failover::Opts { to: to.clone(), planned: !opts.unplanned, force: false, resume: false, quiet: opts.quiet },
+    )
+    .await;
     let fo = match fo {
         Ok(r) => r,
         Err(e) => {

@@ -21,7 +21,6 @@ pub struct FailbackReport {
 /// fresh listing that must show every desired host of the region (else only `force` goes on).
 pub async fn unfence(w: &Situation, quiet: bool, force: bool) -> Result<(), FailoverError> {
     let Some(f) = &w.observed.marks.fence else { return Ok(()) };
-    let zone_id = zone_id(w)?;
     w.cloud.ec2_answers(&f.region).await.map_err(|e| {
         refused(format!("{} is fenced and its EC2 API does not answer: {e}", f.region), "retry when the region's API answers")
     })?;
@@ -47,7 +46,11 @@ pub async fn unfence(w: &Situation, quiet: bool, force: bool) -> Result<(), Fail
     crate::ssh::KnownHosts::new(crate::keys::key_dir(&w.cfg).join("known_hosts"))
         .forget(&addrs)
         .map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
-    w.cloud.set_marks(zone_id, &Marks { active: w.observed.marks.active.clone(), fence: None }).await?;
+    let next = Marks { epoch: 0, active: w.observed.marks.active.clone(), fence: None };
+    let written = w.cloud.write_marks(&w.configured, zone_id(w), &w.observed.marks, next).await?;
+    if !written.copies_failed.is_empty() && !quiet {
+        eprintln!("failback: the fence is cleared; not yet copied to: {}", written.copies_failed.join("; "));
+    }
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use super::hosts::{self, lsn_bytes, RegionHosts};
 use super::rungs::*;
 use super::*;
 use crate::config::Config;
-use crate::model::Fence;
+use crate::model::Marks;
 use crate::situation::Situation;
 use crate::template::Template;
 
@@ -37,10 +37,16 @@ pub fn check_target(cfg: &Config, to: &str) -> Result<(), FailoverError> {
 pub async fn failover(w: &Situation, tpl: &Template, opts: &Opts) -> Result<FailoverReport, FailoverError> {
     let to = opts.to.clone();
     check_target(&w.cfg, &to)?;
-    let from = w.cfg.active().name.clone();
-    // Fenced: only the same unplanned failover may continue (a resumed run); anything else waits for failback.
+    // Fenced: only the same unplanned failover may continue, and only when asked to (`--resume`):
+    // without it, a rival run that decided a moment ago and is still promoting would have company.
     let resuming = match &w.observed.marks.fence {
-        Some(f) if f.region == from && !opts.planned && to != from => true,
+        Some(f) if f.region != to && w.cfg.active().name == to && !opts.planned && opts.resume => true,
+        Some(f) if f.region != to && w.cfg.active().name == to && !opts.planned => {
+            return Err(refused(
+                format!("a failover to {to} was already decided (failover state epoch {}): {} is fenced since {} (unix ms); another run may still be promoting {to}", w.observed.marks.epoch, f.region, f.at_unix_ms),
+                format!("see `provision status`; if that run ended without finishing, finish it with `provision failover --to {to} --resume`"),
+            ))
+        }
         Some(f) => {
             return Err(refused(
                 format!("region {} is fenced since {} (unix ms) and {} holds the primary role: a second failover would leave no standby to fail over to", f.region, f.at_unix_ms, w.cfg.active().name),
@@ -48,6 +54,10 @@ pub async fn failover(w: &Situation, tpl: &Template, opts: &Opts) -> Result<Fail
             ))
         }
         None => false,
+    };
+    let from = match (&w.observed.marks.fence, resuming) {
+        (Some(f), true) => f.region.clone(),
+        _ => w.cfg.active().name.clone(),
     };
     if to == from && !resuming {
         return Err(refused(format!("{to} already holds the primary role"), "nothing to do; `provision status` shows the layout"));
@@ -91,8 +101,8 @@ async fn unplanned(
     report.rpo.old_primary_lsn = old_pos.as_ref().map(|p| p.lsn.clone());
     report.rpo.old_last_order_id = old_pos.as_ref().map(|p| p.last_order_id);
 
-    // 2. Fence the old region through its cloud control plane.
-    let fenced = tl.step("fence old region", fence(w, &old.region, opts.force)).await?;
+    // 2. Decide (the next epoch of the failover state) and fence the old region through its cloud control plane.
+    let fenced = tl.step("fence old region", fence(w, &old.region, &new.region, opts.force)).await?;
     report.fenced_instances = fenced.instances;
     report.notes.push(fenced.note);
 
@@ -101,8 +111,9 @@ async fn unplanned(
     report.rpo.new_primary_lsn = Some(promoted.lsn).filter(|s| !s.is_empty()).or(new_pos.as_ref().map(|p| p.lsn.clone()));
     report.rpo.new_last_order_id = promoted.last_order_id.or(new_pos.map(|p| p.last_order_id));
     tl.step("activate DR engines", activate(new)).await?;
-    let fence_mark = Some(Fence { region: old.region.clone(), at_unix_ms: now_ms() });
-    tl.step("flip DNS records", flip(w, &new.region, fence_mark)).await?;
+    let flipped = tl.step("flip DNS records", flip(w, &new.region)).await;
+    report.notes.extend(tl.steps.last().filter(|s| s.detail.starts_with("SKIPPED")).map(|s| s.detail.clone()));
+    flipped?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
     settle_rpo(&mut report.rpo);
     finish(w, tl, report).await
@@ -111,7 +122,7 @@ async fn unplanned(
 async fn planned(w: &Situation, old: &RegionHosts, new: &RegionHosts, opts: &Opts) -> Result<FailoverReport, FailoverError> {
     if let Some((r, e)) = w.unreachable.first() {
         return Err(refused(
-            format!("a planned switchover needs both regions, and {r}'s EC2 API does not answer: {e}"),
+            format!("a planned switchover needs both regions and Route53, and {r} does not answer: {e}"),
             "use `provision failover --to <region>` (unplanned) if that region is lost",
         ));
     }
@@ -136,7 +147,9 @@ async fn planned(w: &Situation, old: &RegionHosts, new: &RegionHosts, opts: &Opt
     report.rpo.new_primary_lsn = Some(promoted.lsn);
     report.rpo.new_last_order_id = promoted.last_order_id;
     tl.step("activate DR engines", activate(new)).await?;
-    tl.step("flip DNS records", flip(w, &new.region, None)).await?;
+    let next = Marks { epoch: 0, active: (new.region != w.cfg.primary().name).then(|| new.region.clone()), fence: None };
+    tl.step("record the primary role", async { decide(w, next).await.map(Rung::done) }).await?;
+    tl.step("flip DNS records", flip(w, &new.region)).await?;
     report.rto_ms = t0.elapsed().as_millis() as u64;
     tl.step("old primary streams from the new one", follows(old, new)).await?;
     settle_rpo(&mut report.rpo);

@@ -41,6 +41,9 @@ pub struct Opts {
     pub planned: bool,
     /// Go on when the old region's EC2 API does not answer (no fence through the cloud).
     pub force: bool,
+    /// Finish an unplanned failover that an earlier run decided but did not complete. Without
+    /// it such a state is refused: another run may still be working on it.
+    pub resume: bool,
     pub quiet: bool,
 }
 
@@ -61,6 +64,8 @@ pub enum FailoverError {
     Cloud(#[from] CloudError),
     #[error(transparent)]
     Key(#[from] crate::keys::KeyError),
+    #[error(transparent)]
+    Vault(Box<crate::vault::VaultError>),
     /// `failback`'s rebuild of the fenced region (`up` + `deploy`) failed.
     #[error(transparent)]
     Rebuild(Box<dyn std::error::Error + Send + Sync>),
@@ -71,6 +76,7 @@ impl From<LookError> for FailoverError {
         match e {
             LookError::Cloud(e) => FailoverError::Cloud(e),
             LookError::Key(e) => FailoverError::Key(e),
+            LookError::Vault(e) => FailoverError::Vault(Box::new(e)),
         }
     }
 }
@@ -83,7 +89,9 @@ pub(crate) fn refused(reason: impl Into<String>, fix: impl Into<String>) -> Fail
 /// and refused when the project has no hosted zone yet.
 pub async fn look(cfg: &Config, tpl: &Template) -> Result<Situation, FailoverError> {
     let s = Situation::look(cfg, tpl, Look::Partial, KeyUse::Read).await?;
-    zone_id(&s)?;
+    if s.observed.zone.is_none() && !route53_dead(&s) {
+        return Err(refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"));
+    }
     Ok(s)
 }
 
@@ -94,13 +102,14 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<FailoverRe
     failover(&s, tpl, opts).await
 }
 
-/// The project's hosted zone, where the failover marks live.
-pub(crate) fn zone_id(s: &Situation) -> Result<&str, FailoverError> {
-    s.observed
-        .zone
-        .as_ref()
-        .map(|z| z.id.as_str())
-        .ok_or_else(|| refused("the project has no hosted zone, so nothing serves clients yet", "run `provision up` first"))
+/// Whether Route53's control plane did not answer this look.
+pub(crate) fn route53_dead(s: &Situation) -> bool {
+    s.unreachable.iter().any(|(what, _)| what == "route53")
+}
+
+/// The project's hosted zone (None when Route53's control plane did not answer).
+pub(crate) fn zone_id(s: &Situation) -> Option<&str> {
+    s.observed.zone.as_ref().map(|z| z.id.as_str())
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -174,7 +183,15 @@ impl Timeline {
                 self.steps.push(StepTime { step: name.to_string(), duration_ms: ms, detail });
                 Ok(v)
             }
-            Err(e) => Err(FailoverError::Step { step: name.to_string(), source: Box::new(e), done: self.done() }),
+            Err(e) => {
+                // A refusal (e.g. another run decided first) is the answer itself, not a failed step to repeat.
+                let source: Box<dyn std::error::Error + Send + Sync> = Box::new(e);
+                match source.downcast::<FailoverError>() {
+                    Ok(fe) if matches!(*fe, FailoverError::Refused { .. }) => Err(*fe),
+                    Ok(fe) => Err(FailoverError::Step { step: name.to_string(), source: fe, done: self.done() }),
+                    Err(source) => Err(FailoverError::Step { step: name.to_string(), source, done: self.done() }),
+                }
+            }
         }
     }
 

@@ -48,38 +48,71 @@ pub(super) async fn positions(r: &RegionHosts) -> Option<Position> {
     tokio::time::timeout(Duration::from_millis(PROBE_DEAD_MS_MAX), f).await.ok().flatten()
 }
 
-/// Stops every instance of `region` through its EC2 API and records the fence on the zone
-/// first, so that `up` refuses to start them again. What it stops comes from a fresh listing
-/// that must show every desired host of the region. Without an answering API or a complete
-/// listing, only `force` goes on, and then what is not listed is not stopped: the report says so.
-pub(super) async fn fence(w: &Situation, region: &str, force: bool) -> Result<Rung<Fenced>, Msg> {
-    let zone_id = zone_id(w).map_err(|e| Msg(e.to_string()))?;
-    let at = now_ms();
-    let mut marks = w.observed.marks.clone();
-    marks.active = Some(w.cfg.active().name.clone());
-    marks.fence = Some(Fence { region: region.to_string(), at_unix_ms: at });
+/// Decides the failover and fences the old region: a fresh listing that must show every
+/// desired host of `region` (without an answering API or a complete listing, only `force`
+/// goes on, and then what is not listed is not stopped: the report says so), then the new
+/// failover state (`to` active, `region` fenced) as the next epoch (exactly one of two rival
+/// runs gets past this; the other is refused), then every listed instance stopped through EC2.
+pub(super) async fn fence(w: &Situation, region: &str, to: &str, force: bool) -> Result<Rung<Fenced>, FailoverError> {
+    // A resumed run keeps the fence the earlier run decided (same state: nothing is written).
+    let at = w.observed.marks.fence.as_ref().filter(|f| f.region == region).map(|f| f.at_unix_ms).unwrap_or_else(now_ms);
     let listing = match w.cloud.ec2_answers(region).await {
         Ok(()) => listing::fresh(w, region).await,
         Err(e) => Err(format!("its EC2 API does not answer: {e}")),
     };
     let gap = listing::incomplete(region, "stopped", &listing);
     if let (Some(gap), false) = (&gap, force) {
-        return Err(Msg(format!(
-            "{gap}: promoting the DR region now could leave two primaries taking writes if {region}'s hosts come back.\n  fix: retry when the API answers and lists every host, or pass --force after making sure {region}'s hosts are really down"
-        )));
+        return Err(refused(
+            format!("{gap}: promoting the DR region now could leave two primaries taking writes if {region}'s hosts come back"),
+            format!("retry when the API answers and lists every host, or pass --force after making sure {region}'s hosts are really down"),
+        ));
     }
-    w.cloud.set_marks(zone_id, &marks).await?;
+    let next = Marks {
+        epoch: 0,
+        active: (to != w.cfg.primary().name).then(|| to.to_string()),
+        fence: Some(Fence { region: region.into(), at_unix_ms: at }),
+    };
+    let decided = decide(w, next).await?;
     let ids = listing.as_ref().map(|l| l.ids_in(&["pending", "running", "stopping"])).unwrap_or_default();
     if !ids.is_empty() {
-        w.cloud.fence_instances(region, &ids, at).await?;
+        w.cloud.fence_instances(region, &ids, at).await.map_err(|e| FailoverError::Step {
+            step: "stop instances".into(),
+            source: Box::new(e),
+            done: decided.clone(),
+        })?;
     }
-    let mut note = format!("{region}: {} instance(s) stopped through EC2 and tagged {}", ids.len(), crate::model::TAG_FENCED);
+    let mut note = format!("{region}: {} instance(s) stopped through EC2 and tagged {}; {decided}", ids.len(), crate::model::TAG_FENCED);
     if let Some(gap) = gap {
         note = format!(
             "FORCED: {gap}. {note}. If the others come back they must not serve: run `provision failback` as soon as the API lists them"
         );
     }
     Ok(Rung::new(Fenced { instances: ids, note: note.clone() }, note))
+}
+
+/// Writes `next` as the failover state after the one this run read. A rival run that wrote
+/// first makes this a refusal that changes nothing. Returns one line about where it landed.
+pub(super) async fn decide(w: &Situation, next: Marks) -> Result<String, FailoverError> {
+    let prev = &w.observed.marks;
+    let write = w.cloud.write_marks(&w.configured, zone_id(w), prev, next).await.map_err(|e| match e {
+        e @ crate::cloud::CloudError::Raced { .. } => {
+            refused(e.to_string(), "run `provision status`: another operator's run is moving the primary role")
+        }
+        e => FailoverError::Cloud(e),
+    })?;
+    Ok(describe_write(prev, &write))
+}
+
+fn describe_write(prev: &Marks, w: &crate::cloud::MarksWrite) -> String {
+    if w.marks.epoch == prev.epoch {
+        return format!("failover state already at epoch {}", prev.epoch);
+    }
+    let copies = if w.copies_failed.is_empty() {
+        "copied to every place".to_string()
+    } else {
+        format!("not copied to: {} (`provision failback` or `up` repairs them)", w.copies_failed.join("; "))
+    };
+    format!("failover state epoch {} decided in {}'s Parameter Store, {copies}", w.marks.epoch, w.decided_in)
 }
 
 /// Removes `standby_cluster` from the region's dynamic config and turns on strict quorum
@@ -104,9 +137,16 @@ pub(super) async fn activate(r: &RegionHosts) -> Result<Rung<()>, Msg> {
 }
 
 /// Points the PRIMARY record at `active`'s gateways and the SECONDARY at the other region's
-/// (health checks kept on both) in one change, waits until INSYNC, then records the marks.
-pub(super) async fn flip(w: &Situation, active: &str, fence: Option<Fence>) -> Result<Rung<()>, Msg> {
-    let zone_id = zone_id(w).map_err(|e| Msg(e.to_string()))?;
+/// (health checks kept on both) in one change and waits until INSYNC. Only the record swap
+/// needs Route53's control plane: the health checks already send clients to the region that
+/// takes writes. So when the control plane did not answer, the swap is skipped and reported;
+/// `failback` (or `up`) makes it later.
+pub(super) async fn flip(w: &Situation, active: &str) -> Result<Rung<()>, Msg> {
+    let Some(zone_id) = zone_id(w) else {
+        return Ok(Rung::done(format!(
+            "SKIPPED: Route53's control plane did not answer, so the records still name the old PRIMARY; its failing health check makes Route53 answer {active}'s gateways (the SECONDARY) meanwhile. `provision failback` or `provision up` swaps them once it answers"
+        )));
+    };
     let d = &w.desired;
     let mut targets = Vec::new();
     for rs in &crate::desired::records(&w.cfg.with_active(active)) {
@@ -143,8 +183,6 @@ pub(super) async fn flip(w: &Situation, active: &str, fence: Option<Fence>) -> R
     }
     let change = w.cloud.flip_records(zone_id, &d.record_name, d.record_ttl_s, &targets).await?;
     w.cloud.wait_insync(&change).await?;
-    let marks = Marks { active: (active != w.cfg.primary().name).then(|| active.to_string()), fence };
-    w.cloud.set_marks(zone_id, &marks).await?;
     let primary = targets.iter().find(|t| t.failover == crate::model::Failover::Primary).map(|t| t.ips.join(",")).unwrap_or_default();
     Ok(Rung::done(format!("PRIMARY -> {active} ({primary}), change {change} INSYNC")))
 }

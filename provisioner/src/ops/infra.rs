@@ -108,7 +108,18 @@ pub async fn plan(cfg: &Config, tpl: &Template) -> Result<PlanReport, Error> {
 pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport, Error> {
     let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Ensure).await?;
     s.refuse_if_fenced()?;
-    Ok(converge(&s, opts).await?.0)
+    let repaired = s.repair_marks().await?;
+    let mut report = converge(&s, opts).await?.0;
+    report.notes.extend(keep_in_vault(&s).await?);
+    report.notes.extend(repaired.into_iter().map(|p| format!("failover state copied to {p}")));
+    Ok(report)
+}
+
+/// Puts the key, secrets and pinned host keys this run made into the project's vault in AWS;
+/// a region it could not write becomes a note (the next run retries).
+async fn keep_in_vault(s: &Situation) -> Result<Vec<String>, Error> {
+    let failed = crate::vault::push(&s.configured, &s.cloud).await?;
+    Ok(failed.into_iter().map(|f| format!("vault not updated in {f}")).collect())
 }
 
 /// Plans and applies until the plan is empty (at most [`UP_ROUNDS_MAX`] rounds), starting
@@ -207,6 +218,14 @@ pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
             cloud.set_marks(&z.id, &crate::model::Marks::default()).await?;
         }
     }
+    // The failover state and the vault go too (the local `.provision/` keeps key and secrets).
+    let mut notes = vec![];
+    for r in &cfg.regions {
+        let n = cloud.forget_project_parameters(&r.name).await?;
+        if n > 0 {
+            notes.push(format!("{}: {n} parameter(s) removed from the Parameter Store", r.name));
+        }
+    }
     let remaining = PlanReport::of(&plan_down(&observed)).steps;
     if remaining.is_empty() {
         // The hosts are gone: their pinned host keys would only refuse the next ones that
@@ -220,7 +239,7 @@ pub async fn down(cfg: &Config, opts: &Opts) -> Result<ApplyReport, Error> {
         steps_skipped: skipped,
         failures,
         remaining,
-        notes: vec![],
+        notes,
         duration_ms: t0.elapsed().as_millis(),
     })
 }
@@ -244,16 +263,20 @@ impl FullUpReport {
 pub async fn up_all(cfg: &Config, tpl: &Template, concurrency: usize, quiet: bool) -> Result<FullUpReport, Error> {
     let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Ensure).await?;
     s.refuse_if_fenced()?;
-    let (infra, changed) = converge(&s, &Opts { concurrency, quiet, defer_records: true }).await?;
+    let repaired = s.repair_marks().await?;
+    let (mut infra, changed) = converge(&s, &Opts { concurrency, quiet, defer_records: true }).await?;
+    infra.notes.extend(repaired.into_iter().map(|p| format!("failover state copied to {p}")));
     if !infra.ok() {
+        infra.notes.extend(keep_in_vault(&s).await?);
         return Ok(FullUpReport { infra, deploy: None, records: None });
     }
     // When the infrastructure needed nothing, the first look is still current for the deploy
     // and the records (deploy works over SSH only): one look instead of three.
     let s = if changed { s.refresh(tpl, KeyUse::Ensure).await? } else { s };
-    let d = deploy_in(&s, tpl, quiet).await?;
+    let d = deploy_in(&s, tpl, quiet).await;
+    infra.notes.extend(keep_in_vault(&s).await?);
     let (records, _) = converge(&s, &Opts { concurrency, quiet, defer_records: false }).await?;
-    Ok(FullUpReport { infra, deploy: Some(d), records: Some(records) })
+    Ok(FullUpReport { infra, deploy: Some(d?), records: Some(records) })
 }
 
 /// Puts the software on the running hosts (over SSH) and waits for the primary region to be
@@ -261,7 +284,10 @@ pub async fn up_all(cfg: &Config, tpl: &Template, concurrency: usize, quiet: boo
 pub async fn deploy(cfg: &Config, tpl: &Template, quiet: bool) -> Result<crate::deploy::DeployReport, Error> {
     let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Ensure).await?;
     s.refuse_if_fenced()?;
-    deploy_in(&s, tpl, quiet).await
+    let d = deploy_in(&s, tpl, quiet).await;
+    let mut d = d?;
+    d.notes.extend(keep_in_vault(&s).await?);
+    Ok(d)
 }
 
 async fn deploy_in(s: &Situation, tpl: &Template, quiet: bool) -> Result<crate::deploy::DeployReport, Error> {

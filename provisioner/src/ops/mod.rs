@@ -43,6 +43,8 @@ pub enum Error {
     Fenced(#[from] crate::roles::FencedError),
     #[error(transparent)]
     Preflight(#[from] crate::preflight::PreflightError),
+    #[error(transparent)]
+    Vault(#[from] crate::vault::VaultError),
 }
 
 impl From<crate::situation::LookError> for Error {
@@ -50,6 +52,7 @@ impl From<crate::situation::LookError> for Error {
         match e {
             crate::situation::LookError::Cloud(e) => Error::Cloud(e),
             crate::situation::LookError::Key(e) => Error::Key(e),
+            crate::situation::LookError::Vault(e) => Error::Vault(e),
         }
     }
 }

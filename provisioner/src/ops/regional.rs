@@ -44,7 +44,7 @@ pub async fn failback(cfg: &Config, tpl: &Template, quiet: bool, force: bool) ->
         report.notes.push(format!("{home} already holds the primary role"));
         return Ok(report);
     }
-    let opts = failover::Opts { to: home, planned: true, force: false, quiet };
+    let opts = failover::Opts { to: home, planned: true, force: false, resume: false, quiet };
     report.switchover = Some(failover::failover(&s, tpl, &opts).await?);
     Ok(report)
 }

@@ -21,6 +21,10 @@ pub struct StatusReport {
     /// `FailureThreshold` observations, so during a change this may lead or trail the real
     /// answer by up to interval x threshold (30 s for the project's checks).
     pub answer: Option<DnsAnswer>,
+    /// Whether the records name the region that holds the primary role ("swapped"), or a
+    /// failover made without Route53's control plane left them for later ("pending": Route53
+    /// still answers the active region, through the failing check of the old PRIMARY).
+    pub records: RecordsState,
     /// What runs on the hosts (empty when no host is reachable).
     pub live: Vec<crate::deploy::live::RegionLive>,
 }
@@ -43,6 +47,17 @@ pub struct DnsAnswer {
     pub secondary_healthy: Option<bool>,
 }
 
+#[derive(Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RecordsState {
+    /// The PRIMARY record names the active region's gateways.
+    Swapped,
+    /// The PRIMARY record still names the other region: `failback` or `up` swaps it.
+    Pending,
+    /// No records yet, or Route53's control plane did not answer.
+    Unknown,
+}
+
 /// Bound on reading one record's health through `GetHealthCheckStatus`.
 const HEALTH_READ_MS_MAX: u64 = 5_000;
 
@@ -60,6 +75,21 @@ pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error>
         cfg.active().name,
         if cfg.active.is_some() { "moved there by a failover" } else { "as configured" }
     ));
+    let places: Vec<String> = s
+        .observed
+        .mark_places
+        .iter()
+        .map(|p| format!("{}: {}", p.place, p.epoch.map_or("did not answer".into(), |e| format!("epoch {e}"))))
+        .collect();
+    dns.push(format!("failover state: epoch {} ({})", s.observed.marks.epoch, places.join(", ")));
+    let records = records_state(&s);
+    if records == RecordsState::Pending {
+        dns.push(format!(
+            "records PENDING: the PRIMARY record still names {}'s gateways; Route53 answers {}'s through the health checks until `provision failback` or `provision up` swaps them",
+            cfg.passive().name,
+            cfg.active().name
+        ));
+    }
     if let Some(f) = &s.observed.marks.fence {
         dns.push(format!("{} is FENCED since {} (unix ms): run `provision failback` to rebuild it", f.region, f.at_unix_ms));
     }
@@ -67,7 +97,7 @@ pub async fn status(cfg: &Config, tpl: &Template) -> Result<StatusReport, Error>
         Ok(inv) if keys::private_key_path(cfg).exists() => crate::deploy::live::probe(cfg, tpl, inv).await,
         _ => vec![],
     };
-    Ok(StatusReport { cloud: s.observed, unreachable, dns, answer, live })
+    Ok(StatusReport { cloud: s.observed, unreachable, dns, answer, records, live })
 }
 
 /// The answer Route53 gives for the API name, from the records and their checks' status.
@@ -96,6 +126,23 @@ async fn route53_answer(s: &Situation) -> Option<DnsAnswer> {
         primary_healthy: p_ok,
         secondary_healthy: s_ok,
     })
+}
+
+/// Whether the PRIMARY record names the active region's gateways.
+fn records_state(s: &Situation) -> RecordsState {
+    let o = &s.observed;
+    let Some(primary) = o.records.iter().find(|r| r.failover.as_deref() == Some("PRIMARY")) else { return RecordsState::Unknown };
+    let names = |region: &str| {
+        o.region(region).is_some_and(|r| {
+            r.instances.iter().any(|i| [&i.attrs.private_ip, &i.attrs.public_ip].into_iter().flatten().any(|ip| primary.ips.contains(ip)))
+        })
+    };
+    match (names(&s.cfg.active().name), names(&s.cfg.passive().name)) {
+        (true, _) => RecordsState::Swapped,
+        (false, true) => RecordsState::Pending,
+        _ if s.observed.marks.fence.is_some() => RecordsState::Pending,
+        _ => RecordsState::Unknown,
+    }
 }
 
 /// The API name's records: what each failover record points at.

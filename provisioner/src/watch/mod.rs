@@ -169,7 +169,7 @@ pub async fn run(cfg: &Config, tpl: &Template, opts: &WatchOpts, sink: &dyn Sink
         }
         let Some(to) = watch.tick(&w, opts.interval_ms, sink).await else { continue };
         watch.report.stopped_by = "failover".into();
-        let fo = failover::Opts { to, planned: false, force: false, quiet: opts.quiet };
+        let fo = failover::Opts { to, planned: false, force: false, resume: false, quiet: opts.quiet };
         tokio::select! {
             r = failover::run(cfg, tpl, &fo) => match r {
                 Ok(r) => {
