@@ -105,6 +105,10 @@ async fn assert_nothing_left(project: &str) {
     assert!(checks.is_empty(), "health checks left: {checks:?}");
     assert!(zone.is_none(), "zone left: {zone:?}");
     assert!(records.is_empty(), "records left: {records:?}");
+    for region in [PRIMARY, DR] {
+        let params = project_parameters(region, project).await;
+        assert!(params.is_empty(), "parameters left in {region}: {params:?}");
+    }
 }
 
 /// What `compact` must give, checked through the API.
@@ -112,6 +116,8 @@ async fn assert_compact(project: &str) {
     for (region, region_role, vpc, peer) in
         [(PRIMARY, "primary", "10.50.0.0/16", "10.60.0.0/16"), (DR, "dr", "10.60.0.0/16", "10.50.0.0/16")]
     {
+        let vault = project_parameters(region, project).await;
+        assert!(vault.contains(&format!("/provision/{project}/vault/id_ed25519")), "{region}: the project key is not in the vault: {vault:?}");
         let inst = instances(region, project).await;
         let by_role = |r: &str| inst.iter().filter(|i| i.role == r).cloned().collect::<Vec<_>>();
         let (app, db) = (by_role("app"), by_role("db"));

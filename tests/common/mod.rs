@@ -161,6 +161,16 @@ pub async fn route53() -> aws_sdk_route53::Client {
     aws_sdk_route53::Client::new(&sdk(PRIMARY).await)
 }
 
+/// The names of the project's parameters in `region` (failover state and vault), read
+/// through SSM's API; values are never read here.
+pub async fn project_parameters(region: &str, project: &str) -> Vec<String> {
+    let c = aws_sdk_ssm::Client::new(&sdk(region).await);
+    let r = c.get_parameters_by_path().path(format!("/provision/{project}/")).recursive(true).send().await.unwrap();
+    let mut v: Vec<String> = r.parameters().iter().filter_map(|p| p.name().map(String::from)).collect();
+    v.sort();
+    v
+}
+
 /// The failover state's epochs in `region`'s Parameter Store (sorted), read through SSM's API.
 pub async fn state_epochs(region: &str, project: &str) -> Vec<u64> {
     let c = aws_sdk_ssm::Client::new(&sdk(region).await);
