@@ -117,7 +117,10 @@ async fn assert_compact(project: &str) {
         [(PRIMARY, "primary", "10.50.0.0/16", "10.60.0.0/16"), (DR, "dr", "10.60.0.0/16", "10.50.0.0/16")]
     {
         let vault = project_parameters(region, project).await;
-        assert!(vault.contains(&format!("/provision/{project}/vault/id_ed25519")), "{region}: the project key is not in the vault: {vault:?}");
+        assert!(
+            vault.contains(&format!("/provision/{project}/vault/id_ed25519")),
+            "{region}: the project key is not in the vault: {vault:?}"
+        );
         let inst = instances(region, project).await;
         let by_role = |r: &str| inst.iter().filter(|i| i.role == r).cloned().collect::<Vec<_>>();
         let (app, db) = (by_role("app"), by_role("db"));

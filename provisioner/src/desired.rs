@@ -58,23 +58,11 @@ pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired
     }
 }
 
-/// What the config and template ask for together that AWS would refuse later: a health
-/// check's CallerReference over 64 characters, more hosts in an AZ than its subnet holds.
+/// What the config and template ask for together that AWS would refuse later: more hosts in
+/// an AZ than its subnet holds. (CallerReferences fit for every valid config: the key is hashed.)
 /// Checked before the first API call.
 pub fn check_fits(cfg: &Config, tpl: &Template) -> Result<(), crate::config::ConfigError> {
     let d = desired(cfg, tpl, "");
-    let keys = d.http_checks.iter().map(|c| &c.key).chain(d.region_checks.iter().map(|c| &c.key));
-    if let Some(key) = keys.max_by_key(|k| k.len()) {
-        let n = caller_reference(&cfg.project, key, &"0".repeat(RUN_ID_CHARS)).len();
-        if n > CALLER_REFERENCE_CHARS_MAX {
-            let allowed = cfg.project.len().saturating_sub(n - CALLER_REFERENCE_CHARS_MAX);
-            return Err(cfg.error_at(
-                &["project"],
-                format!("the health check {key} would get a CallerReference of {n} characters; AWS allows {CALLER_REFERENCE_CHARS_MAX}"),
-                format!("shorten the project name to at most {allowed} characters"),
-            ));
-        }
-    }
     for r in &d.regions {
         for sn in &r.subnets {
             let hosts = r.hosts.iter().filter(|h| h.subnet_key == sn.key).count();

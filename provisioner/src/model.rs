@@ -138,10 +138,21 @@ pub const CALLER_REFERENCE_CHARS_MAX: usize = 64;
 /// A run id is the unix time in ms in hex: 11 digits until the year 2527.
 pub const RUN_ID_CHARS: usize = 11;
 
-/// The CallerReference of a health check or zone `provision` creates: it names the project
-/// and the logical key, so a re-run finds what an interrupted one made.
+/// Hex digits of a key's SHA-256 in a CallerReference.
+pub const KEY_HASH_CHARS: usize = 12;
+
+/// The CallerReference of a health check or zone `provision` creates: the project, a hash of
+/// the logical key (the key itself is a tag: a long region name and key would pass AWS's 64
+/// characters) and the run. At most 10 + 24 + 1 + 12 + 1 + 11 = 59 characters for any valid
+/// project name.
 pub fn caller_reference(project: &str, key: &str, run_id: &str) -> String {
-    format!("provision:{project}:{key}:{run_id}")
+    format!("provision:{project}:{}:{run_id}", key_hash(key))
+}
+
+pub fn key_hash(key: &str) -> String {
+    use sha2::Digest;
+    let h = sha2::Sha256::digest(key.as_bytes());
+    h.iter().map(|b| format!("{b:02x}")).collect::<String>()[..KEY_HASH_CHARS].to_string()
 }
 
 /// Which of an instance's addresses the records, health checks and SSH use: decided once, in
@@ -377,4 +388,19 @@ impl Observed {
 /// The one to keep among resources sharing a key: the lowest id, so every run picks the same.
 pub fn pick<'a, A>(found: &'a [Found<A>], key: &str) -> Option<&'a Found<A>> {
     found.iter().filter(|f| f.key == key).min_by(|a, b| a.id.cmp(&b.id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caller_reference_fits_for_the_longest_project_region_and_key() {
+        let project = "p".repeat(24); // config::validate's limit
+        let key = "ap-southeast-4/check/gateway-9999";
+        let r = caller_reference(&project, key, &"f".repeat(RUN_ID_CHARS));
+        assert!(r.len() <= CALLER_REFERENCE_CHARS_MAX, "{r}: {} characters", r.len());
+        assert_ne!(key_hash("us-east-1/check/gateway-0"), key_hash("us-east-1/check/gateway-1"));
+        assert_eq!(key_hash(key).len(), KEY_HASH_CHARS);
+    }
 }

@@ -343,7 +343,39 @@ impl Cloud {
             }
             marker = r.next_marker().map(str::to_string);
         }
+        let keys = self.check_key_tags(&out.iter().map(|c| c.id.clone()).collect::<Vec<_>>()).await?;
+        for c in &mut out {
+            c.key = match keys.get(&c.id) {
+                Some(k) => k.clone(),
+                // Whole keys contain '/'; a hash without a key tag is a check whose create was
+                // interrupted before its tags: a key nothing wants, so the plan removes it.
+                None if c.key.contains('/') => c.key.clone(),
+                None => format!("untagged/check/{}", c.key),
+            };
+        }
         Ok(out)
+    }
+
+    /// The `provision:key` tag of each health check, read 10 at a time.
+    async fn check_key_tags(&self, ids: &[String]) -> Result<std::collections::BTreeMap<String, String>, CloudError> {
+        let mut keys = std::collections::BTreeMap::new();
+        for chunk in ids.chunks(10) {
+            let r = self
+                .r53
+                .list_tags_for_resources()
+                .resource_type(aws_sdk_route53::types::TagResourceType::Healthcheck)
+                .set_resource_ids(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| self.err("ListTagsForResources", "health checks", "global", e))?;
+            for set in r.resource_tag_sets() {
+                let key = set.tags().iter().find(|t| t.key() == Some(TAG_KEY)).and_then(|t| t.value());
+                if let (Some(id), Some(key)) = (set.resource_id(), key) {
+                    keys.insert(id.to_string(), key.to_string());
+                }
+            }
+        }
+        Ok(keys)
     }
 
     pub(crate) async fn observe_records(&self, zone_id: &str, record: &str) -> Result<Vec<RecordFound>, CloudError> {
