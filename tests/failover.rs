@@ -377,4 +377,9 @@ async fn dataplane_failover(p: &Project, lab: &Lab, s: &Secrets, key: &str, dr: 
     assert_eq!(st["records"], "pending", "status says the records still name the old PRIMARY: {}", st["dns"]);
     let out = provision_cmd(&second_cfg, &["failback"]).output().unwrap();
     assert!(out.status.success(), "failback from the second checkout: {}", stderr(&out));
+    // It used the project's key and secrets from the vault, never fresh ones.
+    for f in ["id_ed25519", "secrets/admin_token", "secrets/db_superuser_password", &format!("secrets/internal_token.{DR}")] {
+        let read = |dir: &std::path::Path| std::fs::read_to_string(dir.join(".provision").join(&p.name).join(f)).unwrap();
+        assert!(read(second.path()) == read(p.dir.path()), "the second checkout's {f} differs from the first's");
+    }
 }
