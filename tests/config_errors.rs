@@ -406,17 +406,6 @@ const CASES: &[Case] = &[
         hides: &[],
     },
     Case {
-        name: "project name makes the health check CallerReference too long",
-        edits: &[("project = \"cfgtest\"", "project = \"cfgtestcfgtestcfgtestcfg\"")],
-        template: None,
-        files: NO_FILES,
-        line_of: "project = ",
-        file: "regions.toml",
-        field: "project",
-        says: &["CallerReference", "64", "shorten the project name"],
-        hides: &[],
-    },
-    Case {
         name: "endpoint with a path",
         edits: &[("ENDPOINT_PORT\"", "ENDPOINT_PORT/api\"")],
         template: None,
