@@ -3,7 +3,11 @@
 //! its CPU, its memory, its DB latency, or losing reach to a majority of its peers (then it is
 //! the one cut off). A threshold crossed for `breach_seconds` consecutive samples isolates
 //! the node (it gives up its leaderships and reports `isolated`, so the gateway stops
-//! routing to it); as many clean samples in a row bring it back. A dead or slow peer is
+//! routing to it); as many clean samples in a row bring it back. A fault is the node's own
+//! only if a peer of its module does not share it: a node steps aside only while another
+//! node of its module is healthy (active, not isolated, and clean for `breach_seconds`
+//! samples in a row), so a cause every node sees (a saturated machine, a stalled commit)
+//! isolates none of them, and the last healthy node of a module never goes. A dead or slow peer is
 //! reported (metric `engine_peer_up`, webhook `peer_unreachable` / `peer_reachable`) and
 //! never makes a healthy node step aside: the gateways route around it. Each transition is a log
 //! line, a metric and a JSON POST to the admin webhooks (bounded retries, off the
@@ -14,7 +18,7 @@ use crate::node::Node;
 mod primary;
 
 use crate::partition::{Elimination, Event, Fenced, MarketHalted, Quarantine, Takeover};
-use crate::protocol::{paths, MODE_ACTIVE};
+use crate::protocol::{paths, NodeStatus, MODE_ACTIVE};
 use engine_config::Module;
 use serde_json::json;
 use std::sync::atomic::Ordering;
@@ -180,12 +184,14 @@ async fn run(node: Arc<Node>) {
             breach += 1;
             tracing::debug!(?breaches, breach, "threshold crossed");
         }
+        let n = m.breach_seconds.max(1);
+        node.state.breaching.store(clean < n, Ordering::SeqCst);
         watch_gateways(&node, &mut unreached);
         let isolated = node.state.isolated.load(Ordering::SeqCst);
-        let n = m.breach_seconds.max(1);
         if !isolated && breach >= n {
-            // Isolating the last healthy node of a module would turn a degradation into an
-            // outage (e.g. a cluster-wide slow DB): then stay, and say so once.
+            // Only a fault a healthy peer does not share is this node's own: with no healthy
+            // peer (a cause they all see, such as a slow DB, or the module's last node) stay,
+            // and say so once. Isolating would turn a degradation into an outage.
             if healthy_peers(&node, http.as_ref()).await > 0 {
                 node.state.isolated.store(true, Ordering::SeqCst);
                 suppressed = false;
@@ -327,21 +333,16 @@ async fn sample_db(node: &Node, db: &mut Option<crate::db::Session>, sample: &mu
     }
 }
 
-/// Peers of this node's module that are up, active and not isolated.
+/// Peers of this node's module that answer, are active, not isolated and not breaching
+/// (clean for `breach_seconds` samples in a row), all asked at once.
 async fn healthy_peers(node: &Node, http: Option<&reqwest::Client>) -> usize {
     let Some(http) = http else { return 0 };
-    let mut n = 0;
-    for p in node.cfg.peers.iter().filter(|p| p.module == node.cfg.module && p.node_id != node.cfg.node_id) {
+    let asks = node.cfg.peers.iter().filter(|p| p.module == node.cfg.module && p.node_id != node.cfg.node_id).map(|p| async move {
         let url = format!("http://{}{}", p.addr, paths::NODE_STATUS);
-        if let Ok(r) = http.get(&url).send().await {
-            if let Ok(v) = r.json::<serde_json::Value>().await {
-                if v["isolated"] == false && v["mode"] == MODE_ACTIVE {
-                    n += 1;
-                }
-            }
-        }
-    }
-    n
+        let s: NodeStatus = http.get(&url).send().await.ok()?.json().await.ok()?;
+        Some(!s.isolated && !s.breaching && s.mode == MODE_ACTIVE)
+    });
+    futures::future::join_all(asks).await.into_iter().filter(|h| *h == Some(true)).count()
 }
 
 fn transition(node: &Arc<Node>, event: &str, breaches: &[String], sample: &Sample) {

@@ -115,6 +115,7 @@ impl Node {
             pg_any,
             mode: std::sync::atomic::AtomicU8::new(if cfg.mode == RegionMode::Active { 0 } else { 1 }),
             isolated: Default::default(),
+            breaching: Default::default(),
             shutting_down: Default::default(),
             batch_max: cfg.batch_max.max(1),
             leader_silence: std::time::Duration::from_millis(cfg.db.leader_silence_ms.max(1)),
@@ -241,6 +242,7 @@ impl Node {
             region: self.cfg.region.clone(),
             mode: if self.state.is_active() { MODE_ACTIVE } else { MODE_STANDBY }.to_string(),
             isolated: self.state.isolated.load(Ordering::SeqCst),
+            breaching: self.state.breaching.load(Ordering::SeqCst),
             leading: self.leading(),
             received: None,
         }

@@ -104,6 +104,8 @@ pub struct NodeState {
     /// 0 active, 1 standby.
     pub mode: AtomicU8,
     pub isolated: AtomicBool,
+    /// The monitor's latest sample crossed a threshold (shown in `/internal/status`).
+    pub breaching: AtomicBool,
     pub shutting_down: AtomicBool,
     pub batch_max: usize,
     /// `db.leader_silence_ms`: how long a lock holder's session may wait on its client

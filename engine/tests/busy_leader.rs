@@ -15,12 +15,7 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_waiting_on_a_stalled_commit_is_not_eliminated() {
     let hooks = Webhooks::start().await;
-    let hook = hooks.url.clone();
-    let c = Cluster::start(3, |n| n.monitor.webhook_urls = vec![hook.clone()]);
-    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
-        c.dump_logs();
-        panic!("cluster never healthy: {e}");
-    }
+    let c = Cluster::healthy(3, &hooks).await;
     let gw = c.gw.clone();
     let key = create_user(&gw, 80).await;
     deposit(&gw, "b-usd", 80, "USD", 1_000_000).await;

@@ -14,12 +14,7 @@ async fn metrics(addr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_node_reports_the_db_promotion_it_sees() {
     let hooks = Webhooks::start().await;
-    let hook = hooks.url.clone();
-    let mut c = Cluster::start(1, |n| n.monitor.webhook_urls = vec![hook.clone()]);
-    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
-        c.dump_logs();
-        panic!("cluster never healthy: {e}");
-    }
+    let mut c = Cluster::healthy(1, &hooks).await;
     // Every node has seen the first primary (timeline 1) before it goes.
     let t = Instant::now();
     for n in &c.node_cfgs {

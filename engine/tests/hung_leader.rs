@@ -22,12 +22,7 @@ const SERVES_AGAIN_WITHIN: Duration = Duration::from_secs(3);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_leader_loses_its_partition_within_3s_and_commits_nothing_after() {
     let hooks = Webhooks::start().await;
-    let hook = hooks.url.clone();
-    let c = Cluster::start(3, |n| n.monitor.webhook_urls = vec![hook.clone()]);
-    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
-        c.dump_logs();
-        panic!("cluster never healthy: {e}");
-    }
+    let c = Cluster::healthy(3, &hooks).await;
     let keys = traders(&c.gw).await;
     let (stop, acks) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::<Ack>::new())));
     let tasks = load(&c.gw, &keys, &stop, &acks);

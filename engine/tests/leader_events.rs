@@ -34,12 +34,7 @@ async fn metrics(addr: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_and_a_fenced_leader_are_each_a_metric_and_a_webhook() {
     let hooks = Webhooks::start().await;
-    let hook = hooks.url.clone();
-    let c = Cluster::start(1, |n| n.monitor.webhook_urls = vec![hook.clone()]);
-    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
-        c.dump_logs();
-        panic!("cluster never healthy: {e}");
-    }
+    let c = Cluster::healthy(1, &hooks).await;
     let node = c.node_cfgs.iter().find(|n| n.node_id == "matching-1").expect("matching-1");
     let epoch: i64 = c.env.pg.sql(&format!("SELECT epoch FROM partitions WHERE partition_key = '{PARTITION}'")).parse().unwrap();
     let first = wait_event(&hooks, "first leader_takeover", |e| about(e, "leader_takeover", &format!("partition {PARTITION} taken"))).await;

@@ -93,12 +93,7 @@ async fn reported(c: &Cluster, hooks: &Webhooks) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_poison_order_is_quarantined_and_the_market_keeps_serving() {
     let hooks = Webhooks::start().await;
-    let hook = hooks.url.clone();
-    let mut c = Cluster::start(3, |n| n.monitor.webhook_urls = vec![hook.clone()]);
-    if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
-        c.dump_logs();
-        panic!("cluster never healthy: {e}");
-    }
+    let mut c = Cluster::healthy(3, &hooks).await;
     let keys = traders(&c.gw).await;
     let (stop, acks) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::<Ack>::new())));
     let tasks = load(&c.gw, &keys, &stop, &acks);

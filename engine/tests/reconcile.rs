@@ -16,10 +16,8 @@ const ADMIN: (&str, &str) = ("x-admin-token", ADMIN_TOKEN);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conservation_break_is_reported_once_and_recovers() {
     let hooks = Webhooks::start().await;
-    let url = hooks.url.clone();
-    let mut c = Cluster::start(1, |n| n.monitor.webhook_urls = vec![url.clone()]);
+    let mut c = Cluster::healthy(1, &hooks).await;
     assert_eq!(c.node_cfgs[0].monitor.reconcile_interval_ms, engine_config::DEFAULT_RECONCILE_INTERVAL_MS);
-    wait_healthy(&c.gw, Duration::from_secs(60)).await.expect("healthy");
     trade_and_move_money(&c.gw).await;
 
     let r = reconcile(&c.gw).await;

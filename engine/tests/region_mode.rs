@@ -31,13 +31,11 @@ async fn standby_rejects_writes_then_becomes_active() {
         let mut cfg = env.node_config(&p.node_id, p.module, port, &peers);
         cfg.mode = RegionMode::Standby;
         cfg.db = env.pg.standby_only_db_config();
-        cfg.monitor.interval_ms = 200;
         cfg.monitor.webhook_urls = vec![hooks.url.clone()];
         nodes.push(env.spawn_node(&cfg));
     }
     let mut gcfg = env.gateway_config(free_port(), &peers);
     gcfg.db = env.pg.standby_only_db_config();
-    gcfg.retry_budget_ms = 3000;
     let _gw_proc = env.spawn_gateway(&gcfg);
     let gw = format!("http://{}", gcfg.listen);
     let user = [("x-api-key", key)];

@@ -489,8 +489,11 @@ fn default_batch_in_flight_max() -> usize {
 fn default_probe_ms() -> u64 {
     DEFAULT_PROBE_INTERVAL_MS
 }
+/// Default of `GatewayConfig::retry_budget_ms`.
+pub const DEFAULT_RETRY_BUDGET_MS: u64 = 5000;
+
 fn default_retry_budget_ms() -> u64 {
-    5000
+    DEFAULT_RETRY_BUDGET_MS
 }
 
 macro_rules! toml_io {

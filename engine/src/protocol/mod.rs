@@ -86,6 +86,10 @@ pub mod paths {
 /// (Fields in alphabetical order: the JSON is the one `json!` used to render.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NodeStatus {
+    /// Its latest monitor sample crossed a threshold (it may not be isolated yet). A peer
+    /// that is breaching does not count as healthy when another node decides to step aside.
+    #[serde(default)]
+    pub breaching: bool,
     #[serde(default)]
     pub db_sessions: usize,
     /// Partitions it leads whose DB work (usually a commit) is outstanding: age in ms.
@@ -208,7 +212,7 @@ mod tests {
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(
             text,
-            r#"{"db_sessions":0,"in_flight_ms":{"wallet/1":7},"isolated":false,"leading":["matching/BTC-USD"],"mode":"","module":"","node_id":"","region":""}"#
+            r#"{"breaching":false,"db_sessions":0,"in_flight_ms":{"wallet/1":7},"isolated":false,"leading":["matching/BTC-USD"],"mode":"","module":"","node_id":"","region":""}"#
         );
         let back: NodeStatus = serde_json::from_str(&text).unwrap();
         assert_eq!(back.leading, s.leading);

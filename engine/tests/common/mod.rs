@@ -238,7 +238,6 @@ impl Pg {
             dbname: "exchange".into(),
             user: "postgres".into(),
             password_file: None,
-            connect_timeout_ms: 2000,
             ..DbConfig::default()
         }
     }
@@ -351,7 +350,7 @@ impl Env {
             exchange: ExchangeConfig::example(),
             admin_token_file: self.token_file.clone(),
             internal_token_file: self.internal_token_file.clone(),
-            monitor: MonitorConfig { breach_seconds: 1000, ..MonitorConfig::default() },
+            monitor: MonitorConfig::default(),
             log: LogConfig { format: "json".into(), level: "info".into() },
             batch_max: 1024,
         }
@@ -374,8 +373,8 @@ impl Env {
             exchange: ExchangeConfig::example(),
             admin_token_file: self.token_file.clone(),
             internal_token_file: self.internal_token_file.clone(),
-            probe_interval_ms: 100,
-            retry_budget_ms: 8000,
+            probe_interval_ms: DEFAULT_PROBE_INTERVAL_MS,
+            retry_budget_ms: DEFAULT_RETRY_BUDGET_MS,
             batch_orders_max: DEFAULT_BATCH_ORDERS_MAX,
             batch_in_flight_max: DEFAULT_BATCH_IN_FLIGHT_MAX,
             public_reads_per_s_max: DEFAULT_PUBLIC_READS_PER_S_MAX,
@@ -448,6 +447,16 @@ impl Cluster {
         let gateway = env.spawn_gateway(&gcfg);
         let gw = format!("http://{}", gcfg.listen);
         Cluster { env, nodes, node_cfgs, gateway, gw }
+    }
+
+    /// `per_module` nodes of each module with the shipped defaults, their monitors posting
+    /// to `hooks`, and the gateway healthy (a panic otherwise; the logs are dumped on drop).
+    pub async fn healthy(per_module: usize, hooks: &Webhooks) -> Cluster {
+        let c = Cluster::start(per_module, |n| n.monitor.webhook_urls = vec![hooks.url.clone()]);
+        if let Err(e) = wait_healthy(&c.gw, Duration::from_secs(60)).await {
+            panic!("cluster never healthy: {e}");
+        }
+        c
     }
 
     pub fn dump_logs(&self) {

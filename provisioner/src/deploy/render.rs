@@ -250,17 +250,11 @@ fn db_config(ctx: &Ctx, region: &str) -> DbConfig {
     db
 }
 
-/// Isolation thresholds. Generous on purpose: a node gives up its leaderships when one is
-/// crossed, so a busy host (CPU is not a sign of a bad node) must not trigger it.
+/// The engine's shipped isolation thresholds, with the operator's webhooks. A cause every
+/// node shares (a busy region, a slow DB) isolates none of them (the engine's monitor
+/// steps aside only for a fault a healthy peer does not share), so nothing is loosened here.
 fn monitor(webhook_urls: &[String]) -> MonitorConfig {
-    MonitorConfig {
-        cpu_max_percent: 100.0,
-        peer_rtt_max_ms: 1000,
-        db_latency_max_ms: 2000,
-        breach_seconds: 10,
-        webhook_urls: webhook_urls.to_vec(),
-        ..MonitorConfig::default()
-    }
+    MonitorConfig { webhook_urls: webhook_urls.to_vec(), ..MonitorConfig::default() }
 }
 
 fn peers(ctx: &Ctx, region: &str) -> Vec<PeerConfig> {
@@ -353,4 +347,17 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
         ));
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deployed nodes run the engine's shipped thresholds; only the webhooks are the operator's.
+    #[test]
+    fn deployed_monitor_is_the_shipped_default() {
+        let hooks = vec!["https://ops.example/hook".to_string()];
+        let m = monitor(&hooks);
+        assert_eq!(m, MonitorConfig { webhook_urls: hooks, ..MonitorConfig::default() });
+    }
 }
