@@ -31,11 +31,20 @@ if curl -fsS --max-time 2 "$url" >/dev/null 2>&1; then
 fi
 
 printf 'nameserver 127.0.0.1\n' > "$state/resolv.conf"
+# The images EC2 offers: moto's defaults plus Debian 12's (owner 136693071363, the project's
+# supported image family; moto ships none). MOTO_AMIS_PATH replaces moto's list, so the
+# defaults are copied in.
+"$venv/bin/python" - "$here/debian-12-amis.json" "$state/amis.json" <<'PY'
+import gzip, json, os, sys, moto
+base = json.load(gzip.open(os.path.join(os.path.dirname(moto.__file__), "ec2/resources/amis.json.gz")))
+json.dump(base + json.load(open(sys.argv[1])), open(sys.argv[2], "w"))
+PY
 : > "$log"
 # setsid: its own process group, so stop.sh ends LocalStack and every child it spawned.
 # unshare --mount: the bind mount of resolv.conf is seen by LocalStack alone.
 setsid env \
   SERVICES=ec2,route53,sts,iam,ssm \
+  MOTO_AMIS_PATH="$state/amis.json" \
   GATEWAY_LISTEN=127.0.0.1:4566 \
   LOCALSTACK_VOLUME_DIR="$state/volume" \
   DNS_ADDRESS=0 \

@@ -63,6 +63,8 @@ async fn ec2_counts(region: &str, project: &str) -> BTreeMap<&'static str, usize
     m.insert("security_group", c.describe_security_groups().filters(f()).send().await.unwrap().security_groups().len());
     m.insert("key_pair", c.describe_key_pairs().filters(f()).send().await.unwrap().key_pairs().len());
     m.insert("instance", instances(region, project).await.len());
+    let volumes = c.describe_volumes().filters(f()).send().await.unwrap();
+    m.insert("volume", volumes.volumes().iter().filter(|v| v.state().map(|s| s.as_str()) != Some("deleting")).count());
     let pcx = c.describe_vpc_peering_connections().filters(f()).send().await.unwrap();
     let gone = |p: &aws_sdk_ec2::types::VpcPeeringConnection| p.status().and_then(|s| s.code()).map(|c| c.as_str()) == Some("deleted");
     m.insert("peering", pcx.vpc_peering_connections().iter().filter(|p| tag(p.tags(), "Project") == Some(project) && !gone(p)).count());
@@ -137,8 +139,16 @@ async fn assert_compact(project: &str) {
         let c = ec2(region).await;
         let counts = ec2_counts(region, project).await;
         assert_eq!(
-            (counts["vpc"], counts["subnet"], counts["igw"], counts["route_table"], counts["security_group"], counts["key_pair"]),
-            (1, 3, 1, 1, 2, 1),
+            (
+                counts["vpc"],
+                counts["subnet"],
+                counts["igw"],
+                counts["route_table"],
+                counts["security_group"],
+                counts["key_pair"],
+                counts["volume"]
+            ),
+            (1, 3, 1, 1, 2, 1, 3),
             "{region}: {counts:?}"
         );
 
@@ -179,6 +189,28 @@ async fn assert_compact(project: &str) {
             let m = i.metadata_options();
             let tokens = m.and_then(|m| m.http_tokens()).map(|t| t.as_str());
             assert_eq!((tokens, m.and_then(|m| m.http_put_response_hop_limit())), (Some("required"), Some(1)), "{region}: {m:?}");
+            // Issue 18: the cloud-config is the instance's UserData, and a DB host has an
+            // encrypted gp3 data volume (an app host none).
+            let id = i.instance_id().unwrap();
+            let a = c.describe_instance_attribute().instance_id(id).attribute("userData".into()).send().await.unwrap();
+            let b64 = a.user_data().and_then(|u| u.value()).unwrap_or_default();
+            let text = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64).unwrap()).unwrap();
+            assert!(
+                text.starts_with("#cloud-config\n") && text.contains(&format!("/opt/{project}/bin")),
+                "{region} {id}: UserData {text:?}"
+            );
+            let role = tag(i.tags(), "provision:role").unwrap_or_default();
+            let data = i.block_device_mappings().iter().find(|b| b.device_name() == Some("/dev/sdf"));
+            let Some(vol) = data.and_then(|b| b.ebs()).and_then(|e| e.volume_id()) else {
+                assert_ne!(role, "db", "{region} {id}: a DB host without its data volume");
+                continue;
+            };
+            assert_eq!(role, "db", "{region} {id}: a data volume on a {role} host");
+            let v = c.describe_volumes().volume_ids(vol).send().await.unwrap();
+            let v = &v.volumes()[0];
+            let got = (v.volume_type().map(|t| t.as_str()), v.encrypted(), v.size());
+            assert_eq!(got, (Some("gp3"), Some(true), Some(100)), "{region} {id}: data volume {vol}");
+            assert!(text.contains(r#"[ "yes" = yes ]"#), "{region} {id}: a DB host's cloud-config formats its volume");
         }
 
         // Routes: default via the IGW, the peer VPC via the peering.
@@ -340,6 +372,33 @@ async fn an_instance_type_an_az_does_not_offer_is_refused_before_anything_is_cre
         assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
         for says in ["nothing was created", "instance_types.app = \"t3.medium\" is not offered in us-east-1e", "us-east-1a", "fix:"] {
             assert!(err.contains(says), "{cmd} must say {says:?}: {err}");
+        }
+    }
+    assert_nothing_left(&p.name).await;
+}
+
+/// Issue 18: an image `provision` cannot deploy onto (here Ubuntu 16.04, whose packages and
+/// glibc are too old) is refused by `plan` and `up` before anything is created, naming the
+/// region, the image and the supported one. An arm64 Debian 12 image is refused too.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_image_that_is_not_debian_12_on_x86_64_is_refused_before_anything_is_created() {
+    let p = Project::new("img", "compact");
+    let debian = r#"ami = { name = "debian-12-amd64-*", owner = "136693071363" }"#;
+    let cases = [
+        (r#"ami = { name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }"#, "not a Debian 12 image"),
+        (r#"ami = { name = "debian-12-arm64-*", owner = "136693071363" }"#, "is built for arm64"),
+    ];
+    let shipped = std::fs::read_to_string(p.config()).unwrap();
+    assert!(shipped.contains(debian), "the test config uses Debian 12");
+    for (ami, why) in cases {
+        std::fs::write(p.config(), shipped.replacen(debian, ami, 1)).unwrap();
+        for cmd in ["plan", "up"] {
+            let out = p.run(&[cmd, "--output", "json"]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+            for says in ["region us-east-1: the image ami-", why, "fix `ami`", "debian-12-amd64-*"] {
+                assert!(err.contains(says), "{cmd} must say {says:?}: {err}");
+            }
         }
     }
     assert_nothing_left(&p.name).await;

@@ -18,7 +18,7 @@ pub fn dedupe(or: &ObservedRegion) -> (ObservedRegion, ObservedRegion) {
         (Some(h), Some(v)) if !v.is_empty() => Some(h == v),
         _ => None,
     };
-    let mut kept = ObservedRegion { name: or.name.clone(), ami_id: or.ami_id.clone(), ..Default::default() };
+    let mut kept = ObservedRegion { name: or.name.clone(), image: or.image.clone(), ..Default::default() };
     let mut extra = ObservedRegion { name: or.name.clone(), ..Default::default() };
     (kept.vpcs, extra.vpcs) = split(&or.vpcs, |f| place(Some(&f.id)));
     (kept.subnets, extra.subnets) = split(&or.subnets, |f| place(Some(&f.attrs.vpc)));

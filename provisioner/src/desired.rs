@@ -8,7 +8,6 @@ use crate::template::Template;
 
 /// Subnets are the VPC split in 4 (prefix + 2); AZ `i` gets subnet `i`.
 const SUBNET_PREFIX_EXTRA: u8 = 2;
-const OPEN_CIDR: &str = "0.0.0.0/0";
 
 pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired {
     let regions: Vec<DesiredRegion> = cfg
@@ -134,7 +133,9 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
             }
         }
         if g.gateway {
-            rules.push(Rule::tcp(tpl.ports.gateway_http, OPEN_CIDR));
+            for c in &cfg.client_cidrs {
+                rules.push(Rule::tcp(tpl.ports.gateway_http, c.to_string()));
+            }
             for c in &vpcs {
                 rules.push(Rule::tcp(tpl.ports.gateway_admin, c.clone()));
             }
@@ -164,6 +165,7 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
                 modules: g.modules.clone(),
                 gateway: g.gateway,
                 database: g.database,
+                data_volume_gib: g.data_volume_gib,
             });
         }
     }

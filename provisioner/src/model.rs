@@ -58,6 +58,8 @@ pub struct HostSpec {
     pub modules: Vec<String>,
     pub gateway: bool,
     pub database: bool,
+    /// An encrypted gp3 volume for the host's data (DB hosts: PostgreSQL), in GiB.
+    pub data_volume_gib: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -270,10 +272,20 @@ pub struct PeeringAttrs {
     pub accepter_vpc: String,
 }
 
+/// A machine image, as DescribeImages shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    /// `x86_64`, `arm64`, ...
+    pub architecture: String,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ObservedRegion {
     pub name: String,
-    pub ami_id: Option<String>,
+    /// The newest image matching the region's `ami` (None: nothing matches).
+    pub image: Option<Image>,
     pub vpcs: Vec<Found<VpcAttrs>>,
     pub subnets: Vec<Found<SubnetAttrs>>,
     pub igws: Vec<Found<IgwAttrs>>,

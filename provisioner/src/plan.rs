@@ -15,6 +15,8 @@ pub enum PlanError {
         "no AMI matches the config in {region}; fix `ami` for that region in the config (name filter + owner, or an id that exists there)"
     )]
     NoAmi { region: String },
+    #[error("region {region}: the image {why}; fix `ami` for that region in the config: Debian 12, e.g. ami = {{ name = \"{}\", owner = \"{}\" }}", crate::image::DEBIAN_12_NAME, crate::image::DEBIAN_OWNER)]
+    UnsupportedImage { region: String, why: String },
 }
 
 /// A change the config asks for that the resource cannot take in place.
@@ -250,7 +252,11 @@ impl Planner<'_> {
         let mut to_start = Vec::new();
         for h in &dr.hosts {
             let Some(f) = pick(&or.instances, &h.key) else {
-                let ami = or.ami_id.clone().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
+                let image = or.image.as_ref().ok_or_else(|| PlanError::NoAmi { region: region.clone() })?;
+                if let Some(why) = crate::image::unsupported(image) {
+                    return Err(PlanError::UnsupportedImage { region: region.clone(), why });
+                }
+                let ami = image.id.clone();
                 let (sn, sg) = (&subnets[&h.subnet_key], &sgs[&h.sg_key]);
                 let a = Action::RunInstance {
                     region: region.clone(),

@@ -96,7 +96,11 @@ fn empty(d: &Desired) -> Observed {
         regions: d
             .regions
             .iter()
-            .map(|r| ObservedRegion { name: r.name.clone(), ami_id: Some("ami-1".into()), ..Default::default() })
+            .map(|r| ObservedRegion {
+                name: r.name.clone(),
+                image: Some(Image { id: "ami-1".into(), name: "debian-12-amd64-20241201-1948".into(), architecture: "x86_64".into() }),
+                ..Default::default()
+            })
             .collect(),
         ..Default::default()
     }
@@ -248,10 +252,25 @@ fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
 fn a_missing_ami_names_the_region() {
     let d = want();
     let mut o = empty(&d);
-    o.regions[1].ami_id = None;
+    o.regions[1].image = None;
     check(Want::Up(&d), &o, "
         error: no AMI matches the config in us-west-2; fix `ami` for that region in the config (name filter + owner, or an id that exists there)
     ");
+}
+
+#[test]
+fn an_image_that_is_not_debian_12_is_refused_before_a_launch() {
+    let d = want();
+    let mut o = empty(&d);
+    let xenial = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-20211001";
+    o.regions[0].image = Some(Image { id: "ami-2".into(), name: xenial.into(), architecture: "x86_64".into() });
+    let Err(err) = plan_up(&d, &o).map(|_| ()) else { panic!("a xenial image was accepted") };
+    let err = err.to_string();
+    assert!(err.starts_with("region us-east-1: the image ami-2 (\"ubuntu/images/"), "{err}");
+    assert!(
+        err.contains("not a Debian 12 image") && err.contains(r#"ami = { name = "debian-12-amd64-*", owner = "136693071363" }"#),
+        "{err}"
+    );
 }
 
 #[test]

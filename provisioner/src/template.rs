@@ -27,6 +27,10 @@ pub struct Template {
     pub ports: Ports,
 }
 
+/// gp3's size range, in GiB.
+pub const DATA_VOLUME_GIB_MIN: u32 = 1;
+pub const DATA_VOLUME_GIB_MAX: u32 = 16_384;
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HostGroup {
@@ -40,6 +44,10 @@ pub struct HostGroup {
     pub gateway: bool,
     #[serde(default)]
     pub database: bool,
+    /// Size of each host's encrypted gp3 data volume (PostgreSQL's directory), in GiB.
+    /// Required on database groups.
+    #[serde(default)]
+    pub data_volume_gib: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -139,6 +147,23 @@ impl Template {
                     "database hosts carry nothing else".into(),
                     "put modules and gateways on other host groups",
                 ));
+            }
+            match (g.database, g.data_volume_gib) {
+                (true, None) => {
+                    return Err(err(
+                        &["hosts", &idx, "database"],
+                        "a database group without data_volume_gib (its encrypted data volume)".into(),
+                        "add data_volume_gib = 100 (GiB) to the group",
+                    ))
+                }
+                (_, Some(gib)) if !(DATA_VOLUME_GIB_MIN..=DATA_VOLUME_GIB_MAX).contains(&gib) => {
+                    return Err(err(
+                        &["hosts", &idx, "data_volume_gib"],
+                        format!("{gib} GiB"),
+                        &format!("use {DATA_VOLUME_GIB_MIN}..={DATA_VOLUME_GIB_MAX} GiB (gp3's range)"),
+                    ))
+                }
+                _ => {}
             }
         }
         Ok(())

@@ -63,7 +63,7 @@ name = "{PRIMARY}"
 vpc_cidr = "{primary_cidr}"
 azs = ["us-east-1a", "us-east-1b", "us-east-1c"]
 ssh_user = "root"
-ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
+ami = {{ name = "debian-12-amd64-*", owner = "136693071363" }}
 instance_types = {{ app = "t3.medium", db = "r6i.large", gateway = "t3.small" }}
 
 [[region]]
@@ -72,7 +72,7 @@ name = "{DR}"
 vpc_cidr = "{dr_cidr}"
 azs = ["us-west-2a", "us-west-2b", "us-west-2c"]
 ssh_user = "root"
-ami = {{ name = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*", owner = "099720109477" }}
+ami = {{ name = "debian-12-amd64-*", owner = "136693071363" }}
 instance_types = {{ app = "t3.medium", db = "r6i.large", gateway = "t3.small" }}
 "#
     )

@@ -108,7 +108,7 @@ impl Cloud {
         let c = self.ec2(region)?;
         let f = || tags::project_filter(&self.project);
         let e = |op: &str| op.to_string();
-        let (vpcs, subnets, igws, rts, sgs, kps, inst, ami_id) = tokio::try_join!(
+        let (vpcs, subnets, igws, rts, sgs, kps, inst, image) = tokio::try_join!(
             async { c.describe_vpcs().filters(f()).send().await.map_err(|x| self.err(&e("DescribeVpcs"), "VPCs", region, x)) },
             async { c.describe_subnets().filters(f()).send().await.map_err(|x| self.err("DescribeSubnets", "subnets", region, x)) },
             async {
@@ -133,7 +133,7 @@ impl Cloud {
             self.resolve_ami(region, ami),
         )?;
         let (leaving, instances) = inst.into_iter().partition(|i| i.attrs.state == "shutting-down");
-        let mut o = ObservedRegion { name: region.to_string(), ami_id, instances, leaving, ..Default::default() };
+        let mut o = ObservedRegion { name: region.to_string(), image, instances, leaving, ..Default::default() };
         for v in vpcs.vpcs() {
             o.vpcs.push(Found {
                 key: tags::key(v.tags()),
@@ -246,19 +246,20 @@ impl Cloud {
         Ok(out)
     }
 
-    async fn resolve_ami(&self, region: &str, ami: &Ami) -> Result<Option<String>, CloudError> {
+    async fn resolve_ami(&self, region: &str, ami: &Ami) -> Result<Option<Image>, CloudError> {
         let c = self.ec2(region)?;
         let req = match ami {
             Ami::Id { id } => c.describe_images().image_ids(id),
             Ami::Filter { name, owner } => c.describe_images().owners(owner).filters(Filter::builder().name("name").values(name).build()),
         };
         match req.send().await {
-            Ok(r) => Ok(r
-                .images()
-                .iter()
-                .max_by(|a, b| a.creation_date().cmp(&b.creation_date()))
-                .and_then(|i| i.image_id())
-                .map(str::to_string)),
+            Ok(r) => Ok(r.images().iter().max_by(|a, b| a.creation_date().cmp(&b.creation_date())).and_then(|i| {
+                Some(Image {
+                    id: i.image_id()?.to_string(),
+                    name: i.name().unwrap_or_default().to_string(),
+                    architecture: i.architecture().map(|a| a.as_str().to_string()).unwrap_or_default(),
+                })
+            })),
             Err(e) => {
                 let err = self.err("DescribeImages", "AMI", region, e);
                 match err {

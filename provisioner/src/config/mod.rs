@@ -131,6 +131,14 @@ fn default_ttl_s() -> i64 {
 pub struct Access {
     pub operator_cidr: String,
     pub ssh_public_key: Option<String>,
+    /// Where clients may reach the public API port from (default: anywhere). Route53's
+    /// health checkers must be among them, or every check fails.
+    #[serde(default = "default_client_cidrs")]
+    pub client_cidrs: Vec<String>,
+}
+
+fn default_client_cidrs() -> Vec<String> {
+    vec!["0.0.0.0/0".into()]
 }
 
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
@@ -203,6 +211,8 @@ pub struct Config {
     pub template: String,
     pub dns: Dns,
     pub operator_cidr: Ipv4Net,
+    /// `access.client_cidrs`: the public API port is open to these only.
+    pub client_cidrs: Vec<Ipv4Net>,
     pub ssh_public_key: Option<PathBuf>,
     pub endpoint_url: Option<String>,
     pub health_target: HealthTarget,

@@ -38,6 +38,17 @@ impl Validator<'_> {
         }
         self.validate_dns(&raw.dns)?;
         let operator_cidr = self.cidr(&["access", "operator_cidr"], &raw.access.operator_cidr)?;
+        if raw.access.client_cidrs.is_empty() {
+            return Err(self.err(
+                &["access", "client_cidrs"],
+                "is empty: no client could reach the API, and no Route53 health check either",
+                "list the networks clients come from, or remove the field for anywhere (\"0.0.0.0/0\")",
+            ));
+        }
+        let mut client_cidrs = Vec::new();
+        for (i, c) in raw.access.client_cidrs.iter().enumerate() {
+            client_cidrs.push(self.cidr(&["access", "client_cidrs", &i.to_string()], c)?);
+        }
         let ssh_public_key = match raw.access.ssh_public_key.as_deref() {
             Some(p) => Some(self.public_key(p, dir)?),
             None => None,
@@ -89,6 +100,7 @@ impl Validator<'_> {
             template: raw.template,
             dns: raw.dns,
             operator_cidr,
+            client_cidrs,
             ssh_public_key,
             endpoint_url,
             health_target,

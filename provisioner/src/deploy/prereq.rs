@@ -61,8 +61,28 @@ pub fn service_user_command() -> String {
     )
 }
 
+/// The distro's own units for what Patroni and deploy run themselves: masked before the
+/// packages are installed, so their postinst never starts them and no boot does (Debian's
+/// etcd would hold 2379, its PostgreSQL a default cluster on 5432).
+pub const DISTRO_UNITS: &[&str] = &["etcd.service", "postgresql.service", "postgresql@15-main.service"];
+/// How long apt waits for the dpkg lock that cloud-init or unattended-upgrades may hold at
+/// first boot, instead of failing at once.
+pub const APT_LOCK_TIMEOUT_S: u32 = 600;
+
+/// Installs `packages` with apt, after masking [`DISTRO_UNITS`] (where systemd is), turning
+/// off the default PostgreSQL cluster, and with `policy-rc.d` refusing every service start
+/// for the install's duration (any init system). The same steps as `templates/cloud-init.yaml`.
 pub fn install_command(packages: &[&str]) -> String {
-    format!("command -v apt-get >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q {}", packages.join(" "))
+    let apt = format!("DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S} -q");
+    [
+        "command -v apt-get >/dev/null".to_string(),
+        format!("{{ ! command -v systemctl >/dev/null || systemctl mask {}; }}", DISTRO_UNITS.join(" ")),
+        "mkdir -p /etc/postgresql-common".into(),
+        "{ grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; }".into(),
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d".into(),
+        format!("{{ {apt} update && {apt} install -y {}; ok=$?; rm -f /usr/sbin/policy-rc.d; [ $ok = 0 ]; }}", packages.join(" ")),
+    ]
+    .join(" && ")
 }
 
 #[cfg(test)]
@@ -78,5 +98,18 @@ mod tests {
         // The install script pins the same release it puts at PATRONI_BIN.
         assert!(INSTALL_PATRONI_SH.contains(&format!("version={PATRONI_VERSION}\n")), "install-patroni.sh pins another release");
         assert!(check_command(&req).contains("/usr/lib/postgresql/15/bin/postgres"));
+    }
+
+    /// Issue 18: the distro's etcd and PostgreSQL are masked before apt runs, no default
+    /// cluster is made, no service starts during the install, and apt waits for the lock.
+    #[test]
+    fn the_install_masks_the_distro_services_first_and_waits_for_the_apt_lock() {
+        let c = install_command(&["etcd-server", "postgresql-15"]);
+        let at = |s: &str| c.find(s).unwrap_or_else(|| panic!("{s:?} not in {c}"));
+        let install = at("install -y etcd-server postgresql-15");
+        assert!(at("systemctl mask etcd.service postgresql.service postgresql@15-main.service") < install);
+        assert!(at("create_main_cluster = false") < install);
+        assert!(at("exit 101") < install && install < at("rm -f /usr/sbin/policy-rc.d"));
+        assert!(c.contains("DPkg::Lock::Timeout=600"));
     }
 }

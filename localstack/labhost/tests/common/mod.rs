@@ -139,8 +139,8 @@ impl Cloud {
 
     pub fn ami(&self, region: &str) -> String {
         let c = self.client(region);
-        let f = Filter::builder().name("name").values("ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*").build();
-        let r = self.retry_unseen(|| c.describe_images().owners("099720109477").filters(f.clone()).send()).unwrap();
+        let f = Filter::builder().name("name").values("debian-12-amd64-*").build();
+        let r = self.retry_unseen(|| c.describe_images().owners("136693071363").filters(f.clone()).send()).unwrap();
         r.images().first().and_then(|i| i.image_id()).expect("an ubuntu AMI").to_string()
     }
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest, InstanceType, IpPermission, IpRange,
-    ResourceType, TagSpecification,
+    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
+    InstanceType, IpPermission, IpRange, ResourceType, TagSpecification, VolumeType,
 };
 
 use super::{already_done, other, Created, Outputs};
@@ -240,6 +240,11 @@ impl Cloud {
             (TAG_GATEWAY, host.gateway.to_string()),
             (TAG_DATABASE, host.database.to_string()),
         ];
+        let mut specs = vec![tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra)];
+        if host.data_volume_gib.is_some() {
+            // The data volume carries the project's tags too (it goes with its instance).
+            specs.push(tags::spec(ResourceType::Volume, &self.project, &format!("{}/data", host.key), &host.name, &extra));
+        }
         let b = self
             .ec2(region)?
             .run_instances()
@@ -251,8 +256,10 @@ impl Cloud {
             .subnet_id(subnet)
             .security_group_ids(sg)
             .metadata_options(imds_v2_only())
+            .user_data(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::userdata::user_data(&self.project, host)))
+            .set_block_device_mappings(host.data_volume_gib.map(|gib| vec![data_volume(gib)]))
             .client_token(format!("{}-{}", host.key.replace('/', "-"), self.run_id))
-            .tag_specifications(tags::spec(ResourceType::Instance, &self.project, &host.key, &host.name, &extra));
+            .set_tag_specifications(Some(specs));
         let r = self.eventually("RunInstances", &host.key, region, || b.clone().send()).await?;
         let i = r.instances().first().ok_or_else(|| other(&host.key, region, "RunInstances returned no instance"))?;
         Ok(Some(Created {
@@ -323,6 +330,22 @@ impl Cloud {
             tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
         }
     }
+}
+
+/// The device name a host's data volume is attached as (Nitro instances show it as an NVMe
+/// disk; cloud-init finds it either way, see `templates/cloud-init.yaml`).
+pub const DATA_VOLUME_DEVICE: &str = "/dev/sdf";
+
+/// An encrypted gp3 volume of `gib` GiB (the account's default EBS key), deleted with its
+/// instance: the host's data, off the root disk.
+fn data_volume(gib: u32) -> BlockDeviceMapping {
+    let ebs = EbsBlockDevice::builder()
+        .volume_type(VolumeType::Gp3)
+        .volume_size(i32::try_from(gib).unwrap_or(i32::MAX))
+        .encrypted(true)
+        .delete_on_termination(true)
+        .build();
+    BlockDeviceMapping::builder().device_name(DATA_VOLUME_DEVICE).ebs(ebs).build()
 }
 
 /// The instance metadata service answers only session-token (IMDSv2) requests, and only to
