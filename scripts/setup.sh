@@ -10,7 +10,8 @@ if grep -q "required by LocalStack" /etc/resolv.conf 2>/dev/null; then
   printf 'nameserver 8.8.8.8\n' > /etc/resolv.conf
 fi
 
-pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl python3-venv procps bind9-dnsutils)
+# systemd: only its `systemd-analyze verify`, which checks the units deploy installs on AWS.
+pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl python3-venv procps bind9-dnsutils systemd)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do

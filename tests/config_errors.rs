@@ -33,7 +33,7 @@ const NO_FILES: &[(&str, &str)] = &[];
 
 const COMPACT: &str = include_str!("../templates/compact.toml");
 
-/// 64 more hosts in each of two more groups: 65 per AZ, more than a /26 subnet holds (59).
+/// 64 more hosts in each of two more groups: 64 app hosts per AZ, more than a /27 private subnet holds (27).
 const CROWDED_GROUPS: &str = "[[hosts]]\nrole = \"app2\"\ncount = 64\ninstance_type = \"app\"\nmodules = [\"matching\"]\n\n\
 [[hosts]]\nrole = \"app3\"\ncount = 64\ninstance_type = \"app\"\nmodules = [\"otc\"]\n\n[[hosts]]\nrole = \"db\"";
 
@@ -425,6 +425,17 @@ const CASES: &[Case] = &[
         file: "regions.toml",
         field: "region.0.vpc_cidr",
         says: &["usable addresses", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "a private health target against AWS's own endpoints",
+        edits: &[("url = \"http://127.0.0.1:ENDPOINT_PORT\"\n", "")],
+        template: None,
+        files: NO_FILES,
+        line_of: "health_target = ",
+        file: "regions.toml",
+        field: "endpoint.health_target",
+        says: &["cannot reach a private address", "public_ip"],
         hides: &[],
     },
     Case {

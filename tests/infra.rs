@@ -63,6 +63,9 @@ async fn ec2_counts(region: &str, project: &str) -> BTreeMap<&'static str, usize
     m.insert("security_group", c.describe_security_groups().filters(f()).send().await.unwrap().security_groups().len());
     m.insert("key_pair", c.describe_key_pairs().filters(f()).send().await.unwrap().key_pairs().len());
     m.insert("instance", instances(region, project).await.len());
+    let nats = c.describe_nat_gateways().filter(f()).send().await.unwrap();
+    m.insert("nat", nats.nat_gateways().iter().filter(|n| n.state().map(|s| s.as_str()) != Some("deleted")).count());
+    m.insert("address", c.describe_addresses().filters(f()).send().await.unwrap().addresses().len());
     let volumes = c.describe_volumes().filters(f()).send().await.unwrap();
     m.insert("volume", volumes.volumes().iter().filter(|v| v.state().map(|s| s.as_str()) != Some("deleting")).count());
     let pcx = c.describe_vpc_peering_connections().filters(f()).send().await.unwrap();
@@ -146,9 +149,11 @@ async fn assert_compact(project: &str) {
                 counts["route_table"],
                 counts["security_group"],
                 counts["key_pair"],
-                counts["volume"]
+                counts["volume"],
+                counts["nat"],
+                counts["address"]
             ),
-            (1, 3, 1, 1, 2, 1, 3),
+            (1, 6, 1, 2, 2, 1, 3, 1, 1),
             "{region}: {counts:?}"
         );
 
@@ -183,9 +188,24 @@ async fn assert_compact(project: &str) {
             assert_eq!(rules, want, "{region}: security group {role}");
         }
 
+        // Subnets: a public and a private one per AZ.
+        let subnets = c.describe_subnets().filters(tag_filter(project)).send().await.unwrap();
+        let subnet_key: BTreeMap<String, String> = subnets
+            .subnets()
+            .iter()
+            .map(|s| (s.subnet_id().unwrap().to_string(), tag(s.tags(), "provision:key").unwrap_or_default().to_string()))
+            .collect();
+        let public_subnet = |id: &str| subnet_key.get(id).is_some_and(|k| k.contains("/subnet/public-"));
+        assert_eq!(subnet_key.keys().filter(|id| public_subnet(id)).count(), 3, "{region}: public subnets {subnet_key:?}");
+
         // Every host's metadata service takes IMDSv2 session requests only, from one hop.
         let described = c.describe_instances().filters(tag_filter(project)).send().await.unwrap();
         for i in described.reservations().iter().flat_map(|r| r.instances()) {
+            // Gateways sit in public subnets with a public address; the rest in private
+            // subnets with none.
+            let gateway = tag(i.tags(), "provision:gateway") == Some("true");
+            let placed = (public_subnet(i.subnet_id().unwrap_or_default()), i.public_ip_address().is_some());
+            assert_eq!(placed, (gateway, gateway), "{region} {:?}: (public subnet, public address)", i.instance_id());
             let m = i.metadata_options();
             let tokens = m.and_then(|m| m.http_tokens()).map(|t| t.as_str());
             assert_eq!((tokens, m.and_then(|m| m.http_put_response_hop_limit())), (Some("required"), Some(1)), "{region}: {m:?}");
@@ -213,14 +233,24 @@ async fn assert_compact(project: &str) {
             assert!(text.contains(r#"[ "yes" = yes ]"#), "{region} {id}: a DB host's cloud-config formats its volume");
         }
 
-        // Routes: default via the IGW, the peer VPC via the peering.
+        // Routes: the public subnets' default via the IGW, the private ones' via the NAT
+        // gateway (available, in a public subnet); both reach the peer VPC via the peering.
+        let nats = c.describe_nat_gateways().filter(tag_filter(project)).send().await.unwrap();
+        let nat =
+            nats.nat_gateways().iter().find(|n| n.state().map(|s| s.as_str()) == Some("available")).expect("an available NAT gateway");
+        assert!(public_subnet(nat.subnet_id().unwrap_or_default()), "{region}: the NAT gateway is not in a public subnet");
         let rts = c.describe_route_tables().filters(tag_filter(project)).send().await.unwrap();
-        let rt = &rts.route_tables()[0];
-        let igw = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0")).and_then(|r| r.gateway_id());
-        assert!(igw.is_some_and(|g| g.starts_with("igw-")), "{region}: no default route via IGW");
-        let pcx = rt.routes().iter().find(|r| r.destination_cidr_block() == Some(peer)).and_then(|r| r.vpc_peering_connection_id());
-        assert!(pcx.is_some_and(|p| p.starts_with("pcx-")), "{region}: no route to {peer} via peering");
-        assert_eq!(rt.associations().iter().filter(|a| a.subnet_id().is_some()).count(), 3, "{region}: subnets not associated");
+        for rt in rts.route_tables() {
+            let public = tag(rt.tags(), "provision:key").is_some_and(|k| !k.ends_with("/private"));
+            let default = rt.routes().iter().find(|r| r.destination_cidr_block() == Some("0.0.0.0/0"));
+            let via = default.and_then(|r| r.gateway_id().or(r.nat_gateway_id())).unwrap_or_default();
+            assert!(via.starts_with(if public { "igw-" } else { "nat-" }), "{region}: default route via {via:?} (public: {public})");
+            let pcx = rt.routes().iter().find(|r| r.destination_cidr_block() == Some(peer)).and_then(|r| r.vpc_peering_connection_id());
+            assert!(pcx.is_some_and(|p| p.starts_with("pcx-")), "{region}: no route to {peer} via peering");
+            let assoc: Vec<&str> = rt.associations().iter().filter_map(|a| a.subnet_id()).collect();
+            assert_eq!(assoc.len(), 3, "{region}: subnets not associated");
+            assert!(assoc.iter().all(|s| public_subnet(s) == public), "{region}: a subnet in the wrong route table");
+        }
     }
     let c = ec2(PRIMARY).await;
     let pcx = c.describe_vpc_peering_connections().filters(tag_filter(project)).send().await.unwrap();

@@ -65,6 +65,18 @@ pub enum Action {
         route_table: Ref,
         subnet: Ref,
     },
+    /// An Elastic IP (for the NAT gateway).
+    AllocateAddress {
+        region: String,
+        key: String,
+    },
+    /// A public NAT gateway; the step waits until it is available.
+    CreateNatGateway {
+        region: String,
+        key: String,
+        subnet: Ref,
+        allocation: Ref,
+    },
     CreateSecurityGroup {
         region: String,
         key: String,
@@ -181,6 +193,17 @@ pub enum Action {
         id: String,
         attached_vpc: Option<String>,
     },
+    /// Waits until it is deleted (it holds its subnet and Elastic IP until then).
+    DeleteNatGateway {
+        region: String,
+        id: String,
+        key: String,
+    },
+    ReleaseAddress {
+        region: String,
+        id: String,
+        key: String,
+    },
     DeleteSecurityGroup {
         region: String,
         id: String,
@@ -223,6 +246,10 @@ impl Action {
             | CreateRouteTable { region, .. }
             | CreateRoute { region, .. }
             | AssociateRouteTable { region, .. }
+            | AllocateAddress { region, .. }
+            | CreateNatGateway { region, .. }
+            | DeleteNatGateway { region, .. }
+            | ReleaseAddress { region, .. }
             | CreateSecurityGroup { region, .. }
             | AuthorizeIngress { region, .. }
             | RevokeIngress { region, .. }
@@ -263,6 +290,8 @@ impl Action {
             | CreateSubnet { .. }
             | CreateInternetGateway { .. }
             | CreateRouteTable { .. }
+            | AllocateAddress { .. }
+            | CreateNatGateway { .. }
             | CreateSecurityGroup { .. }
             | ImportKeyPair { .. }
             | RunInstance { .. }
@@ -277,6 +306,8 @@ impl Action {
             | DeletePeering { .. }
             | DeleteRouteTable { .. }
             | DeleteInternetGateway { .. }
+            | DeleteNatGateway { .. }
+            | ReleaseAddress { .. }
             | DeleteSecurityGroup { .. }
             | DeleteSubnet { .. }
             | DeleteVpc { .. }
@@ -304,6 +335,8 @@ impl Action {
             | CreateSubnet { key, .. }
             | CreateInternetGateway { key, .. }
             | CreateRouteTable { key, .. }
+            | AllocateAddress { key, .. }
+            | CreateNatGateway { key, .. }
             | CreateSecurityGroup { key, .. }
             | ImportKeyPair { key, .. }
             | CreatePeering { key, .. }
@@ -328,6 +361,10 @@ impl Action {
                 format!("{} route {cidr} -> {} in {}", if *replace { "replace" } else { "add" }, r(target), r(route_table))
             }
             AssociateRouteTable { route_table, subnet, .. } => format!("associate {} with {}", r(route_table), r(subnet)),
+            AllocateAddress { key, .. } => format!("Elastic IP {key}"),
+            CreateNatGateway { key, subnet, .. } => format!("NAT gateway {key} in {}", r(subnet)),
+            DeleteNatGateway { id, key, .. } => format!("NAT gateway {key} ({id})"),
+            ReleaseAddress { id, key, .. } => format!("Elastic IP {key} ({id})"),
             CreateSecurityGroup { key, name, .. } => format!("security group {key} ({name})"),
             AuthorizeIngress { sg, rules, .. } => format!("allow {} in {}", rules_text(rules), r(sg)),
             RevokeIngress { sg, rules, .. } => format!("revoke {} in {sg}", rules_text(rules)),

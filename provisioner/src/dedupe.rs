@@ -26,6 +26,12 @@ pub fn dedupe(or: &ObservedRegion) -> (ObservedRegion, ObservedRegion) {
     (kept.route_tables, extra.route_tables) = split(&or.route_tables, |f| place(Some(&f.attrs.vpc)));
     (kept.sgs, extra.sgs) = split(&or.sgs, |f| place(Some(&f.attrs.vpc)));
     (kept.key_pairs, extra.key_pairs) = split(&or.key_pairs, |_| None);
+    // A failed or deleting NAT gateway is never the one kept: it is removed, and a live one
+    // (or a new one) serves the key.
+    let (live, dead): (Vec<_>, Vec<_>) = or.nat_gateways.iter().cloned().partition(|f| f.attrs.is_live());
+    (kept.nat_gateways, extra.nat_gateways) = split(&live, |_| None);
+    extra.nat_gateways.extend(dead);
+    (kept.addresses, extra.addresses) = split(&or.addresses, |_| None);
     (kept.instances, extra.instances) = split(&or.instances, |f| place(Some(&f.attrs.vpc)));
     (kept, extra)
 }

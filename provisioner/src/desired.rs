@@ -6,8 +6,10 @@ use crate::config::{Config, HealthTarget, RegionConfig};
 use crate::model::*;
 use crate::template::Template;
 
-/// Subnets are the VPC split in 4 (prefix + 2); AZ `i` gets subnet `i`.
-const SUBNET_PREFIX_EXTRA: u8 = 2;
+/// Subnets are the VPC split in 8 (prefix + 3): AZ `i` gets public subnet `i` and private
+/// subnet `PRIVATE_SUBNET_FIRST + i` (at most 4 AZs).
+const SUBNET_PREFIX_EXTRA: u8 = 3;
+const PRIVATE_SUBNET_FIRST: usize = 4;
 
 pub fn desired(cfg: &Config, tpl: &Template, key_pair_material: &str) -> Desired {
     let regions: Vec<DesiredRegion> = cfg
@@ -111,15 +113,20 @@ pub fn records(cfg: &Config) -> Vec<RecordSpec> {
 
 fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -> DesiredRegion {
     let n = &r.name;
-    let subnet_nets: Vec<Ipv4Net> =
-        r.vpc_cidr.subnets(r.vpc_cidr.prefix_len() + SUBNET_PREFIX_EXTRA).expect("validated prefix").take(r.azs.len()).collect();
-    assert_eq!(subnet_nets.len(), r.azs.len(), "config validation keeps azs <= 4");
-    let subnets: Vec<SubnetSpec> = r
-        .azs
-        .iter()
-        .zip(&subnet_nets)
-        .map(|(az, net)| SubnetSpec { key: format!("{n}/subnet/{az}"), az: az.clone(), cidr: net.to_string() })
-        .collect();
+    let nets: Vec<Ipv4Net> = r.vpc_cidr.subnets(r.vpc_cidr.prefix_len() + SUBNET_PREFIX_EXTRA).expect("validated prefix").collect();
+    assert!(r.azs.len() <= PRIVATE_SUBNET_FIRST, "config validation keeps azs <= 4");
+    let subnet = |az: &str, public: bool| {
+        let i = r.azs.iter().position(|a| a == az).expect("an AZ of the region");
+        let (side, net) = if public { ("public", nets[i]) } else { ("private", nets[PRIVATE_SUBNET_FIRST + i]) };
+        SubnetSpec { key: format!("{n}/subnet/{side}-{az}"), az: az.to_string(), cidr: net.to_string(), public }
+    };
+    let subnets: Vec<SubnetSpec> = [true, false].into_iter().flat_map(|public| r.azs.iter().map(move |az| subnet(az, public))).collect();
+    let nat = match cfg.egress {
+        crate::config::Egress::Nat => {
+            Some(NatSpec { key: format!("{n}/nat"), eip_key: format!("{n}/eip/nat"), subnet_key: subnet(&r.azs[0], true).key })
+        }
+        crate::config::Egress::None => None,
+    };
 
     let vpcs = [r.vpc_cidr.to_string(), peer.vpc_cidr.to_string()];
     let mut sgs = Vec::new();
@@ -159,12 +166,13 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
                 role: g.role.clone(),
                 index: i,
                 az: az.clone(),
-                subnet_key: format!("{n}/subnet/{az}"),
+                subnet_key: subnet(az, g.gateway).key,
                 sg_key: sg_key.clone(),
                 instance_type: r.instance_types[&g.instance_type].clone(),
                 modules: g.modules.clone(),
                 gateway: g.gateway,
                 database: g.database,
+                public_ip: g.gateway,
                 data_volume_gib: g.data_volume_gib,
             });
         }
@@ -178,6 +186,8 @@ fn region(cfg: &Config, tpl: &Template, r: &RegionConfig, peer: &RegionConfig) -
         peer_cidr: peer.vpc_cidr.to_string(),
         igw_key: format!("{n}/igw"),
         route_table_key: format!("{n}/route-table"),
+        private_route_table_key: format!("{n}/route-table/private"),
+        nat,
         subnets,
         sgs,
         key_pair_key: format!("{n}/key-pair"),

@@ -58,6 +58,8 @@ pub struct HostSpec {
     pub modules: Vec<String>,
     pub gateway: bool,
     pub database: bool,
+    /// Whether it gets a public address (it sits in a public subnet): gateways only.
+    pub public_ip: bool,
     /// An encrypted gp3 volume for the host's data (DB hosts: PostgreSQL), in GiB.
     pub data_volume_gib: Option<u32>,
 }
@@ -67,6 +69,18 @@ pub struct SubnetSpec {
     pub key: String,
     pub az: String,
     pub cidr: String,
+    /// Public: routed to the internet gateway (gateways, the NAT gateway). Private: routed
+    /// to the NAT gateway, if any (engine and DB hosts).
+    pub public: bool,
+}
+
+/// A region's NAT gateway: in the first public subnet, with its own Elastic IP; the private
+/// subnets' way out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NatSpec {
+    pub key: String,
+    pub eip_key: String,
+    pub subnet_key: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,7 +98,11 @@ pub struct DesiredRegion {
     pub vpc_cidr: String,
     pub peer_cidr: String,
     pub igw_key: String,
+    /// The public subnets' route table (default route: the internet gateway).
     pub route_table_key: String,
+    /// The private subnets' route table (default route: the NAT gateway, when there is one).
+    pub private_route_table_key: String,
+    pub nat: Option<NatSpec>,
     pub subnets: Vec<SubnetSpec>,
     pub sgs: Vec<SgSpec>,
     pub key_pair_key: String,
@@ -266,6 +284,27 @@ pub struct InstanceAttrs {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NatAttrs {
+    /// pending, available, deleting or failed (deleted ones are left out).
+    pub state: String,
+    pub subnet: String,
+}
+
+impl NatAttrs {
+    /// Pending or available: it is (or becomes) the private subnets' way out.
+    pub fn is_live(&self) -> bool {
+        matches!(self.state.as_str(), "pending" | "available")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AddressAttrs {
+    pub public_ip: String,
+    /// What it is associated with, if anything (a NAT gateway's network interface).
+    pub association: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PeeringAttrs {
     pub status: String,
     pub requester_vpc: String,
@@ -290,6 +329,9 @@ pub struct ObservedRegion {
     pub subnets: Vec<Found<SubnetAttrs>>,
     pub igws: Vec<Found<IgwAttrs>>,
     pub route_tables: Vec<Found<RouteTableAttrs>>,
+    pub nat_gateways: Vec<Found<NatAttrs>>,
+    /// Elastic IPs (the NAT gateways').
+    pub addresses: Vec<Found<AddressAttrs>>,
     pub sgs: Vec<Found<SgAttrs>>,
     pub key_pairs: Vec<Found<KeyPairAttrs>>,
     /// Pending, running, stopping or stopped; terminated ones are left out.
@@ -383,6 +425,8 @@ impl Observed {
             ids.extend(r.subnets.iter().map(|f| f.id.as_str()));
             ids.extend(r.igws.iter().map(|f| f.id.as_str()));
             ids.extend(r.route_tables.iter().map(|f| f.id.as_str()));
+            ids.extend(r.nat_gateways.iter().map(|f| f.id.as_str()));
+            ids.extend(r.addresses.iter().map(|f| f.id.as_str()));
             ids.extend(r.sgs.iter().map(|f| f.id.as_str()));
             ids.extend(r.key_pairs.iter().map(|f| f.id.as_str()));
             ids.extend(r.instances.iter().map(|f| f.id.as_str()));

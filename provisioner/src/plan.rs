@@ -101,10 +101,18 @@ impl Planner<'_> {
         let vpc = self.vpc(dr, or)?;
         let igw = self.internet_gateway(dr, or, &vpc);
         let subnets = self.subnets(dr, or, &vpc)?;
-        self.route_table(dr, or, &vpc, &igw, &subnets);
+        let nat = self.nat_gateway(dr, or, &igw, &subnets);
+        let (public, private): (Vec<&SubnetSpec>, Vec<&SubnetSpec>) = dr.subnets.iter().partition(|s| s.public);
+        let pick_subnets = |want: Vec<&SubnetSpec>| want.iter().map(|s| subnets[&s.key].clone()).collect::<Vec<Have>>();
+        let public_routed = self.route_table(dr, or, &vpc, &dr.route_table_key, Some(&igw), &pick_subnets(public));
+        let private_routed = self.route_table(dr, or, &vpc, &dr.private_route_table_key, nat.as_ref(), &pick_subnets(private));
+        // A host boots into cloud-init, which installs packages: it launches once its
+        // subnet's way out (route and association) is in place.
+        let routed: BTreeMap<String, Vec<usize>> =
+            dr.subnets.iter().map(|s| (s.key.clone(), if s.public { public_routed.clone() } else { private_routed.clone() })).collect();
         let sgs = self.security_groups(dr, or, &vpc);
         let kp = self.key_pair(dr, or);
-        self.instances(dr, or, &subnets, &sgs, &kp)?;
+        self.instances(dr, or, &subnets, &routed, &sgs, &kp)?;
         self.unwanted_in(dr, or, extra);
         Ok(())
     }
@@ -168,27 +176,60 @@ impl Planner<'_> {
         Ok(subnets)
     }
 
-    /// The route table: default route to the IGW, every subnet associated; the peer VPC's
-    /// route is added once the peering is planned.
-    fn route_table(&mut self, dr: &DesiredRegion, or: &ObservedRegion, vpc: &Have, igw: &Have, subnets: &BTreeMap<String, Have>) {
+    /// The NAT gateway (unless egress is "none") and its Elastic IP, in the first public
+    /// subnet once the internet gateway is attached (AWS refuses a public NAT gateway before).
+    fn nat_gateway(&mut self, dr: &DesiredRegion, or: &ObservedRegion, igw: &Have, subnets: &BTreeMap<String, Have>) -> Option<Have> {
+        let spec = dr.nat.as_ref()?;
         let region = &dr.name;
-        let found = pick(&or.route_tables, &dr.route_table_key);
+        if let Some(f) = pick(&or.nat_gateways, &spec.key) {
+            return Some(Have::found(&f.id));
+        }
+        let eip = match pick(&or.addresses, &spec.eip_key) {
+            Some(f) => Have::found(&f.id),
+            None => Have::made(
+                &spec.eip_key,
+                self.p.push(Action::AllocateAddress { region: region.clone(), key: spec.eip_key.clone() }, vec![]),
+            ),
+        };
+        let sn = &subnets[&spec.subnet_key];
+        let a = Action::CreateNatGateway { region: region.clone(), key: spec.key.clone(), subnet: sn.r.clone(), allocation: eip.r.clone() };
+        Some(Have::made(&spec.key, self.p.push(a, after(&[sn, &eip, igw]))))
+    }
+
+    /// A route table: its default route (the internet or NAT gateway; none when egress is
+    /// "none"), `subnets` associated; the peer VPC's route is added once the peering is planned.
+    /// Returns the steps after which the subnets are routed.
+    fn route_table(
+        &mut self,
+        dr: &DesiredRegion,
+        or: &ObservedRegion,
+        vpc: &Have,
+        key: &str,
+        default: Option<&Have>,
+        subnets: &[Have],
+    ) -> Vec<usize> {
+        let first_step = self.p.steps.len();
+        let region = &dr.name;
+        let found = pick(&or.route_tables, key);
         let rt = match found {
             Some(f) => Have::found(&f.id),
             None => {
-                let a = Action::CreateRouteTable { region: region.clone(), key: dr.route_table_key.clone(), vpc: vpc.r.clone() };
-                Have::made(&dr.route_table_key, self.p.push(a, after(&[vpc])))
+                let a = Action::CreateRouteTable { region: region.clone(), key: key.to_string(), vpc: vpc.r.clone() };
+                Have::made(key, self.p.push(a, after(&[vpc])))
             }
         };
-        route(&mut self.p, region, &rt, found, "0.0.0.0/0", igw);
+        if let Some(gw) = default {
+            route(&mut self.p, region, &rt, found, "0.0.0.0/0", gw);
+        }
         let associated: BTreeSet<&str> = found.map(|f| f.attrs.associations.iter().map(|(_, s)| s.as_str()).collect()).unwrap_or_default();
-        for sn in subnets.values() {
+        for sn in subnets {
             if !matches!(&sn.r, Ref::Id(id) if associated.contains(id.as_str())) {
                 let a = Action::AssociateRouteTable { region: region.clone(), route_table: rt.r.clone(), subnet: sn.r.clone() };
                 self.p.push(a, after(&[&rt, sn]));
             }
         }
         self.route_tables.push(RouteTable { region: region.clone(), rt, found: found.cloned(), peer_cidr: dr.peer_cidr.clone() });
+        (first_step..self.p.steps.len()).collect()
     }
 
     /// Security groups and their rules: missing rules authorized, extra ones revoked.
@@ -245,6 +286,7 @@ impl Planner<'_> {
         dr: &DesiredRegion,
         or: &ObservedRegion,
         subnets: &BTreeMap<String, Have>,
+        routed: &BTreeMap<String, Vec<usize>>,
         sgs: &BTreeMap<String, Have>,
         kp: &Have,
     ) -> Result<(), PlanError> {
@@ -267,7 +309,11 @@ impl Planner<'_> {
                     sg: sg.r.clone(),
                     key_name: dr.key_pair_name.clone(),
                 };
-                let s = self.p.push(a, after(&[sn, sg, kp]));
+                let mut deps = after(&[sn, sg, kp]);
+                deps.extend(&routed[&h.subnet_key]);
+                deps.sort_unstable();
+                deps.dedup();
+                let s = self.p.push(a, deps);
                 self.ips.insert(h.key.clone(), (IpRef::OfInstance { key: h.key.clone(), address: self.d.address }, Some(s)));
                 continue;
             };
@@ -298,6 +344,8 @@ impl Planner<'_> {
         t.vpcs.extend(extra.vpcs);
         t.igws.extend(extra.igws);
         t.route_tables.extend(extra.route_tables);
+        t.nat_gateways.extend(extra.nat_gateways);
+        t.addresses.extend(extra.addresses);
         t.key_pairs.extend(extra.key_pairs);
         t.instances.extend(extras(&or.instances, |k| keep_hosts.contains(k)));
         let keep_sgs: BTreeSet<&str> = dr.sgs.iter().map(|s| s.key.as_str()).collect();
@@ -306,7 +354,10 @@ impl Planner<'_> {
         t.subnets.extend(extras(&or.subnets, |k| keep_subnets.contains(k)));
         t.vpcs.extend(extras(&or.vpcs, |k| k == dr.vpc_key));
         t.igws.extend(extras(&or.igws, |k| k == dr.igw_key));
-        t.route_tables.extend(extras(&or.route_tables, |k| k == dr.route_table_key));
+        t.route_tables.extend(extras(&or.route_tables, |k| k == dr.route_table_key || k == dr.private_route_table_key));
+        let nat = dr.nat.as_ref();
+        t.nat_gateways.extend(extras(&or.nat_gateways, |k| nat.is_some_and(|n| n.key == k)));
+        t.addresses.extend(extras(&or.addresses, |k| nat.is_some_and(|n| n.eip_key == k)));
         t.key_pairs.extend(extras(&or.key_pairs, |k| k == dr.key_pair_key));
     }
 

@@ -130,9 +130,18 @@ fn converged(d: &Desired) -> Observed {
         or.igws.push(found(&dr.igw_key, IgwAttrs { attached_vpc: Some(id(&dr.vpc_key)) }));
         or.subnets
             .extend(dr.subnets.iter().map(|s| found(&s.key, SubnetAttrs { cidr: s.cidr.clone(), az: s.az.clone(), vpc: id(&dr.vpc_key) })));
-        let routes = BTreeMap::from([("0.0.0.0/0".to_string(), id(&dr.igw_key)), (dr.peer_cidr.clone(), id(&d.peering_key))]);
-        let associations = dr.subnets.iter().map(|s| (format!("assoc:{}", s.key), id(&s.key))).collect();
-        or.route_tables.push(found(&dr.route_table_key, RouteTableAttrs { routes, associations, vpc: id(&dr.vpc_key) }));
+        if let Some(nat) = &dr.nat {
+            or.addresses
+                .push(found(&nat.eip_key, AddressAttrs { public_ip: "198.51.100.1".into(), association: Some("eipassoc-1".into()) }));
+            or.nat_gateways.push(found(&nat.key, NatAttrs { state: "available".into(), subnet: id(&nat.subnet_key) }));
+        }
+        for (key, public) in [(&dr.route_table_key, true), (&dr.private_route_table_key, false)] {
+            let mut routes = BTreeMap::from([(dr.peer_cidr.clone(), id(&d.peering_key))]);
+            let default = if public { Some(id(&dr.igw_key)) } else { dr.nat.as_ref().map(|n| id(&n.key)) };
+            routes.extend(default.map(|gw| ("0.0.0.0/0".to_string(), gw)));
+            let associations = dr.subnets.iter().filter(|s| s.public == public).map(|s| (format!("assoc:{}", s.key), id(&s.key))).collect();
+            or.route_tables.push(found(key, RouteTableAttrs { routes, associations, vpc: id(&dr.vpc_key) }));
+        }
         or.sgs.extend(dr.sgs.iter().map(|s| found(&s.key, SgAttrs { rules: s.rules.clone(), vpc: id(&dr.vpc_key) })));
         or.key_pairs.push(found(&dr.key_pair_key, KeyPairAttrs { name: dr.key_pair_name.clone() }));
         for h in &dr.hosts {
@@ -189,62 +198,84 @@ fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
         0 + us-east-1 VPC us-east-1/vpc (10.10.0.0/16)
         1 + us-east-1 internet gateway us-east-1/igw
         2 + us-east-1 attach internet gateway us-east-1/igw to us-east-1/vpc  <- 0 1
-        3 + us-east-1 subnet us-east-1/subnet/us-east-1a (10.10.0.0/18 in us-east-1a)  <- 0
-        4 + us-east-1 subnet us-east-1/subnet/us-east-1b (10.10.64.0/18 in us-east-1b)  <- 0
-        5 + us-east-1 subnet us-east-1/subnet/us-east-1c (10.10.128.0/18 in us-east-1c)  <- 0
-        6 + us-east-1 route table us-east-1/route-table  <- 0
-        7 + us-east-1 add route 0.0.0.0/0 -> us-east-1/igw in us-east-1/route-table  <- 2 6
-        8 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1a  <- 3 6
-        9 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1b  <- 4 6
-        10 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/us-east-1c  <- 5 6
-        11 + us-east-1 security group us-east-1/sg/app (exa-app)  <- 0
-        12 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/app  <- 11
-        13 + us-east-1 security group us-east-1/sg/db (exa-db)  <- 0
-        14 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/db  <- 13
-        15 + us-east-1 key pair us-east-1/key-pair (exa)
-        16 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)  <- 3 11 15
-        17 + us-east-1 instance us-east-1/instance/app-1 (t3.medium in us-east-1b)  <- 4 11 15
-        18 + us-east-1 instance us-east-1/instance/app-2 (t3.medium in us-east-1c)  <- 5 11 15
-        19 + us-east-1 instance us-east-1/instance/db-0 (r6i.large in us-east-1a)  <- 3 13 15
-        20 + us-east-1 instance us-east-1/instance/db-1 (r6i.large in us-east-1b)  <- 4 13 15
-        21 + us-east-1 instance us-east-1/instance/db-2 (r6i.large in us-east-1c)  <- 5 13 15
-        22 + us-west-2 VPC us-west-2/vpc (10.20.0.0/16)
-        23 + us-west-2 internet gateway us-west-2/igw
-        24 + us-west-2 attach internet gateway us-west-2/igw to us-west-2/vpc  <- 22 23
-        25 + us-west-2 subnet us-west-2/subnet/us-west-2a (10.20.0.0/18 in us-west-2a)  <- 22
-        26 + us-west-2 subnet us-west-2/subnet/us-west-2b (10.20.64.0/18 in us-west-2b)  <- 22
-        27 + us-west-2 subnet us-west-2/subnet/us-west-2c (10.20.128.0/18 in us-west-2c)  <- 22
-        28 + us-west-2 route table us-west-2/route-table  <- 22
-        29 + us-west-2 add route 0.0.0.0/0 -> us-west-2/igw in us-west-2/route-table  <- 24 28
-        30 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2a  <- 25 28
-        31 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2b  <- 26 28
-        32 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/us-west-2c  <- 27 28
-        33 + us-west-2 security group us-west-2/sg/app (exa-app)  <- 22
-        34 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/app  <- 33
-        35 + us-west-2 security group us-west-2/sg/db (exa-db)  <- 22
-        36 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/db  <- 35
-        37 + us-west-2 key pair us-west-2/key-pair (exa)
-        38 + us-west-2 instance us-west-2/instance/app-0 (t3.medium in us-west-2a)  <- 25 33 37
-        39 + us-west-2 instance us-west-2/instance/app-1 (t3.medium in us-west-2b)  <- 26 33 37
-        40 + us-west-2 instance us-west-2/instance/app-2 (t3.medium in us-west-2c)  <- 27 33 37
-        41 + us-west-2 instance us-west-2/instance/db-0 (r6i.large in us-west-2a)  <- 25 35 37
-        42 + us-west-2 instance us-west-2/instance/db-1 (r6i.large in us-west-2b)  <- 26 35 37
-        43 + us-west-2 instance us-west-2/instance/db-2 (r6i.large in us-west-2c)  <- 27 35 37
-        44 + us-east-1 VPC peering us-east-1/peering/us-west-2 to us-west-2  <- 0 22
-        45 + us-west-2 accept VPC peering us-east-1/peering/us-west-2  <- 44
-        46 + us-east-1 add route 10.20.0.0/16 -> us-east-1/peering/us-west-2 in us-east-1/route-table  <- 6 45
-        47 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table  <- 28 45
-        48 + global hosted zone exa.example.internal
-        49 + global health check us-east-1/check/app-0 (HTTP <ip of us-east-1/instance/app-0>:8080/health)  <- 16
-        50 + global health check us-east-1/check/app-1 (HTTP <ip of us-east-1/instance/app-1>:8080/health)  <- 17
-        51 + global health check us-east-1/check/app-2 (HTTP <ip of us-east-1/instance/app-2>:8080/health)  <- 18
-        52 + global health check us-west-2/check/app-0 (HTTP <ip of us-west-2/instance/app-0>:8080/health)  <- 38
-        53 + global health check us-west-2/check/app-1 (HTTP <ip of us-west-2/instance/app-1>:8080/health)  <- 39
-        54 + global health check us-west-2/check/app-2 (HTTP <ip of us-west-2/instance/app-2>:8080/health)  <- 40
-        55 + global health check us-east-1/check/region (healthy while 1 of 3 gateways is)  <- 49 50 51
-        56 + global health check us-west-2/check/region (healthy while 1 of 3 gateways is)  <- 52 53 54
-        57 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, <ip of us-east-1/instance/app-1>, <ip of us-east-1/instance/app-2>  <- 16 17 18 48 55
-        58 + global record api.exa.example.internal SECONDARY (exa-secondary) -> <ip of us-west-2/instance/app-0>, <ip of us-west-2/instance/app-1>, <ip of us-west-2/instance/app-2>  <- 38 39 40 48 56
+        3 + us-east-1 subnet us-east-1/subnet/public-us-east-1a (10.10.0.0/19 in us-east-1a)  <- 0
+        4 + us-east-1 subnet us-east-1/subnet/public-us-east-1b (10.10.32.0/19 in us-east-1b)  <- 0
+        5 + us-east-1 subnet us-east-1/subnet/public-us-east-1c (10.10.64.0/19 in us-east-1c)  <- 0
+        6 + us-east-1 subnet us-east-1/subnet/private-us-east-1a (10.10.128.0/19 in us-east-1a)  <- 0
+        7 + us-east-1 subnet us-east-1/subnet/private-us-east-1b (10.10.160.0/19 in us-east-1b)  <- 0
+        8 + us-east-1 subnet us-east-1/subnet/private-us-east-1c (10.10.192.0/19 in us-east-1c)  <- 0
+        9 + us-east-1 Elastic IP us-east-1/eip/nat
+        10 + us-east-1 NAT gateway us-east-1/nat in us-east-1/subnet/public-us-east-1a  <- 2 3 9
+        11 + us-east-1 route table us-east-1/route-table  <- 0
+        12 + us-east-1 add route 0.0.0.0/0 -> us-east-1/igw in us-east-1/route-table  <- 2 11
+        13 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/public-us-east-1a  <- 3 11
+        14 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/public-us-east-1b  <- 4 11
+        15 + us-east-1 associate us-east-1/route-table with us-east-1/subnet/public-us-east-1c  <- 5 11
+        16 + us-east-1 route table us-east-1/route-table/private  <- 0
+        17 + us-east-1 add route 0.0.0.0/0 -> us-east-1/nat in us-east-1/route-table/private  <- 10 16
+        18 + us-east-1 associate us-east-1/route-table/private with us-east-1/subnet/private-us-east-1a  <- 6 16
+        19 + us-east-1 associate us-east-1/route-table/private with us-east-1/subnet/private-us-east-1b  <- 7 16
+        20 + us-east-1 associate us-east-1/route-table/private with us-east-1/subnet/private-us-east-1c  <- 8 16
+        21 + us-east-1 security group us-east-1/sg/app (exa-app)  <- 0
+        22 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/app  <- 21
+        23 + us-east-1 security group us-east-1/sg/db (exa-db)  <- 0
+        24 + us-east-1 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.20.0.0/16 in us-east-1/sg/db  <- 23
+        25 + us-east-1 key pair us-east-1/key-pair (exa)
+        26 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)  <- 3 11 12 13 14 15 21 25
+        27 + us-east-1 instance us-east-1/instance/app-1 (t3.medium in us-east-1b)  <- 4 11 12 13 14 15 21 25
+        28 + us-east-1 instance us-east-1/instance/app-2 (t3.medium in us-east-1c)  <- 5 11 12 13 14 15 21 25
+        29 + us-east-1 instance us-east-1/instance/db-0 (r6i.large in us-east-1a)  <- 6 16 17 18 19 20 23 25
+        30 + us-east-1 instance us-east-1/instance/db-1 (r6i.large in us-east-1b)  <- 7 16 17 18 19 20 23 25
+        31 + us-east-1 instance us-east-1/instance/db-2 (r6i.large in us-east-1c)  <- 8 16 17 18 19 20 23 25
+        32 + us-west-2 VPC us-west-2/vpc (10.20.0.0/16)
+        33 + us-west-2 internet gateway us-west-2/igw
+        34 + us-west-2 attach internet gateway us-west-2/igw to us-west-2/vpc  <- 32 33
+        35 + us-west-2 subnet us-west-2/subnet/public-us-west-2a (10.20.0.0/19 in us-west-2a)  <- 32
+        36 + us-west-2 subnet us-west-2/subnet/public-us-west-2b (10.20.32.0/19 in us-west-2b)  <- 32
+        37 + us-west-2 subnet us-west-2/subnet/public-us-west-2c (10.20.64.0/19 in us-west-2c)  <- 32
+        38 + us-west-2 subnet us-west-2/subnet/private-us-west-2a (10.20.128.0/19 in us-west-2a)  <- 32
+        39 + us-west-2 subnet us-west-2/subnet/private-us-west-2b (10.20.160.0/19 in us-west-2b)  <- 32
+        40 + us-west-2 subnet us-west-2/subnet/private-us-west-2c (10.20.192.0/19 in us-west-2c)  <- 32
+        41 + us-west-2 Elastic IP us-west-2/eip/nat
+        42 + us-west-2 NAT gateway us-west-2/nat in us-west-2/subnet/public-us-west-2a  <- 34 35 41
+        43 + us-west-2 route table us-west-2/route-table  <- 32
+        44 + us-west-2 add route 0.0.0.0/0 -> us-west-2/igw in us-west-2/route-table  <- 34 43
+        45 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/public-us-west-2a  <- 35 43
+        46 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/public-us-west-2b  <- 36 43
+        47 + us-west-2 associate us-west-2/route-table with us-west-2/subnet/public-us-west-2c  <- 37 43
+        48 + us-west-2 route table us-west-2/route-table/private  <- 32
+        49 + us-west-2 add route 0.0.0.0/0 -> us-west-2/nat in us-west-2/route-table/private  <- 42 48
+        50 + us-west-2 associate us-west-2/route-table/private with us-west-2/subnet/private-us-west-2a  <- 38 48
+        51 + us-west-2 associate us-west-2/route-table/private with us-west-2/subnet/private-us-west-2b  <- 39 48
+        52 + us-west-2 associate us-west-2/route-table/private with us-west-2/subnet/private-us-west-2c  <- 40 48
+        53 + us-west-2 security group us-west-2/sg/app (exa-app)  <- 32
+        54 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/7101 from 10.10.0.0/16, tcp/7101 from 10.20.0.0/16, tcp/7102 from 10.10.0.0/16, tcp/7102 from 10.20.0.0/16, tcp/7103 from 10.10.0.0/16, tcp/7103 from 10.20.0.0/16, tcp/7104 from 10.10.0.0/16, tcp/7104 from 10.20.0.0/16, tcp/8080 from 0.0.0.0/0, tcp/8081 from 10.10.0.0/16, tcp/8081 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/app  <- 53
+        55 + us-west-2 security group us-west-2/sg/db (exa-db)  <- 32
+        56 + us-west-2 allow tcp/22 from 127.0.0.0/8, tcp/2379 from 10.10.0.0/16, tcp/2379 from 10.20.0.0/16, tcp/2380 from 10.10.0.0/16, tcp/2380 from 10.20.0.0/16, tcp/5432 from 10.10.0.0/16, tcp/5432 from 10.20.0.0/16, tcp/8008 from 10.10.0.0/16, tcp/8008 from 10.20.0.0/16, icmp frag-needed from 10.10.0.0/16 in us-west-2/sg/db  <- 55
+        57 + us-west-2 key pair us-west-2/key-pair (exa)
+        58 + us-west-2 instance us-west-2/instance/app-0 (t3.medium in us-west-2a)  <- 35 43 44 45 46 47 53 57
+        59 + us-west-2 instance us-west-2/instance/app-1 (t3.medium in us-west-2b)  <- 36 43 44 45 46 47 53 57
+        60 + us-west-2 instance us-west-2/instance/app-2 (t3.medium in us-west-2c)  <- 37 43 44 45 46 47 53 57
+        61 + us-west-2 instance us-west-2/instance/db-0 (r6i.large in us-west-2a)  <- 38 48 49 50 51 52 55 57
+        62 + us-west-2 instance us-west-2/instance/db-1 (r6i.large in us-west-2b)  <- 39 48 49 50 51 52 55 57
+        63 + us-west-2 instance us-west-2/instance/db-2 (r6i.large in us-west-2c)  <- 40 48 49 50 51 52 55 57
+        64 + us-east-1 VPC peering us-east-1/peering/us-west-2 to us-west-2  <- 0 32
+        65 + us-west-2 accept VPC peering us-east-1/peering/us-west-2  <- 64
+        66 + us-east-1 add route 10.20.0.0/16 -> us-east-1/peering/us-west-2 in us-east-1/route-table  <- 11 65
+        67 + us-east-1 add route 10.20.0.0/16 -> us-east-1/peering/us-west-2 in us-east-1/route-table/private  <- 16 65
+        68 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table  <- 43 65
+        69 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table/private  <- 48 65
+        70 + global hosted zone exa.example.internal
+        71 + global health check us-east-1/check/app-0 (HTTP <ip of us-east-1/instance/app-0>:8080/health)  <- 26
+        72 + global health check us-east-1/check/app-1 (HTTP <ip of us-east-1/instance/app-1>:8080/health)  <- 27
+        73 + global health check us-east-1/check/app-2 (HTTP <ip of us-east-1/instance/app-2>:8080/health)  <- 28
+        74 + global health check us-west-2/check/app-0 (HTTP <ip of us-west-2/instance/app-0>:8080/health)  <- 58
+        75 + global health check us-west-2/check/app-1 (HTTP <ip of us-west-2/instance/app-1>:8080/health)  <- 59
+        76 + global health check us-west-2/check/app-2 (HTTP <ip of us-west-2/instance/app-2>:8080/health)  <- 60
+        77 + global health check us-east-1/check/region (healthy while 1 of 3 gateways is)  <- 71 72 73
+        78 + global health check us-west-2/check/region (healthy while 1 of 3 gateways is)  <- 74 75 76
+        79 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, <ip of us-east-1/instance/app-1>, <ip of us-east-1/instance/app-2>  <- 26 27 28 70 77
+        80 + global record api.exa.example.internal SECONDARY (exa-secondary) -> <ip of us-west-2/instance/app-0>, <ip of us-west-2/instance/app-1>, <ip of us-west-2/instance/app-2>  <- 58 59 60 70 78
     ");
 }
 
@@ -361,6 +392,12 @@ fn teardown_removes_dependents_before_what_they_depend_on() {
     r.igws.push(Found { key: "i".into(), id: "igw-1".into(), attrs: IgwAttrs { attached_vpc: Some("vpc-1".into()) } });
     r.route_tables.push(Found { key: "r".into(), id: "rtb-1".into(), attrs: RouteTableAttrs::default() });
     r.instances.push(Found { key: "x".into(), id: "i-1".into(), attrs: InstanceAttrs::default() });
+    r.nat_gateways.push(Found {
+        key: "n".into(),
+        id: "nat-1".into(),
+        attrs: NatAttrs { state: "available".into(), subnet: "subnet-1".into() },
+    });
+    r.addresses.push(Found { key: "e".into(), id: "eipalloc-1".into(), attrs: AddressAttrs::default() });
     let o = Observed {
         regions: vec![r],
         zone: Some(ZoneFound { id: "Z1".into(), name: "z.".into(), ours: true }),
@@ -393,11 +430,54 @@ fn teardown_removes_dependents_before_what_they_depend_on() {
         4 - us-east-1 terminate 1 instance(s): i-1
         5 - us-east-1 security group g (sg-1)  <- 4
         6 - us-east-1 route table rtb-1  <- 4
-        7 - us-east-1 subnet s (subnet-1)  <- 4 6
-        8 - us-east-1 internet gateway igw-1  <- 4 6
-        9 - us-east-1 VPC us-east-1/vpc (vpc-1)  <- 4 5 6 7 8
+        7 - us-east-1 NAT gateway n (nat-1)
+        8 - us-east-1 Elastic IP e (eipalloc-1)  <- 7
+        9 - us-east-1 subnet s (subnet-1)  <- 4 6 7
+        10 - us-east-1 internet gateway igw-1  <- 4 6 7
+        11 - us-east-1 VPC us-east-1/vpc (vpc-1)  <- 4 5 6 9 10
     ",
     );
+}
+
+/// The embedded regions.toml's desired state with `edit` applied to the file.
+fn want_with(edit: (&str, &str)) -> Desired {
+    let src = crate::config::EMBEDDED_REGIONS_TOML.replacen(edit.0, edit.1, 1);
+    assert_ne!(src, crate::config::EMBEDDED_REGIONS_TOML, "the edit applies");
+    let cfg = Config::parse("regions.toml", std::path::Path::new("."), &src).unwrap();
+    let tpl = Template::load(&cfg).unwrap();
+    desired(&cfg, &tpl, "ssh-ed25519 AAAA test")
+}
+
+#[test]
+fn gateways_sit_in_public_subnets_with_addresses_and_the_rest_in_private_ones() {
+    let d = want();
+    for r in &d.regions {
+        let public: std::collections::BTreeSet<&str> = r.subnets.iter().filter(|s| s.public).map(|s| s.key.as_str()).collect();
+        assert_eq!((public.len(), r.subnets.len()), (3, 6), "{}: a public and a private subnet per AZ", r.name);
+        for h in &r.hosts {
+            assert_eq!((public.contains(h.subnet_key.as_str()), h.public_ip), (h.gateway, h.gateway), "{}", h.key);
+        }
+        let nat = r.nat.as_ref().expect("egress defaults to a NAT gateway");
+        assert!(public.contains(nat.subnet_key.as_str()), "the NAT gateway sits in a public subnet");
+    }
+}
+
+#[test]
+fn without_egress_no_nat_gateway_is_made_and_private_subnets_get_no_default_route() {
+    let d = want_with(("# egress = \"nat\"", "egress = \"none\""));
+    let p = plan_up(&d, &empty(&d)).unwrap();
+    let text = render(&p);
+    assert!(!text.contains("NAT gateway") && !text.contains("Elastic IP"), "{text}");
+    assert!(!text.contains("add route 0.0.0.0/0 -> us-east-1/nat"), "{text}");
+    assert!(text.contains("associate us-east-1/route-table/private with us-east-1/subnet/private-us-east-1a"), "{text}");
+    // And with the default, the private table's default route waits for the NAT gateway.
+    let d = want();
+    let text = render(&plan_up(&d, &empty(&d)).unwrap());
+    let nat = text.lines().find(|l| l.contains("+ us-east-1 NAT gateway us-east-1/nat")).expect("a NAT gateway");
+    let nat_step = nat.split(' ').next().unwrap();
+    let route =
+        text.lines().find(|l| l.contains("add route 0.0.0.0/0 -> us-east-1/nat in us-east-1/route-table/private")).expect("a route");
+    assert!(route.split("<-").nth(1).unwrap().split_whitespace().any(|s| s == nat_step), "{route}");
 }
 
 #[test]

@@ -12,6 +12,8 @@ pub struct RegionTeardown {
     pub sgs: Vec<Found<SgAttrs>>,
     pub subnets: Vec<Found<SubnetAttrs>>,
     pub route_tables: Vec<Found<RouteTableAttrs>>,
+    pub nat_gateways: Vec<Found<NatAttrs>>,
+    pub addresses: Vec<Found<AddressAttrs>>,
     pub igws: Vec<Found<IgwAttrs>>,
     pub vpcs: Vec<Found<VpcAttrs>>,
     pub key_pairs: Vec<Found<KeyPairAttrs>>,
@@ -51,6 +53,8 @@ pub fn plan_down(o: &Observed) -> Plan {
         rt.sgs = r.sgs.clone();
         rt.subnets = r.subnets.clone();
         rt.route_tables = r.route_tables.clone();
+        rt.nat_gateways = r.nat_gateways.clone();
+        rt.addresses = r.addresses.clone();
         rt.igws = r.igws.clone();
         rt.vpcs = r.vpcs.clone();
         rt.key_pairs = r.key_pairs.clone();
@@ -118,8 +122,21 @@ pub fn teardown_steps(t: &Teardown, p: &mut Plan, barrier: &[usize]) {
             rt_steps.push(s);
             before_vpc.push(s);
         }
+        // A NAT gateway holds its subnet and its Elastic IP (whose public address keeps the
+        // internet gateway attached) until it is deleted; the step waits for that.
+        let nat_steps: Vec<usize> = r
+            .nat_gateways
+            .iter()
+            .map(|n| p.push(Action::DeleteNatGateway { region: region.clone(), id: n.id.clone(), key: n.key.clone() }, base.clone()))
+            .collect();
+        let mut after_nat = base.clone();
+        after_nat.extend(&nat_steps);
+        for a in &r.addresses {
+            p.push(Action::ReleaseAddress { region: region.clone(), id: a.id.clone(), key: a.key.clone() }, after_nat.clone());
+        }
         let mut after_rt = after_inst.clone();
         after_rt.extend(&rt_steps);
+        after_rt.extend(&nat_steps);
         for sn in &r.subnets {
             before_vpc
                 .push(p.push(Action::DeleteSubnet { region: region.clone(), id: sn.id.clone(), key: sn.key.clone() }, after_rt.clone()));

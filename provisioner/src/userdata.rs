@@ -30,6 +30,7 @@ mod tests {
             modules: vec![],
             gateway: false,
             database: data_volume_gib.is_some(),
+            public_ip: false,
             data_volume_gib,
         }
     }

@@ -3,11 +3,51 @@
 # Each service is /etc/{{project}}/services/NAME.conf defining RUN_AS and CMD; its pid file is
 # /var/lib/{{project}}/run/NAME.pid and its log /var/log/{{project}}/NAME.log.
 # The boot hook (/etc/{{project}}/boot.sh) runs `svc start-all` after a (re)boot.
+# Where systemd runs (AWS), the same commands drive the unit {{project}}-service@NAME
+# (templates/systemd/, installed from /opt/{{project}}/systemd by this script), enabled so the
+# service comes back after a reboot without the boot hook.
 set -eu
 conf_dir=/etc/{{project}}/services
 run_dir=/var/lib/{{project}}/run
 log_dir=/var/log/{{project}}
 mkdir -p "$run_dir" "$log_dir"
+
+# systemd is the init system when this directory exists (sd_booted(3)). The SVC_* overrides
+# exist for the unit test of this script only.
+systemd_dir=${SVC_SYSTEMD_DIR:-/run/systemd/system}
+unit_dir=${SVC_UNIT_DIR:-/etc/systemd/system}
+unit_src=/opt/{{project}}/systemd/{{project}}-service@.service
+unit={{project}}-service@
+
+# Installs (or updates) the unit template; systemd reads it again only when it changed.
+install_unit() {
+  if ! cmp -s "$unit_src" "$unit_dir/$unit.service"; then
+    cp "$unit_src" "$unit_dir/$unit.service.tmp" && mv "$unit_dir/$unit.service.tmp" "$unit_dir/$unit.service"
+    systemctl daemon-reload
+  fi
+}
+
+sd_start() {
+  [ -f "$conf_dir/$1.conf" ] || { echo "svc: no service $1" >&2; exit 2; }
+  install_unit
+  systemctl enable --now "$unit$1.service"
+  sleep 0.3
+  systemctl is-active --quiet "$unit$1.service" || {
+    echo "svc: $1 exited at start; last lines of $log_dir/$1.log:" >&2; tail -n 20 "$log_dir/$1.log" >&2 || true; exit 1; }
+  echo "svc: started $1 ($unit$1)"
+}
+
+if [ -d "$systemd_dir" ]; then
+  case "${1:-}" in
+    start) sd_start "$2" ;;
+    stop) systemctl stop "$unit$2.service"; echo "svc: stopped $2" ;;
+    restart) install_unit; systemctl enable "$unit$2.service"; systemctl restart "$unit$2.service"; echo "svc: restarted $2" ;;
+    status) if systemctl is-active --quiet "$unit$2.service"; then echo "running (pid $(systemctl show -p MainPID --value "$unit$2.service"))"; else echo stopped; exit 3; fi ;;
+    start-all) for f in "$conf_dir"/*.conf; do [ -e "$f" ] || continue; sd_start "$(basename "$f" .conf)" || true; done ;;
+    *) echo "usage: svc start|stop|restart|status NAME | start-all" >&2; exit 2 ;;
+  esac
+  exit 0
+fi
 
 RESTART_MS_MIN=100
 RESTART_MS_MAX=10000

@@ -52,6 +52,7 @@ record_ttl_s = 10
 
 [access]
 operator_cidr = "127.0.0.0/8"
+ssh_address = "private_ip"
 
 [endpoint]
 url = "{endpoint}"

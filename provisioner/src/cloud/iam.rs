@@ -12,8 +12,9 @@ mod tests {
     const SSM_MARKS: [&str; 1] = ["parameter"];
     /// Builder methods that look like calls but are response accessors.
     const NOT_CALLS: [&str; 1] = ["change_info"];
-    const VERBS: [&str; 22] = [
+    const VERBS: [&str; 24] = [
         "accept",
+        "allocate",
         "associate",
         "attach",
         "authorize",
@@ -28,6 +29,7 @@ mod tests {
         "list",
         "modify",
         "put",
+        "release",
         "replace",
         "revoke",
         "run",

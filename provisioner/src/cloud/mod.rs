@@ -8,6 +8,8 @@ mod health;
 mod iam;
 mod observe;
 mod preflight;
+#[cfg(test)]
+mod seam_tests;
 mod state;
 mod tags;
 mod vault;

@@ -108,7 +108,7 @@ impl Cloud {
         let c = self.ec2(region)?;
         let f = || tags::project_filter(&self.project);
         let e = |op: &str| op.to_string();
-        let (vpcs, subnets, igws, rts, sgs, kps, inst, image) = tokio::try_join!(
+        let (vpcs, subnets, igws, rts, sgs, kps, inst, image, (nat_gateways, addresses)) = tokio::try_join!(
             async { c.describe_vpcs().filters(f()).send().await.map_err(|x| self.err(&e("DescribeVpcs"), "VPCs", region, x)) },
             async { c.describe_subnets().filters(f()).send().await.map_err(|x| self.err("DescribeSubnets", "subnets", region, x)) },
             async {
@@ -131,9 +131,10 @@ impl Cloud {
             async { c.describe_key_pairs().filters(f()).send().await.map_err(|x| self.err("DescribeKeyPairs", "key pairs", region, x)) },
             self.observe_instances(region),
             self.resolve_ami(region, ami),
+            self.observe_egress(region),
         )?;
         let (leaving, instances) = inst.into_iter().partition(|i| i.attrs.state == "shutting-down");
-        let mut o = ObservedRegion { name: region.to_string(), image, instances, leaving, ..Default::default() };
+        let mut o = ObservedRegion { name: region.to_string(), image, instances, leaving, nat_gateways, addresses, ..Default::default() };
         for v in vpcs.vpcs() {
             o.vpcs.push(Found {
                 key: tags::key(v.tags()),
@@ -163,7 +164,7 @@ impl Cloud {
         for t in rts.route_tables() {
             let mut attrs = RouteTableAttrs { vpc: t.vpc_id().unwrap_or_default().into(), ..Default::default() };
             for r in t.routes() {
-                let target = r.gateway_id().or(r.vpc_peering_connection_id());
+                let target = r.gateway_id().or(r.vpc_peering_connection_id()).or(r.nat_gateway_id());
                 if let (Some(d), Some(t)) = (r.destination_cidr_block(), target) {
                     if t != "local" {
                         attrs.routes.insert(d.into(), t.into());
@@ -205,6 +206,53 @@ impl Cloud {
             });
         }
         Ok(o)
+    }
+
+    /// The project's NAT gateways (not yet deleted) and Elastic IPs.
+    async fn observe_egress(&self, region: &str) -> Result<(Vec<Found<NatAttrs>>, Vec<Found<AddressAttrs>>), CloudError> {
+        let c = self.ec2(region)?;
+        let (nats, eips) = tokio::try_join!(
+            async {
+                c.describe_nat_gateways()
+                    .filter(tags::project_filter(&self.project))
+                    .send()
+                    .await
+                    .map_err(|x| self.err("DescribeNatGateways", "NAT gateways", region, x))
+            },
+            async {
+                c.describe_addresses()
+                    .filters(tags::project_filter(&self.project))
+                    .send()
+                    .await
+                    .map_err(|x| self.err("DescribeAddresses", "Elastic IPs", region, x))
+            },
+        )?;
+        let nat_gateways = nats
+            .nat_gateways()
+            .iter()
+            .map(|n| Found {
+                key: tags::key(n.tags()),
+                id: n.nat_gateway_id().unwrap_or_default().into(),
+                attrs: NatAttrs {
+                    state: n.state().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                    subnet: n.subnet_id().unwrap_or_default().into(),
+                },
+            })
+            .filter(|f| f.attrs.state != "deleted")
+            .collect();
+        let addresses = eips
+            .addresses()
+            .iter()
+            .map(|a| Found {
+                key: tags::key(a.tags()),
+                id: a.allocation_id().unwrap_or_default().into(),
+                attrs: AddressAttrs {
+                    public_ip: a.public_ip().unwrap_or_default().into(),
+                    association: a.association_id().map(str::to_string),
+                },
+            })
+            .collect();
+        Ok((nat_gateways, addresses))
     }
 
     pub(crate) async fn observe_instances(&self, region: &str) -> Result<Vec<Found<InstanceAttrs>>, CloudError> {

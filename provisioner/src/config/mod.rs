@@ -135,6 +135,29 @@ pub struct Access {
     /// health checkers must be among them, or every check fails.
     #[serde(default = "default_client_cidrs")]
     pub client_cidrs: Vec<String>,
+    /// Which address SSH dials (default: a host's public one; hosts without one are reached
+    /// through the region's bastion, or else its first gateway). Separate from `health_target`.
+    #[serde(default = "default_ssh_address")]
+    pub ssh_address: HealthTarget,
+    /// How private hosts reach the internet (apt, PyPI): a NAT gateway per region (default),
+    /// or none when the image has every package baked in.
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+fn default_ssh_address() -> HealthTarget {
+    HealthTarget::PublicIp
+}
+
+/// How the hosts in private subnets reach the internet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Egress {
+    /// A NAT gateway (and its Elastic IP) in the region's first public subnet.
+    #[default]
+    Nat,
+    /// No route to the internet: the image must carry every package.
+    None,
 }
 
 fn default_client_cidrs() -> Vec<String> {
@@ -213,6 +236,10 @@ pub struct Config {
     pub operator_cidr: Ipv4Net,
     /// `access.client_cidrs`: the public API port is open to these only.
     pub client_cidrs: Vec<Ipv4Net>,
+    /// `access.ssh_address`: which address SSH dials.
+    pub ssh_address: HealthTarget,
+    /// `access.egress`: NAT gateways for the private subnets, or none.
+    pub egress: Egress,
     pub ssh_public_key: Option<PathBuf>,
     pub endpoint_url: Option<String>,
     pub health_target: HealthTarget,

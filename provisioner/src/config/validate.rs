@@ -62,6 +62,13 @@ impl Validator<'_> {
                         "use scheme://host[:port], e.g. \"http://127.0.0.1:4567\" (the lab's API front), or delete [endpoint] for AWS",
                     ));
                 }
+                if e.url.is_none() && e.health_target == HealthTarget::PrivateIp {
+                    return Err(self.err(
+                        &["endpoint", "health_target"],
+                        "is private_ip, but without `url` this is AWS, whose Route53 health checkers are on the internet and cannot reach a private address",
+                        "use health_target = \"public_ip\" on AWS (private_ip is for a local cloud, with [endpoint] url set)",
+                    ));
+                }
                 (e.url.clone(), e.health_target)
             }
             None => (None, HealthTarget::PublicIp),
@@ -101,6 +108,8 @@ impl Validator<'_> {
             dns: raw.dns,
             operator_cidr,
             client_cidrs,
+            ssh_address: raw.access.ssh_address,
+            egress: raw.access.egress,
             ssh_public_key,
             endpoint_url,
             health_target,
@@ -211,8 +220,8 @@ impl Validator<'_> {
         if !(16..=24).contains(&vpc_cidr.prefix_len()) {
             return Err(self.err(
                 &at,
-                format!("/{} does not fit one subnet per availability zone", vpc_cidr.prefix_len()),
-                "use a VPC between /16 and /24 (subnets are the VPC split in 4)",
+                format!("/{} does not fit a public and a private subnet per availability zone", vpc_cidr.prefix_len()),
+                "use a VPC between /16 and /24 (subnets are the VPC split in 8)",
             ));
         }
         Ok(vpc_cidr)

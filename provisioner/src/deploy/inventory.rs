@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::config::{Config, RegionRole};
+use crate::config::{Config, HealthTarget, RegionRole};
 use crate::model::{pick, Desired, Observed};
 
 #[derive(Debug, Clone, Serialize)]
@@ -19,7 +19,8 @@ pub struct Host {
     /// Address `provision` connects to over SSH.
     pub ssh_ip: String,
     pub ssh_user: String,
-    /// The region's bastion, when its hosts are reached through one.
+    /// The jump host SSH goes through: the region's bastion when configured, else (SSH by
+    /// public address) one of the region's gateways for a host that has no public address.
     pub bastion: Option<crate::ssh::Jump>,
     pub modules: Vec<String>,
     pub gateway: bool,
@@ -44,13 +45,30 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
     for dr in &d.regions {
         let rc = cfg.region(&dr.name).expect("desired regions come from the config");
         let or = o.region(&dr.name);
+        let running = |key: &str| or.and_then(|r| pick(&r.instances, key)).filter(|f| f.attrs.state == "running");
+        // Engine and DB hosts sit in private subnets: by public address, SSH reaches them
+        // through a gateway (which has one) unless the region names its own bastion.
+        let gateway_jump = dr
+            .hosts
+            .iter()
+            .filter(|h| h.gateway)
+            .find_map(|h| running(&h.key)?.attrs.public_ip.clone())
+            .map(|ip| crate::ssh::Jump { host: ip, port: 22, user: rc.ssh_user.clone() });
         for h in &dr.hosts {
-            let f = or.and_then(|r| pick(&r.instances, &h.key)).filter(|f| f.attrs.state == "running");
+            let f = running(&h.key);
             let Some((f, private_ip)) = f.and_then(|f| Some((f, f.attrs.private_ip.clone()?))) else {
                 missing.push(MissingHost { key: h.key.clone() });
                 continue;
             };
-            let ssh_ip = d.address.of(&f.attrs).unwrap_or_else(|| private_ip.clone());
+            let public_ip = f.attrs.public_ip.clone().filter(|_| cfg.ssh_address == HealthTarget::PublicIp);
+            let bastion = rc.bastion.clone().or_else(|| {
+                if public_ip.is_none() && cfg.ssh_address == HealthTarget::PublicIp {
+                    gateway_jump.clone()
+                } else {
+                    None
+                }
+            });
+            let ssh_ip = public_ip.unwrap_or_else(|| private_ip.clone());
             hosts.push(Host {
                 key: h.key.clone(),
                 name: format!("{}-{}", h.role, h.index),
@@ -60,7 +78,7 @@ pub fn inventory_partial(cfg: &Config, d: &Desired, o: &Observed) -> (Inventory,
                 private_ip,
                 ssh_ip,
                 ssh_user: rc.ssh_user.clone(),
-                bastion: rc.bastion.clone(),
+                bastion,
                 modules: h.modules.clone(),
                 gateway: h.gateway,
                 database: h.database,

@@ -13,6 +13,7 @@ use crate::template::Template;
 
 const SVC_SH: &str = include_str!("../../../templates/host/svc.sh");
 const BOOT_SH: &str = include_str!("../../../templates/host/boot.sh");
+const SERVICE_UNIT: &str = include_str!("../../../templates/systemd/provision-service@.service");
 const PATRONI_YML: &str = include_str!("../../../templates/db/patroni.yml");
 const PG_FENCE_PY: &str = include_str!("../../../templates/db/pg-fence.py");
 /// Patroni's leader-lock ttl (its floor: 20 s).
@@ -138,14 +139,26 @@ pub struct Ctx<'a> {
     pub dr_mode: RegionMode,
 }
 
-/// Files common to every host: the service manager and the boot hook.
+/// Files common to every host: the service manager, the boot hook (no systemd), and the
+/// systemd unit template `svc` installs where systemd runs.
 pub fn base_files(ctx: &Ctx) -> Result<Vec<FileSpec>, RenderError> {
     let p = Paths::new(&ctx.cfg.project);
     let vars = BTreeMap::from([("project", ctx.cfg.project.clone())]);
     Ok(vec![
         file(format!("{}/svc", p.opt_bin), 0o755, render("host/svc.sh", SVC_SH, &vars)?),
         file(format!("{}/boot.sh", p.etc), 0o755, render("host/boot.sh", BOOT_SH, &vars)?),
+        file(service_unit_path(&ctx.cfg.project), 0o644, service_unit(&ctx.cfg.project)?),
     ])
+}
+
+/// Where deploy puts the systemd unit template (`svc` copies it to /etc/systemd/system).
+pub fn service_unit_path(project: &str) -> String {
+    format!("/opt/{project}/systemd/{project}-service@.service")
+}
+
+/// `templates/systemd/provision-service@.service`, rendered for `project`.
+pub fn service_unit(project: &str) -> Result<String, RenderError> {
+    render("systemd/provision-service@.service", SERVICE_UNIT, &BTreeMap::from([("project", project.to_string())]))
 }
 
 /// etcd's Raft timings (its defaults are 100 / 1000 ms). When the host that dies is also the
@@ -359,5 +372,76 @@ mod tests {
         let hooks = vec!["https://ops.example/hook".to_string()];
         let m = monitor(&hooks);
         assert_eq!(m, MonitorConfig { webhook_urls: hooks, ..MonitorConfig::default() });
+    }
+
+    /// systemd cannot run here: its own checker reads the unit as systemd would, and any
+    /// complaint (an unknown key, a bad value, a missing binary) fails the test.
+    #[test]
+    fn the_service_unit_passes_systemd_analyze_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let unit = service_unit("exa").unwrap();
+        assert!(!unit.contains("{{"), "{unit}");
+        // An instance of the template, as `svc start node-matching` would make it.
+        let path = dir.path().join("exa-service@node-matching.service");
+        std::fs::write(&path, &unit).unwrap();
+        let out = std::process::Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (package systemd, installed by scripts/setup.sh)");
+        let complaints = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && complaints.trim().is_empty(), "systemd-analyze verify: {complaints}");
+    }
+
+    /// Where systemd runs, `svc` drives the unit instead of its own supervisor: it installs
+    /// the template once, enables and starts `exa-service@NAME`, and asks systemd for status.
+    /// systemctl is a recording stand-in (systemd cannot run here).
+    #[test]
+    fn svc_drives_systemd_units_where_systemd_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let project = format!("svct{}", std::process::id());
+        let vars = BTreeMap::from([("project", project.clone())]);
+        let svc = render("host/svc.sh", SVC_SH, &vars).unwrap();
+        let svc = svc
+            .replace(&format!("/etc/{project}/services"), &d.join("services").display().to_string())
+            .replace(&format!("/var/lib/{project}/run"), &d.join("run").display().to_string())
+            .replace(&format!("/var/log/{project}"), &d.join("log").display().to_string())
+            .replace(&service_unit_path(&project), &d.join("unit.src").display().to_string());
+        std::fs::write(d.join("svc"), svc).unwrap();
+        std::fs::create_dir_all(d.join("services")).unwrap();
+        std::fs::create_dir_all(d.join("units")).unwrap();
+        std::fs::create_dir_all(d.join("bin")).unwrap();
+        std::fs::write(d.join("services/node-matching.conf"), "RUN_AS='exchange'\nPRE=''\nCMD='/bin/true'\n").unwrap();
+        std::fs::write(d.join("unit.src"), service_unit(&project).unwrap()).unwrap();
+        let log = d.join("systemctl.log");
+        let fake = format!("#!/bin/sh\necho \"$*\" >> {}\nexit 0\n", log.display());
+        std::fs::write(d.join("bin/systemctl"), fake).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(d.join("bin/systemctl")).status().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("sh")
+                .arg(d.join("svc"))
+                .args(args)
+                .env("PATH", format!("{}:/usr/bin:/bin", d.join("bin").display()))
+                .env("SVC_SYSTEMD_DIR", d)
+                .env("SVC_UNIT_DIR", d.join("units"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "svc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["start", "node-matching"]);
+        run(&["start", "node-matching"]);
+        run(&["status", "node-matching"]);
+        run(&["stop", "node-matching"]);
+        let calls = std::fs::read_to_string(&log).unwrap();
+        let unit = format!("{project}-service@node-matching.service");
+        let want = format!(
+            "daemon-reload\nenable --now {unit}\nis-active --quiet {unit}\nenable --now {unit}\nis-active --quiet {unit}\n\
+             is-active --quiet {unit}\nshow -p MainPID --value {unit}\nstop {unit}\n"
+        );
+        assert_eq!(calls, want, "the unit is installed once (daemon-reload once), then enabled, started and stopped through systemd");
+        let installed = std::fs::read_to_string(d.join(format!("units/{project}-service@.service"))).unwrap();
+        assert_eq!(installed, service_unit(&project).unwrap());
+        assert!(!d.join("run/node-matching.pid").exists(), "no supervisor of svc's own where systemd runs");
     }
 }

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{
-    BlockDeviceMapping, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState, InstanceMetadataOptionsRequest,
-    InstanceType, IpPermission, IpRange, ResourceType, TagSpecification, VolumeType,
+    BlockDeviceMapping, ConnectivityType, DomainType, EbsBlockDevice, Filter, HttpTokensState, InstanceMetadataEndpointState,
+    InstanceMetadataOptionsRequest, InstanceNetworkInterfaceSpecification, InstanceType, IpPermission, IpRange, ResourceType,
+    TagSpecification, VolumeType,
 };
 
-use super::{already_done, other, Created, Outputs};
+use super::{already_done, is_not_yet_visible, other, Created, Outputs};
 use crate::action::Action;
 use crate::cloud::{tags, Cloud, CloudError};
 use crate::model::*;
@@ -16,6 +17,8 @@ const INSTANCE_WAIT_MS_MAX: u64 = 300_000;
 const POLL_MS: u64 = 250;
 /// A new cross-region peering reaches `pending-acceptance` within seconds to a minute on AWS.
 const PEERING_WAIT_MS_MAX: u64 = 120_000;
+/// A NAT gateway becomes available, or is deleted, within a few minutes on AWS.
+const NAT_WAIT_MS_MAX: u64 = 600_000;
 
 impl Cloud {
     /// The tags a resource is born with: the project, its logical key and its name.
@@ -77,6 +80,30 @@ impl Cloud {
                 let rt = self.id(route_table, out, region)?;
                 let call = self.ec2(region)?.associate_route_table().route_table_id(&rt).subnet_id(self.id(subnet, out, region)?);
                 self.call("AssociateRouteTable", &rt, region, || call.clone().send()).await.map(|_| None)
+            }
+            AllocateAddress { region, key } => {
+                let call = self.ec2(region)?.allocate_address().domain(DomainType::Vpc).tag_specifications(self.born_with(
+                    ResourceType::ElasticIp,
+                    key,
+                    key,
+                ));
+                self.create("AllocateAddress", key, region, || call.clone().send(), |r| r.allocation_id()).await
+            }
+            CreateNatGateway { region, key, subnet, allocation } => {
+                let call = self
+                    .ec2(region)?
+                    .create_nat_gateway()
+                    .subnet_id(self.id(subnet, out, region)?)
+                    .allocation_id(self.id(allocation, out, region)?)
+                    .connectivity_type(ConnectivityType::Public)
+                    .client_token(format!("{}-{}", key.replace('/', "-"), self.run_id))
+                    .tag_specifications(self.born_with(ResourceType::Natgateway, key, key));
+                let made = self
+                    .create("CreateNatGateway", key, region, || call.clone().send(), |r| r.nat_gateway().and_then(|n| n.nat_gateway_id()))
+                    .await?;
+                let id = made.as_ref().map(|c| c.id.clone()).unwrap_or_default();
+                self.wait_nat(region, &id, "available").await?;
+                Ok(made)
             }
             CreateSecurityGroup { region, key, name, vpc } => {
                 let call = self
@@ -175,6 +202,15 @@ impl Cloud {
                 }
                 self.delete("DeleteInternetGateway", id, region, || c.delete_internet_gateway().internet_gateway_id(id).send()).await
             }
+            DeleteNatGateway { region, id, key } => {
+                let call = self.ec2(region)?.delete_nat_gateway().nat_gateway_id(id);
+                self.delete("DeleteNatGateway", &format!("{key} ({id})"), region, || call.clone().send()).await?;
+                self.wait_nat(region, id, "deleted").await.map(|_| None)
+            }
+            ReleaseAddress { region, id, key } => {
+                let call = self.ec2(region)?.release_address().allocation_id(id);
+                self.delete("ReleaseAddress", &format!("{key} ({id})"), region, || call.clone().send()).await
+            }
             DeleteSecurityGroup { region, id, key } => {
                 let call = self.ec2(region)?.delete_security_group().group_id(id);
                 self.delete("DeleteSecurityGroup", &format!("{key} ({id})"), region, || call.clone().send()).await
@@ -211,11 +247,19 @@ impl Cloud {
         let what = format!("{rt} {cidr}");
         let res = if replace {
             let b = c.replace_route().route_table_id(&rt).destination_cidr_block(cidr);
-            let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
+            let b = match target_kind(&t) {
+                RouteTarget::Peering => b.vpc_peering_connection_id(&t),
+                RouteTarget::Nat => b.nat_gateway_id(&t),
+                RouteTarget::Gateway => b.gateway_id(&t),
+            };
             self.call("ReplaceRoute", &what, region, || b.clone().send()).await
         } else {
             let b = c.create_route().route_table_id(&rt).destination_cidr_block(cidr);
-            let b = if t.starts_with("pcx-") { b.vpc_peering_connection_id(&t) } else { b.gateway_id(&t) };
+            let b = match target_kind(&t) {
+                RouteTarget::Peering => b.vpc_peering_connection_id(&t),
+                RouteTarget::Nat => b.nat_gateway_id(&t),
+                RouteTarget::Gateway => b.gateway_id(&t),
+            };
             self.call("CreateRoute", &what, region, || b.clone().send()).await
         };
         already_done(res, &["RouteAlreadyExists"])
@@ -253,8 +297,15 @@ impl Cloud {
             .min_count(1)
             .max_count(1)
             .key_name(key_name)
-            .subnet_id(subnet)
-            .security_group_ids(sg)
+            .network_interfaces(
+                InstanceNetworkInterfaceSpecification::builder()
+                    .device_index(0)
+                    .subnet_id(subnet)
+                    .groups(sg)
+                    .associate_public_ip_address(host.public_ip)
+                    .delete_on_termination(true)
+                    .build(),
+            )
             .metadata_options(imds_v2_only())
             .user_data(base64::Engine::encode(&base64::engine::general_purpose::STANDARD, crate::userdata::user_data(&self.project, host)))
             .set_block_device_mappings(host.data_volume_gib.map(|gib| vec![data_volume(gib)]))
@@ -262,11 +313,69 @@ impl Cloud {
             .set_tag_specifications(Some(specs));
         let r = self.eventually("RunInstances", &host.key, region, || b.clone().send()).await?;
         let i = r.instances().first().ok_or_else(|| other(&host.key, region, "RunInstances returned no instance"))?;
-        Ok(Some(Created {
+        let made = Created {
             id: i.instance_id().unwrap_or_default().into(),
             private_ip: i.private_ip_address().map(str::to_string),
             public_ip: i.public_ip_address().map(str::to_string),
-        }))
+        };
+        if made.private_ip.is_some() && (made.public_ip.is_some() || !host.public_ip) {
+            return Ok(Some(made));
+        }
+        // The answer describes a pending instance: on AWS its public address (and at times its
+        // private one) shows only in a later DescribeInstances.
+        self.read_back_addresses(region, made, host.public_ip).await.map(Some)
+    }
+
+    /// Describes the instance until it shows a private address, and a public one when it asks
+    /// for one (bounded by [`INSTANCE_WAIT_MS_MAX`]).
+    async fn read_back_addresses(&self, region: &str, mut made: Created, public: bool) -> Result<Created, CloudError> {
+        let c = self.ec2(region)?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(INSTANCE_WAIT_MS_MAX);
+        loop {
+            let call = c.describe_instances().instance_ids(&made.id);
+            let r = self.eventually("DescribeInstances", &made.id, region, || call.clone().send()).await?;
+            if let Some(i) = r.reservations().iter().flat_map(|r| r.instances()).next() {
+                made.private_ip = i.private_ip_address().map(str::to_string).or(made.private_ip);
+                made.public_ip = i.public_ip_address().map(str::to_string).or(made.public_ip);
+            }
+            if made.private_ip.is_some() && (made.public_ip.is_some() || !public) {
+                return Ok(made);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(other(&made.id, region, format!("no public address after {} s", INSTANCE_WAIT_MS_MAX / 1000)));
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS * 4)).await;
+        }
+    }
+
+    /// Waits (bounded) until the NAT gateway is `state` (`available`, or `deleted`: then not
+    /// being listed counts too). A NAT gateway that fails is an error naming AWS's reason.
+    async fn wait_nat(&self, region: &str, id: &str, state: &str) -> Result<(), CloudError> {
+        let c = self.ec2(region)?;
+        let deadline = std::time::Instant::now() + Duration::from_millis(NAT_WAIT_MS_MAX);
+        loop {
+            let call = c.describe_nat_gateways().nat_gateway_ids(id);
+            let seen = match self.eventually("DescribeNatGateways", id, region, || call.clone().send()).await {
+                Ok(r) => r
+                    .nat_gateways()
+                    .first()
+                    .map(|n| (n.state().map(|s| s.as_str().to_string()).unwrap_or_default(), n.failure_message().map(str::to_string))),
+                Err(CloudError::Api { code, .. }) if state == "deleted" && is_not_yet_visible(&code) => None,
+                Err(e) => return Err(e),
+            };
+            match seen {
+                None if state == "deleted" => return Ok(()),
+                Some((s, _)) if s == state => return Ok(()),
+                Some((s, why)) if s == "failed" && state != "deleted" => {
+                    return Err(other(id, region, format!("NAT gateway failed: {}", why.unwrap_or_default())))
+                }
+                _ => {}
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(other(id, region, format!("NAT gateway not {state} after {} s", NAT_WAIT_MS_MAX / 1000)));
+            }
+            tokio::time::sleep(Duration::from_millis(POLL_MS * 8)).await;
+        }
     }
 
     /// Waits (bounded) until the peering can be accepted, and returns its state
@@ -356,6 +465,23 @@ fn imds_v2_only() -> InstanceMetadataOptionsRequest {
         .http_tokens(HttpTokensState::Required)
         .http_put_response_hop_limit(1)
         .build()
+}
+
+enum RouteTarget {
+    Peering,
+    Nat,
+    Gateway,
+}
+
+/// What kind of target a route's id names (EC2 takes each in its own field).
+fn target_kind(id: &str) -> RouteTarget {
+    if id.starts_with("pcx-") {
+        RouteTarget::Peering
+    } else if id.starts_with("nat-") {
+        RouteTarget::Nat
+    } else {
+        RouteTarget::Gateway
+    }
 }
 
 fn perm(r: &Rule) -> IpPermission {
