@@ -199,7 +199,11 @@ async fn assert_compact(project: &str) {
         assert_eq!(subnet_key.keys().filter(|id| public_subnet(id)).count(), 3, "{region}: public subnets {subnet_key:?}");
 
         // Every host's metadata service takes IMDSv2 session requests only, from one hop.
-        let described = c.describe_instances().filters(tag_filter(project)).send().await.unwrap();
+        // (Live ones: a duplicate an interrupted or retried launch made is terminated by `up`,
+        // and EC2 lists terminated instances for a while, without their volumes or subnet.)
+        let live =
+            Filter::builder().name("instance-state-name").values("pending").values("running").values("stopping").values("stopped").build();
+        let described = c.describe_instances().filters(tag_filter(project)).filters(live).send().await.unwrap();
         for i in described.reservations().iter().flat_map(|r| r.instances()) {
             // Gateways sit in public subnets with a public address; the rest in private
             // subnets with none.
