@@ -311,7 +311,7 @@ const CASES: &[Case] = &[
     Case {
         name: "ami id not hex",
         edits: &[(
-            "ami = { name = \"ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*\", owner = \"099720109477\" }",
+            "ami = { name = \"debian-12-amd64-*\", owner = \"136693071363\" }",
             "ami = { id = \"ami-nothex!\" }",
         )],
         template: None,
@@ -325,7 +325,7 @@ const CASES: &[Case] = &[
     Case {
         name: "ami in neither form",
         edits: &[(
-            "ami = { name = \"ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*\", owner = \"099720109477\" }",
+            "ami = { name = \"debian-12-amd64-*\", owner = \"136693071363\" }",
             "ami = { id = \"ami-12345678\", owner = \"099720109477\" }",
         )],
         template: None,
@@ -435,7 +435,7 @@ const CASES: &[Case] = &[
         line_of: "health_target = ",
         file: "regions.toml",
         field: "endpoint.health_target",
-        says: &["cannot reach a private address", "public_ip"],
+        says: &["never see a private address", "public_ip"],
         hides: &[],
     },
     Case {

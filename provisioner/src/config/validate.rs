@@ -65,7 +65,7 @@ impl Validator<'_> {
                 if e.url.is_none() && e.health_target == HealthTarget::PrivateIp {
                     return Err(self.err(
                         &["endpoint", "health_target"],
-                        "is private_ip, but without `url` this is AWS, whose Route53 health checkers are on the internet and cannot reach a private address",
+                        "is private_ip, but without `url` this is AWS, whose Route53 health checkers are on the internet and never see a private address",
                         "use health_target = \"public_ip\" on AWS (private_ip is for a local cloud, with [endpoint] url set)",
                     ));
                 }
