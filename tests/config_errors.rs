@@ -310,10 +310,7 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "ami id not hex",
-        edits: &[(
-            "ami = { name = \"debian-12-amd64-*\", owner = \"136693071363\" }",
-            "ami = { id = \"ami-nothex!\" }",
-        )],
+        edits: &[("ami = { name = \"debian-12-amd64-*\", owner = \"136693071363\" }", "ami = { id = \"ami-nothex!\" }")],
         template: None,
         files: NO_FILES,
         line_of: "ami-nothex",

@@ -227,9 +227,13 @@ impl Cloud {
                     .map_err(|x| self.err("DescribeAddresses", "Elastic IPs", region, x))
             },
         )?;
+        // moto ignores the tag filter for NAT gateways (AWS honours it): check the tag here too,
+        // or `down` would take another project's NAT gateway for an unwanted one of ours.
+        let ours = |t: &[aws_sdk_ec2::types::Tag]| tags::get(t, TAG_PROJECT) == Some(self.project.as_str());
         let nat_gateways = nats
             .nat_gateways()
             .iter()
+            .filter(|n| ours(n.tags()))
             .map(|n| Found {
                 key: tags::key(n.tags()),
                 id: n.nat_gateway_id().unwrap_or_default().into(),
@@ -243,6 +247,7 @@ impl Cloud {
         let addresses = eips
             .addresses()
             .iter()
+            .filter(|a| ours(a.tags()))
             .map(|a| Found {
                 key: tags::key(a.tags()),
                 id: a.allocation_id().unwrap_or_default().into(),

@@ -354,11 +354,13 @@ impl Cloud {
         let c = self.ec2(region)?;
         let deadline = std::time::Instant::now() + Duration::from_millis(NAT_WAIT_MS_MAX);
         loop {
-            let call = c.describe_nat_gateways().nat_gateway_ids(id);
+            // By filter, and the answer searched for the id: moto ignores `NatGatewayId.N`.
+            let call = c.describe_nat_gateways().filter(Filter::builder().name("nat-gateway-id").values(id).build());
             let seen = match self.eventually("DescribeNatGateways", id, region, || call.clone().send()).await {
                 Ok(r) => r
                     .nat_gateways()
-                    .first()
+                    .iter()
+                    .find(|n| n.nat_gateway_id() == Some(id))
                     .map(|n| (n.state().map(|s| s.as_str().to_string()).unwrap_or_default(), n.failure_message().map(str::to_string))),
                 Err(CloudError::Api { code, .. }) if state == "deleted" && is_not_yet_visible(&code) => None,
                 Err(e) => return Err(e),
