@@ -46,6 +46,12 @@ pub async fn unfence(w: &Situation, quiet: bool, force: bool) -> Result<(), Fail
     crate::ssh::KnownHosts::new(crate::keys::key_dir(&w.cfg).join("known_hosts"))
         .forget(&addrs)
         .map_err(|e| refused(format!("cannot update known_hosts: {e}"), "check the file's permissions"))?;
+    // The vault's copy too: every look replaces the local known_hosts with it, so the rebuild
+    // would pin the old keys again, and EC2 hands a rebuilt host its predecessor's address.
+    let failed = crate::vault::push(&w.configured, &w.cloud).await.map_err(|e| super::FailoverError::Vault(Box::new(e)))?;
+    if !failed.is_empty() && !quiet {
+        eprintln!("failback: the forgotten host keys are not yet out of the vault in: {}", failed.join("; "));
+    }
     let next = Marks { epoch: 0, active: w.observed.marks.active.clone(), fence: None };
     let written = w.cloud.write_marks(&w.configured, zone_id(w), &w.observed.marks, next).await?;
     if !written.copies_failed.is_empty() && !quiet {
