@@ -115,3 +115,53 @@ impl Inventory {
         self.hosts.iter().filter(|h| h.region == region && h.gateway).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Found, InstanceAttrs, ObservedRegion};
+
+    /// The shipped config with `ssh_address` as given, every desired host running: gateways
+    /// with a public address (10.x.y.z -> 203.x.y.z), the rest with none.
+    fn hosts(ssh_address: &str) -> Vec<Host> {
+        let src =
+            crate::config::EMBEDDED_REGIONS_TOML.replacen("ssh_address = \"private_ip\"", &format!("ssh_address = \"{ssh_address}\""), 1);
+        let cfg = Config::parse("regions.toml", std::path::Path::new("."), &src).unwrap();
+        let tpl = crate::template::Template::load(&cfg).unwrap();
+        let d = crate::desired::desired(&cfg, &tpl, "ssh-ed25519 AAAA test");
+        let mut o = Observed::default();
+        for (r, dr) in d.regions.iter().enumerate() {
+            let mut or = ObservedRegion { name: dr.name.clone(), ..Default::default() };
+            for (i, h) in dr.hosts.iter().enumerate() {
+                let attrs = InstanceAttrs {
+                    state: "running".into(),
+                    private_ip: Some(format!("10.{r}.0.{i}")),
+                    public_ip: h.public_ip.then(|| format!("203.{r}.0.{i}")),
+                    ..Default::default()
+                };
+                or.instances.push(Found { key: h.key.clone(), id: format!("i-{r}{i}"), attrs });
+            }
+            o.regions.push(or);
+        }
+        let (inv, missing) = inventory_partial(&cfg, &d, &o);
+        assert!(missing.is_empty());
+        inv.hosts
+    }
+
+    #[test]
+    fn ssh_dials_public_addresses_and_reaches_private_hosts_through_a_gateway() {
+        for h in hosts("public_ip") {
+            if h.gateway {
+                assert!(h.ssh_ip.starts_with("203.") && h.bastion.is_none(), "{h:?}");
+            } else {
+                let jump = h.bastion.as_ref().expect("a private host is reached through a gateway");
+                assert!(h.ssh_ip == h.private_ip && jump.host.starts_with("203.") && jump.user == h.ssh_user, "{h:?}");
+                let region_digit = &h.private_ip[3..4];
+                assert_eq!(&jump.host[4..5], region_digit, "through a gateway of its own region: {h:?}");
+            }
+        }
+        for h in hosts("private_ip") {
+            assert!(h.ssh_ip == h.private_ip && h.bastion.is_none(), "the lab dials private addresses directly: {h:?}");
+        }
+    }
+}
