@@ -175,7 +175,8 @@ pub fn key_hash(key: &str) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect::<String>()[..KEY_HASH_CHARS].to_string()
 }
 
-/// Which of an instance's addresses the records, health checks and SSH use: decided once, in
+/// Which of an instance's addresses the records and health checks use (SSH has its own
+/// decision, `access.ssh_address`, in `deploy::inventory`): decided once, in
 /// `desired` (from `health_target`), and carried in the data from there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -214,7 +215,7 @@ pub struct Desired {
     pub zone_name: String,
     pub record_name: String,
     pub record_ttl_s: i64,
-    /// Which address of a host the records, health checks and SSH use.
+    /// Which address of a host the records and health checks use.
     pub address: Address,
     pub http_checks: Vec<HttpCheckSpec>,
     pub region_checks: Vec<RegionCheckSpec>,
