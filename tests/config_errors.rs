@@ -425,6 +425,61 @@ const CASES: &[Case] = &[
         hides: &[],
     },
     Case {
+        name: "tls: a certificate file that does not exist",
+        edits: &[("[endpoint]", "[tls]\ncert_file = \"missing.pem\"\nkey_file = \"key.pem\"\n\n[endpoint]")],
+        template: None,
+        files: NO_FILES,
+        line_of: "cert_file = ",
+        file: "regions.toml",
+        field: "tls.cert_file",
+        says: &["cannot read", "missing.pem", "fix:"],
+        hides: &[],
+    },
+    Case {
+        name: "tls: a certificate path that is a directory",
+        edits: &[("[endpoint]", "[tls]\ncert_file = \"certs\"\nkey_file = \"key.pem\"\n\n[endpoint]")],
+        template: None,
+        files: &[("certs/", "")],
+        line_of: "cert_file = ",
+        file: "regions.toml",
+        field: "tls.cert_file",
+        says: &["is a directory", "PEM"],
+        hides: &[],
+    },
+    Case {
+        name: "tls: a certificate that does not cover the API name",
+        edits: &[("[endpoint]", "[tls]\ncert_file = \"other.crt\"\nkey_file = \"other.crt.key\"\n\n[endpoint]")],
+        template: None,
+        files: &[("other.crt", "SELF_SIGNED api.other.example")],
+        line_of: "cert_file = ",
+        file: "regions.toml",
+        field: "tls.cert_file",
+        says: &["does not cover api.cfgtest.test.internal", "api.other.example", "subjectAltName"],
+        hides: &["PRIVATE KEY"],
+    },
+    Case {
+        name: "tls: a key that is not the certificate's",
+        edits: &[("[endpoint]", "[tls]\ncert_file = \"a.crt\"\nkey_file = \"b.crt.key\"\n\n[endpoint]")],
+        template: None,
+        files: &[("a.crt", "SELF_SIGNED api.cfgtest.test.internal"), ("b.crt", "SELF_SIGNED api.cfgtest.test.internal")],
+        line_of: "key_file = ",
+        file: "regions.toml",
+        field: "tls.key_file",
+        says: &["not the certificate's"],
+        hides: &["PRIVATE KEY"],
+    },
+    Case {
+        name: "tls: none on AWS",
+        edits: &[("url = \"http://127.0.0.1:ENDPOINT_PORT\"\n", ""), ("health_target = \"private_ip\"", "health_target = \"public_ip\"")],
+        template: None,
+        files: NO_FILES,
+        line_of: "api_record = ",
+        file: "regions.toml",
+        field: "tls",
+        says: &["HTTPS only", "cert_file"],
+        hides: &[],
+    },
+    Case {
         name: "a private health target against AWS's own endpoints",
         edits: &[("url = \"http://127.0.0.1:ENDPOINT_PORT\"\n", "")],
         template: None,
@@ -592,13 +647,27 @@ impl CountingEndpoint {
     }
 }
 
+/// A file body `SELF_SIGNED <dns name>` makes (with openssl) a self-signed certificate for
+/// that name at the file's path, and its key at `<path>.key`: no key material in the repository.
 fn write_files(dir: &std::path::Path, files: &[(&str, &str)]) {
     for (name, body) in files {
-        match name.strip_suffix('/') {
-            Some(d) => std::fs::create_dir_all(dir.join(d)).unwrap(),
-            None => std::fs::write(dir.join(name), body).unwrap(),
+        match (name.strip_suffix('/'), body.strip_prefix("SELF_SIGNED ")) {
+            (Some(d), _) => std::fs::create_dir_all(dir.join(d)).unwrap(),
+            (None, Some(dns)) => self_signed(&dir.join(name), dns),
+            (None, None) => std::fs::write(dir.join(name), body).unwrap(),
         }
     }
+}
+
+fn self_signed(cert: &std::path::Path, dns: &str) {
+    let key = format!("{}.key", cert.display());
+    let out = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "30"])
+        .args(["-subj", &format!("/CN={dns}"), "-addext", &format!("subjectAltName=DNS:{dns}"), "-keyout", &key, "-out"])
+        .arg(cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "openssl: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 #[test]

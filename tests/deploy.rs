@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::api::Api;
 use common::lab::*;
 use common::load::*;
 use common::*;
@@ -52,9 +53,10 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
 
     // An order through the primary gateway, then visible (read-only) in the DR database.
     let gw = &ips(PRIMARY, &p.name, "app").await[0];
-    let base = format!("http://{gw}:8080");
-    let (code, body) = http("POST", &format!("{base}/admin/users"), &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
+    let api = Api::of(&p);
+    let (code, body) = api.call("POST", gw, "/admin/users", &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
     assert_eq!(code, 404, "admin calls are not served on the public port: {body}");
+    public_port_is_https_only(&p, &api).await;
     let (code, body) =
         http("POST", &format!("{}/admin/users", admin_base(gw)), &[("X-Admin-Token", admin.trim())], Some(r#"{"user_id":4242}"#));
     assert_eq!(code, 200, "{body}");
@@ -68,7 +70,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     );
     assert_eq!(code, 200, "{body}");
     let order = r#"{"market":"BTC-USD","client_order_id":"deploy-test-1","side":"buy","type":"limit","price_ticks":100,"qty_lots":5,"quote_budget_minor":0}"#;
-    let (code, body) = http("POST", &format!("{base}/v1/orders"), &[("X-API-Key", &api_key)], Some(order));
+    let (code, body) = api.call("POST", gw, "/v1/orders", &[("X-API-Key", &api_key)], Some(order));
     assert_eq!(code, 200, "{body}");
     let lag_ok = || {
         let lsn = psql(&leader, &su, "postgres", "select pg_current_wal_lsn()");
@@ -83,7 +85,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
 
     // The DR gateway is up but rejects writes with its clear error.
     let dr_gw = &ips(DR, &p.name, "app").await[0];
-    let (code, body) = http("POST", &format!("http://{dr_gw}:8080/v1/orders"), &[("X-API-Key", &api_key)], Some(order));
+    let (code, body) = api.call("POST", dr_gw, "/v1/orders", &[("X-API-Key", &api_key)], Some(order));
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("standby"), "{body}");
 
@@ -130,7 +132,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     p.ok(&["deploy"]);
     // `status` itself goes through the bastion: the forwards the bastion opens while it runs
     // include every gateway host (status asks each gateway's /health on the host over SSH).
-    // The gateways' answers in status are the ones this test gets from them over HTTP.
+    // The gateways' answers in status are the ones this test gets from them over HTTPS.
     let (pgw, dgw) = (ips(PRIMARY, &p.name, "app").await, ips(DR, &p.name, "app").await);
     assert!(!pgw.is_empty() && !dgw.is_empty(), "gateway hosts in EC2: {pgw:?} {dgw:?}");
     let mark = bastion.log_mark();
@@ -143,7 +145,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
         bastion.log()
     );
     let health_codes = |gws: &[String]| -> Vec<u64> {
-        let mut v: Vec<u64> = gws.iter().map(|ip| http("GET", &format!("http://{ip}:8080/health"), &[], None).0 as u64).collect();
+        let mut v: Vec<u64> = gws.iter().map(|ip| api.call("GET", ip, "/health", &[], None).0 as u64).collect();
         v.sort();
         v
     };
@@ -211,7 +213,7 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     // synchronous standby, the engines follow, and no acknowledged order is lost.
     let old_leader = writable_leader(&pdb, &su).expect("a primary leader");
     let gws = ips(PRIMARY, &p.name, "app").await;
-    let load = Load::start(Targets::Fixed(gws), &api_key, "dbloss");
+    let load = Load::start(&Api::of(&p), Targets::Fixed(gws), &api_key, "dbloss");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(load.acked_after(std::time::Instant::now() - Duration::from_secs(2)) > 0, "no order acknowledged before the fault");
     lab.ctl(&["fault", "power-off", &old_leader]);
@@ -239,4 +241,27 @@ async fn compact_up_gives_a_live_exchange_with_sync_standby_and_dr_standby_clust
     wait_for("lab hosts removed", Duration::from_secs(60), || lab.namespaces().is_empty());
     drop(lab);
     assert!(lab_namespaces(LAB_PREFIX).is_empty());
+}
+
+/// Every gateway of both regions serves the API over HTTPS only: the certificate it presents
+/// is the project's (the leaf in `.provision/<project>/secrets/tls_chain.pem`), it verifies for
+/// the API name against the project's CA, and the same port gives no answer to plain HTTP.
+async fn public_port_is_https_only(p: &common::Project, api: &Api) {
+    let chain = std::fs::read_to_string(p.dir.path().join(".provision").join(&p.name).join("secrets").join("tls_chain.pem")).unwrap();
+    let leaf = &chain[..chain.find("-----END CERTIFICATE-----").unwrap() + "-----END CERTIFICATE-----".len()];
+    let mut gws = ips(PRIMARY, &p.name, "app").await;
+    gws.extend(ips(DR, &p.name, "app").await);
+    assert!(gws.len() >= 6, "gateways in EC2: {gws:?}");
+    for ip in &gws {
+        let (code, body) = api.call("GET", ip, "/health", &[], None);
+        assert!(code == 200 || code == 503, "{ip}: HTTPS /health verified for {}: {code} {body}", api.name);
+        let shown = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("openssl s_client -connect {ip}:8080 -servername {} </dev/null 2>/dev/null | openssl x509", api.name))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&shown.stdout).trim(), leaf.trim(), "{ip}: the certificate the gateway presents");
+        let (code, _) = http("GET", &format!("http://{ip}:8080/health"), &[], None);
+        assert_eq!(code, 0, "{ip}: plain HTTP answered on the public port");
+    }
 }

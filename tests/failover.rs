@@ -8,6 +8,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::api::Api;
 use common::lab::*;
 use common::load::*;
 use common::*;
@@ -63,7 +64,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let key = make_user(&pgw[0], &s.admin, user);
 
     // --- Planned switchover under load: no acknowledged order lost. ---
-    let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "planned");
+    let load = Load::start(&Api::of(&p), Targets::PrimaryRecordOf(p.name.clone()), &key, "planned");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = p.ok(&["failover", "--to", DR, "--planned", "--output", "json"]);
     let switched = Instant::now();
@@ -79,9 +80,9 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert!(lost.is_empty(), "{} acknowledged orders lost in a planned switchover: {lost:?}", lost.len());
     assert!(acked.iter().any(|(_, t)| *t > switched), "no order was acknowledged through the API name after the switchover");
     assert!(acked.iter().any(|(_, t)| *t < switched), "no order was acknowledged before the switchover");
-    let (code, body) = http("POST", &format!("http://{}:8080/v1/orders", dgw[0]), &[("X-API-Key", &key)], Some(&order("planned-direct")));
+    let (code, body) = Api::of(&p).call("POST", &dgw[0], "/v1/orders", &[("X-API-Key", &key)], Some(&order("planned-direct")));
     assert_eq!(code, 200, "the DR gateway takes writes: {body}");
-    let (code, _) = http("POST", &format!("http://{}:8080/v1/orders", pgw[0]), &[("X-API-Key", &key)], Some(&order("planned-old")));
+    let (code, _) = Api::of(&p).call("POST", &pgw[0], "/v1/orders", &[("X-API-Key", &key)], Some(&order("planned-old")));
     assert_eq!(code, 503, "the old primary's gateway refuses writes");
     wait_for("the old primary region streams from the new one", Duration::from_secs(60), || streams_from(&pdb, &s.su, "10.80."));
     eprintln!("planned switchover: RTO {} ms, {} orders acked, none lost", report["rto_ms"], acked.len());
@@ -105,10 +106,13 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
             .unwrap(),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let api = Api::of(&p);
     let health = |ip: &str| {
         assert_local(ip);
         let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "--max-time", "0.3", "-w", "%{http_code}", &format!("http://{ip}:8080/health")])
+            .args(["-s", "-o", "/dev/null", "--max-time", "0.3", "-w", "%{http_code}", "--cacert"])
+            .arg(&api.ca_file)
+            .args(["--resolve", &format!("{}:8080:{ip}", api.name), &api.url("/health")])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().parse::<u16>().unwrap_or(0)
@@ -135,7 +139,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     );
     assert_eq!(records(&p).await.0, pgw, "a short blip must not fail over");
 
-    let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "unplanned");
+    let load = Load::start(&Api::of(&p), Targets::PrimaryRecordOf(p.name.clone()), &key, "unplanned");
     tokio::time::sleep(Duration::from_secs(2)).await;
     lab.ctl(&["fault", "blackout", PRIMARY]);
     let blackout = Instant::now();
@@ -168,7 +172,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     let dr_leader = writable[0].clone();
     for (i, gw) in dgw.iter().enumerate() {
         let cid = format!("unplanned-direct-{i}");
-        let (code, body) = http("POST", &format!("http://{gw}:8080/v1/orders"), &[("X-API-Key", &key)], Some(&order(&cid)));
+        let (code, body) = Api::of(&p).call("POST", gw, "/v1/orders", &[("X-API-Key", &key)], Some(&order(&cid)));
         assert_eq!(code, 200, "DR gateway {gw} takes writes after the failover: {body}");
         assert!(orders_of(&dr_leader, &s.su, user).contains(&cid), "order {cid} taken by {gw} is not in the DR primary {dr_leader}");
     }
@@ -212,7 +216,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     // the client's orders, and every order the client got acknowledged, also those, is in the
     // primary database afterwards. ---
     let report_path = p.dir.path().join("drill.json");
-    let load = Load::start(Targets::PrimaryRecordOf(p.name.clone()), &key, "during-drill");
+    let load = Load::start(&Api::of(&p), Targets::PrimaryRecordOf(p.name.clone()), &key, "during-drill");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut drill_run = Reaped(
         p.cmd(&["drill", "--report", report_path.to_str().unwrap(), "--output", "json"])
@@ -288,7 +292,7 @@ async fn planned_and_unplanned_failover_watch_failback_drill_then_teardown_and_r
     assert!(instances_now(PRIMARY, &p.name).await.is_empty() && instances_now(DR, &p.name).await.is_empty());
     p.ok(&["up"]);
     let gw = ips(PRIMARY, &p.name, "app").await;
-    let (code, body) = http("GET", &format!("http://{}:8080/health", gw[0]), &[], None);
+    let (code, body) = Api::of(&p).call("GET", &gw[0], "/health", &[], None);
     assert_eq!(code, 200, "recreated exchange is healthy: {body}");
     assert_eq!(records(&p).await.0, gw, "recreated: PRIMARY on the primary gateways");
     p.ok(&["down"]);
@@ -304,7 +308,7 @@ async fn dataplane_failover(p: &Project, lab: &Lab, s: &Secrets, key: &str, dr: 
     let second_cfg = second.path().join("regions.toml");
     std::fs::copy(p.config(), &second_cfg).unwrap();
     let epochs_before = state_epochs(DR, &p.name).await;
-    let load = Load::start(Targets::Dns(api_name(p)), key, "dataplane");
+    let load = Load::start(&Api::of(p), Targets::Dns(api_name(p)), key, "dataplane");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     lab.ctl(&["fault", "blackout", PRIMARY]);

@@ -127,7 +127,7 @@ async fn case(w: &World, name: &str, fault: Fault) {
         return;
     }
     eprintln!("fault case {name}: start");
-    let load = RetryLoad::start(w.apps.clone(), w.keys.clone(), &name.replace('#', "-"), 6);
+    let load = RetryLoad::start(&common::api::Api::of(&w.p), w.apps.clone(), w.keys.clone(), &name.replace('#', "-"), 6);
     wait_for("orders acknowledged before the fault", Duration::from_secs(60), || {
         load.acked_after(Instant::now() - Duration::from_secs(2)) > 0
     });

@@ -275,7 +275,8 @@ async fn assert_compact(project: &str) {
     let (checks, zone, records) = route53_state(project).await;
     assert!(zone.is_some(), "no hosted zone");
     let calc = checks.iter().filter(|h| h.health_check_config().map(|c| c.r#type().as_str()) == Some("CALCULATED")).count();
-    let http: Vec<_> = checks.iter().filter(|h| h.health_check_config().map(|c| c.r#type().as_str()) == Some("HTTP")).collect();
+    // HTTPS: the gateways serve the public port over TLS only.
+    let http: Vec<_> = checks.iter().filter(|h| h.health_check_config().map(|c| c.r#type().as_str()) == Some("HTTPS")).collect();
     assert_eq!((calc, http.len()), (2, 6), "health checks: {checks:?}");
     for h in &http {
         let c = h.health_check_config().unwrap();

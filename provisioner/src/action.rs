@@ -374,8 +374,8 @@ impl Action {
             CreatePeering { key, peer_region, .. } => format!("VPC peering {key} to {peer_region}"),
             AcceptPeering { peering, .. } => format!("accept VPC peering {}", r(peering)),
             CreateZone { name } => format!("hosted zone {name}"),
-            CreateHttpCheck { key, ip, port, path, .. } => format!("health check {key} (HTTP {}:{port}{path})", ip_text(ip)),
-            UpdateHttpCheck { key, ip, port, path, .. } => format!("health check {key} -> HTTP {}:{port}{path}", ip_text(ip)),
+            CreateHttpCheck { key, ip, port, path, .. } => format!("health check {key} (HTTPS {}:{port}{path})", ip_text(ip)),
+            UpdateHttpCheck { key, ip, port, path, .. } => format!("health check {key} -> HTTPS {}:{port}{path}", ip_text(ip)),
             CreateRegionCheck { key, children, .. } => format!("health check {key} (healthy while 1 of {} gateways is)", children.len()),
             UpdateRegionCheck { key, children, .. } => format!("health check {key} -> {} children", children.len()),
             UpsertRecord { name, spec, ips, .. } => format!(

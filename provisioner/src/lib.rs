@@ -26,6 +26,7 @@ pub mod situation;
 pub mod ssh;
 pub mod teardown;
 pub mod template;
+pub mod tls;
 pub mod userdata;
 pub mod vault;
 pub mod watch;

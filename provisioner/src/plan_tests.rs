@@ -266,12 +266,12 @@ fn empty_cloud_plans_every_host_after_its_subnet_group_and_key() {
         68 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table  <- 43 65
         69 + us-west-2 add route 10.10.0.0/16 -> us-east-1/peering/us-west-2 in us-west-2/route-table/private  <- 48 65
         70 + global hosted zone exa.example.internal
-        71 + global health check us-east-1/check/app-0 (HTTP <ip of us-east-1/instance/app-0>:8080/health)  <- 26
-        72 + global health check us-east-1/check/app-1 (HTTP <ip of us-east-1/instance/app-1>:8080/health)  <- 27
-        73 + global health check us-east-1/check/app-2 (HTTP <ip of us-east-1/instance/app-2>:8080/health)  <- 28
-        74 + global health check us-west-2/check/app-0 (HTTP <ip of us-west-2/instance/app-0>:8080/health)  <- 58
-        75 + global health check us-west-2/check/app-1 (HTTP <ip of us-west-2/instance/app-1>:8080/health)  <- 59
-        76 + global health check us-west-2/check/app-2 (HTTP <ip of us-west-2/instance/app-2>:8080/health)  <- 60
+        71 + global health check us-east-1/check/app-0 (HTTPS <ip of us-east-1/instance/app-0>:8080/health)  <- 26
+        72 + global health check us-east-1/check/app-1 (HTTPS <ip of us-east-1/instance/app-1>:8080/health)  <- 27
+        73 + global health check us-east-1/check/app-2 (HTTPS <ip of us-east-1/instance/app-2>:8080/health)  <- 28
+        74 + global health check us-west-2/check/app-0 (HTTPS <ip of us-west-2/instance/app-0>:8080/health)  <- 58
+        75 + global health check us-west-2/check/app-1 (HTTPS <ip of us-west-2/instance/app-1>:8080/health)  <- 59
+        76 + global health check us-west-2/check/app-2 (HTTPS <ip of us-west-2/instance/app-2>:8080/health)  <- 60
         77 + global health check us-east-1/check/region (healthy while 1 of 3 gateways is)  <- 71 72 73
         78 + global health check us-west-2/check/region (healthy while 1 of 3 gateways is)  <- 74 75 76
         79 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, <ip of us-east-1/instance/app-1>, <ip of us-east-1/instance/app-2>  <- 26 27 28 70 77
@@ -349,7 +349,7 @@ fn deferring_the_records_keeps_every_other_step_and_its_order() {
         &o,
         "
         0 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)
-        1 ~ global health check us-east-1/check/app-0 -> HTTP <ip of us-east-1/instance/app-0>:8080/health  <- 0
+        1 ~ global health check us-east-1/check/app-0 -> HTTPS <ip of us-east-1/instance/app-0>:8080/health  <- 0
         2 ~ global health check us-east-1/check/region -> 3 children  <- 1
         3 + global record api.exa.example.internal PRIMARY (exa-primary) -> <ip of us-east-1/instance/app-0>, 10.0.0.2, 10.0.0.3  <- 0 2
     ",
@@ -359,7 +359,7 @@ fn deferring_the_records_keeps_every_other_step_and_its_order() {
         &o,
         "
         0 + us-east-1 instance us-east-1/instance/app-0 (t3.medium in us-east-1a)
-        1 ~ global health check us-east-1/check/app-0 -> HTTP <ip of us-east-1/instance/app-0>:8080/health  <- 0
+        1 ~ global health check us-east-1/check/app-0 -> HTTPS <ip of us-east-1/instance/app-0>:8080/health  <- 0
         2 ~ global health check us-east-1/check/region -> 3 children  <- 1
     ",
     );

@@ -109,7 +109,7 @@ pub fn status(r: &crate::ops::StatusReport) -> String {
     }
     for c in &o.checks {
         let what = match &c.attrs {
-            CheckAttrs::Http { ip, port, path } => format!("HTTP {ip}:{port}{path}"),
+            CheckAttrs::Http { ip, port, path } => format!("HTTPS {ip}:{port}{path}"),
             CheckAttrs::Calculated { children, healthy_children_min } => {
                 format!("healthy while {healthy_children_min} of {} children are", children.len())
             }

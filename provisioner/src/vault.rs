@@ -18,6 +18,13 @@ use crate::keys::key_dir;
 /// Pinned host keys change as hosts come and go: the newest local copy replaces the vault's.
 const KNOWN_HOSTS: &str = "known_hosts";
 
+/// Items that change by design (the pinned host keys; the generated API certificate, remade
+/// for a new API name or before it expires): a pull takes the vault's copy, a push the local one.
+/// Every other item is made once, and a copy that differs is refused.
+fn replaceable(item: &str) -> bool {
+    item == KNOWN_HOSTS || item.strip_prefix("secrets/").is_some_and(|n| crate::tls::GENERATED_FILES.contains(&n))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum VaultError {
     #[error("{path}: {message}")]
@@ -96,7 +103,7 @@ pub async fn pull(cfg: &Config, cloud: &Cloud) -> Result<Vec<String>, VaultError
         let Some(path) = item_path(cfg, &item) else { continue };
         match std::fs::read_to_string(&path) {
             Ok(local) if local.trim() == value.trim() => {}
-            Ok(_) if item == KNOWN_HOSTS => {
+            Ok(_) if replaceable(&item) => {
                 replace_private(&path, &value)?;
                 written.push(item);
             }
@@ -133,7 +140,7 @@ async fn push_region(cfg: &Config, cloud: &Cloud, region: &str, local: &BTreeMap
     for (item, value) in local {
         match there.get(item) {
             Some(v) if v.trim() == value.trim() => {}
-            Some(_) if item == KNOWN_HOSTS => {
+            Some(_) if replaceable(item) => {
                 cloud.vault_put(region, item, value, true).await?;
             }
             Some(_) => {

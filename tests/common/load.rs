@@ -1,10 +1,11 @@
 //! Order load for end-to-end tests, and the failover records it follows. Everything is
-//! checked from outside: Route53's record sets, the gateways' HTTP answers.
+//! checked from outside: Route53's record sets, the gateways' HTTPS answers.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::api::{Api, Clients};
 use super::lab::assert_local;
 use super::{route53, Project};
 
@@ -56,11 +57,11 @@ pub struct Load {
 }
 
 impl Load {
-    pub fn start(to: Targets, key: &str, prefix: &str) -> Load {
+    pub fn start(api: &Api, to: Targets, key: &str, prefix: &str) -> Load {
         let (acked, stop) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(false)));
         let (a, s, key, prefix) = (acked.clone(), stop.clone(), key.to_string(), prefix.to_string());
+        let mut clients = Clients::new(api.clone(), Duration::from_secs(2));
         let task = tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
             let mut targets = match &to {
                 Targets::Fixed(v) => v.clone(),
                 Targets::PrimaryRecordOf(_) | Targets::Dns(_) => Vec::new(),
@@ -90,13 +91,7 @@ impl Load {
                 };
                 assert_local(&t);
                 let cid = format!("{prefix}-{n}");
-                let r = client
-                    .post(format!("http://{t}:8080/v1/orders"))
-                    .header("X-API-Key", &key)
-                    .header("Content-Type", "application/json")
-                    .body(order(&cid))
-                    .send()
-                    .await;
+                let r = clients.post(&t, "/v1/orders", order(&cid)).header("X-API-Key", &key).send().await;
                 if r.is_ok_and(|r| r.status().is_success()) {
                     a.lock().unwrap().push((cid, Instant::now(), t));
                 }
@@ -150,7 +145,7 @@ pub struct RetryLoad {
 }
 
 impl RetryLoad {
-    pub fn start(gateways: Vec<String>, keys: (String, String), prefix: &str, workers: usize) -> RetryLoad {
+    pub fn start(api: &Api, gateways: Vec<String>, keys: (String, String), prefix: &str, workers: usize) -> RetryLoad {
         let sent = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -158,8 +153,8 @@ impl RetryLoad {
             let (sent, stop, gws) = (sent.clone(), stop.clone(), gateways.clone());
             let (key, side) = if w % 2 == 0 { (keys.0.clone(), "buy") } else { (keys.1.clone(), "sell") };
             let prefix = format!("{prefix}-w{w}");
+            let mut clients = Clients::new(api.clone(), Duration::from_secs(5));
             tasks.push(tokio::spawn(async move {
-                let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
                 let mut attempt = w;
                 for n in 0u64.. {
                     if stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -179,13 +174,7 @@ impl RetryLoad {
                         attempt += 1;
                         let gw = &gws[attempt % gws.len()];
                         assert_local(gw);
-                        let r = client
-                            .post(format!("http://{gw}:8080/v1/orders"))
-                            .header("X-API-Key", &key)
-                            .header("Content-Type", "application/json")
-                            .body(body.clone())
-                            .send()
-                            .await;
+                        let r = clients.post(gw, "/v1/orders", body.clone()).header("X-API-Key", &key).send().await;
                         if let Ok(r) = r {
                             if r.status().is_success() {
                                 let v: serde_json::Value = r.json().await.unwrap_or_default();

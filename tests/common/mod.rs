@@ -2,6 +2,7 @@
 //! the real `provision` binary, and AWS SDK clients pointed at the lab's API front to check results.
 #![allow(dead_code)]
 
+pub mod api;
 pub mod bastion;
 pub mod lab;
 pub mod load;

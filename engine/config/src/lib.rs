@@ -432,6 +432,10 @@ pub struct GatewayConfig {
     pub listen: String,
     /// "ip:port" of the admin listener (`/admin/*` and `/metrics`): a private address.
     pub admin_listen: String,
+    /// HTTPS on `listen` (every deployed gateway has it); None serves plain HTTP, which only
+    /// the engine's own tests on loopback use.
+    #[serde(default)]
+    pub tls: Option<TlsFiles>,
     /// Every engine node of the region.
     pub nodes: Vec<PeerConfig>,
     pub db: DbConfig,
@@ -462,6 +466,16 @@ pub struct GatewayConfig {
     pub public_reads_burst_max: u32,
     #[serde(default)]
     pub log: LogConfig,
+}
+
+/// The public listener's certificate: PEM files, the key readable by the service user only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// The leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// Default of `GatewayConfig::batch_orders_max`.
@@ -626,6 +640,7 @@ mod tests {
             region: "eu-west-1".into(),
             listen: "0.0.0.0:8080".into(),
             admin_listen: "10.0.0.5:8081".into(),
+            tls: None,
             nodes: node().peers,
             db: node().db,
             exchange: ExchangeConfig::example(),

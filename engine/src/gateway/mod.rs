@@ -20,6 +20,7 @@ mod nodes;
 mod probe;
 mod reads;
 mod route;
+pub mod tls;
 
 pub use nodes::NodeView;
 pub use route::{Coalescer, Outcome};

@@ -368,6 +368,7 @@ impl Env {
             region: "test-1".into(),
             listen: format!("127.0.0.1:{port}"),
             admin_listen: format!("127.0.0.1:{}", free_port()),
+            tls: None,
             nodes: nodes.to_vec(),
             db: self.pg.db_config(),
             exchange: ExchangeConfig::example(),

@@ -12,6 +12,7 @@ use crate::locate::Loc;
 pub mod rules;
 mod toml_error;
 mod validate;
+mod validate_tls;
 
 pub use rules::{is_name, shown};
 pub(crate) use toml_error::describe as describe_toml_error;
@@ -78,9 +79,35 @@ pub struct RawConfig {
     pub dns: Dns,
     pub access: Access,
     pub endpoint: Option<Endpoint>,
+    pub tls: Option<TlsRaw>,
     #[serde(default)]
     pub engine: EngineSettings,
     pub region: Vec<Region>,
+}
+
+/// `[tls]`: the public API's certificate (required on AWS; a local cloud without it gets
+/// one that provision makes).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsRaw {
+    /// PEM certificate chain, leaf first; the leaf must cover `dns.api_record`.
+    pub cert_file: String,
+    /// PEM private key of the leaf (uploaded to the gateways with mode 0600; never shown).
+    pub key_file: String,
+    /// PEM CA certificate that provision's own calls trust for the API, when the chain does
+    /// not end at a public CA.
+    pub ca_file: Option<String>,
+}
+
+/// Where the gateways' certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiTls {
+    /// The operator's files (checked when the config is loaded: they cover the API name,
+    /// are valid now, and the key is the certificate's). Paths are absolute.
+    Files { cert_file: PathBuf, key_file: PathBuf, ca_file: Option<PathBuf> },
+    /// A local cloud without `[tls]`: a CA and certificate provision makes for the API name
+    /// and keeps in the vault (`deploy::secrets`).
+    Generated,
 }
 
 /// Settings passed into the engine's config files (optional table `[engine]`).
@@ -243,6 +270,8 @@ pub struct Config {
     pub ssh_public_key: Option<PathBuf>,
     pub endpoint_url: Option<String>,
     pub health_target: HealthTarget,
+    /// The public API's certificate.
+    pub tls: ApiTls,
     pub engine: EngineSettings,
     /// Exactly two: `regions[0]` is the primary, `regions[1]` the DR region, as configured
     /// (the "home" layout: names, peering direction).

@@ -15,7 +15,7 @@ pub(super) struct Validator<'a> {
 }
 
 impl Validator<'_> {
-    fn err(&self, path: &[&str], problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
+    pub(super) fn err(&self, path: &[&str], problem: impl Into<String>, fix: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_string(),
             loc: locate(self.src, path),
@@ -74,6 +74,7 @@ impl Validator<'_> {
             None => (None, HealthTarget::PublicIp),
         };
         let regions = self.validate_regions(&raw.region)?;
+        let tls = self.tls(raw.tls.as_ref(), raw.dns.api_record.trim_end_matches('.'), endpoint_url.is_some(), dir)?;
         if !(1..=65_536).contains(&raw.engine.batch_max) {
             return Err(self.err(&["engine", "batch_max"], "must be 1..=65536", "use e.g. 1024"));
         }
@@ -113,6 +114,7 @@ impl Validator<'_> {
             ssh_public_key,
             endpoint_url,
             health_target,
+            tls,
             engine: raw.engine,
             regions,
             active: None,

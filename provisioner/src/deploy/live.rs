@@ -67,7 +67,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
         let hosts: Vec<&Host> = reachable.iter().filter(|h| h.region == r.name).collect();
         let db: Vec<_> = hosts.iter().filter(|h| h.database).collect();
         let patroni_port = tpl.ports.patroni_rest;
-        let gw_port = tpl.ports.gateway_http;
+        let curl = super::render::GatewayCurl::new(cfg, tpl.ports.gateway_http);
         if let Some(d) = db.first() {
             let ip = d.private_ip.clone();
             let res = fleet
@@ -92,7 +92,7 @@ pub async fn probe(cfg: &Config, tpl: &Template, inv: &Inventory) -> Vec<RegionL
             .run_with(inputs, move |s, (gateway, node_ports): (bool, Vec<u16>)| {
                 let ip = s.host().to_string();
                 let health = if gateway {
-                    Some(s.exec(&format!("curl -s --max-time 3 -w '\\n%{{http_code}}' http://{ip}:{gw_port}/health"), false)?.stdout)
+                    Some(s.exec(&format!("curl -s --max-time 3 -w '\\n%{{http_code}}' {}", curl.args(&ip, "/health")), false)?.stdout)
                 } else {
                     None
                 };

@@ -25,7 +25,7 @@ pub struct Remote {
     etcd_client: u16,
     patroni_rest: u16,
     postgres: u16,
-    gateway_http: u16,
+    gateway: super::render::GatewayCurl,
     module_ports: std::collections::BTreeMap<String, u16>,
 }
 
@@ -45,7 +45,7 @@ impl Remote {
             etcd_client: tpl.ports.etcd_client,
             patroni_rest: tpl.ports.patroni_rest,
             postgres: tpl.ports.postgres,
-            gateway_http: tpl.ports.gateway_http,
+            gateway: super::render::GatewayCurl::new(cfg, tpl.ports.gateway_http),
             module_ports: tpl.ports.modules.clone(),
         }
     }
@@ -310,7 +310,7 @@ impl Remote {
     }
 
     pub fn wait_health(&self, s: &mut Session, h: &HostPlanView) -> Result<(), DeployError> {
-        let cmd = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 http://{}:{}/health", h.private_ip, self.gateway_http);
+        let cmd = format!("curl -s -o /dev/null -w '%{{http_code}}' --max-time 2 {}", self.gateway.args(&h.private_ip, "/health"));
         self.wait(s, h, "gateway /health 200", HEALTH_WAIT_MS_MAX, "gateway", |s| Ok(s.exec(&cmd, false)?.stdout.trim() == "200"))
     }
 

@@ -85,6 +85,10 @@ impl Paths {
     pub fn new(project: &str) -> Paths {
         Paths { etc: format!("/etc/{project}"), opt_bin: format!("/opt/{project}/bin"), var_lib: format!("/var/lib/{project}") }
     }
+    /// The gateway's certificate chain (public: it is what every client is shown).
+    pub fn api_chain(&self) -> String {
+        format!("{}/api_tls_chain.pem", self.etc)
+    }
     pub fn secret(&self, name: &str) -> String {
         format!("{}/secrets/{name}", self.etc)
     }
@@ -284,6 +288,30 @@ fn peers(ctx: &Ctx, region: &str) -> Vec<PeerConfig> {
     v
 }
 
+/// The gateway's private key, beside the other secrets on its host.
+const TLS_KEY: &str = "api_tls_key.pem";
+
+/// The curl arguments that reach a gateway over HTTPS as a client does: the API name
+/// resolved to the gateway's address, its certificate checked against the chain the gateways
+/// serve (curl accepts a chain that ends below a public root). Run on a gateway host, as any user.
+#[derive(Debug, Clone)]
+pub struct GatewayCurl {
+    name: String,
+    chain: String,
+    port: u16,
+}
+
+impl GatewayCurl {
+    pub fn new(cfg: &Config, port: u16) -> GatewayCurl {
+        let name = cfg.dns.api_record.trim_end_matches('.').to_string();
+        GatewayCurl { name, chain: Paths::new(&cfg.project).api_chain(), port }
+    }
+    pub fn args(&self, ip: &str, path: &str) -> String {
+        let GatewayCurl { name, chain, port } = self;
+        format!("--cacert {chain} --resolve {name}:{port}:{ip} https://{name}:{port}{path}")
+    }
+}
+
 pub fn node_id(h: &Host, module: &str) -> String {
     format!("{}-{}-{}", h.region, module, h.name)
 }
@@ -333,11 +361,15 @@ pub fn app_files(ctx: &Ctx, h: &Host, node_bin: &'static [u8], gateway_bin: &'st
     }
     if h.gateway {
         files.push(restarting(binary(format!("{}/engine-gateway", p.opt_bin), gateway_bin), &["gateway"]));
+        let tls = engine_config::TlsFiles { cert_file: p.api_chain().into(), key_file: p.secret(TLS_KEY).into() };
+        files.push(restarting(owned(file(p.api_chain(), 0o644, ctx.secrets.api.chain_pem.as_str())), &["gateway"]));
+        files.push(restarting(owned(file(p.secret(TLS_KEY), 0o600, ctx.secrets.api.key_pem.expose())), &["gateway"]));
         let c = GatewayConfig {
             gateway_id: format!("{}-gateway-{}", h.region, h.name),
             region: h.region.clone(),
             listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.gateway_http),
             admin_listen: format!("{}:{}", h.private_ip, ctx.tpl.ports.gateway_admin),
+            tls: Some(tls),
             nodes: peers(ctx, &h.region),
             db: db_config(ctx, &h.region),
             exchange: ExchangeConfig::example(),

@@ -11,8 +11,9 @@ use std::path::{Path, PathBuf};
 
 use rand::RngCore;
 
-use crate::config::Config;
+use crate::config::{ApiTls, Config};
 use crate::keys::{key_dir, KeyError};
+use crate::tls;
 
 pub const NAMES: [&str; 4] = ["db_superuser_password", "db_replication_password", "db_engine_password", "admin_token"];
 /// Name of the internal token on a host (and, with `.<region>`, here).
@@ -42,6 +43,8 @@ pub struct Secrets {
     pub admin_token: Secret,
     /// The internal token of each region, by region name.
     pub internal_tokens: BTreeMap<String, Secret>,
+    /// The gateways' certificate and key for the public API.
+    pub api: ApiIdentity,
 }
 
 impl Secrets {
@@ -73,6 +76,7 @@ pub fn ensure(cfg: &Config) -> Result<Secrets, KeyError> {
             .iter()
             .map(|r| Ok((r.name.clone(), get(&format!("{INTERNAL_TOKEN}.{}", r.name))?)))
             .collect::<Result<_, KeyError>>()?,
+        api: api_identity(cfg)?,
     })
 }
 
@@ -92,4 +96,51 @@ fn load_or_make(path: &Path) -> Result<Secret, KeyError> {
 
 fn io(p: &Path, e: std::io::Error) -> KeyError {
     KeyError::Io { path: p.display().to_string(), message: e.to_string() }
+}
+
+/// What the gateways serve on the public port: the certificate chain and its key.
+#[derive(Debug, Clone)]
+pub struct ApiIdentity {
+    pub chain_pem: String,
+    pub key_pem: Secret,
+}
+
+/// The gateways' identity: the operator's `[tls]` files, or on a local cloud the generated
+/// one, made once (and anew when it no longer covers the API name or expires within
+/// `RENEW_BEFORE_DAYS`), kept in `secrets/` and so in the vault.
+pub fn api_identity(cfg: &Config) -> Result<ApiIdentity, KeyError> {
+    let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| io(p, e));
+    if let ApiTls::Files { cert_file, key_file, .. } = &cfg.tls {
+        return Ok(ApiIdentity { chain_pem: read(cert_file)?, key_pem: Secret(read(key_file)?) });
+    }
+    let d = dir(cfg);
+    let name = cfg.dns.api_record.trim_end_matches('.');
+    let (chain, key) = (read(&d.join(tls::CHAIN_PEM)).unwrap_or_default(), read(&d.join(tls::KEY_PEM)).unwrap_or_default());
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_secs(tls::RENEW_BEFORE_DAYS * 86_400);
+    if tls::identity_problem(chain.as_bytes(), key.as_bytes(), name, soon).is_none() && d.join(tls::CA_PEM).exists() {
+        return Ok(ApiIdentity { chain_pem: chain, key_pem: Secret(key) });
+    }
+    std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
+    let g = tls::generate(&cfg.project, name).map_err(|e| KeyError::Io { path: d.join(tls::CHAIN_PEM).display().to_string(), message: e.to_string() })?;
+    for (file, value) in [(tls::CA_PEM, &g.ca_pem), (tls::CHAIN_PEM, &g.chain_pem), (tls::KEY_PEM, &g.key_pem)] {
+        write_private(&d.join(file), value)?;
+    }
+    Ok(ApiIdentity { chain_pem: g.chain_pem, key_pem: Secret(g.key_pem) })
+}
+
+/// The CA that provision's own calls to the public API trust: `[tls] ca_file`, the generated
+/// CA (made by `deploy`, or pulled from the vault), or None: the public roots.
+pub fn api_ca(cfg: &Config) -> Option<String> {
+    match &cfg.tls {
+        ApiTls::Files { ca_file, .. } => ca_file.as_ref().and_then(|p| std::fs::read_to_string(p).ok()),
+        ApiTls::Generated => std::fs::read_to_string(dir(cfg).join(tls::CA_PEM)).ok(),
+    }
+}
+
+fn write_private(path: &Path, value: &str) -> Result<(), KeyError> {
+    // A dot name: never taken for a vault item.
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(value.as_bytes()).map_err(|e| io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
 }

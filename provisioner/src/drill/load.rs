@@ -51,8 +51,30 @@ pub struct Load {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_millis(REQUEST_TIMEOUT_MS)).build().expect("http client")
+/// One HTTPS client per address the API name answered: each resolves the API name to its
+/// address only and verifies the certificate for that name, as a client of the exchange does.
+struct Clients {
+    name: String,
+    port: u16,
+    ca: Option<String>,
+    by_ip: BTreeMap<String, reqwest::Client>,
+}
+
+impl Clients {
+    fn new(cfg: &Config, port: u16) -> Clients {
+        let name = cfg.dns.api_record.trim_end_matches('.').to_string();
+        Clients { name, port, ca: crate::deploy::secrets::api_ca(cfg), by_ip: BTreeMap::new() }
+    }
+
+    /// The client for `ip` (None: not an address, or no client can be built: counted as "connect").
+    fn get(&mut self, ip: &str) -> Option<reqwest::Client> {
+        if !self.by_ip.contains_key(ip) {
+            let timeout = Duration::from_millis(REQUEST_TIMEOUT_MS);
+            let c = crate::tls::api_client(&self.name, ip.parse().ok()?, self.port, self.ca.as_deref(), timeout).ok()?;
+            self.by_ip.insert(ip.to_string(), c);
+        }
+        self.by_ip.get(ip).cloned()
+    }
 }
 
 /// The addresses the API name answers now: the PRIMARY record (Route53 serves it while its
@@ -79,6 +101,7 @@ impl Load {
         assert!(orders_per_s > 0, "orders_per_s must be positive");
         let shared = Arc::new(Mutex::new(Shared::default()));
         let t0 = Instant::now();
+        let mut clients = Clients::new(&cfg, port);
         let refresh = {
             let shared = shared.clone();
             tokio::spawn(async move {
@@ -100,7 +123,7 @@ impl Load {
         let place = {
             let (shared, key) = (shared.clone(), user.api_key.clone());
             tokio::spawn(async move {
-                let c = http();
+                let url = crate::tls::api_url(&clients.name, port, "/v1/orders");
                 let gap = Duration::from_micros(1_000_000 / orders_per_s as u64);
                 let mut n: u64 = 0;
                 let mut tick = tokio::time::interval(gap);
@@ -122,11 +145,18 @@ impl Load {
                     // drills do not grow the state a new partition leader has to load.
                     let body =
                         json!({"market": MARKET, "client_order_id": cid, "side": "buy", "type": "ioc", "price_ticks": 100, "qty_lots": 1});
-                    let (shared, c, key) = (shared.clone(), c.clone(), key.clone());
+                    let (shared, c, key, url) = (shared.clone(), clients.get(&target), key.clone(), url.clone());
                     tokio::spawn(async move {
-                        let r = c.post(format!("http://{target}:{port}/v1/orders")).header("X-API-Key", key).json(&body).send().await;
+                        let r = match c {
+                            Some(c) => Some(c.post(url).header("X-API-Key", key).json(&body).send().await),
+                            None => None,
+                        };
                         let mut s = shared.lock().expect("load state");
                         s.stats.sent += 1;
+                        let Some(r) = r else {
+                            *s.stats.errors.entry("connect".into()).or_default() += 1;
+                            return;
+                        };
                         match r {
                             Ok(r) if r.status().is_success() => {
                                 s.stats.acked += 1;

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::deploy::inventory::Host;
-use crate::deploy::render::{Paths, DB_NAME};
+use crate::deploy::render::{GatewayCurl, Paths, DB_NAME};
 use crate::ssh::{shell_quote, sudo_wrap, Fleet, Session, SshConfig, SshError, Target};
 use crate::template::Template;
 
@@ -41,7 +41,8 @@ pub struct RegionHosts {
     paths: Paths,
     patroni_port: u16,
     pg_port: u16,
-    gw_port: u16,
+    /// How a gateway's public `/health` is asked for over HTTPS, on its host.
+    gateway_curl: GatewayCurl,
     /// The gateways' admin listener (on their private address).
     gw_admin_port: u16,
 }
@@ -99,7 +100,7 @@ impl RegionHosts {
             paths: Paths::new(&cfg.project),
             patroni_port: tpl.ports.patroni_rest,
             pg_port: tpl.ports.postgres,
-            gw_port: tpl.ports.gateway_http,
+            gateway_curl: GatewayCurl::new(cfg, tpl.ports.gateway_http),
             gw_admin_port: tpl.ports.gateway_admin,
         }
     }
@@ -303,14 +304,14 @@ impl RegionHosts {
 
     /// HTTP status of each gateway's `/health` (0 when it does not answer).
     pub async fn health(&self) -> Vec<(String, u16)> {
-        let port = self.gw_port;
+        let curl = self.gateway_curl.clone();
         let targets: Vec<Target> = self.gateways.iter().map(|g| g.ssh_target()).collect();
         let ips: Vec<String> = self.gateways.iter().map(|g| g.private_ip.clone()).collect();
         let jobs: Vec<(Target, String)> = targets.into_iter().zip(ips).collect();
         let res = self
             .fleet
             .run_with(jobs, move |s, ip| {
-                Ok(s.exec(&format!("curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' http://{ip}:{port}/health"), false)?.stdout)
+                Ok(s.exec(&format!("curl -s -o /dev/null --max-time 2 -w '%{{http_code}}' {}", curl.args(&ip, "/health")), false)?.stdout)
             })
             .await;
         self.gateways

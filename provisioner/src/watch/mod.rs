@@ -78,6 +78,8 @@ pub enum WatchError {
     Failover(#[from] FailoverError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::ClientError),
 }
 
 /// One transition, when it was seen.
@@ -223,7 +225,7 @@ impl Watch {
             notes.push(format!("{} is fenced (since unix ms {}): auto-failover is off until `provision failback`", f.region, f.at_unix_ms));
         }
         let hosts = probe::hosts_to_probe(w, &primary, local, &mut notes);
-        let targets: Vec<RegionTargets> = [&primary, &dr].iter().map(|r| region_targets(&hosts, tpl, r)).collect();
+        let targets = [&primary, &dr].iter().map(|r| region_targets(&hosts, cfg, tpl, r)).collect::<Result<Vec<RegionTargets>, _>>()?;
         let vantage = vantage(w, &primary);
         if matches!(vantage, Vantage::Nowhere) {
             notes.push(format!("no second vantage point (no health check for {primary}): the primary can never be confirmed down, so no automatic failover"));

@@ -1,13 +1,15 @@
 //! What the watch probes directly: each gateway's `/health` and one Patroni `/cluster` per
-//! region, over HTTP, in parallel, each bounded by the probe timeout.
+//! region, in parallel, each bounded by the probe timeout. A gateway is asked over HTTPS as a
+//! client asks it: for the API name, at the gateway's address, its certificate verified.
 
 use serde_json::Value;
 
 use super::decide::Probe;
-use crate::config::RegionRole;
+use crate::config::{Config, RegionRole};
 use crate::deploy::inventory::Host;
 use crate::situation::Situation;
 use crate::template::Template;
+use crate::tls;
 
 /// The hosts to probe: the running ones this machine may reach; when no gateway of the
 /// primary is known (its EC2 API did not answer), the PRIMARY record's addresses instead.
@@ -38,8 +40,8 @@ pub(super) fn hosts_to_probe(w: &Situation, primary: &str, local: bool, notes: &
 /// What one region is probed at.
 pub(super) struct RegionTargets {
     region: String,
-    /// (name, `/health` URL) per gateway.
-    gateways: Vec<(String, String)>,
+    /// (name, a client that reaches only this gateway, `/health` URL) per gateway.
+    gateways: Vec<(String, reqwest::Client, String)>,
     /// Patroni `/cluster` URL per DB host (the first to answer is used).
     patroni: Vec<String>,
 }
@@ -62,24 +64,29 @@ fn record_host(region: &str, i: usize, ip: String) -> Host {
     }
 }
 
-pub(super) fn region_targets(hosts: &[Host], tpl: &Template, region: &str) -> RegionTargets {
+pub(super) fn region_targets(hosts: &[Host], cfg: &Config, tpl: &Template, region: &str) -> Result<RegionTargets, tls::ClientError> {
     let in_region = || hosts.iter().filter(move |h| h.region == region);
-    RegionTargets {
+    let name = cfg.dns.api_record.trim_end_matches('.');
+    let (port, ca) = (tpl.ports.gateway_http, crate::deploy::secrets::api_ca(cfg));
+    let timeout = std::time::Duration::from_millis(super::PROBE_TIMEOUT_MS);
+    let mut gateways = Vec::new();
+    for h in in_region().filter(|h| h.gateway) {
+        let Ok(ip) = h.ssh_ip.parse() else { continue };
+        gateways.push((h.name.clone(), tls::api_client(name, ip, port, ca.as_deref(), timeout)?, tls::api_url(name, port, "/health")));
+    }
+    Ok(RegionTargets {
         region: region.to_string(),
-        gateways: in_region()
-            .filter(|h| h.gateway)
-            .map(|h| (h.name.clone(), format!("http://{}:{}/health", h.ssh_ip, tpl.ports.gateway_http)))
-            .collect(),
+        gateways,
         patroni: in_region()
             .filter(|h| h.database)
             .map(|h| format!("http://{}:{}/cluster", h.private_ip, tpl.ports.patroni_rest))
             .collect(),
-    }
+    })
 }
 
 pub(super) async fn probe_region(client: &reqwest::Client, t: &RegionTargets) -> Probe {
     let gateways = futures::future::join_all(
-        t.gateways.iter().map(|(_, url)| async move { client.get(url).send().await.map(|r| r.status().as_u16()).ok() }),
+        t.gateways.iter().map(|(_, gateway, url)| async move { gateway.get(url).send().await.map(|r| r.status().as_u16()).ok() }),
     );
     let patroni = futures::future::join_all(t.patroni.iter().map(|url| async move {
         let r = client.get(url).send().await.ok()?;

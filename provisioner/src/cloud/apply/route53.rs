@@ -25,7 +25,7 @@ impl Cloud {
             }
             CreateHttpCheck { key, ip, port, path, request_interval_s, failure_threshold } => {
                 let cfg = HealthCheckConfig::builder()
-                    .r#type(HealthCheckType::Http)
+                    .r#type(HealthCheckType::Https)
                     .ip_address(self.ip(ip, out)?)
                     .port(i32::from(*port))
                     .resource_path(path)
