@@ -11,7 +11,7 @@ if grep -q "required by LocalStack" /etc/resolv.conf 2>/dev/null; then
 fi
 
 # systemd: only its `systemd-analyze verify`, which checks the units deploy installs on AWS.
-pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl python3-venv procps bind9-dnsutils systemd)
+pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl openssl python3-venv procps bind9-dnsutils systemd)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
