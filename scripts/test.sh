@@ -24,4 +24,6 @@ cargo test --workspace --no-fail-fast
 # The poison-order test needs a test-only engine feature (an order that trips an assertion);
 # run last, as it rebuilds the debug engine binaries with it.
 cargo test -p engine --features poison-test --test poison_order
+# Last: the IAM policy against every call provision made through the front during the suite.
+cargo test -p provisioner --test iam_policy -- --ignored
 echo "test.sh: all tests done in $(( $(date +%s) - t0 )) s"

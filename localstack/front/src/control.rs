@@ -46,6 +46,7 @@ fn route(front: &Front, method: &Method, path: &str, body: &Bytes) -> Result<Val
         ("DELETE", ["faults", region, service]) => Ok(json!({"ok": true, "changed": front.faults.heal(region, service)?})),
         ("PUT", ["settings"]) => put_settings(front, body),
         ("PUT", ["checkers"]) => put_checkers(front, body),
+        ("GET", ["calls"]) => Ok(json!(front.calls.snapshot())),
         _ => Err(ControlError::NotFound(method.clone(), path.to_string())),
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod aws;
 pub mod backend;
+pub mod calls;
 pub mod checkers;
 pub mod consistency;
 pub mod control;

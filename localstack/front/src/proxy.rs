@@ -122,6 +122,9 @@ impl Proxy {
             }
             return Ok(self.pass(parts, body).await);
         };
+        let agent =
+            ["x-amz-user-agent", "user-agent"].iter().filter_map(|h| parts.headers.get(*h)?.to_str().ok()).collect::<Vec<_>>().join(" ");
+        self.front.calls.record(&call, &agent);
         self.aws(parts, body, call, fd).await
     }
 

@@ -28,6 +28,7 @@ pub struct Front {
     pub checkers: Arc<crate::checkers::Checkers>,
     pub zones: Arc<crate::zones::Zones>,
     pub backend: crate::backend::Backend,
+    pub calls: crate::calls::CallLog,
 }
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
@@ -41,6 +42,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         zones: zones.clone(),
         backend: backend.clone(),
         opts: opts.clone(),
+        calls: Default::default(),
     });
     let checkers_task = tokio::spawn(crate::checkers::run(checkers.clone(), backend.clone()));
     let zones_task = tokio::spawn(crate::zones::run(zones.clone(), backend.clone()));

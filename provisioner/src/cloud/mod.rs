@@ -192,7 +192,9 @@ async fn sdk_config(cfg: &Config, region: &str) -> aws_config::SdkConfig {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .timeout_config(timeouts)
-        .retry_config(retries);
+        .retry_config(retries)
+        // `app/provision` in every call's user agent: CloudTrail (and the lab's front) tell our calls apart.
+        .app_name(aws_config::AppName::new("provision").expect("a valid app name"));
     if let Some(url) = &cfg.endpoint_url {
         loader = loader.endpoint_url(url);
         // A local cloud accepts any credentials; use dummy ones unless the chain has real ones.

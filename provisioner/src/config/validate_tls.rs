@@ -36,7 +36,10 @@ impl Validator<'_> {
             return Err(self.err(
                 &["tls", at],
                 format!("{}: {problem}", shown(&cert_file.display().to_string())),
-                format!("use a current certificate whose subjectAltName covers {api_name} (exactly, or *.{}), with its own private key", parent(api_name)),
+                format!(
+                    "use a current certificate whose subjectAltName covers {api_name} (exactly, or *.{}), with its own private key",
+                    parent(api_name)
+                ),
             ));
         }
         if let Some(ca) = &ca_file {

@@ -121,7 +121,8 @@ pub fn api_identity(cfg: &Config) -> Result<ApiIdentity, KeyError> {
         return Ok(ApiIdentity { chain_pem: chain, key_pem: Secret(key) });
     }
     std::fs::create_dir_all(&d).map_err(|e| io(&d, e))?;
-    let g = tls::generate(&cfg.project, name).map_err(|e| KeyError::Io { path: d.join(tls::CHAIN_PEM).display().to_string(), message: e.to_string() })?;
+    let g = tls::generate(&cfg.project, name)
+        .map_err(|e| KeyError::Io { path: d.join(tls::CHAIN_PEM).display().to_string(), message: e.to_string() })?;
     for (file, value) in [(tls::CA_PEM, &g.ca_pem), (tls::CHAIN_PEM, &g.chain_pem), (tls::KEY_PEM, &g.key_pem)] {
         write_private(&d.join(file), value)?;
     }
