@@ -45,7 +45,7 @@ fn up_fails_naming(p: &Project, what: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_region_whose_ec2_is_down_or_hangs_is_reported_and_up_fails_naming_it_then_converges_after_heal() {
+async fn a_region_whose_ec2_is_down_or_hangs_is_reported_and_up_fails_naming_it_then_converges_slow_and_after_heal() {
     let _turn = serial();
     let p = Project::new("flt", "compact");
     {
@@ -58,8 +58,15 @@ async fn a_region_whose_ec2_is_down_or_hangs_is_reported_and_up_fails_naming_it_
         status_names_unreachable(&p, "ec2 hangs");
         up_fails_naming(&p, "ec2 hangs");
     }
-    // Healed: `up` converges, seen in both regions' EC2 API, and a second look plans nothing.
-    p.ok(&["up", "--infra-only"]);
+    // A process alive but slow: the primary region's EC2 answers every call 2 s late (the NAT
+    // gateway's wait, the instances' readback and the listing included). `up` converges in one
+    // command, seen in both regions' EC2 API, and a second look plans nothing.
+    {
+        let _slow = ApiFault::set(PRIMARY, "ec2", &["slow", "2000"]);
+        let t0 = Instant::now();
+        p.ok(&["up", "--infra-only"]);
+        eprintln!("up --infra-only with the primary's EC2 2 s slow: {} ms", t0.elapsed().as_millis());
+    }
     assert_eq!((vpcs(PRIMARY, &p.name).await, vpcs(DR, &p.name).await), (1, 1), "one VPC per region after heal");
     assert_eq!(p.run(&["plan"]).status.code(), Some(0), "after heal, up converged");
     p.ok(&["down"]);

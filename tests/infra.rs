@@ -330,6 +330,8 @@ async fn compact_up_is_idempotent_and_down_removes_everything_then_recreate_work
 
 #[tokio::test(flavor = "multi_thread")]
 async fn plan_reports_pending_changes_with_exit_2_and_changes_nothing() {
+    // Takes turns: the vCPU quota test changes the front's quota for everyone.
+    let _turn = serial();
     let p = Project::new("pln", "compact");
     let out = p.run(&["plan", "--output", "json"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -405,6 +407,8 @@ async fn deploy_without_lab_hosts_refuses_before_connecting() {
 /// field and where the type is offered.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_instance_type_an_az_does_not_offer_is_refused_before_anything_is_created() {
+    // Takes turns: the vCPU quota test changes the front's quota for everyone.
+    let _turn = serial();
     let p = Project::new("ofr", "compact");
     let cfg = std::fs::read_to_string(p.config()).unwrap().replace("\"us-east-1c\"]", "\"us-east-1e\"]");
     std::fs::write(p.config(), cfg).unwrap();
@@ -424,6 +428,8 @@ async fn an_instance_type_an_az_does_not_offer_is_refused_before_anything_is_cre
 /// region, the image and the supported one. An arm64 Debian 12 image is refused too.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_image_that_is_not_debian_12_on_x86_64_is_refused_before_anything_is_created() {
+    // Takes turns: the vCPU quota test changes the front's quota for everyone.
+    let _turn = serial();
     let p = Project::new("img", "compact");
     let debian = r#"ami = { name = "debian-12-amd64-*", owner = "136693071363" }"#;
     let cases = [
@@ -444,4 +450,59 @@ async fn an_image_that_is_not_debian_12_on_x86_64_is_refused_before_anything_is_
         }
     }
     assert_nothing_left(&p.name).await;
+}
+
+/// The front's vCPU quota (Service Quotas' `L-1216C47A`), set for one test and restored after
+/// it, also when it fails.
+struct VcpuQuota(f64);
+
+impl VcpuQuota {
+    fn set(vcpus: f64) -> VcpuQuota {
+        let state = std::process::Command::new("curl").args(["-fsS", &format!("{FRONT}/_front/faults")]).output().unwrap();
+        let before =
+            serde_json::from_slice::<serde_json::Value>(&state.stdout).unwrap()["vcpu_quota"].as_f64().expect("the front's vcpu_quota");
+        put_quota(vcpus);
+        VcpuQuota(before)
+    }
+}
+
+impl Drop for VcpuQuota {
+    fn drop(&mut self) {
+        put_quota(self.0);
+    }
+}
+
+fn put_quota(vcpus: f64) {
+    let body = format!(r#"{{"vcpu_quota":{vcpus}}}"#);
+    let out = std::process::Command::new("curl")
+        .args(["-fsS", "-X", "PUT", "-H", "content-type: application/json", "-d", &body, &format!("{FRONT}/_front/settings")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "setting the front's vCPU quota: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Issue 18: an account whose vCPU quota cannot hold the plan (a new account's few vCPUs) is
+/// refused by `plan` and `up` before anything is created, with the numbers, the quota's code
+/// and the fix; with the quota raised, `plan` passes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_over_the_vcpu_quota_is_refused_before_anything_is_created() {
+    // Takes turns: the vCPU quota test changes the front's quota for everyone.
+    let _turn = serial();
+    let p = Project::new("vcq", "compact");
+    {
+        let _quota = VcpuQuota::set(4.0);
+        for cmd in ["plan", "up"] {
+            let out = p.run(&[cmd, "--output", "json"]);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+            for says in
+                ["nothing was created", "region us-east-1: the plan launches", "quota of 4 vCPUs", "L-1216C47A", "fix: request at least"]
+            {
+                assert!(err.contains(says), "{cmd} must say {says:?}: {err}");
+            }
+        }
+        assert_nothing_left(&p.name).await;
+    }
+    let out = p.run(&["plan", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(2), "plan under the default quota: pending changes, no refusal: {}", stderr(&out));
 }

@@ -137,8 +137,8 @@ pub struct Reply {
 /// older `<InvalidChangeBatch><Messages>` body).
 pub fn error(service: &str, status: u16, code: &str, message: &str) -> Reply {
     let id = request_id();
-    if service == "ssm" {
-        // SSM speaks the JSON protocol (awsJson1_1).
+    if service == "ssm" || service == "servicequotas" {
+        // SSM and Service Quotas speak the JSON protocol (awsJson1_1).
         let body = serde_json::json!({ "__type": code, "message": message }).to_string();
         return Reply { status, content_type: "application/x-amz-json-1.1", body };
     }

@@ -58,6 +58,7 @@ fn state(front: &Front) -> Value {
         "consistency_ms": front.consistency.window_ms(),
         "checkers": front.checkers.count,
         "checkers_blind": front.checkers.blind(),
+        "vcpu_quota": front.quotas.vcpus(),
     })
 }
 
@@ -103,6 +104,12 @@ fn put_settings(front: &Front, body: &Bytes) -> Result<Value, ControlError> {
         None | Some(Value::Null) => None,
         Some(t) => Some(t.as_u64().ok_or_else(|| ControlError::Input("consistency_ms: a whole number of ms, 0 = off".into()))?),
     };
+    match v.get("vcpu_quota") {
+        None | Some(Value::Null) => {}
+        Some(q) => front
+            .quotas
+            .set_vcpus(q.as_f64().filter(|q| *q >= 0.0).ok_or_else(|| ControlError::Input("vcpu_quota: vCPUs, a number >= 0".into()))?),
+    }
     if let Some(t) = throttle_all {
         front.faults.set_throttle_all(t)?;
     }

@@ -18,6 +18,7 @@ pub mod dns;
 pub mod faults;
 pub mod peering;
 pub mod proxy;
+pub mod quotas;
 pub mod run;
 pub mod validate;
 pub mod xml;

@@ -164,6 +164,9 @@ impl Proxy {
         if let Some(r) = self.front.checkers.intercept(call).await {
             return Ok(Some(reply(r)));
         }
+        if let Some(r) = self.front.quotas.intercept(call) {
+            return Ok(Some(reply(r)));
+        }
         if let Some(r) = crate::validate::check(&self.front, call).await {
             return Ok(Some(reply(r)));
         }

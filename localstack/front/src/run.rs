@@ -29,6 +29,7 @@ pub struct Front {
     pub zones: Arc<crate::zones::Zones>,
     pub backend: crate::backend::Backend,
     pub calls: crate::calls::CallLog,
+    pub quotas: crate::quotas::Quotas,
 }
 
 pub async fn run(opts: Opts) -> anyhow::Result<()> {
@@ -43,6 +44,7 @@ pub async fn run(opts: Opts) -> anyhow::Result<()> {
         backend: backend.clone(),
         opts: opts.clone(),
         calls: Default::default(),
+        quotas: Default::default(),
     });
     let checkers_task = tokio::spawn(crate::checkers::run(checkers.clone(), backend.clone()));
     let zones_task = tokio::spawn(crate::zones::run(zones.clone(), backend.clone()));

@@ -10,6 +10,7 @@ mod tests {
     /// Route53's and SSM's operations among the calls (the rest are EC2's).
     const ROUTE53_MARKS: [&str; 5] = ["health_check", "hosted_zone", "record_sets", "get_change", "tags_for_resource"];
     const SSM_MARKS: [&str; 1] = ["parameter"];
+    const QUOTA_MARKS: [&str; 1] = ["service_quota"];
     /// Builder methods that look like calls but are response accessors.
     const NOT_CALLS: [&str; 1] = ["change_info"];
     const VERBS: [&str; 24] = [
@@ -62,6 +63,8 @@ mod tests {
                         "route53"
                     } else if SSM_MARKS.iter().any(|m| name.contains(m)) {
                         "ssm"
+                    } else if QUOTA_MARKS.iter().any(|m| name.contains(m)) {
+                        "servicequotas"
                     } else {
                         "ec2"
                     };

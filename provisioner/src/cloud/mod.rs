@@ -74,6 +74,7 @@ pub struct Cloud {
     endpoint: String,
     ec2: BTreeMap<String, aws_sdk_ec2::Client>,
     ssm: BTreeMap<String, aws_sdk_ssm::Client>,
+    quotas: BTreeMap<String, aws_sdk_servicequotas::Client>,
     r53: aws_sdk_route53::Client,
     /// Distinguishes this run's ClientTokens and CallerReferences from earlier runs'.
     run_id: String,
@@ -81,11 +82,12 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn connect(cfg: &Config) -> Cloud {
-        let (mut ec2, mut ssm) = (BTreeMap::new(), BTreeMap::new());
+        let (mut ec2, mut ssm, mut quotas) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         for r in &cfg.regions {
             let sdk = sdk_config(cfg, &r.name).await;
             ec2.insert(r.name.clone(), aws_sdk_ec2::Client::new(&sdk));
             ssm.insert(r.name.clone(), aws_sdk_ssm::Client::new(&sdk));
+            quotas.insert(r.name.clone(), aws_sdk_servicequotas::Client::new(&sdk));
         }
         // Route53 is global; its API lives in us-east-1.
         let r53 = aws_sdk_route53::Client::new(&sdk_config(cfg, "us-east-1").await);
@@ -93,11 +95,19 @@ impl Cloud {
         // Shown in errors: any credentials in the URL are redacted.
         let endpoint = endpoint.map(|u| crate::config::rules::redact_userinfo(&u)).unwrap_or_else(|| "AWS (default endpoints)".into());
         let run_id = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_millis());
-        Cloud { project: cfg.project.clone(), endpoint, ec2, ssm, r53, run_id }
+        Cloud { project: cfg.project.clone(), endpoint, ec2, ssm, quotas, r53, run_id }
     }
 
     pub(crate) fn ec2(&self, region: &str) -> Result<&aws_sdk_ec2::Client, CloudError> {
         self.ec2.get(region).ok_or_else(|| CloudError::Other {
+            resource: "client".into(),
+            region: region.into(),
+            message: "region is not in the config".into(),
+        })
+    }
+
+    pub(crate) fn quotas(&self, region: &str) -> Result<&aws_sdk_servicequotas::Client, CloudError> {
+        self.quotas.get(region).ok_or_else(|| CloudError::Other {
             resource: "client".into(),
             region: region.into(),
             message: "region is not in the config".into(),

@@ -101,8 +101,10 @@ pub async fn plan(cfg: &Config, tpl: &Template) -> Result<PlanReport, Error> {
     let s = Situation::look(cfg, tpl, Look::Strict, KeyUse::Read).await?;
     s.refuse_if_fenced()?;
     let p = plan_up(&s.desired, &s.observed)?;
-    crate::preflight::check(&s.cloud, &s.cfg, &p).await?;
-    Ok(PlanReport::of(&p))
+    let notes = crate::preflight::check(&s.cloud, &s.cfg, &p).await?;
+    let mut report = PlanReport::of(&p);
+    report.notes.extend(notes);
+    Ok(report)
 }
 
 pub async fn up(cfg: &Config, tpl: &Template, opts: &Opts) -> Result<ApplyReport, Error> {
@@ -139,6 +141,7 @@ async fn converge(s: &Situation, opts: &Opts) -> Result<(ApplyReport, bool), Err
         duration_ms: 0,
     };
     let shape = |p: Plan| if opts.defer_records { p.without(is_record) } else { p };
+    let mut preflight_notes = Vec::new();
     for round in 1..=UP_ROUNDS_MAX {
         let fresh;
         let observed = if round == 1 {
@@ -148,10 +151,11 @@ async fn converge(s: &Situation, opts: &Opts) -> Result<(ApplyReport, bool), Err
             &fresh
         };
         let p = shape(plan_up(&s.desired, observed)?);
-        if round == 1 {
-            crate::preflight::check(cloud, cfg, &p).await?;
-        }
         report.notes = p.notes.clone();
+        if round == 1 {
+            preflight_notes = crate::preflight::check(cloud, cfg, &p).await?;
+        }
+        report.notes.extend(preflight_notes.iter().cloned());
         if p.is_empty() {
             wait_running(cloud, cfg, observed).await?;
             report.remaining.clear();
