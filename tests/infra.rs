@@ -506,3 +506,113 @@ async fn a_plan_over_the_vcpu_quota_is_refused_before_anything_is_created() {
     let out = p.run(&["plan", "--output", "json"]);
     assert_eq!(out.status.code(), Some(2), "plan under the default quota: pending changes, no refusal: {}", stderr(&out));
 }
+
+/// Drift made behind `provision`'s back, through the AWS API as an operator or a script would:
+/// SSH opened to the world on a security group, the peering route pointed at the internet
+/// gateway, an instance stopped, a health check aimed at another address. `plan` reports
+/// pending changes, and one `up` repairs each, seen through the API (this is also where the
+/// suite makes the repair calls the IAM audit expects: RevokeSecurityGroupIngress,
+/// ReplaceRoute, StartInstances, UpdateHealthCheck).
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_behind_provisions_back_is_repaired_by_one_up() {
+    let _turn = serial();
+    let p = Project::new("dft", "compact");
+    p.ok(&["up", "--infra-only"]);
+    let c = ec2(PRIMARY).await;
+    let vpc = c.describe_vpcs().filters(tag_filter(&p.name)).send().await.unwrap().vpcs()[0].vpc_id().unwrap().to_string();
+    let in_vpc = Filter::builder().name("vpc-id").values(&vpc).build();
+
+    // SSH from anywhere on the project's first security group.
+    let sgs = c.describe_security_groups().filters(tag_filter(&p.name)).send().await.unwrap();
+    let sg = sgs.security_groups()[0].group_id().unwrap().to_string();
+    let world_ssh = aws_sdk_ec2::types::IpPermission::builder()
+        .ip_protocol("tcp")
+        .from_port(22)
+        .to_port(22)
+        .ip_ranges(aws_sdk_ec2::types::IpRange::builder().cidr_ip("0.0.0.0/0").build())
+        .build();
+    c.authorize_security_group_ingress().group_id(&sg).ip_permissions(world_ssh).send().await.unwrap();
+    let open_to_world = |sg_id: String| {
+        let c = c.clone();
+        async move {
+            let g = c.describe_security_groups().group_ids(sg_id).send().await.unwrap();
+            g.security_groups()[0]
+                .ip_permissions()
+                .iter()
+                .any(|p| p.from_port() == Some(22) && p.ip_ranges().iter().any(|r| r.cidr_ip() == Some("0.0.0.0/0")))
+        }
+    };
+    assert!(open_to_world(sg.clone()).await);
+
+    // The peering route of a route table that has one, now to the internet gateway.
+    let igw = c.describe_internet_gateways().filters(tag_filter(&p.name)).send().await.unwrap().internet_gateways()[0]
+        .internet_gateway_id()
+        .unwrap()
+        .to_string();
+    let tables = c.describe_route_tables().filters(in_vpc.clone()).send().await.unwrap();
+    let (rt, peer_cidr) = tables
+        .route_tables()
+        .iter()
+        .find_map(|t| {
+            let r = t.routes().iter().find(|r| r.vpc_peering_connection_id().is_some())?;
+            Some((t.route_table_id()?.to_string(), r.destination_cidr_block()?.to_string()))
+        })
+        .expect("a route table with the peering route");
+    c.replace_route().route_table_id(&rt).destination_cidr_block(&peer_cidr).gateway_id(&igw).send().await.unwrap();
+    let peer_target = |rt: String| {
+        let (c, cidr) = (c.clone(), peer_cidr.clone());
+        async move {
+            let t = c.describe_route_tables().route_table_ids(rt).send().await.unwrap();
+            let route = t.route_tables()[0].routes().iter().find(|r| r.destination_cidr_block() == Some(cidr.as_str())).cloned();
+            route.and_then(|r| r.vpc_peering_connection_id().map(str::to_string))
+        }
+    };
+    assert_eq!(peer_target(rt.clone()).await, None);
+
+    // One instance stopped.
+    let stopped = instances(PRIMARY, &p.name).await.into_iter().next().expect("an instance").id;
+    c.stop_instances().instance_ids(&stopped).send().await.unwrap();
+    let state = |id: String| {
+        let c = c.clone();
+        async move {
+            let r = c.describe_instances().instance_ids(id).send().await.unwrap();
+            r.reservations()[0].instances()[0].state().and_then(|s| s.name()).map(|n| n.as_str().to_string()).unwrap_or_default()
+        }
+    };
+    wait_until("the instance stopped", || state(stopped.clone()), |s| s == "stopped").await;
+
+    // One health check aimed at another address.
+    let r53 = route53().await;
+    let (checks, _, _) = route53_state(&p.name).await;
+    let check = checks.iter().find(|h| h.health_check_config().and_then(|c| c.ip_address()).is_some()).expect("an HTTPS check");
+    let (check_id, right_ip) = (check.id().to_string(), check.health_check_config().unwrap().ip_address().unwrap().to_string());
+    r53.update_health_check().health_check_id(&check_id).ip_address("10.99.99.99").send().await.unwrap();
+
+    assert_eq!(p.run(&["plan"]).status.code(), Some(2), "plan must report the drift");
+    p.ok(&["up", "--infra-only"]);
+
+    assert!(!open_to_world(sg).await, "SSH from anywhere is still open");
+    assert!(peer_target(rt).await.is_some(), "the peering route was not restored");
+    wait_until("the stopped instance running again", || state(stopped.clone()), |s| s == "running").await;
+    let now = r53.get_health_check().health_check_id(&check_id).send().await.unwrap();
+    assert_eq!(now.health_check().and_then(|h| h.health_check_config()).and_then(|c| c.ip_address()), Some(right_ip.as_str()));
+    assert_eq!(p.run(&["plan"]).status.code(), Some(0), "after up, nothing pending");
+    p.ok(&["down"]);
+    assert_nothing_left(&p.name).await;
+}
+
+async fn wait_until<F, Fut>(what: &str, mut read: F, ok: impl Fn(&str) -> bool)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = String>,
+{
+    let mut last = String::new();
+    for _ in 0..60 {
+        last = read().await;
+        if ok(&last) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("timed out waiting for {what}: last {last:?}");
+}
