@@ -5,10 +5,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
-use super::lab::assert_local;
+use super::lab::{assert_local, curl};
 use super::Project;
 
 /// The public port of the built-in templates.
@@ -34,18 +33,8 @@ impl Api {
     /// answer came (refused, timed out, or a certificate curl would not accept).
     pub fn call(&self, method: &str, ip: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
         assert_local(ip);
-        let mut c = Command::new("curl");
-        c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method]);
-        c.arg("--cacert").arg(&self.ca_file).arg("--resolve").arg(format!("{}:{API_PORT}:{ip}", self.name)).arg(self.url(path));
-        for (k, v) in headers {
-            c.arg("-H").arg(format!("{k}: {v}"));
-        }
-        if let Some(b) = body {
-            c.args(["-H", "Content-Type: application/json", "-d", b]);
-        }
-        let out = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
-        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-        (code.trim().parse().unwrap_or(0), body.to_string())
+        let (ca, resolve, url) = (self.ca_file.display().to_string(), format!("{}:{API_PORT}:{ip}", self.name), self.url(path));
+        curl(method, &["--cacert", &ca, "--resolve", &resolve, &url], headers, body)
     }
 
     /// A client whose API name resolves to `ip` only, trusting the project's CA only.

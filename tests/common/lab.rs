@@ -111,8 +111,14 @@ pub fn admin_base(gateway_ip: &str) -> String {
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
     let host = url.trim_start_matches("http://").split(':').next().unwrap();
     assert_local(host);
+    curl(method, &[url], headers, body)
+}
+
+/// curl `method` with `target` (the URL, and any options before it): (HTTP status, body);
+/// status 0 when no answer came.
+pub fn curl(method: &str, target: &[&str], headers: &[(&str, &str)], body: Option<&str>) -> (u16, String) {
     let mut c = Command::new("curl");
-    c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method, url]);
+    c.args(["-s", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}", "-X", method]).args(target);
     for (k, v) in headers {
         c.arg("-H").arg(format!("{k}: {v}"));
     }
