@@ -11,7 +11,8 @@ if grep -q "required by LocalStack" /etc/resolv.conf 2>/dev/null; then
 fi
 
 # systemd: only its `systemd-analyze verify`, which checks the units deploy installs on AWS.
-pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl openssl python3-venv procps bind9-dnsutils systemd)
+# mmdebstrap and apt-cacher-ng: the fresh-image lab hosts (localstack/image.sh, aptcache.sh).
+pkgs=(openssh-server openssh-client etcd-server etcd-client iptables iproute2 curl openssl python3-venv procps bind9-dnsutils systemd mmdebstrap apt-cacher-ng)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || pkgs+=(postgresql-15)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -29,3 +30,5 @@ id -u exchange >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /
 # /usr/local would be.
 "$root/templates/db/install-patroni.sh"
 "$root/localstack/install.sh"
+# The fresh Debian 12 image of the lab's image hosts (cached; about a minute the first time).
+"$root/localstack/image.sh" >/dev/null

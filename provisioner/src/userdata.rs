@@ -1,7 +1,8 @@
 //! The UserData every launched host gets: `templates/cloud-init.yaml`, rendered for the
 //! project and the host's role. Pure. cloud-init runs it at first boot on AWS (packages,
 //! the distro's own etcd and PostgreSQL masked, a DB host's data volume mounted at
-//! PostgreSQL's directory); lab hosts do not run it.
+//! PostgreSQL's directory). Lab hosts in image mode run it with the image's own cloud-init
+//! (`tests/fresh_image.rs`); lab hosts sharing this machine's root do not.
 
 use crate::model::HostSpec;
 

@@ -18,7 +18,10 @@ fi
 python=/usr/bin/python3
 "$python" -c 'import venv, ensurepip' 2>/dev/null || {
   command -v apt-get >/dev/null || { echo "install-patroni: $python lacks venv/ensurepip and there is no apt-get" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
+  # A fresh image has no package lists, and cloud-init may hold apt's lock at first boot.
+  apt="apt-get -o DPkg::Lock::Timeout=600 -q"
+  DEBIAN_FRONTEND=noninteractive $apt update >/dev/null
+  DEBIAN_FRONTEND=noninteractive $apt install -y python3-venv >/dev/null
 }
 rm -rf "$dir"
 "$python" -m venv "$dir"

@@ -28,12 +28,18 @@ pub fn labhost_bin() -> PathBuf {
 
 impl Lab {
     pub fn start(config: &Path, prefix: &'static str) -> Lab {
+        Lab::start_with(config, prefix, &[])
+    }
+
+    /// With more `labhost run` flags (e.g. `--image`).
+    pub fn start_with(config: &Path, prefix: &'static str, run_args: &[&str]) -> Lab {
         let state = tempfile::tempdir().unwrap();
         let child = Command::new(labhost_bin())
             .arg("--state-dir")
             .arg(state.path())
             .args(["run", "--prefix", prefix, "--config"])
             .arg(config)
+            .args(run_args)
             .stdout(std::fs::File::create(state.path().join("out.log")).unwrap())
             .stderr(std::fs::File::create(state.path().join("err.log")).unwrap())
             .spawn()

@@ -51,6 +51,8 @@ pub struct RunOptions {
     pub state_dir: PathBuf,
     pub names: Names,
     pub poll_interval_ms: u64,
+    /// Hosts that boot from a fresh image (`--image`).
+    pub image: Option<crate::image::Image>,
 }
 
 struct Daemon {
@@ -115,6 +117,14 @@ pub async fn run(opts: RunOptions) -> Result<(), DaemonError> {
     result
 }
 
+/// The region of a host about to be created from the image (its UserData is then needed).
+fn first_boot_region(env: &HostEnv, steps: &[Step]) -> Option<usize> {
+    steps.iter().find_map(|s| match s {
+        Step::Create(spec) if env.image_for(spec.region_index).is_some() => Some(spec.region_index),
+        _ => None,
+    })
+}
+
 impl Daemon {
     /// Every `poll_interval_ms`, or every `FAST_POLL_INTERVAL_MS` while hosts are changing:
     /// LocalStack pays for each DescribeInstances, so an idle emulator polls at the slower rate.
@@ -157,6 +167,7 @@ impl Daemon {
             private_dirs: config.private_dirs(),
             boot_hook: config.boot_hook_path(),
             boot_log: config.boot_log_path(),
+            image: opts.image,
         };
         let ec2 = Ec2::new(&config.endpoint_url, &config.regions).await;
         let faults_store = FaultStore::new(&state.root);
@@ -304,10 +315,18 @@ impl Daemon {
                 continue; // its previous change is still running; re-planned next poll
             }
             let env = Arc::clone(&self.env);
+            let ec2 = self.ec2.clone();
             let target = by_id.get(p.id.as_str()).map(|h| (*h).clone());
             self.inflight.spawn(async move {
                 let start = std::time::Instant::now();
-                let result = env.run_steps(&p.id, &p.steps).await;
+                let result = async {
+                    let user_data = match first_boot_region(&env, &p.steps) {
+                        Some(i) => Some(ec2.user_data(i, &p.id).await.map_err(|e| crate::host::HostError::Seed(e.to_string()))?),
+                        None => None,
+                    };
+                    env.run_steps(&p.id, &p.steps, user_data.as_deref()).await
+                }
+                .await;
                 HostDone { id: p.id, steps: step_names(&p.steps), target, result, elapsed_ms: start.elapsed().as_millis() as u64 }
             });
         }

@@ -17,6 +17,7 @@ const API_TIMEOUT_MS: u64 = 5000;
 const API_ATTEMPTS_MAX: u32 = 6;
 
 /// One EC2 client per configured region, all pointed at the same endpoint.
+#[derive(Clone)]
 pub struct Ec2 {
     clients: Vec<(String, Client)>,
 }
@@ -79,6 +80,31 @@ impl Ec2 {
             }
         }
         Ok(out)
+    }
+
+    /// The instance's UserData, decoded (empty when it has none).
+    pub async fn user_data(&self, i: usize, instance_id: &str) -> Result<String, Ec2Error> {
+        use base64::Engine as _;
+        let client = &self.clients[i].1;
+        let resp = client
+            .describe_instance_attribute()
+            .instance_id(instance_id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .map_err(|e| {
+                use aws_sdk_ec2::error::ProvideErrorMetadata as _;
+                self.api_err(
+                    i,
+                    "DescribeInstanceAttribute",
+                    format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or_default()),
+                )
+            })?;
+        let Some(b64) = resp.user_data().and_then(|v| v.value()) else { return Ok(String::new()) };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|e| self.api_err(i, "DescribeInstanceAttribute", format!("UserData is not base64: {e}")))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The public key of a key pair (`None` if the key pair does not exist).

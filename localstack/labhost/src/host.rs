@@ -3,6 +3,7 @@
 use crate::cmd::{self, CmdError};
 use crate::config::RegionConfig;
 use crate::hostfiles::{self, backing_name};
+use crate::image::{self, Image};
 use crate::model::HostSpec;
 use crate::names::Names;
 use crate::plan::{gateway, Step};
@@ -22,6 +23,8 @@ pub enum HostError {
     Io { path: String, source: std::io::Error },
     #[error("processes of {0} still alive after repeated SIGKILL")]
     Unkillable(String),
+    #[error("{0}")]
+    Seed(String),
 }
 
 fn io(p: &Path) -> impl FnOnce(std::io::Error) -> HostError + '_ {
@@ -40,6 +43,8 @@ pub struct HostEnv {
     pub private_dirs: Vec<String>,
     pub boot_hook: String,
     pub boot_log: String,
+    /// Hosts that boot from a fresh image instead of this machine's root (`run --image`).
+    pub image: Option<Image>,
 }
 
 impl HostEnv {
@@ -47,11 +52,17 @@ impl HostEnv {
         self.hosts_dir.join(id)
     }
 
-    /// Runs the steps of one host in order.
-    pub async fn run_steps(&self, id: &str, steps: &[Step]) -> Result<(), HostError> {
+    /// The image a host of region `region_index` boots from, if it is an image host.
+    pub fn image_for(&self, region_index: usize) -> Option<&Image> {
+        self.image.as_ref().filter(|i| i.applies_to(&self.regions[region_index].name))
+    }
+
+    /// Runs the steps of one host in order. `user_data` is the instance's, for an image host's
+    /// first boot.
+    pub async fn run_steps(&self, id: &str, steps: &[Step], user_data: Option<&str>) -> Result<(), HostError> {
         for step in steps {
             match step {
-                Step::Create(spec) => self.create(spec).await?,
+                Step::Create(spec) => self.create(spec, user_data).await?,
                 Step::PowerOn(spec) => self.power_on(spec).await?,
                 Step::PowerOff => self.power_off(id).await?,
                 Step::SetIsolated(on) => self.set_isolated(id, *on).await?,
@@ -63,9 +74,12 @@ impl HostEnv {
     }
 
     /// Files (kept if they survive from an earlier run), then the namespace with eth0 down.
-    pub async fn create(&self, spec: &HostSpec) -> Result<(), HostError> {
+    pub async fn create(&self, spec: &HostSpec, user_data: Option<&str>) -> Result<(), HostError> {
         let dir = self.host_dir(&spec.id);
-        for d in &self.private_dirs {
+        let image = self.image_for(spec.region_index);
+        let private_dirs: &[String] = if image.is_some() { &[] } else { &self.private_dirs };
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        for d in private_dirs {
             let backing = dir.join("root").join(backing_name(d));
             if !backing.exists() {
                 std::fs::create_dir_all(&backing).map_err(io(&backing))?;
@@ -84,8 +98,16 @@ impl HostEnv {
             let p = dir.join(name);
             std::fs::write(&p, body).map_err(io(&p))
         };
-        write("sshd_config", hostfiles::sshd_config(spec.ip))?;
-        write("init.sh", hostfiles::init_script(&self.boot_hook, &self.boot_log))?;
+        if let Some(image) = image {
+            let gw = gateway(&self.regions[spec.region_index].vpc_cidr);
+            self.create_disk(&dir, spec, user_data.unwrap_or_default(), gw)?;
+            write("sshd_config", image::sshd_config(spec.ip))?;
+            write("init.sh", image::init_script(&self.boot_hook, &self.boot_log))?;
+            write("enter.sh", image::enter_script(&dir, &image.rootfs))?;
+        } else {
+            write("sshd_config", hostfiles::sshd_config(spec.ip))?;
+            write("init.sh", hostfiles::init_script(&self.boot_hook, &self.boot_log))?;
+        }
         write("authorized_keys", String::new())?;
 
         let ns = self.names.netns(&spec.id);
@@ -97,6 +119,28 @@ impl HostEnv {
         cmd::run_with_stdin("ip", &["-batch", "-"], Some(&root_batch)).await?;
         let batch = format!("addr add {}/{} dev eth0\nlink set lo up\n", spec.ip, region.vpc_cidr.prefix_len());
         cmd::run_with_stdin("ip", &["-n", &ns, "-batch", "-"], Some(&batch)).await?;
+        Ok(())
+    }
+
+    /// An image host's disk: overlay dirs, and on first creation the files its first boot
+    /// needs (kept when the host is recreated after a failed step, as a disk would be).
+    fn create_disk(&self, dir: &Path, spec: &HostSpec, user_data: &str, gw: std::net::Ipv4Addr) -> Result<(), HostError> {
+        let disk = image::disk_dir(dir);
+        let upper = disk.join("upper");
+        let first = !upper.exists();
+        for d in ["upper", "work", "merged"] {
+            let p = disk.join(d);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        if first {
+            for (rel, body) in image::first_boot_files(&spec.id, &spec.hostname, user_data, gw) {
+                let p = upper.join(rel);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
+                std::fs::write(&p, body).map_err(io(&p))?;
+            }
+        }
         Ok(())
     }
 
@@ -114,9 +158,11 @@ impl HostEnv {
         let netns_file = std::fs::File::open(&netns_path).map_err(io(&netns_path))?;
         let resolv = dir.join("resolv.conf");
         std::fs::write(&resolv, hostfiles::resolv_conf(gateway(&self.regions[spec.region_index].vpc_cidr))).map_err(io(&resolv))?;
-        let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname)?;
+        let image = self.image_for(spec.region_index).is_some();
+        let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname, image)?;
         let mut command = std::process::Command::new("/bin/sh");
-        command.arg(format!("{}/init.sh", hostfiles::IN_HOST_DIR)).stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
+        let script = if image { dir.join("enter.sh").display().to_string() } else { format!("{}/init.sh", hostfiles::IN_HOST_DIR) };
+        command.arg(script).stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);
         // SAFETY: the closure only makes raw syscalls on data prepared before fork (no allocation).
         unsafe { command.pre_exec(move || setup.enter()) };
         let mut child = tokio::process::Command::from(command)
@@ -219,6 +265,9 @@ pub async fn wait_tcp(ip: std::net::Ipv4Addr, port: u16, timeout_ms: u64) -> boo
 /// /run/labhost, the per-host bind mounts, its own /etc/resolv.conf and the hostname. Raw syscalls only.
 struct NamespaceSetup {
     netns: std::fs::File,
+    /// An image host: only the network, mount and UTS namespaces here (its `enter.sh` mounts
+    /// its root and starts its own pid namespace).
+    image: bool,
     host_dir: CString,
     binds: Vec<(CString, CString)>,
     /// /etc/resolv.conf (or where its symlinks lead); created first when it lies in the fresh /run.
@@ -273,14 +322,21 @@ impl ResolvMount {
 }
 
 impl NamespaceSetup {
-    fn new(netns: std::fs::File, host_dir: &Path, private_dirs: &[String], hostname: &str) -> Result<Self, HostError> {
+    fn new(netns: std::fs::File, host_dir: &Path, private_dirs: &[String], hostname: &str, image: bool) -> Result<Self, HostError> {
         let c = |s: &str| CString::new(s).map_err(|e| HostError::Io { path: s.to_string(), source: std::io::Error::other(e) });
         let binds = hostfiles::bind_mounts(private_dirs)
             .into_iter()
             .map(|(src, dst)| Ok((c(&src)?, c(&dst)?)))
             .collect::<Result<Vec<_>, HostError>>()?;
         let resolv = ResolvMount::new(&c)?;
-        Ok(NamespaceSetup { netns, host_dir: c(&host_dir.to_string_lossy())?, binds, resolv, hostname: hostname.as_bytes().to_vec() })
+        Ok(NamespaceSetup {
+            netns,
+            image,
+            host_dir: c(&host_dir.to_string_lossy())?,
+            binds,
+            resolv,
+            hostname: hostname.as_bytes().to_vec(),
+        })
     }
 
     fn enter(&self) -> std::io::Result<()> {
@@ -296,6 +352,12 @@ impl NamespaceSetup {
         // SAFETY: plain syscalls with valid NUL-terminated strings owned by self.
         unsafe {
             check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+            if self.image {
+                check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS))?;
+                check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
+                check(libc::sethostname(self.hostname.as_ptr().cast(), self.hostname.len()))?;
+                return Ok(());
+            }
             check(libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWPID))?;
             check(libc::mount(null, c"/".as_ptr(), null, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()))?;
             check(libc::mount(c"labhost-run".as_ptr(), c"/run".as_ptr(), c"tmpfs".as_ptr(), 0, c"mode=0755,size=64m".as_ptr().cast()))?;

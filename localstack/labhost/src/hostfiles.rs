@@ -53,7 +53,7 @@ pub fn resolv_target(path: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
-fn quote(s: &str) -> String {
+pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 

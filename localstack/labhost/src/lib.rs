@@ -11,6 +11,7 @@ pub mod faults;
 pub mod front;
 pub mod host;
 pub mod hostfiles;
+pub mod image;
 pub mod model;
 pub mod names;
 pub mod net;

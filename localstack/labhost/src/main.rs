@@ -47,6 +47,14 @@ enum Command {
         /// Poll interval when nothing changes (200 ms for 10 s after any change).
         #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(20..=500))]
         poll_interval_ms: u64,
+        /// Boot hosts from this fresh root filesystem (`localstack/image.sh` prints it) on an
+        /// overlay of their own, running their UserData with its cloud-init, instead of
+        /// sharing this machine's root. Needs the apt cache (`localstack/aptcache.sh start`).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// With --image: only the hosts of these regions (comma-separated; default every region).
+        #[arg(long, value_delimiter = ',', requires = "image")]
+        image_regions: Vec<String>,
     },
     /// SIGTERM the emulator of --state-dir and wait for its cleanup.
     Stop,
@@ -215,18 +223,33 @@ fn main() {
     }
 }
 
+/// `--image` checked before anything starts: a built image, and regions the config has.
+fn image_mode(cfg: &Config, rootfs: PathBuf, regions: Vec<String>) -> Result<labhost::image::Image> {
+    let rootfs = absolute(rootfs)?;
+    if !rootfs.join(".labhost-image").is_file() {
+        anyhow::bail!("--image {}: not a built lab image (no .labhost-image); build it with localstack/image.sh", rootfs.display());
+    }
+    for r in &regions {
+        if !cfg.regions.iter().any(|c| &c.name == r) {
+            anyhow::bail!("--image-regions: {r} is not a region of the config");
+        }
+    }
+    Ok(labhost::image::Image { rootfs, regions })
+}
+
 fn real_main(cli: Cli) -> Result<()> {
     let output = cli.output;
     let state = StateDir::new(&absolute(cli.state_dir)?);
     match cli.command {
-        Command::Run { config, endpoint, prefix, poll_interval_ms } => {
+        Command::Run { config, endpoint, prefix, poll_interval_ms, image, image_regions } => {
             let mut cfg = Config::load(&config)?;
+            let image = image.map(|rootfs| image_mode(&cfg, rootfs, image_regions)).transpose()?;
             if let Some(url) = endpoint {
                 cfg.endpoint_url = url;
             }
             let names = Names::new(&prefix)?;
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(daemon::run(RunOptions { config: cfg, state_dir: state.root.clone(), names, poll_interval_ms }))?;
+            rt.block_on(daemon::run(RunOptions { config: cfg, state_dir: state.root.clone(), names, poll_interval_ms, image }))?;
             print(output, &serde_json::json!({"ok": true, "stopped": true}), || "labhost: stopped, cleaned up".into());
         }
         Command::Stop => {

@@ -65,22 +65,55 @@ pub fn service_user_command() -> String {
 /// packages are installed, so their postinst never starts them and no boot does (Debian's
 /// etcd would hold 2379, its PostgreSQL a default cluster on 5432).
 pub const DISTRO_UNITS: &[&str] = &["etcd.service", "postgresql.service", "postgresql@15-main.service"];
+/// How long deploy waits for a host's first boot (cloud-init's packages and runcmd).
+pub const CLOUD_INIT_WAIT_S: u32 = 900;
+
+/// Waits for cloud-init to finish where it is installed; fails only when it is still running
+/// after [`CLOUD_INIT_WAIT_S`] (a boot that ended in an error is for the checks that follow).
+pub fn cloud_init_wait_command() -> String {
+    format!(
+        "command -v cloud-init >/dev/null || exit 0; timeout {CLOUD_INIT_WAIT_S} cloud-init status --wait >/dev/null 2>&1; [ $? != 124 ]"
+    )
+}
+
 /// How long apt waits for the dpkg lock that cloud-init or unattended-upgrades may hold at
 /// first boot, instead of failing at once.
 pub const APT_LOCK_TIMEOUT_S: u32 = 600;
+
+/// Bounds on one apt run (a mirror or NAT that stalls mid-transfer leaves apt waiting with no
+/// timeout of its own) and the attempts made; apt's own lock wait is inside the bound.
+pub const APT_UPDATE_TIMEOUT_S: u32 = 180;
+pub const APT_INSTALL_TIMEOUT_S: u32 = 1200;
+pub const APT_ATTEMPTS_MAX: u32 = 3;
+
+/// `cmd` under `timeout`, tried up to [`APT_ATTEMPTS_MAX`] times, 5 s apart; fails when
+/// every attempt did.
+fn bounded(cmd: &str, timeout_s: u32) -> String {
+    format!(
+        "{{ n=0; until timeout {timeout_s} {cmd}; do n=$((n+1)); [ $n -lt {APT_ATTEMPTS_MAX} ] || break; sleep 5; done; [ $n -lt {APT_ATTEMPTS_MAX} ]; }}"
+    )
+}
 
 /// Installs `packages` with apt, after masking [`DISTRO_UNITS`] (where systemd is), turning
 /// off the default PostgreSQL cluster, and with `policy-rc.d` refusing every service start
 /// for the install's duration (any init system). The same steps as `templates/cloud-init.yaml`.
 pub fn install_command(packages: &[&str]) -> String {
-    let apt = format!("DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S} -q");
+    const SAVED: &str = "/usr/sbin/policy-rc.d.provision-saved";
+    let apt = format!("env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout={APT_LOCK_TIMEOUT_S} -q");
     [
         "command -v apt-get >/dev/null".to_string(),
         format!("{{ ! command -v systemctl >/dev/null || systemctl mask {}; }}", DISTRO_UNITS.join(" ")),
         "mkdir -p /etc/postgresql-common".into(),
         "{ grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf; }".into(),
+        // An image's own policy-rc.d is kept aside and put back afterwards.
+        format!("{{ [ ! -e /usr/sbin/policy-rc.d ] || mv -f /usr/sbin/policy-rc.d {SAVED}; }}"),
         "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d".into(),
-        format!("{{ {apt} update && {apt} install -y {}; ok=$?; rm -f /usr/sbin/policy-rc.d; [ $ok = 0 ]; }}", packages.join(" ")),
+        format!(
+            "{{ {update} && {install}; ok=$?; rm -f /usr/sbin/policy-rc.d; \
+             {{ [ ! -e {SAVED} ] || mv -f {SAVED} /usr/sbin/policy-rc.d; }}; [ $ok = 0 ]; }}",
+            update = bounded(&format!("{apt} update"), APT_UPDATE_TIMEOUT_S),
+            install = bounded(&format!("{apt} install -y {}", packages.join(" ")), APT_INSTALL_TIMEOUT_S),
+        ),
     ]
     .join(" && ")
 }
@@ -111,5 +144,10 @@ mod tests {
         assert!(at("create_main_cluster = false") < install);
         assert!(at("exit 101") < install && install < at("rm -f /usr/sbin/policy-rc.d"));
         assert!(c.contains("DPkg::Lock::Timeout=600"));
+        // Every apt run is bounded and retried: a stalled mirror cannot hold deploy forever.
+        assert!(c.contains("until timeout 180 env DEBIAN_FRONTEND=noninteractive apt-get") && c.contains("until timeout 1200 env"));
+        // An image's own policy-rc.d is put back, not deleted.
+        assert!(at("mv -f /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.provision-saved") < install);
+        assert!(at("mv -f /usr/sbin/policy-rc.d.provision-saved /usr/sbin/policy-rc.d") > install);
     }
 }

@@ -82,6 +82,21 @@ impl Remote {
     /// Installs what the host lacks (see `prereq`); returns the packages installed.
     pub fn prerequisites(&self, s: &mut Session, h: &HostPlanView) -> Result<Vec<String>, DeployError> {
         let req = super::prereq::required(h.database);
+        // First boot's cloud-init (packages, runcmd) finishes before deploy touches the host:
+        // its runcmd would otherwise redo, after deploy, what deploy set (modes of /etc/<project>).
+        let boot = s.exec(&super::prereq::cloud_init_wait_command(), false)?;
+        if !boot.success() {
+            return Err(self.fail(
+                s,
+                h,
+                "first boot",
+                format!(
+                    "cloud-init is still running after {} s (see /var/log/cloud-init-output.log on the host)",
+                    super::prereq::CLOUD_INIT_WAIT_S
+                ),
+                None,
+            ));
+        }
         let user = s.exec(&super::prereq::service_user_command(), Self::sudo(s))?;
         if !user.success() {
             return Err(self.fail(
@@ -95,6 +110,23 @@ impl Remote {
         let out = s.exec(&super::prereq::check_command(&req), false)?;
         let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let mut installed = Vec::new();
+        // Packages first: their install refreshes apt's lists, which a fresh image lacks and
+        // Patroni's venv (python3-venv) needs.
+        if !missing.is_empty() {
+            let pkgs = super::prereq::packages_for(&req, &missing);
+            let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
+            if !r.success() {
+                let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+                return Err(self.fail(
+                    s,
+                    h,
+                    "install prerequisites",
+                    format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")),
+                    None,
+                ));
+            }
+            installed.extend(pkgs.into_iter().map(str::to_string));
+        }
         if h.database {
             let have = s.exec(&format!("[ -x {} ]", super::prereq::PATRONI_BIN), false)?.success();
             if !have {
@@ -111,22 +143,6 @@ impl Remote {
                 installed.push(format!("patroni=={}", super::prereq::PATRONI_VERSION));
             }
         }
-        if missing.is_empty() {
-            return Ok(installed);
-        }
-        let pkgs = super::prereq::packages_for(&req, &missing);
-        let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
-        if !r.success() {
-            let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
-            return Err(self.fail(
-                s,
-                h,
-                "install prerequisites",
-                format!("missing {} and `apt-get install {}` failed: {tail}", missing.join(", "), pkgs.join(" ")),
-                None,
-            ));
-        }
-        installed.extend(pkgs.into_iter().map(str::to_string));
         Ok(installed)
     }
 
