@@ -505,6 +505,20 @@ async fn a_plan_over_the_vcpu_quota_is_refused_before_anything_is_created() {
     }
     let out = p.run(&["plan", "--output", "json"]);
     assert_eq!(out.status.code(), Some(2), "plan under the default quota: pending changes, no refusal: {}", stderr(&out));
+
+    // Service Quotas hung in one region: the check is optional, so `plan` goes on without it,
+    // says so, and waits for it at most its own bound (5 s), not the SDK's 20 s.
+    let _hung = common::lab::ApiFault::set(PRIMARY, "servicequotas", &["hang"]);
+    let started = std::time::Instant::now();
+    let out = p.run(&["plan", "--output", "json"]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(2), "plan with Service Quotas hung: {}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("region us-east-1: the vCPU quota was not checked") && report.contains("did not answer within 5000 ms"),
+        "the plan must say the quota was not checked: {report}"
+    );
+    assert!(took < Duration::from_secs(20), "plan waited {took:?} for a hung Service Quotas");
 }
 
 /// Drift made behind `provision`'s back, through the AWS API as an operator or a script would:

@@ -13,6 +13,15 @@ pub enum KeyError {
     Io { path: String, message: String },
 }
 
+/// Replaces `path` with `value` through a temporary file (a dot name, so never taken for a
+/// vault item) and a rename: mode 0600, and a reader sees the old or the new file, whole.
+pub fn replace_private(path: &std::path::Path, value: &str) -> std::io::Result<()> {
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(value.as_bytes())?;
+    std::fs::rename(&tmp, path)
+}
+
 pub fn key_dir(cfg: &Config) -> PathBuf {
     cfg.dir.join(".provision").join(&cfg.project)
 }

@@ -65,7 +65,8 @@ fn local_items(cfg: &Config) -> Result<BTreeMap<String, String>, VaultError> {
     Ok(items)
 }
 
-/// Names SSM takes in a parameter path, and no temporary file of ours.
+/// Names SSM takes in a parameter path, and no temporary file of ours (dot names; the
+/// suffix of an older release's).
 fn is_item_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
@@ -163,12 +164,8 @@ fn write_private(path: &Path, value: &str) -> Result<(), VaultError> {
     f.write_all(value.as_bytes()).map_err(|e| io(path, e))
 }
 
-/// Replaces a file through a temporary one and a rename, mode 0600.
 fn replace_private(path: &Path, value: &str) -> Result<(), VaultError> {
-    let tmp = path.with_file_name(format!("{}{TMP_SUFFIX}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, value)?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    crate::keys::replace_private(path, value).map_err(|e| io(path, e))
 }
 
 fn shown(p: &Path) -> String {

@@ -72,3 +72,55 @@ pub async fn serve(listener: std::net::TcpListener, cfg: Arc<rustls::ServerConfi
     let server = axum_server::from_tcp(listener)?.acceptor(acceptor).handle(handle).http1_only();
     server.serve(app.into_make_service_with_connect_info::<SocketAddr>()).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A self-signed identity for `name`, written as PEM files in `dir`.
+    fn identity(dir: &Path, name: &str) -> (TlsFiles, String) {
+        let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        let (cert_file, key_file) = (dir.join("chain.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+        std::fs::write(&key_file, cert.signing_key.serialize_pem()).unwrap();
+        (TlsFiles { cert_file, key_file }, cert.cert.pem())
+    }
+
+    /// Clients that connect and never start a handshake (hung or hostile) neither block the
+    /// accept loop nor hold a connection past `HANDSHAKE_TIMEOUT_MS`, with the shipped bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn silent_clients_are_dropped_after_the_handshake_bound_and_block_no_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, ca_pem) = identity(dir.path(), "api.test");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route("/health", axum::routing::get(|| async { "ok" }));
+        tokio::spawn(serve(listener, server_config(&files).unwrap(), app));
+
+        const SILENT_CLIENTS: usize = 64;
+        let silent: Vec<std::net::TcpStream> = (0..SILENT_CLIENTS).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+        let client = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap())
+            .resolve("api.test", addr)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let answer = client.get(format!("https://api.test:{}/health", addr.port())).send().await.unwrap();
+        assert_eq!(answer.status(), 200, "served while {SILENT_CLIENTS} clients sit in their handshakes");
+
+        let started = std::time::Instant::now();
+        let closed_after_ms = tokio::task::spawn_blocking(move || {
+            let mut s = &silent[0];
+            s.set_read_timeout(Some(Duration::from_millis(HANDSHAKE_TIMEOUT_MS + 5_000))).unwrap();
+            let mut buf = [0u8; 16];
+            let n = s.read(&mut buf);
+            assert!(matches!(n, Ok(0)) || n.is_err(), "the server sent {n:?} to a client that said nothing");
+            started.elapsed().as_millis() as u64
+        })
+        .await
+        .unwrap();
+        assert!(closed_after_ms < HANDSHAKE_TIMEOUT_MS + 5_000, "a silent client was held {closed_after_ms} ms");
+    }
+}

@@ -7,7 +7,7 @@ use bytes::Bytes;
 /// The services the front tells apart. Route53 and IAM are global: AWS serves their control
 /// planes from us-east-1, and so does the front. SSM is regional (the failover state and the
 /// project's vault live in each region's Parameter Store).
-pub const SERVICES: [&str; 5] = ["ec2", "route53", "sts", "iam", "ssm"];
+pub const SERVICES: [&str; 6] = ["ec2", "route53", "sts", "iam", "ssm", "servicequotas"];
 pub const GLOBAL_SERVICES: [&str; 2] = ["route53", "iam"];
 pub const GLOBAL_REGION: &str = "us-east-1";
 

@@ -11,6 +11,9 @@ use super::{Cloud, CloudError};
 /// The code EC2 answers a DryRun that would have succeeded.
 const DRY_RUN_OK: &str = "DryRunOperation";
 
+/// How long `plan` waits for Service Quotas (the quota check is skipped with a note after).
+pub const QUOTA_TIMEOUT_MS: u64 = 5_000;
+
 impl Cloud {
     /// The (instance type, AZ) pairs of `types` that `region` offers.
     pub async fn type_offerings(&self, region: &str, types: &[String]) -> Result<BTreeSet<(String, String)>, CloudError> {
@@ -60,14 +63,17 @@ impl Cloud {
     }
 
     /// The region's quota of running On-Demand standard vCPUs (`code`), from Service Quotas.
+    /// Bounded by [`QUOTA_TIMEOUT_MS`]: the check is optional, so a hung Service Quotas costs
+    /// `plan` seconds, not the SDK's whole operation bound.
     pub async fn vcpu_quota(&self, region: &str, code: &str) -> Result<f64, CloudError> {
-        let r = self
-            .quotas(region)?
-            .get_service_quota()
-            .service_code("ec2")
-            .quota_code(code)
-            .send()
+        let call = self.quotas(region)?.get_service_quota().service_code("ec2").quota_code(code).send();
+        let r = tokio::time::timeout(std::time::Duration::from_millis(QUOTA_TIMEOUT_MS), call)
             .await
+            .map_err(|_| CloudError::Other {
+                resource: code.into(),
+                region: region.into(),
+                message: format!("Service Quotas did not answer within {QUOTA_TIMEOUT_MS} ms"),
+            })?
             .map_err(|e| self.err("GetServiceQuota", code, region, e))?;
         r.quota().and_then(|q| q.value()).ok_or_else(|| CloudError::Other {
             resource: code.into(),

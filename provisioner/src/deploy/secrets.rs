@@ -139,9 +139,5 @@ pub fn api_ca(cfg: &Config) -> Option<String> {
 }
 
 fn write_private(path: &Path, value: &str) -> Result<(), KeyError> {
-    // A dot name: never taken for a vault item.
-    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(value.as_bytes()).map_err(|e| io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| io(path, e))
+    crate::keys::replace_private(path, value).map_err(|e| io(path, e))
 }
