@@ -68,11 +68,14 @@ pub const DISTRO_UNITS: &[&str] = &["etcd.service", "postgresql.service", "postg
 /// How long deploy waits for a host's first boot (cloud-init's packages and runcmd).
 pub const CLOUD_INIT_WAIT_S: u32 = 900;
 
-/// Waits for cloud-init to finish where it is installed; fails only when it is still running
-/// after [`CLOUD_INIT_WAIT_S`] (a boot that ended in an error is for the checks that follow).
+/// Waits for cloud-init's boot to end where it is installed and enabled: until its result file
+/// exists (written when the final stage ends, errors or not; `cloud-init status --wait`
+/// returns as soon as any module has failed, while later stages still run); fails after
+/// [`CLOUD_INIT_WAIT_S`].
 pub fn cloud_init_wait_command() -> String {
     format!(
-        "command -v cloud-init >/dev/null || exit 0; timeout {CLOUD_INIT_WAIT_S} cloud-init status --wait >/dev/null 2>&1; [ $? != 124 ]"
+        "command -v cloud-init >/dev/null || exit 0; cloud-init status 2>/dev/null | grep -q '^status: disabled' && exit 0; \
+         n=0; until [ -e /run/cloud-init/result.json ]; do n=$((n+1)); [ $n -lt {CLOUD_INIT_WAIT_S} ] || exit 1; sleep 1; done"
     )
 }
 
@@ -81,16 +84,16 @@ pub fn cloud_init_wait_command() -> String {
 pub const APT_LOCK_TIMEOUT_S: u32 = 600;
 
 /// Bounds on one apt run (a mirror or NAT that stalls mid-transfer leaves apt waiting with no
-/// timeout of its own) and the attempts made; apt's own lock wait is inside the bound.
+/// timeout of its own) and the attempts made; apt's own dpkg-lock wait is inside the bound.
 pub const APT_UPDATE_TIMEOUT_S: u32 = 180;
 pub const APT_INSTALL_TIMEOUT_S: u32 = 1200;
 pub const APT_ATTEMPTS_MAX: u32 = 3;
 
-/// `cmd` under `timeout`, tried up to [`APT_ATTEMPTS_MAX`] times, 5 s apart; fails when
-/// every attempt did.
+/// `cmd` under `timeout`, tried up to [`APT_ATTEMPTS_MAX`] times, 20 s apart (`apt-get
+/// update` does not wait for a lock another apt holds); fails when every attempt did.
 fn bounded(cmd: &str, timeout_s: u32) -> String {
     format!(
-        "{{ n=0; until timeout {timeout_s} {cmd}; do n=$((n+1)); [ $n -lt {APT_ATTEMPTS_MAX} ] || break; sleep 5; done; [ $n -lt {APT_ATTEMPTS_MAX} ]; }}"
+        "{{ n=0; until timeout {timeout_s} {cmd}; do n=$((n+1)); [ $n -lt {APT_ATTEMPTS_MAX} ] || break; sleep 20; done; [ $n -lt {APT_ATTEMPTS_MAX} ]; }}"
     )
 }
 

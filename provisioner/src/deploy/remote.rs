@@ -107,7 +107,8 @@ impl Remote {
                 None,
             ));
         }
-        let out = s.exec(&super::prereq::check_command(&req), false)?;
+        // Through sudo: root's PATH (runuser is in /usr/sbin, not on a login user's PATH).
+        let out = s.exec(&super::prereq::check_command(&req), Self::sudo(s))?;
         let missing: Vec<&str> = out.stdout.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
         let mut installed = Vec::new();
         // Packages first: their install refreshes apt's lists, which a fresh image lacks and
