@@ -5,7 +5,7 @@
 # them; HTTPS (pip from PyPI) passes through as CONNECT, uncached.
 #   localstack/aptcache.sh start   start it unless running (port 3142)
 #   localstack/aptcache.sh stop    stop the one this script started (its pid file)
-# Env: APTCACHE_DIR (default localstack/state/aptcache), APTCACHE_PORT (default 3142).
+# Env: APTCACHE_DIR (default localstack/state/aptcache), APTCACHE_PORT (default 3142; lab hosts use 3142).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 dir="${APTCACHE_DIR:-$here/state/aptcache}"
@@ -16,7 +16,11 @@ up() { curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$port/acng-report.htm
 
 case "${1:-}" in
   start)
-    if up; then echo "aptcache: running on port $port"; exit 0; fi
+    if up; then
+      if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then echo "aptcache: running on port $port"; exit 0; fi
+      echo "aptcache: port $port answers but not as the apt-cacher-ng this script started (a system apt-cacher-ng? its default backend may be unreachable): stop it (/etc/init.d/apt-cacher-ng stop); lab hosts look for the cache on port 3142" >&2
+      exit 1
+    fi
     command -v apt-cacher-ng >/dev/null || {
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends apt-cacher-ng >/dev/null
