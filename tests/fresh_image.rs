@@ -56,15 +56,7 @@ impl Drop for AptCache {
 }
 
 fn ssh_admin(key: &Path, ip: &str, cmd: &str) -> String {
-    assert_local(ip);
-    let out = Command::new("ssh")
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
-        .arg(key)
-        .arg(format!("admin@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    ssh_as(key, "admin", ip, cmd)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -164,11 +164,16 @@ pub async fn ips(region: &str, project: &str, role: &str) -> Vec<String> {
 }
 
 pub fn ssh(key: &Path, ip: &str, cmd: &str) -> String {
+    ssh_as(key, "root", ip, cmd)
+}
+
+/// `cmd` over SSH as `user` (stdout, trimmed; empty when the login is refused).
+pub fn ssh_as(key: &Path, user: &str, ip: &str, cmd: &str) -> String {
     assert_local(ip);
     let out = Command::new("ssh")
         .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR", "-i"])
         .arg(key)
-        .arg(format!("root@{ip}"))
+        .arg(format!("{user}@{ip}"))
         .arg(cmd)
         .output()
         .unwrap();
