@@ -159,7 +159,9 @@ impl HostEnv {
         let resolv = dir.join("resolv.conf");
         std::fs::write(&resolv, hostfiles::resolv_conf(gateway(&self.regions[spec.region_index].vpc_cidr))).map_err(io(&resolv))?;
         let image = self.image_for(spec.region_index).is_some();
-        let setup = NamespaceSetup::new(netns_file, &dir, &self.private_dirs, &spec.hostname, image)?;
+        // An image host's root is its own disk: no bind mounts of this machine's directories.
+        let private_dirs: &[String] = if image { &[] } else { &self.private_dirs };
+        let setup = NamespaceSetup::new(netns_file, &dir, private_dirs, &spec.hostname, image)?;
         let mut command = std::process::Command::new("/bin/sh");
         let script = if image { dir.join("enter.sh").display().to_string() } else { format!("{}/init.sh", hostfiles::IN_HOST_DIR) };
         command.arg(script).stdin(Stdio::null()).stdout(log).stderr(log2).process_group(0);

@@ -89,11 +89,29 @@ pub const APT_UPDATE_TIMEOUT_S: u32 = 180;
 pub const APT_INSTALL_TIMEOUT_S: u32 = 1200;
 pub const APT_ATTEMPTS_MAX: u32 = 3;
 
+/// Pause between two apt attempts.
+const APT_RETRY_PAUSE_S: u32 = 20;
+/// What the SSH exec of a bounded on-host command adds to the command's own bound (connect,
+/// sudo, output), so the host's clear error arrives before the SSH timeout.
+const SSH_MARGIN_S: u32 = 60;
+
+/// The SSH bound of [`install_command`]: every attempt of update and install, and the pauses.
+pub fn install_ssh_timeout_ms() -> u64 {
+    let attempts = APT_ATTEMPTS_MAX * (APT_UPDATE_TIMEOUT_S + APT_INSTALL_TIMEOUT_S);
+    let pauses = 2 * (APT_ATTEMPTS_MAX - 1) * APT_RETRY_PAUSE_S;
+    u64::from(attempts + pauses + SSH_MARGIN_S) * 1000
+}
+
+/// The SSH bound of [`cloud_init_wait_command`].
+pub fn cloud_init_ssh_timeout_ms() -> u64 {
+    u64::from(CLOUD_INIT_WAIT_S + SSH_MARGIN_S) * 1000
+}
+
 /// `cmd` under `timeout`, tried up to [`APT_ATTEMPTS_MAX`] times, 20 s apart (`apt-get
 /// update` does not wait for a lock another apt holds); fails when every attempt did.
 fn bounded(cmd: &str, timeout_s: u32) -> String {
     format!(
-        "{{ n=0; until timeout {timeout_s} {cmd}; do n=$((n+1)); [ $n -lt {APT_ATTEMPTS_MAX} ] || break; sleep 20; done; [ $n -lt {APT_ATTEMPTS_MAX} ]; }}"
+        "{{ n=0; until timeout {timeout_s} {cmd}; do n=$((n+1)); [ $n -lt {APT_ATTEMPTS_MAX} ] || break; sleep {APT_RETRY_PAUSE_S}; done; [ $n -lt {APT_ATTEMPTS_MAX} ]; }}"
     )
 }
 
@@ -149,6 +167,8 @@ mod tests {
         assert!(c.contains("DPkg::Lock::Timeout=600"));
         // Every apt run is bounded and retried: a stalled mirror cannot hold deploy forever.
         assert!(c.contains("until timeout 180 env DEBIAN_FRONTEND=noninteractive apt-get") && c.contains("until timeout 1200 env"));
+        // The SSH exec waits longer than every on-host bound, so the host's own error arrives.
+        assert!(install_ssh_timeout_ms() > 3 * (180 + 1200 + 20) * 1000 && cloud_init_ssh_timeout_ms() > 900_000);
         // An image's own policy-rc.d is put back, not deleted.
         assert!(at("mv -f /usr/sbin/policy-rc.d /usr/sbin/policy-rc.d.provision-saved") < install);
         assert!(at("mv -f /usr/sbin/policy-rc.d.provision-saved /usr/sbin/policy-rc.d") > install);

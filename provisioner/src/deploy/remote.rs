@@ -84,7 +84,7 @@ impl Remote {
         let req = super::prereq::required(h.database);
         // First boot's cloud-init (packages, runcmd) finishes before deploy touches the host:
         // its runcmd would otherwise redo, after deploy, what deploy set (modes of /etc/<project>).
-        let boot = s.exec(&super::prereq::cloud_init_wait_command(), false)?;
+        let boot = s.exec_bounded(&super::prereq::cloud_init_wait_command(), false, super::prereq::cloud_init_ssh_timeout_ms())?;
         if !boot.success() {
             return Err(self.fail(
                 s,
@@ -115,7 +115,7 @@ impl Remote {
         // Patroni's venv (python3-venv) needs.
         if !missing.is_empty() {
             let pkgs = super::prereq::packages_for(&req, &missing);
-            let r = s.exec(&super::prereq::install_command(&pkgs), Self::sudo(s))?;
+            let r = s.exec_bounded(&super::prereq::install_command(&pkgs), Self::sudo(s), super::prereq::install_ssh_timeout_ms())?;
             if !r.success() {
                 let tail: String = r.stderr.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
                 return Err(self.fail(

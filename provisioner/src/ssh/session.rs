@@ -315,14 +315,15 @@ impl Session {
     /// Runs `cmd` through the login shell; with `sudo` and a non-root user, as root via
     /// `sudo -n sh -c '<cmd>'`. A non-zero exit is not an error here (see [`Session::exec_ok`]).
     pub fn exec(&mut self, cmd: &str, sudo: bool) -> Result<Output, SshError> {
+        self.exec_bounded(cmd, sudo, self.command_timeout_ms)
+    }
+
+    /// [`Session::exec`] with its own bound, for a command that bounds itself on the host and
+    /// must be given longer than the session's default (first boot, package installs).
+    pub fn exec_bounded(&mut self, cmd: &str, sudo: bool, timeout_ms: u64) -> Result<Output, SshError> {
         let command = if sudo { sudo_wrap(&self.user, cmd) } else { cmd.to_string() };
-        let timeout = |what: &str| SshError::Timeout {
-            host: self.host.clone(),
-            step: Step::Exec,
-            what: what.to_string(),
-            timeout_ms: self.command_timeout_ms,
-        };
-        let deadline = Instant::now() + Duration::from_millis(self.command_timeout_ms);
+        let timeout = |what: &str| SshError::Timeout { host: self.host.clone(), step: Step::Exec, what: what.to_string(), timeout_ms };
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let mut ch = self.sess.channel_session().map_err(|e| self.step_err(Step::Exec, e))?;
         ch.exec(&command).map_err(|e| self.step_err(Step::Exec, format!("`{cmd}`: {e}")))?;
         // Both streams at once, non-blocking: reading one to its end first can deadlock once the
